@@ -1,0 +1,98 @@
+# Flotilla build, test and release entry points. `make help` lists them.
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+.DEFAULT_GOAL := help
+
+ROOT := $(abspath .)
+BIN := $(ROOT)/bin
+export PATH := $(BIN):$(PATH)
+# envtest starts etcd and kube-apiserver from here.
+export KUBEBUILDER_ASSETS := $(BIN)
+
+GO ?= go
+GOTEST := $(GO) test -json
+SUMMARY := $(GO) run ./hack/testsummary
+CONTROLLER_GEN := $(BIN)/controller-gen
+HELM := $(BIN)/helm
+
+UNIT_PKGS := ./api/... ./internal/... ./cmd/...
+INTEGRATION_PKGS := ./controllers/... ./test/integration/...
+E2E_PKGS := ./test/testbed/... ./test/e2e/...
+TEST_TIMEOUT ?= 20m
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: tools
+tools: ## Build the pinned tool binaries into bin/ (skips those up to date).
+	hack/tools/build.sh
+
+.PHONY: generate
+generate: ## Generate deepcopy code for the API types.
+	@hack/tools/build.sh controller-gen
+	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
+
+.PHONY: manifests
+manifests: ## Generate CRDs and the manager's RBAC from markers.
+	@hack/tools/build.sh controller-gen
+	$(CONTROLLER_GEN) crd:generateEmbeddedObjectMeta=true paths=./api/... output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) rbac:roleName=flotilla-manager paths=./controllers/... output:rbac:artifacts:config=config/rbac
+
+.PHONY: fmt
+fmt: ## Format the Go code.
+	gofmt -w $$(git ls-files '*.go' | grep -v '^hack/tools/')
+
+.PHONY: lint
+lint: ## gofmt, go vet.
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^hack/tools/')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+.PHONY: verify
+verify: generate manifests lint ## Fail when generated files are stale or code is unformatted.
+	@if [ -n "$$(git status --porcelain -- api config charts)" ]; then \
+	  echo "generated files are stale; run 'make generate manifests' and commit:"; \
+	  git status --porcelain -- api config charts; git --no-pager diff --stat -- api config charts; exit 1; fi
+	@echo "generated files are up to date"
+
+##@ Build
+
+.PHONY: build
+build: ## Build manager, agent and flotillactl into bin/.
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/...
+
+##@ Test
+
+.PHONY: test
+test: tools ## Run every test: unit, envtest integration and the local federation.
+	$(GOTEST) -timeout $(TEST_TIMEOUT) $(UNIT_PKGS) $(INTEGRATION_PKGS) $(E2E_PKGS) | $(SUMMARY)
+
+.PHONY: test-unit
+test-unit: ## Pure-logic tests (no API server).
+	$(GOTEST) $(UNIT_PKGS) | $(SUMMARY)
+
+.PHONY: test-integration
+test-integration: ## envtest suites against a real kube-apiserver.
+	@hack/tools/build.sh etcd kube-apiserver
+	$(GOTEST) $(INTEGRATION_PKGS) | $(SUMMARY)
+
+.PHONY: test-e2e
+test-e2e: tools ## End-to-end tests on the local federation.
+	$(GOTEST) -timeout $(TEST_TIMEOUT) $(E2E_PKGS) | $(SUMMARY)
+
+.PHONY: bench
+bench: ## Go benchmarks of the pure packages; JSON results under bench/results/.
+	@mkdir -p bench/results
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/... | tee bench/results/go-bench.txt
+
+##@ Testbed
+
+.PHONY: testbed-gc
+testbed-gc: ## Tear down federations left behind by killed test runs.
+	$(GO) run ./test/testbed/cmd/testbed-gc

@@ -1,0 +1,176 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// LeaseSpec is the contract binding replicas of one Workload to one Offer.
+// Everything but replicas is fixed when the Lease is created.
+// +kubebuilder:validation:XValidation:rule="self.workloadRef == oldSelf.workloadRef && self.providerRef == oldSelf.providerRef && self.offerRef == oldSelf.offerRef",message="spec.workloadRef, spec.providerRef and spec.offerRef are immutable"
+// +kubebuilder:validation:XValidation:rule="self.epoch == oldSelf.epoch",message="spec.epoch is immutable"
+// +kubebuilder:validation:XValidation:rule="self.prices == oldSelf.prices && self.pricePerReplicaHour == oldSelf.pricePerReplicaHour",message="spec.prices and spec.pricePerReplicaHour are locked at creation"
+type LeaseSpec struct {
+	// workloadRef names the Workload, in the Lease's namespace.
+	// +required
+	WorkloadRef LocalObjectReference `json:"workloadRef"`
+
+	// providerRef names the Provider running the replicas.
+	// +required
+	ProviderRef ProviderReference `json:"providerRef"`
+
+	// offerRef names the Offer the capacity comes from.
+	// +required
+	OfferRef ObjectReference `json:"offerRef"`
+
+	// class copied from the Workload.
+	// +optional
+	// +kubebuilder:default=Service
+	Class WorkloadClass `json:"class,omitempty"`
+
+	// replicas bound by this Lease.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
+	Replicas int32 `json:"replicas"`
+
+	// resourcesPerReplica are the requests of one replica, as reserved.
+	// +required
+	// +kubebuilder:validation:MaxProperties=5
+	ResourcesPerReplica corev1.ResourceList `json:"resourcesPerReplica"`
+
+	// prices are the Offer's unit prices, locked at creation.
+	// +required
+	// +kubebuilder:validation:MaxProperties=5
+	Prices PriceList `json:"prices"`
+
+	// pricePerReplicaHour is resourcesPerReplica priced at prices.
+	// +required
+	PricePerReplicaHour Amount `json:"pricePerReplicaHour"`
+
+	// epoch fences provider-side objects: anything with a lower epoch for
+	// the same Workload is deleted.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	Epoch int64 `json:"epoch"`
+}
+
+// LeasePhase is where a Lease is in its life.
+// +kubebuilder:validation:Enum=Pending;Active;Lost;Closing;Closed
+type LeasePhase string
+
+const (
+	// LeasePending is created but not yet applied on its provider.
+	LeasePending LeasePhase = "Pending"
+	// LeaseActive runs on its provider.
+	LeaseActive LeasePhase = "Active"
+	// LeaseLost is on a provider that stopped answering.
+	LeaseLost LeasePhase = "Lost"
+	// LeaseClosing is being removed from its provider.
+	LeaseClosing LeasePhase = "Closing"
+	// LeaseClosed is over; its capacity is free.
+	LeaseClosed LeasePhase = "Closed"
+)
+
+// LeaseUsage is metered usage of a Lease.
+type LeaseUsage struct {
+	// replicaSeconds integrates observed ready replicas over time.
+	// +optional
+	ReplicaSeconds int64 `json:"replicaSeconds,omitempty"`
+
+	// cost of that usage at the locked prices, in credits.
+	// +optional
+	Cost Amount `json:"cost,omitempty"`
+}
+
+// LeaseStatus is what the hub observed of a Lease on its provider.
+type LeaseStatus struct {
+	// phase of the Lease.
+	// +optional
+	Phase LeasePhase `json:"phase,omitempty"`
+
+	// namespace on the provider holding the Lease's objects.
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+
+	// readyReplicas reported by the provider.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+
+	// succeededReplicas reported by the provider (Batch).
+	// +optional
+	SucceededReplicas int32 `json:"succeededReplicas,omitempty"`
+
+	// failedReplicas reported by the provider (Batch).
+	// +optional
+	FailedReplicas int32 `json:"failedReplicas,omitempty"`
+
+	// usage metered so far.
+	// +optional
+	Usage LeaseUsage `json:"usage,omitempty"`
+
+	// digest is the result digest reported by a Batch copy.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	Digest string `json:"digest,omitempty"`
+
+	// lastSyncTime is when the hub last read the Lease's state from its provider.
+	// +optional
+	LastSyncTime *metav1.Time `json:"lastSyncTime,omitempty"`
+
+	// lastError is the last error applying or reading the Lease.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	LastError string `json:"lastError,omitempty"`
+
+	// lostTime is when the Lease's provider was declared Lost.
+	// +optional
+	LostTime *metav1.Time `json:"lostTime,omitempty"`
+
+	// conditions: Ready, Reconciling.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// observedGeneration is the generation the status reflects.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
+
+// Lease binds some replicas of one Workload to one Offer at a locked price.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=flease;fleases,categories=flotilla
+// +kubebuilder:printcolumn:name="Workload",type=string,JSONPath=`.spec.workloadRef.name`
+// +kubebuilder:printcolumn:name="Provider",type=string,JSONPath=`.spec.providerRef.name`
+// +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.spec.replicas`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Epoch",type=integer,JSONPath=`.spec.epoch`,priority=1
+// +kubebuilder:printcolumn:name="Price/h",type=string,JSONPath=`.spec.pricePerReplicaHour`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type Lease struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the contract.
+	// +required
+	Spec LeaseSpec `json:"spec"`
+
+	// status is observed by the hub.
+	// +optional
+	Status LeaseStatus `json:"status,omitempty"`
+}
+
+// LeaseList is a list of Leases.
+// +kubebuilder:object:root=true
+type LeaseList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Lease `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&Lease{}, &LeaseList{})
+}

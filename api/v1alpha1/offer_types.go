@@ -1,0 +1,137 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// OfferSpec is a priced block of capacity on one provider.
+// +kubebuilder:validation:XValidation:rule="self.resources.all(r, r in ['cpu', 'memory', 'ephemeral-storage', 'nvidia.com/gpu', 'pods'])",message="spec.resources: only cpu, memory, ephemeral-storage, nvidia.com/gpu and pods can be offered"
+// +kubebuilder:validation:XValidation:rule="self.prices.all(r, r in self.resources)",message="spec.prices: every priced resource must also be in spec.resources"
+// +kubebuilder:validation:XValidation:rule="!has(self.validFrom) || !has(self.validUntil) || timestamp(self.validUntil) > timestamp(self.validFrom)",message="spec.validUntil must be after spec.validFrom"
+// +kubebuilder:validation:XValidation:rule="!has(self.minLeaseSeconds) || !has(self.maxLeaseSeconds) || self.minLeaseSeconds <= self.maxLeaseSeconds",message="spec.minLeaseSeconds must not exceed spec.maxLeaseSeconds"
+type OfferSpec struct {
+	// providerRef names the Provider selling this capacity. It must match the
+	// namespace the Offer lives in (provider-<name>).
+	// +required
+	ProviderRef ProviderReference `json:"providerRef"`
+
+	// resources offered in total: cpu, memory, ephemeral-storage,
+	// nvidia.com/gpu, pods.
+	// +required
+	// +kubebuilder:validation:MinProperties=1
+	// +kubebuilder:validation:MaxProperties=5
+	Resources corev1.ResourceList `json:"resources"`
+
+	// prices per unit-hour of each resource, in credits. A resource without a
+	// price is free.
+	// +required
+	// +kubebuilder:validation:MaxProperties=5
+	Prices PriceList `json:"prices"`
+
+	// attributes describe the capacity (region, gpu-model, arch, tier) for
+	// Workloads' attribute selectors. The provider's own attributes, region
+	// and zone are added when matching.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	Attributes map[string]string `json:"attributes,omitempty"`
+
+	// classes of Workload this offer accepts.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=2
+	// +kubebuilder:default={Service,Batch}
+	Classes []WorkloadClass `json:"classes,omitempty"`
+
+	// validFrom is when the offer opens; unset means now.
+	// +optional
+	ValidFrom *metav1.Time `json:"validFrom,omitempty"`
+
+	// validUntil is when the offer closes to new Leases; unset means never.
+	// +optional
+	ValidUntil *metav1.Time `json:"validUntil,omitempty"`
+
+	// minLeaseSeconds is the shortest Lease the provider accepts.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	MinLeaseSeconds *int64 `json:"minLeaseSeconds,omitempty"`
+
+	// maxLeaseSeconds is the longest Lease the provider accepts.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	MaxLeaseSeconds *int64 `json:"maxLeaseSeconds,omitempty"`
+
+	// allowEgress lets Workloads that ask for it reach beyond DNS.
+	// +optional
+	AllowEgress bool `json:"allowEgress,omitempty"`
+}
+
+// Offer condition types.
+const (
+	// OfferAvailable is true while the offer is valid and has free capacity.
+	OfferAvailable = "Available"
+)
+
+// OfferStatus is the hub's accounting of an Offer.
+type OfferStatus struct {
+	// allocated is the sum of resources held by live Leases on this offer.
+	// +optional
+	Allocated corev1.ResourceList `json:"allocated,omitempty"`
+
+	// available is resources minus allocated.
+	// +optional
+	Available corev1.ResourceList `json:"available,omitempty"`
+
+	// leases is the number of live Leases on this offer.
+	// +optional
+	Leases int32 `json:"leases,omitempty"`
+
+	// conditions: Available, Ready.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// observedGeneration is the generation the status reflects.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
+
+// Offer is a priced block of capacity that a provider puts on the market.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=off;offs,categories=flotilla
+// +kubebuilder:printcolumn:name="Provider",type=string,JSONPath=`.spec.providerRef.name`
+// +kubebuilder:printcolumn:name="CPU",type=string,JSONPath=`.spec.resources.cpu`
+// +kubebuilder:printcolumn:name="Memory",type=string,JSONPath=`.spec.resources.memory`
+// +kubebuilder:printcolumn:name="CPU-Price",type=string,JSONPath=`.spec.prices.cpu`
+// +kubebuilder:printcolumn:name="Mem-Price",type=string,JSONPath=`.spec.prices.memory`
+// +kubebuilder:printcolumn:name="Avail-CPU",type=string,JSONPath=`.status.available.cpu`,priority=1
+// +kubebuilder:printcolumn:name="Leases",type=integer,JSONPath=`.status.leases`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type Offer struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is published by the provider.
+	// +required
+	Spec OfferSpec `json:"spec"`
+
+	// status is kept by the hub.
+	// +optional
+	Status OfferStatus `json:"status,omitempty"`
+}
+
+// OfferList is a list of Offers.
+// +kubebuilder:object:root=true
+type OfferList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Offer `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&Offer{}, &OfferList{})
+}

@@ -1,0 +1,210 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ProviderSpec is what the owner of a provider cluster declares about it.
+// +kubebuilder:validation:XValidation:rule="!has(self.zone) || has(self.region)",message="spec.zone requires spec.region"
+type ProviderSpec struct {
+	// owner identifies the person or organisation behind this provider. It is
+	// the unit of independence for spreading replicas and for verification.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Owner string `json:"owner"`
+
+	// region of the provider's nodes, for example eu-west.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Region string `json:"region,omitempty"`
+
+	// zone within the region.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	Zone string `json:"zone,omitempty"`
+
+	// attributes are free-form facts about the provider (gpu model, arch,
+	// tier) that Offers inherit and Workloads can select on.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	Attributes map[string]string `json:"attributes,omitempty"`
+
+	// kubeconfigSecretRef names the Secret in flotilla-system that holds the
+	// kubeconfig of the provider's federation identity.
+	// +required
+	KubeconfigSecretRef SecretKeyReference `json:"kubeconfigSecretRef"`
+
+	// publicKey is the provider agent's ed25519 public key, base64 encoded,
+	// used to verify its signed usage reports.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9+/]{43}=$`
+	PublicKey string `json:"publicKey,omitempty"`
+
+	// unschedulable cordons the provider: no new Leases are placed on it and
+	// its existing replicas are drained elsewhere.
+	// +optional
+	Unschedulable bool `json:"unschedulable,omitempty"`
+}
+
+// SecretKeyReference names a key of a Secret in the flotilla-system namespace.
+type SecretKeyReference struct {
+	// name of the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// key in the Secret's data holding the kubeconfig.
+	// +optional
+	// +kubebuilder:default=kubeconfig
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key,omitempty"`
+}
+
+// ProviderPhase is a coarse summary of a provider's state.
+// +kubebuilder:validation:Enum=Pending;Ready;Lost;Cordoned
+type ProviderPhase string
+
+const (
+	// ProviderPending has not been reached yet.
+	ProviderPending ProviderPhase = "Pending"
+	// ProviderReady answers probes and heartbeats and accepts Leases.
+	ProviderReady ProviderPhase = "Ready"
+	// ProviderLost missed probes and heartbeats for longer than the grace period.
+	ProviderLost ProviderPhase = "Lost"
+	// ProviderCordoned is reachable but takes no new Leases.
+	ProviderCordoned ProviderPhase = "Cordoned"
+)
+
+// Provider condition types.
+const (
+	// ProviderReachable is true when the last probe of the provider's API succeeded.
+	ProviderReachable = "Reachable"
+)
+
+// ProviderCapacity is what the hub measured on the provider's nodes.
+type ProviderCapacity struct {
+	// nodes is the number of schedulable, Ready nodes.
+	// +optional
+	Nodes int32 `json:"nodes,omitempty"`
+
+	// allocatable is the sum of the nodes' allocatable resources.
+	// +optional
+	Allocatable corev1.ResourceList `json:"allocatable,omitempty"`
+
+	// allocated is the sum of the requests of pods bound to those nodes.
+	// +optional
+	Allocated corev1.ResourceList `json:"allocated,omitempty"`
+
+	// free is allocatable minus allocated.
+	// +optional
+	Free corev1.ResourceList `json:"free,omitempty"`
+
+	// largestFreeChunk is, per resource, the most any single node has free:
+	// the largest request one replica can have and still fit.
+	// +optional
+	LargestFreeChunk corev1.ResourceList `json:"largestFreeChunk,omitempty"`
+}
+
+// Reputation is the hub's measured trust in a provider.
+type Reputation struct {
+	// score in [0, 1]; newcomers start neutral at 0.5.
+	// +optional
+	Score Score `json:"score,omitempty"`
+
+	// leasesCompleted counts Leases that ended normally.
+	// +optional
+	LeasesCompleted int64 `json:"leasesCompleted,omitempty"`
+
+	// leasesFailed counts Leases lost or failed on this provider.
+	// +optional
+	LeasesFailed int64 `json:"leasesFailed,omitempty"`
+
+	// verificationsPassed counts redundant-execution results that agreed with the quorum.
+	// +optional
+	VerificationsPassed int64 `json:"verificationsPassed,omitempty"`
+
+	// verificationsFailed counts results that disagreed with the quorum.
+	// +optional
+	VerificationsFailed int64 `json:"verificationsFailed,omitempty"`
+}
+
+// ProviderStatus is what the hub observed of a provider.
+type ProviderStatus struct {
+	// phase summarises the conditions.
+	// +optional
+	Phase ProviderPhase `json:"phase,omitempty"`
+
+	// conditions: Ready, Reachable.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// lastHeartbeatTime is when the provider's agent last renewed its heartbeat.
+	// +optional
+	LastHeartbeatTime *metav1.Time `json:"lastHeartbeatTime,omitempty"`
+
+	// lastProbeTime is when the hub last reached the provider's API server.
+	// +optional
+	LastProbeTime *metav1.Time `json:"lastProbeTime,omitempty"`
+
+	// capacity observed on the provider's nodes.
+	// +optional
+	Capacity ProviderCapacity `json:"capacity,omitempty"`
+
+	// reputation of the provider.
+	// +optional
+	Reputation Reputation `json:"reputation,omitempty"`
+
+	// kubernetesVersion reported by the provider's API server.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
+
+	// observedGeneration is the generation the status reflects.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
+
+// Provider is an independently owned cluster that sells capacity on the hub.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=prov;provs,categories=flotilla
+// +kubebuilder:printcolumn:name="Owner",type=string,JSONPath=`.spec.owner`
+// +kubebuilder:printcolumn:name="Region",type=string,JSONPath=`.spec.region`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Free-CPU",type=string,JSONPath=`.status.capacity.free.cpu`
+// +kubebuilder:printcolumn:name="Free-Mem",type=string,JSONPath=`.status.capacity.free.memory`
+// +kubebuilder:printcolumn:name="Reputation",type=string,JSONPath=`.status.reputation.score`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type Provider struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is declared by the provider's owner.
+	// +required
+	Spec ProviderSpec `json:"spec"`
+
+	// status is observed by the hub.
+	// +optional
+	Status ProviderStatus `json:"status,omitempty"`
+}
+
+// ProviderList is a list of Providers.
+// +kubebuilder:object:root=true
+type ProviderList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Provider `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&Provider{}, &ProviderList{})
+}

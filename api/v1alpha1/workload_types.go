@@ -1,0 +1,301 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// WorkloadSpec is a tenant's request for capacity. Controllers never write it:
+// GitOps tools own spec, controllers own status.
+// +kubebuilder:validation:XValidation:rule="!has(self.verification) || self.class == 'Batch'",message="spec.verification is only allowed for class Batch"
+// +kubebuilder:validation:XValidation:rule="!has(self.batch) || self.class == 'Batch'",message="spec.batch is only allowed for class Batch"
+// +kubebuilder:validation:XValidation:rule="!has(self.verification) || self.verification.redundancy <= 1 || self.replicas == 1",message="spec.replicas must be 1 when spec.verification.redundancy is above 1: redundancy copies the whole workload"
+type WorkloadSpec struct {
+	// class is Service (keep replicas running) or Batch (run to completion).
+	// +optional
+	// +kubebuilder:default=Service
+	Class WorkloadClass `json:"class,omitempty"`
+
+	// replicas is how many copies of the pod to run (Service) or how many pods
+	// to run in parallel (Batch).
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10000
+	Replicas int32 `json:"replicas"`
+
+	// template is the pod each replica runs. Its requests are what Leases
+	// reserve on providers; privileged settings are refused at admission.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="has(self.spec) && size(self.spec.containers) > 0",message="spec.template.spec.containers must list at least one container",fieldPath=".spec"
+	Template corev1.PodTemplateSpec `json:"template"`
+
+	// batch tunes class Batch.
+	// +optional
+	Batch *BatchSpec `json:"batch,omitempty"`
+
+	// placement constrains where replicas may run.
+	// +optional
+	Placement PlacementSpec `json:"placement,omitempty"`
+
+	// priority orders Workloads competing for the same capacity; higher first.
+	// +optional
+	// +kubebuilder:validation:Minimum=-1000
+	// +kubebuilder:validation:Maximum=1000
+	Priority int32 `json:"priority,omitempty"`
+
+	// failover tunes how replicas on a lost provider are replaced.
+	// +optional
+	Failover FailoverSpec `json:"failover,omitempty"`
+
+	// budget caps the total cost of this Workload in credits; unset means
+	// limited only by the namespace's balance.
+	// +optional
+	Budget *Amount `json:"budget,omitempty"`
+
+	// verification runs a Batch Workload on several independent owners and
+	// accepts its result only when enough copies agree.
+	// +optional
+	Verification *VerificationSpec `json:"verification,omitempty"`
+}
+
+// BatchSpec tunes class Batch, as in a Job.
+type BatchSpec struct {
+	// completions is how many pods must succeed per replica set; defaults to replicas.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
+	Completions *int32 `json:"completions,omitempty"`
+
+	// backoffLimit is how many pod failures a Lease tolerates.
+	// +optional
+	// +kubebuilder:default=3
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	BackoffLimit *int32 `json:"backoffLimit,omitempty"`
+
+	// activeDeadlineSeconds bounds how long the batch may run.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	ActiveDeadlineSeconds *int64 `json:"activeDeadlineSeconds,omitempty"`
+}
+
+// PlacementSpec constrains where a Workload's replicas may run.
+// +kubebuilder:validation:XValidation:rule="!has(self.maxReplicasPerOwner) || !has(self.maxReplicasPerProvider) || self.maxReplicasPerProvider <= self.maxReplicasPerOwner",message="spec.placement.maxReplicasPerProvider must not exceed maxReplicasPerOwner"
+type PlacementSpec struct {
+	// attributeSelector selects Offers by their attributes, including the
+	// provider's region, zone and owner (keys region, zone, owner).
+	// +optional
+	AttributeSelector *metav1.LabelSelector `json:"attributeSelector,omitempty"`
+
+	// maxPricePerReplicaHour is the most this Workload pays for one replica
+	// for one hour, summed over the resources it requests.
+	// +optional
+	MaxPricePerReplicaHour *Amount `json:"maxPricePerReplicaHour,omitempty"`
+
+	// maxReplicasPerProvider spreads replicas: at most this many on one provider.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	MaxReplicasPerProvider *int32 `json:"maxReplicasPerProvider,omitempty"`
+
+	// maxReplicasPerOwner spreads replicas: at most this many on one owner's providers.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	MaxReplicasPerOwner *int32 `json:"maxReplicasPerOwner,omitempty"`
+
+	// minReputation excludes providers whose reputation score is lower.
+	// +optional
+	MinReputation *Score `json:"minReputation,omitempty"`
+
+	// preferredRegions are tried first, in order, among otherwise equal offers.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=63
+	PreferredRegions []string `json:"preferredRegions,omitempty"`
+}
+
+// FailoverSpec tunes failover.
+type FailoverSpec struct {
+	// gracePeriodSeconds is how long after its provider is Lost a replica is
+	// replaced elsewhere.
+	// +optional
+	// +kubebuilder:default=5
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=86400
+	GracePeriodSeconds *int32 `json:"gracePeriodSeconds,omitempty"`
+}
+
+// VerificationSpec asks for redundant execution with a quorum.
+// +kubebuilder:validation:XValidation:rule="self.quorum <= self.redundancy",message="spec.verification.quorum must not exceed spec.verification.redundancy"
+type VerificationSpec struct {
+	// redundancy is how many copies run, each on a different owner.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=9
+	Redundancy int32 `json:"redundancy"`
+
+	// quorum is how many copies must report the same result digest.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=9
+	Quorum int32 `json:"quorum"`
+
+	// maxExtraCopies bounds how many copies are added when results disagree.
+	// +optional
+	// +kubebuilder:default=2
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=9
+	MaxExtraCopies *int32 `json:"maxExtraCopies,omitempty"`
+}
+
+// WorkloadPhase summarises a Workload's state.
+// +kubebuilder:validation:Enum=Pending;Running;Ready;Succeeded;Failed
+type WorkloadPhase string
+
+const (
+	// WorkloadPending has no replica placed yet.
+	WorkloadPending WorkloadPhase = "Pending"
+	// WorkloadRunning has replicas placed, not all of them ready.
+	WorkloadRunning WorkloadPhase = "Running"
+	// WorkloadReady runs all its replicas (Service).
+	WorkloadReady WorkloadPhase = "Ready"
+	// WorkloadSucceeded ran to completion (Batch).
+	WorkloadSucceeded WorkloadPhase = "Succeeded"
+	// WorkloadFailed cannot make progress without a change.
+	WorkloadFailed WorkloadPhase = "Failed"
+)
+
+// Workload condition types.
+const (
+	// WorkloadScheduled is true when every replica has a Lease.
+	WorkloadScheduled = "Scheduled"
+	// WorkloadBudgetExhausted is true when the budget or balance ran out.
+	WorkloadBudgetExhausted = "BudgetExhausted"
+	// WorkloadVerified is true when a quorum of copies agreed on a result.
+	WorkloadVerified = "Verified"
+)
+
+// Placement is one Lease's share of a Workload.
+type Placement struct {
+	// provider running the replicas.
+	// +required
+	Provider string `json:"provider"`
+
+	// owner of the provider.
+	// +optional
+	Owner string `json:"owner,omitempty"`
+
+	// lease binding the replicas.
+	// +required
+	Lease string `json:"lease"`
+
+	// replicas leased.
+	// +required
+	Replicas int32 `json:"replicas"`
+
+	// epoch of the lease.
+	// +optional
+	Epoch int64 `json:"epoch,omitempty"`
+
+	// pricePerReplicaHour locked in the lease.
+	// +optional
+	PricePerReplicaHour Amount `json:"pricePerReplicaHour,omitempty"`
+
+	// digest reported by this copy (verified Batch Workloads).
+	// +optional
+	Digest string `json:"digest,omitempty"`
+}
+
+// WorkloadStatus is what the hub observed of a Workload.
+type WorkloadStatus struct {
+	// phase summarises the conditions.
+	// +optional
+	Phase WorkloadPhase `json:"phase,omitempty"`
+
+	// replicas is the desired replica count the status was computed for.
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+
+	// scheduledReplicas have a live Lease.
+	// +optional
+	ScheduledReplicas int32 `json:"scheduledReplicas,omitempty"`
+
+	// pendingReplicas wait for capacity.
+	// +optional
+	PendingReplicas int32 `json:"pendingReplicas,omitempty"`
+
+	// readyReplicas run and pass readiness on their providers.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+
+	// succeededReplicas completed (Batch).
+	// +optional
+	SucceededReplicas int32 `json:"succeededReplicas,omitempty"`
+
+	// providers is how many distinct providers run replicas.
+	// +optional
+	Providers int32 `json:"providers,omitempty"`
+
+	// placements lists the live Leases.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=1000
+	Placements []Placement `json:"placements,omitempty"`
+
+	// cost so far in credits.
+	// +optional
+	Cost Amount `json:"cost,omitempty"`
+
+	// verifiedDigest is the result digest a quorum agreed on.
+	// +optional
+	VerifiedDigest string `json:"verifiedDigest,omitempty"`
+
+	// conditions: Scheduled, Ready, BudgetExhausted, Verified, Reconciling, Stalled.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// observedGeneration is the generation the status reflects.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
+
+// Workload is a tenant's pod template with replicas, constraints, a price
+// ceiling and a budget, run on the providers of the federation.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=wl;wls,categories=flotilla
+// +kubebuilder:printcolumn:name="Class",type=string,JSONPath=`.spec.class`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`
+// +kubebuilder:printcolumn:name="Desired",type=integer,JSONPath=`.spec.replicas`
+// +kubebuilder:printcolumn:name="Providers",type=integer,JSONPath=`.status.providers`
+// +kubebuilder:printcolumn:name="Cost",type=string,JSONPath=`.status.cost`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type Workload struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the tenant's request.
+	// +required
+	Spec WorkloadSpec `json:"spec"`
+
+	// status is observed by the hub.
+	// +optional
+	Status WorkloadStatus `json:"status,omitempty"`
+}
+
+// WorkloadList is a list of Workloads.
+// +kubebuilder:object:root=true
+type WorkloadList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Workload `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&Workload{}, &WorkloadList{})
+}
