@@ -1,0 +1,438 @@
+// Package testbed runs a local federation for tests and demos: one hub and N
+// provider clusters, each a real control plane (etcd, kube-apiserver,
+// kube-controller-manager, kube-scheduler) started by kwokctl's binary
+// runtime, with kwok standing in for kubelets on fake nodes of declared
+// capacity.
+//
+// Every Federation owns a working folder of its own (so runs can be
+// parallel), records the PID of the process that created it, and tears
+// everything down on Close. Federations whose creator died without closing
+// them (a killed test) are reaped by the next New or by `make testbed-gc`.
+package testbed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// NodeSet declares Count identical fake nodes.
+type NodeSet struct {
+	// Count of nodes; 0 means 1.
+	Count int
+	// CPU and Memory allocatable per node, as quantities ("8", "32Gi").
+	CPU, Memory string
+	// GPU is the nvidia.com/gpu allocatable per node.
+	GPU int
+	// Labels added to each node.
+	Labels map[string]string
+}
+
+// ProviderSpec declares one provider cluster.
+type ProviderSpec struct {
+	Name   string
+	Owner  string
+	Region string
+	Nodes  []NodeSet
+}
+
+// Options configure a Federation.
+type Options struct {
+	// Providers to start besides the hub.
+	Providers []ProviderSpec
+	// BinDir holds the tool binaries; defaults to the repository's bin/.
+	BinDir string
+	// BaseDir is where working folders are made; defaults to
+	// $TMPDIR/flotilla-testbed.
+	BaseDir string
+	// Logf receives progress lines; nil discards them.
+	Logf func(format string, args ...any)
+}
+
+// Federation is a running hub and its providers.
+type Federation struct {
+	Dir       string
+	Hub       *Cluster
+	Providers []*Cluster
+
+	bin    string
+	logf   func(string, ...any)
+	closed sync.Once
+}
+
+// Cluster is one control plane of the federation.
+type Cluster struct {
+	Name string
+	// Spec is the provider's declaration; zero for the hub.
+	Spec ProviderSpec
+	// Kubeconfig is the path of an admin kubeconfig for the cluster.
+	Kubeconfig string
+
+	fed *Federation
+}
+
+const ownerFile = "owner.pid"
+
+// RepoRoot returns the repository's top directory.
+func RepoRoot() string {
+	dir, _ := os.Getwd()
+	for d := dir; d != "/"; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			if b, _ := os.ReadFile(filepath.Join(d, "go.mod")); strings.HasPrefix(string(b), "module github.com/flotilla-dev/flotilla\n") {
+				return d
+			}
+		}
+	}
+	return dir
+}
+
+// DefaultBaseDir is where federations are made unless Options.BaseDir says otherwise.
+func DefaultBaseDir() string { return filepath.Join(os.TempDir(), "flotilla-testbed") }
+
+// New starts a hub and the providers of opts. On error, whatever was started
+// is torn down.
+func New(ctx context.Context, opts Options) (*Federation, error) {
+	if opts.BinDir == "" {
+		opts.BinDir = filepath.Join(RepoRoot(), "bin")
+	}
+	if opts.BaseDir == "" {
+		opts.BaseDir = DefaultBaseDir()
+	}
+	if opts.Logf == nil {
+		opts.Logf = func(string, ...any) {}
+	}
+	for _, b := range []string{"kwokctl", "kwok", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
+		if _, err := os.Stat(filepath.Join(opts.BinDir, b)); err != nil {
+			return nil, fmt.Errorf("%s not found in %s: run 'make tools' first", b, opts.BinDir)
+		}
+	}
+	seen := map[string]bool{"hub": true}
+	for _, p := range opts.Providers {
+		if p.Name == "" || seen[p.Name] {
+			return nil, fmt.Errorf("provider names must be unique, non-empty and not \"hub\": %q", p.Name)
+		}
+		seen[p.Name] = true
+	}
+	if err := os.MkdirAll(opts.BaseDir, 0o755); err != nil {
+		return nil, err
+	}
+	// Reap federations whose creator is gone before taking ports and disk.
+	_, _ = GC(opts.BaseDir, opts.Logf)
+
+	dir, err := os.MkdirTemp(opts.BaseDir, "fed-")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return nil, err
+	}
+	f := &Federation{Dir: dir, bin: opts.BinDir, logf: opts.Logf}
+	f.Hub = &Cluster{Name: "hub", fed: f}
+	for _, p := range opts.Providers {
+		f.Providers = append(f.Providers, &Cluster{Name: p.Name, Spec: p, fed: f})
+	}
+
+	all := append([]*Cluster{f.Hub}, f.Providers...)
+	errs := make([]error, len(all))
+	var wg sync.WaitGroup
+	for i, c := range all {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = c.create(ctx)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	for _, c := range all {
+		if err := c.waitUsable(ctx); err != nil {
+			_ = f.Close()
+			return nil, err
+		}
+	}
+	for _, c := range f.Providers {
+		if err := c.createNodes(ctx); err != nil {
+			_ = f.Close()
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+// Provider returns the provider cluster called name, or nil.
+func (f *Federation) Provider(name string) *Cluster {
+	for _, c := range f.Providers {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// Close deletes every cluster, kills any process left and removes the
+// working folder. It is safe to call more than once.
+func (f *Federation) Close() error {
+	var err error
+	f.closed.Do(func() { err = teardown(f.Dir, f.bin, f.logf) })
+	return err
+}
+
+func (c *Cluster) workdir() string { return filepath.Join(c.fed.Dir, "clusters", c.Name) }
+
+func (c *Cluster) kwokctl(ctx context.Context, args ...string) error {
+	return runKwokctl(ctx, c.fed.Dir, c.fed.bin, append(args, "--name", c.Name)...)
+}
+
+func runKwokctl(ctx context.Context, dir, bin string, args ...string) error {
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "kwokctl"), args...)
+	cmd.Env = append(os.Environ(), "KWOK_WORKDIR="+dir)
+	// Its own process group, so that a Ctrl-C meant for the test does not
+	// kill the cluster before teardown runs.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("kwokctl %s: %w\n%s", strings.Join(args, " "), err, tail(out, 2000))
+	}
+	return nil
+}
+
+func (c *Cluster) create(ctx context.Context) error {
+	start := time.Now()
+	b := c.fed.bin
+	// kwokctl scans down from port 32767 for free ports, so two testbeds
+	// created at once would pick the same ones; the kernel's random
+	// ephemeral ports do not collide that way.
+	config, err := c.writePortConfig()
+	if err != nil {
+		return err
+	}
+	err = c.kwokctl(ctx, "create", "cluster", "--runtime", "binary", "--config", config,
+		"--kube-apiserver-binary", filepath.Join(b, "kube-apiserver"),
+		"--kube-controller-manager-binary", filepath.Join(b, "kube-controller-manager"),
+		"--kube-scheduler-binary", filepath.Join(b, "kube-scheduler"),
+		"--etcd-binary", filepath.Join(b, "etcd"),
+		"--kwok-controller-binary", filepath.Join(b, "kwok"),
+		"--kubeconfig", filepath.Join(c.fed.Dir, "kwokctl-kubeconfig"),
+		"--disable-qps-limits",
+		"--wait", "90s")
+	if err != nil {
+		return fmt.Errorf("creating cluster %s: %w", c.Name, err)
+	}
+	c.Kubeconfig = filepath.Join(c.workdir(), "kubeconfig.yaml")
+	c.fed.logf("testbed: cluster %s up in %s", c.Name, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// waitUsable waits for the default ServiceAccount: until the controller
+// manager has made it, pod creation fails and controllers back off for long.
+func (c *Cluster) waitUsable(ctx context.Context) error {
+	cs, err := c.Clientset(10 * time.Second)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	for {
+		_, err := cs.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster %s: default ServiceAccount never appeared: %w", c.Name, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Cluster) writePortConfig() (string, error) {
+	ports, err := freePorts(6)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(c.fed.Dir, c.Name+"-kwokctl.yaml")
+	conf := fmt.Sprintf(`apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokctlConfiguration
+options:
+  etcdPeerPort: %d
+  etcdPort: %d
+  kubeApiserverPort: %d
+  kwokControllerPort: %d
+  kubeControllerManagerPort: %d
+  kubeSchedulerPort: %d
+`, ports[0], ports[1], ports[2], ports[3], ports[4], ports[5])
+	return path, os.WriteFile(path, []byte(conf), 0o644)
+}
+
+// freePorts asks the kernel for n distinct unused ports.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			_ = l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("finding a free port: %w", err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func (c *Cluster) createNodes(ctx context.Context) error {
+	cs, err := c.Clientset(30 * time.Second)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, set := range c.Spec.Nodes {
+		count := max(set.Count, 1)
+		for range count {
+			n++
+			node, err := fakeNode(fmt.Sprintf("%s-node-%d", c.Name, n), c.Spec, set)
+			if err != nil {
+				return err
+			}
+			if _, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+				return fmt.Errorf("creating node %s on %s: %w", node.Name, c.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func fakeNode(name string, p ProviderSpec, set NodeSet) (*corev1.Node, error) {
+	res := corev1.ResourceList{corev1.ResourcePods: resource.MustParse("110")}
+	for k, v := range map[corev1.ResourceName]string{corev1.ResourceCPU: set.CPU, corev1.ResourceMemory: set.Memory} {
+		if v == "" {
+			return nil, fmt.Errorf("node set of %s: %s is required", p.Name, k)
+		}
+		q, err := resource.ParseQuantity(v)
+		if err != nil {
+			return nil, fmt.Errorf("node set of %s: %s %q: %w", p.Name, k, v, err)
+		}
+		res[k] = q
+	}
+	if set.GPU > 0 {
+		res["nvidia.com/gpu"] = *resource.NewQuantity(int64(set.GPU), resource.DecimalSI)
+	}
+	labels := map[string]string{
+		"type":                   "kwok",
+		"kubernetes.io/hostname": name,
+		"kubernetes.io/os":       "linux",
+		"kubernetes.io/arch":     "amd64",
+	}
+	if p.Region != "" {
+		labels["topology.kubernetes.io/region"] = p.Region
+	}
+	for k, v := range set.Labels {
+		labels[k] = v
+	}
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        name,
+			Labels:      labels,
+			Annotations: map[string]string{"kwok.x-k8s.io/node": "fake"},
+		},
+		Status: corev1.NodeStatus{Capacity: res, Allocatable: res.DeepCopy()},
+	}, nil
+}
+
+// RESTConfig returns a client config for the cluster with the given request
+// timeout (0 means none).
+func (c *Cluster) RESTConfig(timeout time.Duration) (*rest.Config, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("loading kubeconfig of %s: %w", c.Name, err)
+	}
+	cfg.Timeout = timeout
+	cfg.QPS, cfg.Burst = 200, 400
+	return cfg, nil
+}
+
+// Clientset returns a typed client for the cluster.
+func (c *Cluster) Clientset(timeout time.Duration) (*kubernetes.Clientset, error) {
+	cfg, err := c.RESTConfig(timeout)
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.NewForConfig(cfg)
+}
+
+// Stop stops every component of the cluster; its API then refuses
+// connections. State in etcd survives for Start.
+func (c *Cluster) Stop(ctx context.Context) error {
+	_ = c.Thaw()
+	if err := c.kwokctl(ctx, "stop", "cluster"); err != nil {
+		return fmt.Errorf("stopping %s: %w", c.Name, err)
+	}
+	c.fed.logf("testbed: cluster %s stopped", c.Name)
+	return nil
+}
+
+// Start starts a stopped cluster again, on the same ports and with the same
+// data, and waits for its API to answer.
+func (c *Cluster) Start(ctx context.Context) error {
+	if err := c.kwokctl(ctx, "start", "cluster", "--wait", "90s"); err != nil {
+		return fmt.Errorf("starting %s: %w", c.Name, err)
+	}
+	c.fed.logf("testbed: cluster %s started", c.Name)
+	return nil
+}
+
+// Freeze suspends the cluster's kube-apiserver with SIGSTOP: connections are
+// accepted but requests hang, like a provider whose network black-holes.
+func (c *Cluster) Freeze() error { return c.signalAPIServer(syscall.SIGSTOP) }
+
+// Thaw resumes an apiserver suspended by Freeze.
+func (c *Cluster) Thaw() error { return c.signalAPIServer(syscall.SIGCONT) }
+
+func (c *Cluster) signalAPIServer(sig syscall.Signal) error {
+	pid, err := readPID(filepath.Join(c.workdir(), "pids", "kube-apiserver.pid"))
+	if err != nil {
+		return fmt.Errorf("finding kube-apiserver of %s: %w", c.Name, err)
+	}
+	if err := syscall.Kill(pid, sig); err != nil {
+		return fmt.Errorf("signalling kube-apiserver of %s (pid %d): %w", c.Name, pid, err)
+	}
+	return nil
+}
+
+func readPID(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
