@@ -56,6 +56,8 @@ lint: ## gofmt, go vet.
 
 .PHONY: verify
 verify: generate manifests lint ## Fail when generated files are stale or code is unformatted.
+	@hack/tools/build.sh kubectl
+	@for k in config/default config/samples; do $(BIN)/kubectl kustomize $$k >/dev/null || { echo "kustomize build of $$k failed"; exit 1; }; done
 	@if [ -n "$$(git status --porcelain -- api config charts)" ]; then \
 	  echo "generated files are stale; run 'make generate manifests' and commit:"; \
 	  git status --porcelain -- api config charts; git --no-pager diff --stat -- api config charts; exit 1; fi
@@ -64,8 +66,10 @@ verify: generate manifests lint ## Fail when generated files are stale or code i
 ##@ Build
 
 .PHONY: build
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
 build: ## Build manager, agent and flotillactl into bin/.
-	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -ldflags "-X github.com/flotilla-dev/flotilla/internal/version.Version=$(VERSION)" -o $(BIN)/ ./cmd/...
 
 ##@ Test
 

@@ -1,11 +1,13 @@
 package testbed
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -26,9 +28,14 @@ func teardown(dir, bin string, logf func(string, ...any)) error {
 			errs = append(errs, err)
 		}
 		cancel()
-		for _, pid := range pids {
-			if alive(pid) {
+		// kwokctl signals the components without waiting for them; a
+		// straggler gets SIGKILL so that no port or process outlives Close.
+		if !waitGone(pids, 10*time.Second) {
+			for _, pid := range pids {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+			if !waitGone(pids, 5*time.Second) {
+				errs = append(errs, fmt.Errorf("processes of %s survived SIGKILL: %v", c, pids))
 			}
 		}
 	}
@@ -53,7 +60,40 @@ func componentPIDs(clusterDir string) []int {
 	return pids
 }
 
-func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
+// alive reports a running process; a zombie (exited, not yet reaped by its
+// parent) holds no ports or files and counts as gone.
+func alive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'Z' {
+		return false
+	}
+	return true
+}
+
+func waitGone(pids []int, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		left := 0
+		for _, pid := range pids {
+			if alive(pid) {
+				left++
+			}
+		}
+		if left == 0 {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
 
 // GC tears down every federation under base whose creating process is gone,
 // and returns the folders it removed.

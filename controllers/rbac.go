@@ -1,0 +1,16 @@
+// Package controllers holds Flotilla's hub reconcilers, one per kind.
+package controllers
+
+// The manager's permissions, generated into config/rbac by `make manifests`.
+// It reads the Flotilla kinds everywhere, writes only their status (and
+// Leases, which it owns), and reads kubeconfig Secrets only in
+// flotilla-system.
+
+// +kubebuilder:rbac:groups=flotilla.dev,resources=providers;offers;workloads,verbs=get;list;watch
+// +kubebuilder:rbac:groups=flotilla.dev,resources=providers/status;offers/status;workloads/status;leases/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=flotilla.dev,resources=workloads/finalizers;leases/finalizers;providers/finalizers,verbs=update
+// +kubebuilder:rbac:groups=flotilla.dev,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",namespace=flotilla-system,resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=coordination.k8s.io,namespace=flotilla-system,resources=leases,verbs=get;list;watch;create;update;patch
