@@ -91,9 +91,11 @@ test-e2e: tools ## End-to-end tests on the local federation.
 	$(GOTEST) -timeout $(TEST_TIMEOUT) $(E2E_PKGS) | $(SUMMARY)
 
 .PHONY: bench
-bench: ## Go benchmarks of the pure packages; JSON results under bench/results/.
+BENCH_TIME ?= 5x
+bench: ## Go benchmarks of the pure packages on one core; JSON under bench/results/.
 	@mkdir -p bench/results
-	$(GO) test -run '^$$' -bench . -benchmem ./internal/... | tee bench/results/go-bench.txt
+	GOMAXPROCS=1 $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCH_TIME) ./internal/... \
+	  | $(GO) run ./hack/benchjson -o bench/results/go-bench.json
 
 ##@ Testbed
 

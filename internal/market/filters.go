@@ -1,0 +1,210 @@
+package market
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+type rejectKind uint8
+
+// The filters, in the order they are checked; an offer is explained by the
+// first one it fails.
+const (
+	accepted rejectKind = iota
+	providerMissing
+	providerNotReady
+	providerCordoned
+	reputationLow
+	notValidNow
+	classRejected
+	attributesMismatch
+	priceAbove
+	offerShort
+	providerShort
+	noChunk
+	spreadProvider
+	spreadOwner
+)
+
+// reasonCodes name the filters for metrics and condition reasons; the set is
+// fixed so label cardinality stays bounded.
+var reasonCodes = [...]string{
+	accepted:           "Accepted",
+	providerMissing:    "ProviderNotRegistered",
+	providerNotReady:   "ProviderNotReady",
+	providerCordoned:   "ProviderCordoned",
+	reputationLow:      "ReputationBelowMinimum",
+	notValidNow:        "OfferNotValid",
+	classRejected:      "ClassNotAccepted",
+	attributesMismatch: "AttributesMismatch",
+	priceAbove:         "PriceAboveCeiling",
+	offerShort:         "InsufficientCapacity",
+	providerShort:      "InsufficientProviderCapacity",
+	noChunk:            "NoNodeFits",
+	spreadProvider:     "SpreadPerProvider",
+	spreadOwner:        "SpreadPerOwner",
+}
+
+// ReasonCodes lists every Reason.Code Match can return.
+func ReasonCodes() []string {
+	return append(slices.Clone(reasonCodes[1:]), "NoOffers")
+}
+
+type rejection struct {
+	kind rejectKind
+	res  Resource
+}
+
+// staticReject applies the filters whose outcome cannot change during a cycle.
+func (m *matcher) staticReject(w *workloadState, o *offerState) rejection {
+	p := o.provider
+	switch {
+	case p == nil:
+		return rejection{kind: providerMissing}
+	case !p.Ready:
+		return rejection{kind: providerNotReady}
+	case p.Cordoned:
+		return rejection{kind: providerCordoned}
+	case p.Reputation < w.MinReputation:
+		return rejection{kind: reputationLow}
+	case !o.validNow:
+		return rejection{kind: notValidNow}
+	case o.Classes&w.Class == 0:
+		return rejection{kind: classRejected}
+	case w.Selector != nil && !w.Selector.Matches(o.Attributes):
+		return rejection{kind: attributesMismatch}
+	}
+	if w.MaxPrice >= 0 {
+		price, ok := PricePerReplicaHour(&w.Request, &o.Prices)
+		if !ok || price > w.MaxPrice {
+			return rejection{kind: priceAbove}
+		}
+	}
+	return rejection{}
+}
+
+// dynamicReject applies the filters that depend on what was placed so far.
+func (m *matcher) dynamicReject(w *workloadState, o *offerState) rejection {
+	p := o.provider
+	if r, short := o.available.firstShort(&w.Request); short {
+		return rejection{kind: offerShort, res: r}
+	}
+	if p.free != nil {
+		if r, short := p.free.firstShort(&w.Request); short {
+			return rejection{kind: providerShort, res: r}
+		}
+	}
+	if p.LargestChunk != nil && !p.LargestChunk.Fits(&w.Request) {
+		return rejection{kind: noChunk}
+	}
+	if p.chunks != nil && !slices.ContainsFunc(p.chunks, func(c Vector) bool { return c.Fits(&w.Request) }) {
+		return rejection{kind: noChunk}
+	}
+	if w.MaxPerProvider > 0 && w.perProv[p.Name] >= w.MaxPerProvider {
+		return rejection{kind: spreadProvider}
+	}
+	if w.MaxPerOwner > 0 && w.perOwner[p.Owner] >= w.MaxPerOwner {
+		return rejection{kind: spreadOwner}
+	}
+	return rejection{}
+}
+
+// explain records why w's remaining replicas found no offer.
+func (m *matcher) explain(w *workloadState) {
+	if w.pending <= 0 {
+		return
+	}
+	type key struct {
+		kind     rejectKind
+		res      Resource
+		provider string
+	}
+	counts := map[key]int{}
+	for i := range m.offers {
+		o := &m.offers[i]
+		r := m.staticReject(w, o)
+		if r.kind == accepted {
+			r = m.dynamicReject(w, o)
+		}
+		k := key{kind: r.kind, res: r.res}
+		if r.kind <= reputationLow {
+			k.provider = o.Provider
+		}
+		counts[k]++
+	}
+	var reasons []Reason
+	for k, n := range counts {
+		var msg string
+		switch k.kind {
+		case providerMissing:
+			msg = fmt.Sprintf("provider %s: not registered", k.provider)
+		case providerNotReady:
+			msg = fmt.Sprintf("provider %s: not Ready", k.provider)
+		case providerCordoned:
+			msg = fmt.Sprintf("provider %s: cordoned", k.provider)
+		case reputationLow:
+			msg = fmt.Sprintf("provider %s: reputation %s below the minimum %s", k.provider,
+				formatScore(m.providers[k.provider].Reputation), formatScore(w.MinReputation))
+		default:
+			msg = offers(n) + offerMessage(w, k.kind, k.res)
+		}
+		reasons = append(reasons, Reason{Code: reasonCodes[k.kind], Count: n, Message: msg})
+	}
+	if len(reasons) == 0 {
+		reasons = append(reasons, Reason{Code: "NoOffers", Count: 0, Message: "no offers on the market"})
+	}
+	slices.SortFunc(reasons, func(a, b Reason) int {
+		if c := cmp.Compare(b.Count, a.Count); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Message, b.Message)
+	})
+	m.result.Unplaced[w.Key] = Unplaced{Pending: w.pending, Reasons: reasons}
+}
+
+func offers(n int) string {
+	if n == 1 {
+		return "1 offer: "
+	}
+	return fmt.Sprintf("%d offers: ", n)
+}
+
+func offerMessage(w *workloadState, k rejectKind, r Resource) string {
+	switch k {
+	case notValidNow:
+		return "not valid now"
+	case classRejected:
+		if w.Class == ClassBatch {
+			return "do not accept class Batch"
+		}
+		return "do not accept class Service"
+	case attributesMismatch:
+		return "attributes do not match the selector"
+	case priceAbove:
+		return fmt.Sprintf("price above the ceiling of %s per replica-hour", w.MaxPrice)
+	case offerShort:
+		return fmt.Sprintf("not enough %s for one replica", r)
+	case providerShort:
+		return fmt.Sprintf("provider has not enough %s free for one replica", r)
+	case noChunk:
+		return "no node has room for one replica"
+	case spreadProvider:
+		return fmt.Sprintf("maxReplicasPerProvider (%d) reached", w.MaxPerProvider)
+	case spreadOwner:
+		return fmt.Sprintf("maxReplicasPerOwner (%d) reached", w.MaxPerOwner)
+	}
+	return "no room left in this cycle"
+}
+
+func formatScore(milli int32) string { return fmt.Sprintf("%d.%03d", milli/1000, milli%1000) }
+
+// Summary joins the reasons in one line for a condition message.
+func (u Unplaced) Summary() string {
+	msgs := make([]string, len(u.Reasons))
+	for i, r := range u.Reasons {
+		msgs[i] = r.Message
+	}
+	return strings.Join(msgs, "; ")
+}

@@ -1,0 +1,344 @@
+package market
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/flotilla-dev/flotilla/internal/money"
+)
+
+// The ranking of feasible offers for a replica, best first. It is
+// lexicographic: each criterion only breaks ties of the ones above it.
+//
+//  1. price per replica-hour, cheapest first;
+//  2. provider reputation, highest first;
+//  3. region preference: the workload's preferredRegions in order, then the rest;
+//  4. balance: the provider running the fewest replicas of this workload;
+//  5. offer key, so that equal offers still order the same way every time.
+//
+// Criteria 1-3 are fixed for a workload and an offer during a cycle; 4
+// changes as replicas are placed and is applied among offers tied on 1-3.
+type rank struct {
+	price      money.Micro
+	reputation int32
+	region     int32
+	order      int32 // offer's position in key order
+}
+
+func (a rank) compare(b rank) int {
+	if c := cmp.Compare(a.price, b.price); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(b.reputation, a.reputation); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.region, b.region); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.order, b.order)
+}
+
+func (a rank) tied(b rank) bool {
+	return a.price == b.price && a.reputation == b.reputation && a.region == b.region
+}
+
+type providerState struct {
+	*Provider
+	free   *Vector
+	chunks []Vector
+}
+
+type offerState struct {
+	*Offer
+	provider  *providerState // nil when the provider is not in the snapshot
+	available Vector
+	validNow  bool
+}
+
+type workloadState struct {
+	*Workload
+	pending    int32
+	perProv    map[string]int32
+	perOwner   map[string]int32
+	assignment map[int32]int // offer index -> index in Result.Assignments
+
+	ranking []rank // nil until the workload is first served
+	prices  []money.Micro
+	matches []bool // selector verdict per offer; nil without a selector
+	pos     int    // next entry of ranking to consider
+	group   []rank // offers tied at the current rank that may still take a replica
+}
+
+type matcher struct {
+	snap      *Snapshot
+	providers map[string]*providerState
+	offers    []offerState // in key order
+	eligible  []int32      // offers on Ready, uncordoned providers, valid now
+	result    Result
+
+	// Shared by workloads with the same request shape, region preference or
+	// selector, so that a cycle costs O(shapes x offers), not O(workloads x
+	// offers).
+	rankings  map[string][]rank
+	prices    map[Vector][]money.Micro
+	selectors map[string][]bool
+}
+
+// Match places as many pending replicas as fit and explains the rest.
+//
+// Workloads are served by priority, highest first. Within a priority level
+// the namespaces take turns, one replica each, so that one tenant's huge
+// workload cannot starve the others; a namespace's workloads go oldest first.
+// Replicas already placed never move.
+func Match(s *Snapshot) Result {
+	m := &matcher{
+		snap:      s,
+		providers: make(map[string]*providerState, len(s.Providers)),
+		rankings:  map[string][]rank{},
+		prices:    map[Vector][]money.Micro{},
+		selectors: map[string][]bool{},
+	}
+	m.result.Unplaced = map[string]Unplaced{}
+	for i := range s.Providers {
+		p := &s.Providers[i]
+		ps := &providerState{Provider: p}
+		if p.Free != nil {
+			f := *p.Free
+			ps.free = &f
+		}
+		if p.Chunks != nil {
+			ps.chunks = slices.Clone(p.Chunks)
+		}
+		m.providers[p.Name] = ps
+	}
+	order := make([]int, len(s.Offers))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(s.Offers[a].Key, s.Offers[b].Key) })
+	m.offers = make([]offerState, len(order))
+	for i, oi := range order {
+		o := &s.Offers[oi]
+		st := offerState{
+			Offer:     o,
+			provider:  m.providers[o.Provider],
+			available: o.Available,
+			validNow:  (o.ValidFrom.IsZero() || !s.Now.Before(o.ValidFrom)) && (o.ValidUntil.IsZero() || s.Now.Before(o.ValidUntil)),
+		}
+		m.offers[i] = st
+		if p := st.provider; p != nil && p.Ready && !p.Cordoned && st.validNow {
+			m.eligible = append(m.eligible, int32(i))
+		}
+	}
+
+	for _, level := range m.queues() {
+		m.roundRobin(level)
+	}
+	return m.result
+}
+
+// queues returns, per priority level (highest first), the namespaces' queues
+// of workloads (namespaces by name, workloads oldest first).
+func (m *matcher) queues() [][][]*workloadState {
+	ws := make([]*workloadState, 0, len(m.snap.Workloads))
+	for i := range m.snap.Workloads {
+		w := &m.snap.Workloads[i]
+		if w.Pending <= 0 {
+			continue
+		}
+		st := &workloadState{Workload: w, pending: w.Pending, perProv: map[string]int32{}, perOwner: map[string]int32{}, assignment: map[int32]int{}}
+		for prov, n := range w.Placed {
+			st.perProv[prov] += n
+			if p := m.providers[prov]; p != nil {
+				st.perOwner[p.Owner] += n
+			}
+		}
+		ws = append(ws, st)
+	}
+	slices.SortStableFunc(ws, func(a, b *workloadState) int {
+		if c := cmp.Compare(b.Priority, a.Priority); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.Namespace, b.Namespace); c != 0 {
+			return c
+		}
+		if c := a.Created.Compare(b.Created); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Key, b.Key)
+	})
+	var levels [][][]*workloadState
+	for i := 0; i < len(ws); {
+		j := i
+		var level [][]*workloadState
+		for j < len(ws) && ws[j].Priority == ws[i].Priority {
+			k := j
+			for k < len(ws) && ws[k].Priority == ws[i].Priority && ws[k].Namespace == ws[j].Namespace {
+				k++
+			}
+			level = append(level, ws[j:k])
+			j = k
+		}
+		levels = append(levels, level)
+		i = j
+	}
+	return levels
+}
+
+func (m *matcher) roundRobin(level [][]*workloadState) {
+	for len(level) > 0 {
+		next := level[:0]
+		for _, q := range level {
+			w := q[0]
+			if !m.placeOne(w) {
+				m.explain(w)
+				q = q[1:]
+			} else if w.pending == 0 {
+				q = q[1:]
+			}
+			if len(q) > 0 {
+				next = append(next, q)
+			}
+		}
+		level = next
+	}
+}
+
+// prepare looks up, or computes once per shape, what serving w needs: the
+// price of one replica on each offer, the selector's verdict on each offer,
+// and the ranking of the eligible offers.
+func (m *matcher) prepare(w *workloadState) {
+	prices, ok := m.prices[w.Request]
+	if !ok {
+		prices = make([]money.Micro, len(m.offers))
+		for i := range m.offers {
+			p, ok := PricePerReplicaHour(&w.Request, &m.offers[i].Prices)
+			if !ok {
+				p = math.MaxInt64
+			}
+			prices[i] = p
+		}
+		m.prices[w.Request] = prices
+	}
+	w.prices = prices
+
+	if w.Selector != nil {
+		key := w.Selector.String()
+		matches, ok := m.selectors[key]
+		if !ok {
+			matches = make([]bool, len(m.offers))
+			for i := range m.offers {
+				matches[i] = w.Selector.Matches(m.offers[i].Attributes)
+			}
+			m.selectors[key] = matches
+		}
+		w.matches = matches
+	}
+
+	key := fmt.Sprint(w.Request, w.PreferredRegions)
+	r, ok := m.rankings[key]
+	if !ok {
+		r = make([]rank, len(m.eligible))
+		for j, i := range m.eligible {
+			r[j] = rank{price: prices[i], reputation: m.offers[i].provider.Reputation,
+				region: regionRank(w, m.offers[i].provider.Region), order: i}
+		}
+		slices.SortFunc(r, rank.compare)
+		m.rankings[key] = r
+	}
+	w.ranking = r
+}
+
+func regionRank(w *workloadState, region string) int32 {
+	for i, r := range w.PreferredRegions {
+		if r == region {
+			return int32(i)
+		}
+	}
+	return int32(len(w.PreferredRegions))
+}
+
+// admits applies w's own static filters to an eligible offer.
+func (w *workloadState) admits(i int32, o *offerState) bool {
+	return o.Classes&w.Class != 0 &&
+		(w.matches == nil || w.matches[i]) &&
+		(w.MaxPrice < 0 || w.prices[i] <= w.MaxPrice) &&
+		o.provider.Reputation >= w.MinReputation
+}
+
+// placeOne places one replica of w and reports whether it could.
+func (m *matcher) placeOne(w *workloadState) bool {
+	if w.ranking == nil {
+		m.prepare(w)
+	}
+	for {
+		if len(w.group) == 0 {
+			// The next run of tied offers this workload may use.
+			for w.pos < len(w.ranking) && len(w.group) == 0 {
+				first := w.ranking[w.pos]
+				for w.pos < len(w.ranking) && w.ranking[w.pos].tied(first) {
+					c := w.ranking[w.pos]
+					if w.admits(c.order, &m.offers[c.order]) {
+						w.group = append(w.group, c)
+					}
+					w.pos++
+				}
+			}
+			if len(w.group) == 0 {
+				return false
+			}
+		}
+		// Among tied offers, the provider with the fewest replicas of this
+		// workload wins; offers that can no longer take one leave the group
+		// for good, as capacity only shrinks and counts only grow.
+		best := -1
+		kept := w.group[:0]
+		for _, c := range w.group {
+			o := &m.offers[c.order]
+			if m.dynamicReject(w, o).kind != accepted {
+				continue
+			}
+			kept = append(kept, c)
+			if best < 0 || w.perProv[o.Provider] < w.perProv[m.offers[kept[best].order].Provider] {
+				best = len(kept) - 1
+			}
+		}
+		w.group = kept
+		if best < 0 {
+			continue
+		}
+		c := w.group[best]
+		m.commit(w, c.order, c.price)
+		return true
+	}
+}
+
+func (m *matcher) commit(w *workloadState, oi int32, price money.Micro) {
+	o := &m.offers[oi]
+	p := o.provider
+	o.available.Sub(&w.Request, 1)
+	if p.free != nil {
+		p.free.Sub(&w.Request, 1)
+	}
+	if p.chunks != nil {
+		for i := range p.chunks {
+			if p.chunks[i].Fits(&w.Request) {
+				p.chunks[i].Sub(&w.Request, 1)
+				break
+			}
+		}
+	}
+	w.pending--
+	w.perProv[o.Provider]++
+	w.perOwner[p.Owner]++
+	if ai, ok := w.assignment[oi]; ok {
+		m.result.Assignments[ai].Replicas++
+		return
+	}
+	w.assignment[oi] = len(m.result.Assignments)
+	m.result.Assignments = append(m.result.Assignments, Assignment{
+		Workload: w.Key, Offer: o.Key, Provider: o.Provider, Replicas: 1, PricePerReplicaHour: price,
+	})
+}
