@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -15,6 +16,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/controllers"
 	"github.com/flotilla-dev/flotilla/internal/version"
 )
 
@@ -24,11 +26,14 @@ func main() {
 		probeAddr      string
 		leaderElection bool
 		showVersion    bool
+		ctrlOpts       controllers.Options
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
 	flag.BoolVar(&leaderElection, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time.")
 	flag.BoolVar(&showVersion, "version", false, "Print the version and exit.")
+	flag.DurationVar(&ctrlOpts.SchedulerInterval, "scheduler-interval", 200*time.Millisecond, "Least time between two scheduling cycles.")
+	flag.DurationVar(&ctrlOpts.SchedulerResync, "scheduler-resync", 30*time.Second, "Run a scheduling cycle at least this often.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -54,6 +59,11 @@ func main() {
 		log.Error(err, "Unable to create manager")
 		os.Exit(1)
 	}
+	ctx := ctrl.SetupSignalHandler()
+	if _, err := controllers.Setup(ctx, mgr, ctrlOpts); err != nil {
+		log.Error(err, "Unable to set up controllers")
+		os.Exit(1)
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		log.Error(err, "Unable to add health check")
 		os.Exit(1)
@@ -63,7 +73,7 @@ func main() {
 		os.Exit(1)
 	}
 	log.Info("Starting manager", "version", version.Version)
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+	if err := mgr.Start(ctx); err != nil {
 		log.Error(err, "Manager exited with an error")
 		os.Exit(1)
 	}

@@ -150,12 +150,17 @@ func (m *matcher) explain(w *workloadState) {
 		default:
 			msg = offers(n) + offerMessage(w, k.kind, k.res)
 		}
-		reasons = append(reasons, Reason{Code: reasonCodes[k.kind], Count: n, Message: msg})
+		reasons = append(reasons, Reason{Code: reasonCodes[k.kind], Count: n, Message: msg, stage: k.kind})
 	}
 	if len(reasons) == 0 {
 		reasons = append(reasons, Reason{Code: "NoOffers", Count: 0, Message: "no offers on the market"})
 	}
+	// Offers that passed more filters come first: what stops the closest
+	// candidates is what the user most likely wants to change.
 	slices.SortFunc(reasons, func(a, b Reason) int {
+		if c := cmp.Compare(b.stage, a.stage); c != 0 {
+			return c
+		}
 		if c := cmp.Compare(b.Count, a.Count); c != 0 {
 			return c
 		}

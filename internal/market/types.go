@@ -162,13 +162,16 @@ type Assignment struct {
 	PricePerReplicaHour money.Micro
 }
 
-// Reason explains why some offers could not take a replica.
+// Reason explains why some offers could not take a replica. Reasons come
+// ordered by how far their offers got through the filters, closest first.
 type Reason struct {
 	// Code is a stable, CamelCase name of the filter (for metrics labels).
 	Code string
 	// Count of offers the reason applies to.
 	Count   int
 	Message string
+
+	stage rejectKind
 }
 
 // Unplaced is what a workload still waits for.

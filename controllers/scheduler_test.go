@@ -1,0 +1,282 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/market"
+)
+
+func TestSchedulesAWorkloadAcrossProviders(t *testing.T) {
+	ctx := context.Background()
+	const suite = "spread"
+	for _, p := range []string{"spread-a", "spread-b", "spread-c"} {
+		readyProvider(t, p, p)
+		createOffer(t, p, "std", suite, "8", "0.01")
+	}
+	namespace(t, "tenant-spread")
+	w := newWorkload("tenant-spread", "web", suite, 6, "1")
+	w.Spec.Placement.MaxReplicasPerProvider = ptrTo[int32](2)
+	if err := env.Client.Create(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	m := startManager(t, testHooks{})
+	defer m.stop(t)
+
+	eventually(t, 20*time.Second, "the workload to be scheduled", func() (bool, string) {
+		got := &flotillav1.Workload{}
+		_ = env.Client.Get(ctx, client.ObjectKeyFromObject(w), got)
+		c := apimeta.FindStatusCondition(got.Status.Conditions, flotillav1.WorkloadScheduled)
+		return c != nil && c.Status == "True" && got.Status.Providers == 3, fmt.Sprintf("%+v", got.Status)
+	})
+	leases := leasesOf(t, "tenant-spread")
+	perProvider := map[string]int32{}
+	for _, l := range leases {
+		perProvider[l.Spec.ProviderRef.Name] += l.Spec.Replicas
+		if l.Spec.PricePerReplicaHour != "0.01" || l.Spec.Prices["cpu"] != "0.01" || l.Spec.Epoch != 1 {
+			t.Errorf("lease %s: price %s, prices %v, epoch %d", l.Name, l.Spec.PricePerReplicaHour, l.Spec.Prices, l.Spec.Epoch)
+		}
+		if len(l.OwnerReferences) != 1 || l.OwnerReferences[0].Name != "web" || !*l.OwnerReferences[0].Controller {
+			t.Errorf("lease %s is not owned by its workload: %v", l.Name, l.OwnerReferences)
+		}
+	}
+	for p, n := range perProvider {
+		if n != 2 {
+			t.Errorf("provider %s has %d replicas, want 2 (maxReplicasPerProvider)", p, n)
+		}
+	}
+	eventually(t, 10*time.Second, "offer status to account the lease", func() (bool, string) {
+		o := &flotillav1.Offer{}
+		_ = env.Client.Get(ctx, client.ObjectKey{Namespace: "provider-spread-a", Name: "std"}, o)
+		alloc, avail := o.Status.Allocated["cpu"], o.Status.Available["cpu"]
+		return alloc.String() == "2" && avail.String() == "6" && o.Status.Leases == 1, fmt.Sprintf("%+v", o.Status)
+	})
+
+	// Scaling down returns the capacity.
+	got := &flotillav1.Workload{}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(w), got); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(got.DeepCopy())
+	got.Spec.Replicas = 3
+	if err := env.Client.Patch(ctx, got, patch); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "leases to shrink to 3 replicas", func() (bool, string) {
+		var sum int32
+		for _, l := range leasesOf(t, "tenant-spread") {
+			if l.DeletionTimestamp == nil {
+				sum += l.Spec.Replicas
+			}
+		}
+		return sum == 3, fmt.Sprint(sum)
+	})
+}
+
+func TestUnschedulableWorkloadSaysWhy(t *testing.T) {
+	ctx := context.Background()
+	const suite = "why"
+	readyProvider(t, "why-a", "why")
+	createOffer(t, "why-a", "dear", suite, "8", "5")
+	namespace(t, "tenant-why")
+	w := newWorkload("tenant-why", "cheap", suite, 2, "1")
+	w.Spec.Placement.MaxPricePerReplicaHour = ptrTo(flotillav1.Amount("1"))
+	if err := env.Client.Create(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	m := startManager(t, testHooks{})
+	defer m.stop(t)
+	eventually(t, 20*time.Second, "Scheduled=False with the price reason", func() (bool, string) {
+		got := &flotillav1.Workload{}
+		_ = env.Client.Get(ctx, client.ObjectKeyFromObject(w), got)
+		c := apimeta.FindStatusCondition(got.Status.Conditions, flotillav1.WorkloadScheduled)
+		if c == nil {
+			return false, "no condition"
+		}
+		return c.Status == "False" && c.Reason == "PriceAboveCeiling" &&
+			strings.Contains(c.Message, "2 replicas pending: 1 offer: price above the ceiling of 1 per replica-hour") &&
+			got.Status.PendingReplicas == 2 && got.Status.Phase == flotillav1.WorkloadPending, c.Reason + ": " + c.Message
+	})
+	if n := len(leasesOf(t, "tenant-why")); n != 0 {
+		t.Fatalf("%d leases created above the ceiling", n)
+	}
+}
+
+// 50 one-replica workloads compete for 3 offers that fit 30 replicas. At
+// every moment a watcher observes, and across a manager restart in the
+// middle of a cycle, no offer holds more than its capacity; at the end
+// exactly 30 workloads are scheduled and 20 wait with a reason.
+func TestNoDoubleBookingAcrossRestart(t *testing.T) {
+	ctx := context.Background()
+	const suite = "contest"
+	capacity := map[string]int64{}
+	for i, p := range []string{"contest-a", "contest-b", "contest-c"} {
+		readyProvider(t, p, p)
+		createOffer(t, p, "std", suite, "10", fmt.Sprintf("0.0%d", i+1))
+		capacity["provider-"+p+"/std"] = 10_000
+	}
+	namespaces := []string{"contest-1", "contest-2", "contest-3", "contest-4", "contest-5"}
+	for _, ns := range namespaces {
+		namespace(t, ns)
+	}
+
+	// The watcher sums leased cpu per offer on every Lease event.
+	var mu sync.Mutex
+	var violations []string
+	observed := 0
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	var watchers sync.WaitGroup
+	watchers.Add(1)
+	go func() {
+		defer watchers.Done()
+		_ = wait.PollUntilContextCancel(watchCtx, 20*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+			var all flotillav1.LeaseList
+			if err := env.Client.List(ctx, &all); err != nil {
+				return false, nil
+			}
+			used := map[string]int64{}
+			n := 0
+			for _, l := range all.Items {
+				key := l.Spec.OfferRef.Namespace + "/" + l.Spec.OfferRef.Name
+				if _, ok := capacity[key]; !ok {
+					continue
+				}
+				n++
+				per := market.FromList(l.Spec.ResourcesPerReplica)
+				used[key] += per[market.CPU] * int64(l.Spec.Replicas)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			observed = n
+			for k, u := range used {
+				if u > capacity[k] {
+					violations = append(violations, fmt.Sprintf("%s holds %dm of %dm", k, u, capacity[k]))
+				}
+			}
+			return false, nil
+		})
+	}()
+	seen := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return observed
+	}
+
+	// Lease creations are slowed so the restart lands in the middle of a cycle.
+	m := startManager(t, testHooks{createDelay: 40 * time.Millisecond})
+	for i := range 50 {
+		w := newWorkload(namespaces[i%len(namespaces)], fmt.Sprintf("job-%02d", i), suite, 1, "1")
+		if err := env.Client.Create(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 30*time.Second, "some leases before the restart", func() (bool, string) {
+		return seen() >= 8, fmt.Sprint(seen())
+	})
+	m.stop(t)
+	if n := seen(); n >= 30 {
+		t.Fatalf("the restart came too late to test anything: %d leases already", n)
+	}
+	// A new leader takes over only after the old one is gone.
+	time.Sleep(time.Second)
+	m = startManager(t, testHooks{})
+	defer m.stop(t)
+
+	scheduled := func() (int, int, string) {
+		ok, waiting := 0, 0
+		detail := ""
+		for _, ns := range namespaces {
+			var ws flotillav1.WorkloadList
+			_ = env.Client.List(ctx, &ws, client.InNamespace(ns))
+			for _, w := range ws.Items {
+				c := apimeta.FindStatusCondition(w.Status.Conditions, flotillav1.WorkloadScheduled)
+				switch {
+				case c == nil:
+				case c.Status == "True":
+					ok++
+				case c.Reason == "InsufficientCapacity":
+					waiting++
+				default:
+					detail = w.Name + ": " + c.Reason + " " + c.Message
+				}
+			}
+		}
+		return ok, waiting, detail
+	}
+	eventually(t, 30*time.Second, "30 scheduled and 20 waiting", func() (bool, string) {
+		ok, waiting, detail := scheduled()
+		return ok == 30 && waiting == 20, fmt.Sprintf("scheduled %d, waiting %d, other %q", ok, waiting, detail)
+	})
+	stopWatch()
+	watchers.Wait()
+
+	mu.Lock()
+	defer mu.Unlock()
+	if len(violations) > 0 {
+		t.Fatalf("offers over capacity at some moment: %v", violations[:min(5, len(violations))])
+	}
+	perWorkload := map[string]int32{}
+	total := int32(0)
+	for _, ns := range namespaces {
+		for _, l := range leasesOf(t, ns) {
+			perWorkload[ns+"/"+l.Spec.WorkloadRef.Name] += l.Spec.Replicas
+			total += l.Spec.Replicas
+		}
+	}
+	if total != 30 {
+		t.Fatalf("%d replicas leased, want exactly 30", total)
+	}
+	for k, n := range perWorkload {
+		if n != 1 {
+			t.Errorf("workload %s has %d replicas leased, want 1", k, n)
+		}
+	}
+}
+
+// The informer cache may not show a Lease the scheduler created a moment
+// ago; the scheduler must still count it. Lease lists here lag by 3s while
+// workloads arrive one every 100ms, so many cycles run on a stale list.
+func TestCreatedLeasesCountBeforeTheCacheShowsThem(t *testing.T) {
+	ctx := context.Background()
+	const suite = "lag"
+	readyProvider(t, "lag-a", "lag")
+	createOffer(t, "lag-a", "small", suite, "4", "0.01")
+	m := startManager(t, testHooks{leaseListLag: 3 * time.Second})
+	defer m.stop(t)
+	// Each new workload's namespace sorts before the older ones, so on a
+	// stale list it would be served first and take room already leased.
+	var namespaces []string
+	for i := range 8 {
+		ns := fmt.Sprintf("lag-%d", 8-i)
+		namespace(t, ns)
+		namespaces = append(namespaces, ns)
+		if err := env.Client.Create(ctx, newWorkload(ns, "w", suite, 1, "1")); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			// Start the clock of the stale list with the first Lease.
+			eventually(t, 20*time.Second, "the first lease", func() (bool, string) { return len(leasesOf(t, ns)) == 1, "" })
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(4 * time.Second) // past the lag, so every cycle has had its chance
+	var total int32
+	for _, ns := range namespaces {
+		for _, l := range leasesOf(t, ns) {
+			total += l.Spec.Replicas
+		}
+	}
+	if total != 4 {
+		t.Fatalf("%d one-core replicas leased on a 4-core offer, want exactly 4", total)
+	}
+}

@@ -1,0 +1,236 @@
+package controllers
+
+import (
+	"context"
+
+	"fmt"
+	"github.com/go-logr/logr"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/test/hubenv"
+)
+
+var env *hubenv.Env
+
+func TestMain(m *testing.M) {
+	ctrl.SetLogger(logr.Discard())
+	var err error
+	env, err = hubenv.Start(context.Background())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = env.Stop()
+	os.Exit(code)
+}
+
+// runningManager is a manager started by a test.
+type runningManager struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// stop cancels the manager and waits for it to exit.
+func (m *runningManager) stop(t *testing.T) {
+	t.Helper()
+	m.cancel()
+	select {
+	case err := <-m.done:
+		if err != nil {
+			t.Errorf("manager exited with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("manager did not stop within 30s")
+	}
+}
+
+// testHooks bend the scheduler's client to provoke races.
+type testHooks struct {
+	// createDelay slows every Lease creation, to stop a manager mid-cycle.
+	createDelay time.Duration
+	// leaseListLag serves Lease lists up to this old, like a lagging informer.
+	leaseListLag time.Duration
+}
+
+// startManager runs the hub controllers against the envtest API server.
+func startManager(t *testing.T, hooks testHooks) *runningManager {
+	t.Helper()
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:     env.Scheme,
+		Metrics:    metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := SetupIndexes(ctx, mgr); err != nil {
+		t.Fatal(err)
+	}
+	c := mgr.GetClient()
+	createDelay := hooks.createDelay
+	if createDelay > 0 || hooks.leaseListLag > 0 {
+		direct, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme, Cache: &client.CacheOptions{Reader: mgr.GetCache()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c = interceptor.NewClient(direct, interceptor.Funcs{
+			Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+				if _, ok := obj.(*flotillav1.Lease); ok {
+					select {
+					case <-time.After(createDelay):
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+				}
+				return c.Create(ctx, obj, opts...)
+			},
+			List: staleLeases(hooks.leaseListLag),
+		})
+	}
+	s := NewScheduler(c, mgr.GetAPIReader(), mgr.GetCache(), mgr.GetEventRecorderFor("flotilla-scheduler"))
+	s.MinInterval = 50 * time.Millisecond
+	if err := mgr.Add(s); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&WorkloadReconciler{Client: mgr.GetClient(), Scheduler: s}).SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&OfferReconciler{Client: mgr.GetClient(), Now: time.Now}).SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	m := &runningManager{cancel: cancel, done: make(chan error, 1)}
+	go func() { m.done <- mgr.Start(ctx) }()
+	return m
+}
+
+var nsOnce sync.Map
+
+func namespace(t *testing.T, name string) {
+	t.Helper()
+	if _, loaded := nsOnce.LoadOrStore(name, true); loaded {
+		return
+	}
+	err := env.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+}
+
+// readyProvider creates a Provider and marks it Ready, as the provider
+// controller would after a successful probe.
+func readyProvider(t *testing.T, name, owner string) *flotillav1.Provider {
+	t.Helper()
+	ctx := context.Background()
+	p := &flotillav1.Provider{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: flotillav1.ProviderSpec{Owner: owner, Region: "eu-west",
+			KubeconfigSecretRef: flotillav1.SecretKeyReference{Name: name + "-kubeconfig"}},
+	}
+	if err := env.Client.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	p.Status.Phase = flotillav1.ProviderReady
+	if err := env.Client.Status().Update(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	namespace(t, flotillav1.ProviderNamespace(name))
+	return p
+}
+
+func createOffer(t *testing.T, provider, name, suite, cpu, cpuPrice string) *flotillav1.Offer {
+	t.Helper()
+	o := &flotillav1.Offer{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: flotillav1.ProviderNamespace(provider)},
+		Spec: flotillav1.OfferSpec{
+			ProviderRef: flotillav1.ProviderReference{Name: provider},
+			Resources:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse("64Gi")},
+			Prices:      flotillav1.PriceList{corev1.ResourceCPU: flotillav1.Amount(cpuPrice)},
+			Attributes:  map[string]string{"suite": suite},
+		},
+	}
+	if err := env.Client.Create(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+func newWorkload(ns, name, suite string, replicas int32, cpu string) *flotillav1.Workload {
+	return &flotillav1.Workload{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: flotillav1.WorkloadSpec{
+			Replicas: replicas,
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{
+				Name: "app", Image: "registry.example/app:1",
+				Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+					corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse("1Gi")}},
+			}}}},
+			Placement: flotillav1.PlacementSpec{AttributeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"suite": suite}}},
+		},
+	}
+}
+
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s; last state: %s", timeout, what, last)
+}
+
+func leasesOf(t *testing.T, ns string) []flotillav1.Lease {
+	t.Helper()
+	var l flotillav1.LeaseList
+	if err := env.Client.List(context.Background(), &l, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	return l.Items
+}
+
+// staleLeases returns a List hook that refreshes Lease lists at most once per
+// lag and serves the old copy in between.
+func staleLeases(lag time.Duration) func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error {
+	var mu sync.Mutex
+	var last time.Time
+	var stale flotillav1.LeaseList
+	return func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+		ll, ok := list.(*flotillav1.LeaseList)
+		if !ok || lag == 0 || len(opts) > 0 {
+			return c.List(ctx, list, opts...)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(last) > lag {
+			var fresh flotillav1.LeaseList
+			if err := c.List(ctx, &fresh); err != nil {
+				return err
+			}
+			stale, last = fresh, time.Now()
+		}
+		stale.DeepCopyInto(ll)
+		return nil
+	}
+}

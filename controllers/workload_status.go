@@ -1,0 +1,136 @@
+package controllers
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/money"
+)
+
+// Condition reasons the Workload controller sets.
+const (
+	ReasonAllScheduled     = "AllReplicasScheduled"
+	ReasonWaitingScheduler = "WaitingForScheduler"
+	ReasonAllReady         = "AllReplicasReady"
+	ReasonReplicasNotReady = "ReplicasNotReady"
+	ReasonCompleted        = "Completed"
+	ReasonScaledToZero     = "ScaledToZero"
+)
+
+// computeWorkloadStatus derives the whole status from the Workload's Leases
+// and the scheduler's verdict on its pending replicas (summary and code of
+// the main reason; hasVerdict false when the last cycle left none pending).
+func computeWorkloadStatus(w *flotillav1.Workload, leases []flotillav1.Lease, summary, code string, hasVerdict bool) flotillav1.WorkloadStatus {
+	st := flotillav1.WorkloadStatus{
+		Replicas:           w.Spec.Replicas,
+		ObservedGeneration: w.Generation,
+		Conditions:         slices.Clone(w.Status.Conditions),
+	}
+	providers := map[string]bool{}
+	var cost money.Micro
+	for i := range leases {
+		l := &leases[i]
+		if !leaseLive(l) || l.DeletionTimestamp != nil {
+			continue
+		}
+		st.ScheduledReplicas += l.Spec.Replicas
+		st.ReadyReplicas += l.Status.ReadyReplicas
+		st.SucceededReplicas += l.Status.SucceededReplicas
+		providers[l.Spec.ProviderRef.Name] = true
+		st.Placements = append(st.Placements, flotillav1.Placement{
+			Provider: l.Spec.ProviderRef.Name, Lease: l.Name, Replicas: l.Spec.Replicas,
+			Epoch: l.Spec.Epoch, PricePerReplicaHour: l.Spec.PricePerReplicaHour, Digest: l.Status.Digest,
+		})
+	}
+	for i := range leases {
+		if c, err := money.Parse(string(leases[i].Status.Usage.Cost)); err == nil {
+			cost += c
+		}
+	}
+	slices.SortFunc(st.Placements, func(a, b flotillav1.Placement) int {
+		if c := cmp.Compare(a.Provider, b.Provider); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Lease, b.Lease)
+	})
+	st.Providers = int32(len(providers))
+	st.PendingReplicas = max(0, w.Spec.Replicas-st.ScheduledReplicas)
+	st.Cost = flotillav1.Amount(cost.String())
+
+	sched := metav1.Condition{Type: flotillav1.WorkloadScheduled, ObservedGeneration: w.Generation}
+	switch {
+	case st.PendingReplicas == 0:
+		sched.Status, sched.Reason = metav1.ConditionTrue, ReasonAllScheduled
+		sched.Message = pluralReplicas(st.ScheduledReplicas) + " scheduled on " + pluralProviders(st.Providers)
+	case hasVerdict && code != "":
+		sched.Status, sched.Reason = metav1.ConditionFalse, code
+		sched.Message = pluralReplicas(st.PendingReplicas) + " pending: " + summary
+	default:
+		sched.Status, sched.Reason = metav1.ConditionFalse, ReasonWaitingScheduler
+		sched.Message = pluralReplicas(st.PendingReplicas) + " waiting for the next scheduling cycle"
+	}
+	apimeta.SetStatusCondition(&st.Conditions, sched)
+
+	ready := metav1.Condition{Type: flotillav1.ConditionReady, ObservedGeneration: w.Generation}
+	batch := w.Spec.Class == flotillav1.ClassBatch
+	switch {
+	case w.Spec.Replicas == 0:
+		st.Phase = flotillav1.WorkloadReady
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionTrue, ReasonScaledToZero, "no replicas requested"
+	case batch && st.SucceededReplicas >= w.Spec.Replicas:
+		st.Phase = flotillav1.WorkloadSucceeded
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionTrue, ReasonCompleted, "all replicas succeeded"
+	case !batch && st.ReadyReplicas >= w.Spec.Replicas:
+		st.Phase = flotillav1.WorkloadReady
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionTrue, ReasonAllReady, pluralReplicas(st.ReadyReplicas)+" ready"
+	default:
+		st.Phase = flotillav1.WorkloadRunning
+		if st.ScheduledReplicas == 0 {
+			st.Phase = flotillav1.WorkloadPending
+		}
+		ready.Status, ready.Reason = metav1.ConditionFalse, ReasonReplicasNotReady
+		done := st.ReadyReplicas
+		if batch {
+			done = st.SucceededReplicas
+			ready.Message = fmt.Sprintf("%d of %d replicas succeeded", done, w.Spec.Replicas)
+		} else {
+			ready.Message = fmt.Sprintf("%d of %d replicas ready", done, w.Spec.Replicas)
+		}
+	}
+	apimeta.SetStatusCondition(&st.Conditions, ready)
+
+	// kstatus: Reconciling while not yet where the spec asks.
+	rec := metav1.Condition{Type: flotillav1.ConditionReconciling, ObservedGeneration: w.Generation}
+	if ready.Status == metav1.ConditionTrue {
+		apimeta.RemoveStatusCondition(&st.Conditions, flotillav1.ConditionReconciling)
+	} else {
+		rec.Status, rec.Reason, rec.Message = metav1.ConditionTrue, sched.Reason, sched.Message
+		if sched.Status == metav1.ConditionTrue {
+			rec.Reason, rec.Message = ready.Reason, ready.Message
+		}
+		apimeta.SetStatusCondition(&st.Conditions, rec)
+	}
+	if len(st.Conditions) == 0 {
+		st.Conditions = nil
+	}
+	return st
+}
+
+func pluralReplicas(n int32) string {
+	if n == 1 {
+		return "1 replica"
+	}
+	return fmt.Sprintf("%d replicas", n)
+}
+
+func pluralProviders(n int32) string {
+	if n == 1 {
+		return "1 provider"
+	}
+	return fmt.Sprintf("%d providers", n)
+}
