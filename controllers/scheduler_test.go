@@ -2,7 +2,10 @@ package controllers
 
 import (
 	"context"
+
 	"fmt"
+	corev1 "k8s.io/api/core/v1"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"strings"
 	"sync"
 	"testing"
@@ -53,6 +56,23 @@ func TestSchedulesAWorkloadAcrossProviders(t *testing.T) {
 		if n != 2 {
 			t.Errorf("provider %s has %d replicas, want 2 (maxReplicasPerProvider)", p, n)
 		}
+	}
+	eventually(t, 10*time.Second, "a Scheduled event per lease", func() (bool, string) {
+		var evs corev1.EventList
+		_ = env.Client.List(ctx, &evs, client.InNamespace("tenant-spread"))
+		n := 0
+		for _, e := range evs.Items {
+			if e.Reason == "Scheduled" && e.InvolvedObject.Name == "web" && strings.HasPrefix(e.Message, "Scheduled 2 replicas on provider spread-") {
+				n++
+			}
+		}
+		return n == 3, fmt.Sprint(n, " events")
+	})
+	if v := metricValue(t, "flotilla_scheduler_leases_created_total"); v < 3 {
+		t.Errorf("flotilla_scheduler_leases_created_total = %v, want at least 3", v)
+	}
+	if v := metricValue(t, "flotilla_scheduler_cycle_duration_seconds"); v < 1 {
+		t.Errorf("no scheduling cycle observed in flotilla_scheduler_cycle_duration_seconds")
 	}
 	eventually(t, 10*time.Second, "offer status to account the lease", func() (bool, string) {
 		o := &flotillav1.Offer{}
@@ -279,4 +299,33 @@ func TestCreatedLeasesCountBeforeTheCacheShowsThem(t *testing.T) {
 	if total != 4 {
 		t.Fatalf("%d one-core replicas leased on a 4-core offer, want exactly 4", total)
 	}
+}
+
+// metricValue reads a counter's value, or a histogram's sample count, from
+// the registry the manager's metrics endpoint serves.
+func metricValue(t *testing.T, name string) float64 {
+	t.Helper()
+	families, err := crmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		var sum float64
+		for _, m := range f.Metric {
+			switch {
+			case m.Counter != nil:
+				sum += m.Counter.GetValue()
+			case m.Histogram != nil:
+				sum += float64(m.Histogram.GetSampleCount())
+			case m.Gauge != nil:
+				sum += m.Gauge.GetValue()
+			}
+		}
+		return sum
+	}
+	t.Fatalf("metric %s is not registered", name)
+	return 0
 }
