@@ -43,12 +43,12 @@ func TestComputeOfferStatus(t *testing.T) {
 	}{
 		"open, closed leases do not count": {offer(nil), []flotillav1.Lease{lease(1, flotillav1.LeaseActive), lease(2, flotillav1.LeaseClosed)},
 			ReasonOfferOpen, "1", "3", 0},
-		"exhausted": {offer(nil), []flotillav1.Lease{lease(4, flotillav1.LeasePending)}, ReasonOfferExhausted, "4", "0", 0},
+		"exhausted":                            {offer(nil), []flotillav1.Lease{lease(4, flotillav1.LeasePending)}, ReasonOfferExhausted, "4", "0", 0},
 		"overcommitted after the offer shrank": {offer(nil), []flotillav1.Lease{lease(5, flotillav1.LeaseActive)}, ReasonOfferOvercommit, "5", "0", 0},
-		"expired": {offer(func(o *flotillav1.Offer) { o.Spec.ValidUntil = at(-time.Second) }), nil, ReasonOfferExpired, "0", "4", 0},
-		"closes later": {offer(func(o *flotillav1.Offer) { o.Spec.ValidUntil = at(time.Hour) }), nil, ReasonOfferOpen, "0", "4", time.Hour},
-		"not yet valid": {offer(func(o *flotillav1.Offer) { o.Spec.ValidFrom = at(time.Minute) }), nil, ReasonOfferNotYetValid, "0", "4", time.Minute},
-		"in another provider's namespace": {offer(func(o *flotillav1.Offer) { o.Namespace = "provider-q" }), nil, ReasonOfferMisplaced, "0", "4", 0},
+		"expired":                              {offer(func(o *flotillav1.Offer) { o.Spec.ValidUntil = at(-time.Second) }), nil, ReasonOfferExpired, "0", "4", 0},
+		"closes later":                         {offer(func(o *flotillav1.Offer) { o.Spec.ValidUntil = at(time.Hour) }), nil, ReasonOfferOpen, "0", "4", time.Hour},
+		"not yet valid":                        {offer(func(o *flotillav1.Offer) { o.Spec.ValidFrom = at(time.Minute) }), nil, ReasonOfferNotYetValid, "0", "4", time.Minute},
+		"in another provider's namespace":      {offer(func(o *flotillav1.Offer) { o.Namespace = "provider-q" }), nil, ReasonOfferMisplaced, "0", "4", 0},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
