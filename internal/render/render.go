@@ -1,0 +1,287 @@
+// Package render turns a Lease into the objects that run it on a provider:
+// a namespace of its own, a ResourceQuota equal to what was leased, a
+// LimitRange, a default-deny NetworkPolicy that lets DNS out, copies of the
+// ConfigMaps and Secrets the pod template references, and a Deployment
+// (class Service) or Job (class Batch). It is pure: the caller fetches the
+// inputs and applies the output.
+package render
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+)
+
+// NamespacePrefix starts every namespace a hub creates on a provider; the
+// provider's admission policy refuses the hub's identity anywhere else.
+const NamespacePrefix = "flotilla-"
+
+// WorkloadName is the name of the Deployment or Job in a lease namespace.
+const WorkloadName = "workload"
+
+// Input is everything needed to render one Lease.
+type Input struct {
+	// HubID identifies the hub; it is part of namespace names and labels so
+	// that several hubs can share a provider.
+	HubID    string
+	Lease    *flotillav1.Lease
+	Workload *flotillav1.Workload
+	// ConfigMaps and Secrets are the tenant's objects the template refers to.
+	ConfigMaps []corev1.ConfigMap
+	Secrets    []corev1.Secret
+}
+
+// Namespace returns the provider-side namespace of a lease: deterministic in
+// the hub and the lease's UID, and at most 63 characters.
+func Namespace(hubID string, leaseUID types.UID) string {
+	sum := sha256.Sum256([]byte(leaseUID))
+	return NamespacePrefix + hubID + "-" + hex.EncodeToString(sum[:8])
+}
+
+// Labels are carried by every object rendered for a lease.
+func Labels(hubID string, l *flotillav1.Lease) map[string]string {
+	return map[string]string{
+		flotillav1.LabelManaged: "true",
+		flotillav1.LabelHub:     hubID,
+		flotillav1.LabelLease:   string(l.UID),
+		flotillav1.LabelEpoch:   strconv.FormatInt(l.Spec.Epoch, 10),
+	}
+}
+
+// Lease renders the objects of in.Lease, namespace first.
+func Lease(in Input) ([]client.Object, error) {
+	if in.Lease == nil || in.Workload == nil {
+		return nil, fmt.Errorf("render: lease and workload are required")
+	}
+	if in.HubID == "" || len(in.HubID) > 20 {
+		return nil, fmt.Errorf("render: hub id %q must have 1 to 20 characters", in.HubID)
+	}
+	l, w := in.Lease, in.Workload
+	ns := Namespace(in.HubID, l.UID)
+	labels := Labels(in.HubID, l)
+	meta := func(kind, apiVersion, name string) (metav1.TypeMeta, metav1.ObjectMeta) {
+		return metav1.TypeMeta{Kind: kind, APIVersion: apiVersion},
+			metav1.ObjectMeta{Name: name, Namespace: ns, Labels: maps.Clone(labels)}
+	}
+
+	nsLabels := maps.Clone(labels)
+	nsLabels["pod-security.kubernetes.io/enforce"] = "restricted"
+	nsLabels["pod-security.kubernetes.io/enforce-version"] = "latest"
+	objs := []client.Object{&corev1.Namespace{
+		TypeMeta:   metav1.TypeMeta{Kind: "Namespace", APIVersion: "v1"},
+		ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: nsLabels},
+	}}
+
+	tm, om := meta("ResourceQuota", "v1", "lease")
+	objs = append(objs, &corev1.ResourceQuota{TypeMeta: tm, ObjectMeta: om, Spec: corev1.ResourceQuotaSpec{Hard: quota(l)}})
+
+	tm, om = meta("LimitRange", "v1", "defaults")
+	objs = append(objs, &corev1.LimitRange{TypeMeta: tm, ObjectMeta: om, Spec: corev1.LimitRangeSpec{Limits: []corev1.LimitRangeItem{{
+		Type: corev1.LimitTypeContainer,
+		DefaultRequest: corev1.ResourceList{
+			corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi"),
+		},
+	}}}})
+
+	tm, om = meta("NetworkPolicy", "networking.k8s.io/v1", "default-deny")
+	udp, tcp := corev1.ProtocolUDP, corev1.ProtocolTCP
+	dns := intstr.FromInt32(53)
+	objs = append(objs, &networkingv1.NetworkPolicy{TypeMeta: tm, ObjectMeta: om, Spec: networkingv1.NetworkPolicySpec{
+		PodSelector: metav1.LabelSelector{},
+		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
+		Egress: []networkingv1.NetworkPolicyEgressRule{{
+			Ports: []networkingv1.NetworkPolicyPort{{Protocol: &udp, Port: &dns}, {Protocol: &tcp, Port: &dns}},
+		}},
+	}})
+
+	for _, cm := range sortedConfigMaps(in.ConfigMaps) {
+		tm, om := meta("ConfigMap", "v1", cm.Name)
+		objs = append(objs, &corev1.ConfigMap{TypeMeta: tm, ObjectMeta: om, Data: cm.Data, BinaryData: cm.BinaryData})
+	}
+	for _, s := range sortedSecrets(in.Secrets) {
+		tm, om := meta("Secret", "v1", s.Name)
+		objs = append(objs, &corev1.Secret{TypeMeta: tm, ObjectMeta: om, Type: s.Type, Data: s.Data})
+	}
+
+	tmpl := podTemplate(w.Spec.Template, labels)
+	selector := &metav1.LabelSelector{MatchLabels: map[string]string{flotillav1.LabelLease: string(l.UID)}}
+	if l.Spec.Class == flotillav1.ClassBatch {
+		tm, om := meta("Job", "batch/v1", WorkloadName)
+		job := &batchv1.Job{TypeMeta: tm, ObjectMeta: om, Spec: batchv1.JobSpec{
+			Parallelism:  ptr.To(l.Spec.Replicas),
+			Completions:  ptr.To(l.Spec.Replicas),
+			BackoffLimit: ptr.To[int32](3),
+			Template:     tmpl,
+		}}
+		if b := w.Spec.Batch; b != nil {
+			if b.BackoffLimit != nil {
+				job.Spec.BackoffLimit = b.BackoffLimit
+			}
+			job.Spec.ActiveDeadlineSeconds = b.ActiveDeadlineSeconds
+		}
+		if job.Spec.Template.Spec.RestartPolicy == "" || job.Spec.Template.Spec.RestartPolicy == corev1.RestartPolicyAlways {
+			job.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyNever
+		}
+		objs = append(objs, job)
+	} else {
+		tm, om := meta("Deployment", "apps/v1", WorkloadName)
+		zero, one := intstr.FromInt32(0), intstr.FromInt32(1)
+		tmpl.Spec.RestartPolicy = corev1.RestartPolicyAlways
+		objs = append(objs, &appsv1.Deployment{TypeMeta: tm, ObjectMeta: om, Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(l.Spec.Replicas),
+			Selector: selector,
+			// No surge: the quota holds exactly the leased replicas.
+			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDeployment{MaxSurge: &zero, MaxUnavailable: &one}},
+			Template: tmpl,
+		}})
+	}
+	return objs, nil
+}
+
+// quota is the leased resources: replicas times the per-replica requests.
+func quota(l *flotillav1.Lease) corev1.ResourceList {
+	hard := corev1.ResourceList{corev1.ResourcePods: *resource.NewQuantity(int64(l.Spec.Replicas), resource.DecimalSI)}
+	for _, name := range slices.Sorted(maps.Keys(l.Spec.ResourcesPerReplica)) {
+		q := l.Spec.ResourcesPerReplica[name]
+		if name == corev1.ResourcePods {
+			continue
+		}
+		total := q.DeepCopy()
+		total.Mul(int64(l.Spec.Replicas))
+		key := corev1.ResourceName("requests." + string(name))
+		if name == flotillav1.ResourceGPU {
+			key = "requests.nvidia.com/gpu"
+		}
+		hard[key] = total
+	}
+	return hard
+}
+
+// podTemplate makes the tenant's template fit Pod Security "restricted" and
+// the lease: lease labels, no service account token, no service links, and
+// restricted security defaults where the tenant left them unset.
+func podTemplate(in corev1.PodTemplateSpec, labels map[string]string) corev1.PodTemplateSpec {
+	t := *in.DeepCopy()
+	if t.Labels == nil {
+		t.Labels = map[string]string{}
+	}
+	maps.Copy(t.Labels, labels)
+	t.Namespace = ""
+	s := &t.Spec
+	s.ServiceAccountName = ""
+	s.DeprecatedServiceAccount = ""
+	s.AutomountServiceAccountToken = ptr.To(false)
+	s.EnableServiceLinks = ptr.To(false)
+	s.NodeName = ""
+	if s.SecurityContext == nil {
+		s.SecurityContext = &corev1.PodSecurityContext{}
+	}
+	if s.SecurityContext.RunAsNonRoot == nil {
+		s.SecurityContext.RunAsNonRoot = ptr.To(true)
+	}
+	if s.SecurityContext.SeccompProfile == nil {
+		s.SecurityContext.SeccompProfile = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}
+	}
+	harden := func(c *corev1.Container) {
+		if c.SecurityContext == nil {
+			c.SecurityContext = &corev1.SecurityContext{}
+		}
+		if c.SecurityContext.AllowPrivilegeEscalation == nil {
+			c.SecurityContext.AllowPrivilegeEscalation = ptr.To(false)
+		}
+		if c.SecurityContext.Capabilities == nil {
+			c.SecurityContext.Capabilities = &corev1.Capabilities{}
+		}
+		if len(c.SecurityContext.Capabilities.Drop) == 0 {
+			c.SecurityContext.Capabilities.Drop = []corev1.Capability{"ALL"}
+		}
+	}
+	for i := range s.InitContainers {
+		harden(&s.InitContainers[i])
+	}
+	for i := range s.Containers {
+		harden(&s.Containers[i])
+	}
+	return t
+}
+
+// References lists the ConfigMaps and Secrets a pod spec uses, sorted.
+func References(spec *corev1.PodSpec) (configMaps, secrets []string) {
+	cm, sec := map[string]bool{}, map[string]bool{}
+	for _, v := range spec.Volumes {
+		if v.ConfigMap != nil {
+			cm[v.ConfigMap.Name] = true
+		}
+		if v.Secret != nil {
+			sec[v.Secret.SecretName] = true
+		}
+		if v.Projected != nil {
+			for _, src := range v.Projected.Sources {
+				if src.ConfigMap != nil {
+					cm[src.ConfigMap.Name] = true
+				}
+				if src.Secret != nil {
+					sec[src.Secret.Name] = true
+				}
+			}
+		}
+	}
+	containers := slices.Concat(spec.InitContainers, spec.Containers)
+	for _, c := range containers {
+		for _, e := range c.EnvFrom {
+			if e.ConfigMapRef != nil {
+				cm[e.ConfigMapRef.Name] = true
+			}
+			if e.SecretRef != nil {
+				sec[e.SecretRef.Name] = true
+			}
+		}
+		for _, e := range c.Env {
+			if e.ValueFrom == nil {
+				continue
+			}
+			if e.ValueFrom.ConfigMapKeyRef != nil {
+				cm[e.ValueFrom.ConfigMapKeyRef.Name] = true
+			}
+			if e.ValueFrom.SecretKeyRef != nil {
+				sec[e.ValueFrom.SecretKeyRef.Name] = true
+			}
+		}
+	}
+	for _, ps := range spec.ImagePullSecrets {
+		sec[ps.Name] = true
+	}
+	delete(cm, "")
+	delete(sec, "")
+	return slices.Sorted(maps.Keys(cm)), slices.Sorted(maps.Keys(sec))
+}
+
+func sortedConfigMaps(in []corev1.ConfigMap) []corev1.ConfigMap {
+	out := slices.Clone(in)
+	slices.SortFunc(out, func(a, b corev1.ConfigMap) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+func sortedSecrets(in []corev1.Secret) []corev1.Secret {
+	out := slices.Clone(in)
+	slices.SortFunc(out, func(a, b corev1.Secret) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
