@@ -14,6 +14,7 @@ import (
 const (
 	indexLeaseWorkload = "spec.workloadRef.name"
 	indexLeaseOffer    = "spec.offerRef"
+	indexLeaseUID      = "metadata.uid"
 )
 
 func offerKey(namespace, name string) string { return namespace + "/" + name }
@@ -23,6 +24,11 @@ func SetupIndexes(ctx context.Context, mgr manager.Manager) error {
 	idx := mgr.GetFieldIndexer()
 	if err := idx.IndexField(ctx, &flotillav1.Lease{}, indexLeaseWorkload, func(o client.Object) []string {
 		return []string{o.(*flotillav1.Lease).Spec.WorkloadRef.Name}
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &flotillav1.Lease{}, indexLeaseUID, func(o client.Object) []string {
+		return []string{string(o.GetUID())}
 	}); err != nil {
 		return err
 	}

@@ -2,9 +2,10 @@
 package controllers
 
 // The manager's permissions, generated into config/rbac by `make manifests`.
-// It reads the Flotilla kinds everywhere, writes only their status (and
-// Leases, which it owns), and reads kubeconfig Secrets only in
-// flotilla-system.
+// It reads the Flotilla kinds everywhere and writes only their status (and
+// Leases, which it owns). It reads Secrets and ConfigMaps in every namespace: tenants' pod templates
+// refer to them and the hub copies them into the lease's namespace on the
+// provider, and providers' kubeconfigs live in flotilla-system.
 
 // +kubebuilder:rbac:groups=flotilla.dev,resources=providers;offers;workloads,verbs=get;list;watch
 // +kubebuilder:rbac:groups=flotilla.dev,resources=providers/status;offers/status;workloads/status;leases/status,verbs=get;update;patch
@@ -12,5 +13,5 @@ package controllers
 // +kubebuilder:rbac:groups=flotilla.dev,resources=leases,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups="",namespace=flotilla-system,resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get;list;watch
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=flotilla-system,resources=leases,verbs=get;list;watch;create;update;patch

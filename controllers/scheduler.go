@@ -162,6 +162,7 @@ func (s *Scheduler) cycle(ctx context.Context) error {
 		}
 	}
 	leases := s.withAssumed(leaseList.Items, start)
+	recordPhases(providers.Items, leases)
 
 	snap, states, skips := buildSnapshot(s.Now(), providers.Items, offers.Items, workloads.Items, leases)
 	for _, sk := range skips {
@@ -402,4 +403,28 @@ func (s *Scheduler) scaleDown(ctx context.Context, states map[string]*workloadSt
 		return fmt.Errorf("%d Lease updates failed, first: %w", len(errs), errs[0])
 	}
 	return nil
+}
+
+var (
+	providerPhases = []string{string(flotillav1.ProviderPending), string(flotillav1.ProviderReady), string(flotillav1.ProviderLost), string(flotillav1.ProviderCordoned)}
+	leasePhases    = []string{string(flotillav1.LeasePending), string(flotillav1.LeaseActive), string(flotillav1.LeaseLost), string(flotillav1.LeaseClosing), string(flotillav1.LeaseClosed)}
+)
+
+func recordPhases(providers []flotillav1.Provider, leases []*flotillav1.Lease) {
+	pc, lc := map[string]int{}, map[string]int{}
+	for i := range providers {
+		ph := providers[i].Status.Phase
+		if ph == "" {
+			ph = flotillav1.ProviderPending
+		}
+		pc[string(ph)]++
+	}
+	for _, l := range leases {
+		ph := l.Status.Phase
+		if ph == "" {
+			ph = flotillav1.LeasePending
+		}
+		lc[string(ph)]++
+	}
+	metrics.Phases(providerPhases, leasePhases, pc, lc)
 }

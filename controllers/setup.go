@@ -5,6 +5,8 @@ import (
 	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/flotilla-dev/flotilla/internal/remote"
 )
 
 // Options tune the hub controllers.
@@ -13,6 +15,15 @@ type Options struct {
 	SchedulerInterval time.Duration
 	// SchedulerResync runs a cycle at least this often.
 	SchedulerResync time.Duration
+	// HubID names this hub on providers (namespace names, labels).
+	HubID string
+	// ProviderGracePeriod without a successful probe or heartbeat before a
+	// provider is Lost.
+	ProviderGracePeriod time.Duration
+	// ProbeInterval between two probes of a provider.
+	ProbeInterval time.Duration
+	// Remote tunes the clients of provider clusters.
+	Remote remote.Options
 }
 
 // Setup registers the indexes, the scheduling loop and the reconcilers.
@@ -34,6 +45,22 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Scheduler, err
 		return nil, err
 	}
 	if err := (&OfferReconciler{Client: mgr.GetClient(), Now: time.Now}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	hubID := opts.HubID
+	if hubID == "" {
+		hubID = "hub"
+	}
+	rc := remote.NewCache(mgr.GetScheme(), opts.Remote)
+	if err := (&ProviderReconciler{
+		Client: mgr.GetClient(), Remote: rc, Recorder: mgr.GetEventRecorderFor("flotilla-provider"), HubID: hubID,
+		GracePeriod: opts.ProviderGracePeriod, ProbeInterval: opts.ProbeInterval, Now: time.Now,
+	}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	if err := (&LeaseReconciler{
+		Client: mgr.GetClient(), Remote: rc, Recorder: mgr.GetEventRecorderFor("flotilla-lease"), HubID: hubID, Now: time.Now,
+	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -67,7 +68,17 @@ func buildSnapshot(now time.Time, providers []flotillav1.Provider, offers []flot
 		states[key] = &workloadState{workload: w, placed: map[string]int32{}}
 	}
 	for _, l := range leases {
+		if st := states[offerKey(l.Namespace, l.Spec.WorkloadRef.Name)]; st != nil {
+			st.epoch = max(st.epoch, l.Spec.Epoch)
+			if failedOver(l) {
+				st.failedOverEpoch = max(st.failedOverEpoch, l.Spec.Epoch)
+			}
+		}
 		if !leaseLive(l) {
+			// A finished Batch copy is done, not to be run again.
+			if st := states[offerKey(l.Namespace, l.Spec.WorkloadRef.Name)]; st != nil && finished(l) {
+				st.leased += l.Spec.Replicas
+			}
 			continue
 		}
 		ok := offerKey(l.Spec.OfferRef.Namespace, l.Spec.OfferRef.Name)
@@ -87,8 +98,10 @@ func buildSnapshot(now time.Time, providers []flotillav1.Provider, offers []flot
 		}
 	}
 	for _, st := range states {
-		for _, l := range st.leases {
-			st.epoch = max(st.epoch, l.Spec.Epoch)
+		// Replacements of failed-over replicas get a higher epoch, so that
+		// anything of the old one left on a returning provider is fenced.
+		if st.failedOverEpoch > 0 && st.failedOverEpoch >= st.epoch {
+			st.epoch = st.failedOverEpoch + 1
 		}
 		st.epoch = max(st.epoch, 1)
 	}
@@ -179,8 +192,28 @@ type workloadState struct {
 	leases   []*flotillav1.Lease // live ones
 	leased   int32               // replicas on live Leases not being deleted
 	desired  int32
-	epoch    int64
+	epoch    int64 // for new Leases
 	placed   map[string]int32
+
+	failedOverEpoch int64
+}
+
+// failedOver reports a Lease closed because its provider stayed Lost.
+func failedOver(l *flotillav1.Lease) bool {
+	if l.Status.Phase != flotillav1.LeaseClosed {
+		return false
+	}
+	c := apimeta.FindStatusCondition(l.Status.Conditions, flotillav1.ConditionReady)
+	return c != nil && c.Reason == ReasonFailedOver
+}
+
+// finished reports a Batch Lease closed because its Job completed or failed.
+func finished(l *flotillav1.Lease) bool {
+	if l.Status.Phase != flotillav1.LeaseClosed {
+		return false
+	}
+	c := apimeta.FindStatusCondition(l.Status.Conditions, flotillav1.ConditionReady)
+	return c != nil && (c.Reason == ReasonJobCompleted || c.Reason == ReasonJobFailed)
 }
 
 // desiredReplicas is how many replicas a Workload should have leased.

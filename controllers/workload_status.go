@@ -33,8 +33,17 @@ func computeWorkloadStatus(w *flotillav1.Workload, leases []flotillav1.Lease, su
 	}
 	providers := map[string]bool{}
 	var cost money.Micro
+	failed := ""
 	for i := range leases {
 		l := &leases[i]
+		if finished(l) {
+			st.ScheduledReplicas += l.Spec.Replicas
+			st.SucceededReplicas += l.Status.SucceededReplicas
+			if c := apimeta.FindStatusCondition(l.Status.Conditions, flotillav1.ConditionReady); c != nil && c.Reason == ReasonJobFailed {
+				failed = "lease " + l.Name + " on " + l.Spec.ProviderRef.Name + ": " + c.Message
+			}
+			continue
+		}
 		if !leaseLive(l) || l.DeletionTimestamp != nil {
 			continue
 		}
@@ -82,6 +91,9 @@ func computeWorkloadStatus(w *flotillav1.Workload, leases []flotillav1.Lease, su
 	case w.Spec.Replicas == 0:
 		st.Phase = flotillav1.WorkloadReady
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionTrue, ReasonScaledToZero, "no replicas requested"
+	case batch && failed != "":
+		st.Phase = flotillav1.WorkloadFailed
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ReasonJobFailed, failed
 	case batch && st.SucceededReplicas >= w.Spec.Replicas:
 		st.Phase = flotillav1.WorkloadSucceeded
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionTrue, ReasonCompleted, "all replicas succeeded"

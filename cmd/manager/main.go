@@ -34,6 +34,11 @@ func main() {
 	flag.BoolVar(&showVersion, "version", false, "Print the version and exit.")
 	flag.DurationVar(&ctrlOpts.SchedulerInterval, "scheduler-interval", 200*time.Millisecond, "Least time between two scheduling cycles.")
 	flag.DurationVar(&ctrlOpts.SchedulerResync, "scheduler-resync", 30*time.Second, "Run a scheduling cycle at least this often.")
+	flag.StringVar(&ctrlOpts.HubID, "hub-id", "hub", "Name of this hub on providers: part of lease namespace names and labels (1-20 lowercase letters and digits).")
+	flag.DurationVar(&ctrlOpts.ProviderGracePeriod, "provider-grace-period", 20*time.Second, "Time without a successful probe or heartbeat before a provider is Lost.")
+	flag.DurationVar(&ctrlOpts.ProbeInterval, "probe-interval", 3*time.Second, "Time between two probes of a provider.")
+	flag.DurationVar(&ctrlOpts.Remote.RequestTimeout, "remote-timeout", 5*time.Second, "Timeout of one request to a provider's API server.")
+	flag.DurationVar(&ctrlOpts.Remote.ConnectTimeout, "remote-connect-timeout", 5*time.Second, "Timeout of connecting to a provider's API server.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()

@@ -37,8 +37,60 @@ var (
 	}, []string{"reason"})
 )
 
+var (
+	providers = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "providers",
+		Help: "Providers by phase (Pending, Ready, Lost, Cordoned).",
+	}, []string{"phase"})
+	leases = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "leases",
+		Help: "Leases by phase (Pending, Active, Lost, Closing, Closed).",
+	}, []string{"phase"})
+	failovers = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "failovers_total",
+		Help: "Leases closed because their provider stayed Lost past the workload's failover grace period.",
+	})
+	fencingDeletions = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "fencing_deletions_total",
+		Help: "Stale lease namespaces deleted on providers that came back.",
+	})
+	remoteLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace, Subsystem: "remote", Name: "request_duration_seconds",
+		Help:    "Duration of work against a provider's API server, by provider and operation (probe, apply, cleanup).",
+		Buckets: prometheus.ExponentialBuckets(0.002, 2, 13),
+	}, []string{"provider", "operation"})
+)
+
 func init() {
-	crmetrics.Registry.MustRegister(schedulingCycleDuration, pendingReplicas, leasesCreated, leaseCreateErrors, unschedulableWorkloads)
+	crmetrics.Registry.MustRegister(schedulingCycleDuration, pendingReplicas, leasesCreated, leaseCreateErrors, unschedulableWorkloads,
+		providers, leases, failovers, fencingDeletions, remoteLatency)
+}
+
+// Phases sets the providers and leases gauges from counts by phase; every
+// phase in the lists is reset first.
+func Phases(providerPhases, leasePhases []string, providerCounts, leaseCounts map[string]int) {
+	for _, p := range providerPhases {
+		providers.WithLabelValues(p).Set(float64(providerCounts[p]))
+	}
+	for _, p := range leasePhases {
+		leases.WithLabelValues(p).Set(float64(leaseCounts[p]))
+	}
+}
+
+// Failover counts a Lease closed for failover.
+func Failover() { failovers.Inc() }
+
+// FencingDeletion counts a stale namespace deleted on a provider.
+func FencingDeletion() { fencingDeletions.Inc() }
+
+// RemoteRequest records how long an operation against a provider took.
+func RemoteRequest(provider, operation string, d time.Duration) {
+	remoteLatency.WithLabelValues(provider, operation).Observe(d.Seconds())
+}
+
+// ForgetProvider drops a deregistered provider's latency series.
+func ForgetProvider(provider string) {
+	remoteLatency.DeletePartialMatch(prometheus.Labels{"provider": provider})
 }
 
 // SchedulingCycle records one cycle: its duration, the replicas left

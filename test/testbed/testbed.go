@@ -233,6 +233,14 @@ func (c *Cluster) create(ctx context.Context) error {
 		"--kwok-controller-binary", filepath.Join(b, "kwok"),
 		"--kubeconfig", filepath.Join(c.fed.Dir, "kwokctl-kubeconfig"),
 		"--disable-qps-limits",
+		// With node leases, a restarted kwok waits on the leases its previous
+		// instance held and leaves new pods Pending; status heartbeats do not.
+		"--node-lease-duration-seconds", "0",
+		// One instance of each per cluster: waiting for the previous
+		// instance's leader lease after Start only delays the returning
+		// provider.
+		"--extra-args", "kube-controller-manager=leader-elect=false",
+		"--extra-args", "kube-scheduler=leader-elect=false",
 		"--wait", "90s")
 	if err != nil {
 		return fmt.Errorf("creating cluster %s: %w", c.Name, err)

@@ -222,3 +222,43 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// Two federations at once must not share folders, ports or clusters.
+func TestParallelFederations(t *testing.T) {
+	hosts := make(chan string, 2)
+	t.Run("group", func(t *testing.T) {
+		for _, name := range []string{"one", "two"} {
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				f := NewForTest(t, Options{Providers: []ProviderSpec{{Name: "p", Nodes: []NodeSet{{CPU: "4", Memory: "8Gi"}}}}})
+				cfg, err := f.Provider("p").RESTConfig(10 * time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cs := kubernetes.NewForConfigOrDie(cfg)
+				ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "only-" + name}}
+				if _, err := cs.CoreV1().Namespaces().Create(context.Background(), ns, metav1.CreateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				list, err := cs.CoreV1().Namespaces().List(context.Background(), metav1.ListOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, n := range list.Items {
+					if n.Name == "only-one" && name == "two" || n.Name == "only-two" && name == "one" {
+						t.Errorf("federation %s sees namespace %s of the other federation", name, n.Name)
+					}
+				}
+				hosts <- cfg.Host
+			})
+		}
+	})
+	close(hosts)
+	var got []string
+	for h := range hosts {
+		got = append(got, h)
+	}
+	if len(got) != 2 || got[0] == got[1] {
+		t.Fatalf("want two distinct provider endpoints, got %v", got)
+	}
+}

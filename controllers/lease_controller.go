@@ -1,0 +1,351 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/record"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/metrics"
+	"github.com/flotilla-dev/flotilla/internal/remote"
+	"github.com/flotilla-dev/flotilla/internal/render"
+)
+
+// FieldManager owns everything the hub applies on providers.
+const FieldManager = "flotilla"
+
+// LeaseFinalizer keeps a Lease until its namespace on the provider is gone.
+const LeaseFinalizer = "flotilla.dev/provider-cleanup"
+
+// Lease condition reasons.
+const (
+	ReasonApplied       = "Applied"
+	ReasonApplyFailed   = "ApplyFailed"
+	ReasonProviderLost  = "ProviderLost"
+	ReasonFailedOver    = "FailedOver"
+	ReasonJobCompleted  = "Completed"
+	ReasonJobFailed     = "JobFailed"
+	ReasonWaitProvider  = "WaitingForProvider"
+	leaseSyncInterval   = 3 * time.Second
+	cleanupRetryBackoff = 10 * time.Second
+)
+
+// LeaseReconciler makes a Lease real on its provider: it renders the
+// Lease's objects and applies them with server-side apply, reads back ready,
+// succeeded and failed replicas, marks the Lease Lost while its provider is,
+// fails it over after the Workload's grace period, and removes its namespace
+// on the provider when the Lease closes or is deleted.
+type LeaseReconciler struct {
+	Client   client.Client
+	Remote   *remote.Cache
+	Recorder record.EventRecorder
+	HubID    string
+	Now      func() time.Time
+}
+
+// Reconcile drives one Lease.
+func (r *LeaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	l := &flotillav1.Lease{}
+	if err := r.Client.Get(ctx, req.NamespacedName, l); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithValues("provider", l.Spec.ProviderRef.Name))
+	if l.DeletionTimestamp != nil {
+		return r.reconcileDelete(ctx, l)
+	}
+	if controllerutil.AddFinalizer(l, LeaseFinalizer) {
+		if err := r.Client.Update(ctx, l); err != nil {
+			return ctrl.Result{}, fmt.Errorf("adding finalizer to lease %s: %w", req, err)
+		}
+	}
+
+	old := l.Status.DeepCopy()
+	st := l.Status.DeepCopy()
+	st.ObservedGeneration = l.Generation
+	st.Namespace = render.Namespace(r.HubID, l.UID)
+	res, err := r.reconcile(ctx, l, st)
+	if !equality.Semantic.DeepEqual(st, old) {
+		patch := client.MergeFrom(l.DeepCopy())
+		l.Status = *st
+		if perr := r.Client.Status().Patch(ctx, l, patch); perr != nil {
+			return ctrl.Result{}, errors.Join(err, fmt.Errorf("patching status of lease %s: %w", req, perr))
+		}
+	}
+	return res, err
+}
+
+func (r *LeaseReconciler) reconcile(ctx context.Context, l *flotillav1.Lease, st *flotillav1.LeaseStatus) (ctrl.Result, error) {
+	now := r.Now()
+	if st.Phase == flotillav1.LeaseClosed {
+		// Closed for good; the provider's namespace goes when it can be
+		// reached (fencing catches it otherwise).
+		if cl, err := r.providerClient(ctx, l); err == nil {
+			_ = r.deleteNamespace(ctx, cl, l)
+		}
+		return ctrl.Result{}, nil
+	}
+	p := &flotillav1.Provider{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: l.Spec.ProviderRef.Name}, p); err != nil {
+		if apierrors.IsNotFound(err) {
+			return r.lost(ctx, l, st, now, "provider "+l.Spec.ProviderRef.Name+" is not registered")
+		}
+		return ctrl.Result{}, err
+	}
+	switch p.Status.Phase {
+	case flotillav1.ProviderLost:
+		return r.lost(ctx, l, st, now, "provider "+p.Name+" is Lost")
+	case "", flotillav1.ProviderPending:
+		if st.Phase == "" {
+			st.Phase = flotillav1.LeasePending
+		}
+		setLeaseReady(st, l, metav1.ConditionFalse, ReasonWaitProvider, "waiting for provider "+p.Name+" to become Ready")
+		return ctrl.Result{RequeueAfter: leaseSyncInterval}, nil
+	}
+	st.LostTime = nil
+
+	w := &flotillav1.Workload{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Namespace, Name: l.Spec.WorkloadRef.Name}, w); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	cl, err := r.providerClient(ctx, l)
+	if err != nil {
+		st.LastError = err.Error()
+		setLeaseReady(st, l, metav1.ConditionFalse, ReasonWaitProvider, err.Error())
+		return ctrl.Result{RequeueAfter: leaseSyncInterval}, nil
+	}
+	start := time.Now()
+	err = r.apply(ctx, cl, l, w)
+	metrics.RemoteRequest(p.Name, "apply", time.Since(start))
+	if err != nil {
+		st.LastError = err.Error()
+		if st.Phase == "" {
+			st.Phase = flotillav1.LeasePending
+		}
+		setLeaseReady(st, l, metav1.ConditionFalse, ReasonApplyFailed, err.Error())
+		r.Recorder.Eventf(l, "Warning", ReasonApplyFailed, "Applying on provider %s: %v", p.Name, err)
+		return ctrl.Result{RequeueAfter: leaseSyncInterval}, nil
+	}
+	st.LastError = ""
+	if err := r.readBack(ctx, cl, l, st); err != nil {
+		st.LastError = err.Error()
+		return ctrl.Result{RequeueAfter: leaseSyncInterval}, nil
+	}
+	st.LastSyncTime = &metav1.Time{Time: now}
+	if st.Phase == flotillav1.LeaseClosed {
+		_ = r.deleteNamespace(ctx, cl, l)
+		return ctrl.Result{}, nil
+	}
+	st.Phase = flotillav1.LeaseActive
+	if l.Spec.Class != flotillav1.ClassBatch && st.ReadyReplicas >= l.Spec.Replicas {
+		setLeaseReady(st, l, metav1.ConditionTrue, ReasonApplied, fmt.Sprintf("%d replicas ready on %s", st.ReadyReplicas, p.Name))
+	} else {
+		setLeaseReady(st, l, metav1.ConditionFalse, ReasonApplied, fmt.Sprintf("%d of %d replicas ready on %s", st.ReadyReplicas, l.Spec.Replicas, p.Name))
+	}
+	return ctrl.Result{RequeueAfter: leaseSyncInterval}, nil
+}
+
+// lost marks the Lease Lost and, once its Workload's failover grace period
+// has passed, closes it so that the scheduler replaces its replicas under a
+// higher epoch.
+func (r *LeaseReconciler) lost(ctx context.Context, l *flotillav1.Lease, st *flotillav1.LeaseStatus, now time.Time, why string) (ctrl.Result, error) {
+	if st.LostTime == nil {
+		st.LostTime = &metav1.Time{Time: now}
+		r.Recorder.Eventf(l, "Warning", ReasonProviderLost, "Lease lost: %s", why)
+	}
+	st.Phase = flotillav1.LeaseLost
+	st.ReadyReplicas = 0
+	grace := 5 * time.Second
+	w := &flotillav1.Workload{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Namespace, Name: l.Spec.WorkloadRef.Name}, w); err == nil &&
+		w.Spec.Failover.GracePeriodSeconds != nil {
+		grace = time.Duration(*w.Spec.Failover.GracePeriodSeconds) * time.Second
+	}
+	if wait := st.LostTime.Add(grace).Sub(now); wait > 0 {
+		setLeaseReady(st, l, metav1.ConditionFalse, ReasonProviderLost, fmt.Sprintf("%s; failing over in %s", why, wait.Round(time.Second)))
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
+	st.Phase = flotillav1.LeaseClosed
+	setLeaseReady(st, l, metav1.ConditionFalse, ReasonFailedOver, why+"; replicas replaced elsewhere under a new epoch")
+	metrics.Failover()
+	r.Recorder.Eventf(w, "Warning", ReasonFailedOver, "Replacing %d replicas of lease %s: %s", l.Spec.Replicas, l.Name, why)
+	return ctrl.Result{}, nil
+}
+
+func setLeaseReady(st *flotillav1.LeaseStatus, l *flotillav1.Lease, s metav1.ConditionStatus, reason, msg string) {
+	apimeta.SetStatusCondition(&st.Conditions, metav1.Condition{
+		Type: flotillav1.ConditionReady, Status: s, Reason: reason, Message: msg, ObservedGeneration: l.Generation,
+	})
+}
+
+func (r *LeaseReconciler) providerClient(ctx context.Context, l *flotillav1.Lease) (*remote.Client, error) {
+	p := &flotillav1.Provider{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: l.Spec.ProviderRef.Name}, p); err != nil {
+		return nil, err
+	}
+	cl, _, err := providerClient(ctx, r.Client, r.Remote, p)
+	return cl, err
+}
+
+// apply renders the Lease and server-side applies every object.
+func (r *LeaseReconciler) apply(ctx context.Context, cl *remote.Client, l *flotillav1.Lease, w *flotillav1.Workload) error {
+	in := render.Input{HubID: r.HubID, Lease: l, Workload: w}
+	cms, secs := render.References(&w.Spec.Template.Spec)
+	for _, name := range cms {
+		cm := corev1.ConfigMap{}
+		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Namespace, Name: name}, &cm); err != nil {
+			return fmt.Errorf("reading ConfigMap %s referenced by the template: %w", name, err)
+		}
+		in.ConfigMaps = append(in.ConfigMaps, cm)
+	}
+	for _, name := range secs {
+		s := corev1.Secret{}
+		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Namespace, Name: name}, &s); err != nil {
+			return fmt.Errorf("reading Secret %s referenced by the template: %w", name, err)
+		}
+		in.Secrets = append(in.Secrets, s)
+	}
+	objs, err := render.Lease(in)
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
+		if err != nil {
+			return err
+		}
+		delete(u, "status")
+		unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
+		obj := &unstructured.Unstructured{Object: u}
+		if err := cl.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+			return fmt.Errorf("applying %s %s: %w", obj.GetKind(), obj.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// readBack copies the provider's view of the Lease's workload into status;
+// a finished Job closes the Lease.
+func (r *LeaseReconciler) readBack(ctx context.Context, cl *remote.Client, l *flotillav1.Lease, st *flotillav1.LeaseStatus) error {
+	ns := render.Namespace(r.HubID, l.UID)
+	key := client.ObjectKey{Namespace: ns, Name: render.WorkloadName}
+	if l.Spec.Class != flotillav1.ClassBatch {
+		d := &appsv1.Deployment{}
+		if err := cl.Get(ctx, key, d); err != nil {
+			return fmt.Errorf("reading deployment: %w", err)
+		}
+		st.ReadyReplicas = d.Status.ReadyReplicas
+		return nil
+	}
+	j := &batchv1.Job{}
+	if err := cl.Get(ctx, key, j); err != nil {
+		return fmt.Errorf("reading job: %w", err)
+	}
+	st.ReadyReplicas, st.SucceededReplicas, st.FailedReplicas = j.Status.Active, j.Status.Succeeded, j.Status.Failed
+	for _, c := range j.Status.Conditions {
+		if c.Status != corev1.ConditionTrue {
+			continue
+		}
+		switch c.Type {
+		case batchv1.JobComplete:
+			st.Digest = r.digest(ctx, cl, ns)
+			st.Phase = flotillav1.LeaseClosed
+			setLeaseReady(st, l, metav1.ConditionTrue, ReasonJobCompleted, fmt.Sprintf("%d replicas succeeded", j.Status.Succeeded))
+		case batchv1.JobFailed:
+			st.Phase = flotillav1.LeaseClosed
+			setLeaseReady(st, l, metav1.ConditionFalse, ReasonJobFailed, c.Message)
+		}
+	}
+	return nil
+}
+
+// digest is the termination message of the first container of a succeeded
+// pod, when it looks like "sha256:<hex>".
+func (r *LeaseReconciler) digest(ctx context.Context, cl *remote.Client, ns string) string {
+	var pods corev1.PodList
+	if err := cl.List(ctx, &pods, client.InNamespace(ns)); err != nil {
+		return ""
+	}
+	for _, p := range pods.Items {
+		if p.Status.Phase != corev1.PodSucceeded || len(p.Status.ContainerStatuses) == 0 {
+			continue
+		}
+		if t := p.Status.ContainerStatuses[0].State.Terminated; t != nil && strings.HasPrefix(t.Message, "sha256:") && len(t.Message) <= 128 {
+			return strings.TrimSpace(t.Message)
+		}
+	}
+	return ""
+}
+
+func (r *LeaseReconciler) deleteNamespace(ctx context.Context, cl *remote.Client, l *flotillav1.Lease) error {
+	ns := &corev1.Namespace{}
+	ns.Name = render.Namespace(r.HubID, l.UID)
+	start := time.Now()
+	err := cl.Delete(ctx, ns)
+	metrics.RemoteRequest(l.Spec.ProviderRef.Name, "cleanup", time.Since(start))
+	return client.IgnoreNotFound(err)
+}
+
+// reconcileDelete removes the Lease's namespace on the provider, then the
+// finalizer. An unreachable provider keeps the Lease until it returns; a
+// deregistered one releases it at once.
+func (r *LeaseReconciler) reconcileDelete(ctx context.Context, l *flotillav1.Lease) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(l, LeaseFinalizer) {
+		return ctrl.Result{}, nil
+	}
+	cl, err := r.providerClient(ctx, l)
+	switch {
+	case apierrors.IsNotFound(err):
+		// The provider is gone: nobody can clean up there.
+	case err != nil:
+		return ctrl.Result{RequeueAfter: cleanupRetryBackoff}, nil
+	default:
+		if derr := r.deleteNamespace(ctx, cl, l); derr != nil {
+			ctrl.LoggerFrom(ctx).V(1).Info("Provider not reachable for cleanup, retrying", "error", derr.Error())
+			return ctrl.Result{RequeueAfter: cleanupRetryBackoff}, nil
+		}
+	}
+	controllerutil.RemoveFinalizer(l, LeaseFinalizer)
+	if err := r.Client.Update(ctx, l); client.IgnoreNotFound(err) != nil {
+		return ctrl.Result{}, fmt.Errorf("removing finalizer from lease %s/%s: %w", l.Namespace, l.Name, err)
+	}
+	return ctrl.Result{}, nil
+}
+
+// SetupWithManager watches Leases and the Providers they run on.
+func (r *LeaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&flotillav1.Lease{}).
+		Watches(&flotillav1.Provider{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			var ls flotillav1.LeaseList
+			if err := r.Client.List(ctx, &ls, client.MatchingLabels{flotillav1.LabelProvider: o.GetName()}); err != nil {
+				return nil
+			}
+			out := make([]reconcile.Request, 0, len(ls.Items))
+			for _, l := range ls.Items {
+				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&l)})
+			}
+			return out
+		})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 8}).
+		Named("lease").
+		Complete(r)
+}

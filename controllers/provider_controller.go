@@ -1,0 +1,325 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/tools/record"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/metrics"
+	"github.com/flotilla-dev/flotilla/internal/remote"
+)
+
+// Provider condition reasons.
+const (
+	ReasonProbeSucceeded     = "ProbeSucceeded"
+	ReasonKubeconfigMissing  = "KubeconfigMissing"
+	ReasonKubeconfigInvalid  = "KubeconfigInvalid"
+	ReasonLost               = "Lost"
+	ReasonProviderCordoned   = "Cordoned"
+	ReasonProviderPending    = "NeverReached"
+	ReasonFencing            = "FencingIncomplete"
+	ReasonProviderReady      = "Ready"
+	ReasonWithinGracePeriod  = "WithinGracePeriod"
+	heartbeatLeasePrefix     = "provider-"
+	defaultProbeInterval     = 3 * time.Second
+	defaultProviderGraceTime = 20 * time.Second
+)
+
+// ProviderReconciler probes each provider's API server, measures its
+// capacity, follows its agent's heartbeat, and decides its phase. A provider
+// that has not answered for the grace period is Lost; when it answers again,
+// everything of a closed or failed-over Lease is deleted there (fencing)
+// before it is Ready again.
+type ProviderReconciler struct {
+	Client   client.Client
+	Remote   *remote.Cache
+	Recorder record.EventRecorder
+	HubID    string
+	// GracePeriod without a successful probe or heartbeat before Lost.
+	GracePeriod time.Duration
+	// ProbeInterval between two probes of one provider.
+	ProbeInterval time.Duration
+	Now           func() time.Time
+}
+
+// Reconcile probes one provider and writes its status once.
+func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	log := ctrl.LoggerFrom(ctx)
+	p := &flotillav1.Provider{}
+	if err := r.Client.Get(ctx, req.NamespacedName, p); err != nil {
+		if client.IgnoreNotFound(err) == nil {
+			r.Remote.Forget(req.Name)
+			metrics.ForgetProvider(req.Name)
+		}
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	now := r.Now()
+	old := p.Status.DeepCopy()
+	st := p.Status.DeepCopy()
+	st.ObservedGeneration = p.Generation
+	if st.Reputation.Score == "" {
+		st.Reputation.Score = "0.5"
+	}
+
+	reach := metav1.Condition{Type: flotillav1.ProviderReachable, ObservedGeneration: p.Generation}
+	cl, reason, err := r.client(ctx, p)
+	if err == nil {
+		probeCtx, cancel := context.WithTimeout(ctx, 2*r.timeout())
+		var obs remote.Observation
+		start := time.Now()
+		obs, err = cl.Probe(probeCtx)
+		metrics.RemoteRequest(p.Name, "probe", time.Since(start))
+		cancel()
+		if err == nil {
+			reach.Status, reach.Reason = metav1.ConditionTrue, ReasonProbeSucceeded
+			reach.Message = fmt.Sprintf("%s answered; %d schedulable nodes", cl.Host, obs.Nodes)
+			st.LastProbeTime = &metav1.Time{Time: now}
+			st.KubernetesVersion = obs.KubernetesVersion
+			st.Capacity = flotillav1.ProviderCapacity{
+				Nodes: obs.Nodes, Allocatable: obs.Allocatable.List(), Allocated: obs.Allocated.List(),
+				Free: obs.Free.List(), LargestFreeChunk: obs.LargestChunk.List(),
+			}
+		} else {
+			reason = remote.Classify(err)
+		}
+	}
+	if err != nil {
+		reach.Status, reach.Reason, reach.Message = metav1.ConditionFalse, reason, err.Error()
+	}
+	apimeta.SetStatusCondition(&st.Conditions, reach)
+
+	if hb := r.heartbeat(ctx, p.Name); hb != nil && (st.LastHeartbeatTime == nil || hb.After(st.LastHeartbeatTime.Time)) {
+		st.LastHeartbeatTime = &metav1.Time{Time: *hb}
+	}
+	lastContact := latest(st.LastProbeTime, st.LastHeartbeatTime)
+
+	ready := metav1.Condition{Type: flotillav1.ConditionReady, ObservedGeneration: p.Generation}
+	switch {
+	case reach.Status == metav1.ConditionTrue:
+		// Reachable: fence before taking work again.
+		if ferr := r.fence(ctx, p, cl); ferr != nil {
+			log.Error(ferr, "Fencing provider")
+			st.Phase = phaseWhileUnready(old.Phase)
+			ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ReasonFencing, "deleting stale lease namespaces: "+ferr.Error()
+			break
+		}
+		if p.Spec.Unschedulable {
+			st.Phase = flotillav1.ProviderCordoned
+			ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ReasonProviderCordoned, "spec.unschedulable is set: no new leases, replicas drain elsewhere"
+		} else {
+			st.Phase = flotillav1.ProviderReady
+			ready.Status, ready.Reason, ready.Message = metav1.ConditionTrue, ReasonProviderReady, reach.Message
+		}
+	case lastContact != nil && now.Sub(*lastContact) < r.grace():
+		// Not reachable, but within the grace period: keep the phase.
+		st.Phase = old.Phase
+		if st.Phase == "" || st.Phase == flotillav1.ProviderLost {
+			st.Phase = flotillav1.ProviderPending
+		}
+		if p.Spec.Unschedulable && st.Phase == flotillav1.ProviderReady {
+			st.Phase = flotillav1.ProviderCordoned
+		}
+		ready.Status = metav1.ConditionFalse
+		if st.Phase == flotillav1.ProviderReady {
+			ready.Status = metav1.ConditionTrue
+		}
+		ready.Reason = ReasonWithinGracePeriod
+		ready.Message = fmt.Sprintf("last contact %s ago (grace period %s): %s", now.Sub(*lastContact).Round(time.Second), r.grace(), reach.Message)
+	case lastContact != nil:
+		st.Phase = flotillav1.ProviderLost
+		ready.Status, ready.Reason = metav1.ConditionFalse, ReasonLost
+		ready.Message = fmt.Sprintf("no successful probe or heartbeat for %s: %s", now.Sub(*lastContact).Round(time.Second), reach.Message)
+	default:
+		st.Phase = flotillav1.ProviderPending
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ReasonProviderPending, reach.Message
+	}
+	apimeta.SetStatusCondition(&st.Conditions, ready)
+
+	if st.Phase != old.Phase {
+		typ := "Normal"
+		if st.Phase == flotillav1.ProviderLost {
+			typ = "Warning"
+		}
+		r.Recorder.Eventf(p, typ, "Phase"+string(st.Phase), "Provider is %s: %s", st.Phase, ready.Message)
+		log.Info("Provider phase changed", "from", old.Phase, "to", st.Phase, "reason", ready.Reason)
+	}
+	if !equality.Semantic.DeepEqual(st, old) {
+		patch := client.MergeFrom(p.DeepCopy())
+		p.Status = *st
+		if err := r.Client.Status().Patch(ctx, p, patch); err != nil {
+			return ctrl.Result{}, fmt.Errorf("patching status of provider %s: %w", p.Name, err)
+		}
+	}
+	return ctrl.Result{RequeueAfter: r.interval()}, nil
+}
+
+func phaseWhileUnready(old flotillav1.ProviderPhase) flotillav1.ProviderPhase {
+	if old == "" || old == flotillav1.ProviderReady || old == flotillav1.ProviderCordoned {
+		return flotillav1.ProviderPending
+	}
+	return old
+}
+
+func (r *ProviderReconciler) timeout() time.Duration { return remote.DefaultOptions.RequestTimeout }
+
+func (r *ProviderReconciler) grace() time.Duration {
+	if r.GracePeriod > 0 {
+		return r.GracePeriod
+	}
+	return defaultProviderGraceTime
+}
+
+func (r *ProviderReconciler) interval() time.Duration {
+	if r.ProbeInterval > 0 {
+		return r.ProbeInterval
+	}
+	return defaultProbeInterval
+}
+
+// client returns the provider's API client from its kubeconfig Secret.
+func (r *ProviderReconciler) client(ctx context.Context, p *flotillav1.Provider) (*remote.Client, string, error) {
+	return providerClient(ctx, r.Client, r.Remote, p)
+}
+
+func providerClient(ctx context.Context, c client.Client, cache *remote.Cache, p *flotillav1.Provider) (*remote.Client, string, error) {
+	ref := p.Spec.KubeconfigSecretRef
+	key := ref.Key
+	if key == "" {
+		key = "kubeconfig"
+	}
+	sec := &corev1.Secret{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: ref.Name}, sec); err != nil {
+		return nil, ReasonKubeconfigMissing, fmt.Errorf("reading kubeconfig Secret %s/%s: %w", flotillav1.SystemNamespace, ref.Name, err)
+	}
+	data, ok := sec.Data[key]
+	if !ok {
+		return nil, ReasonKubeconfigMissing, fmt.Errorf("kubeconfig Secret %s/%s has no key %q", flotillav1.SystemNamespace, ref.Name, key)
+	}
+	cl, err := cache.Get(p.Name, sec.ResourceVersion, data)
+	if err != nil {
+		return nil, ReasonKubeconfigInvalid, fmt.Errorf("kubeconfig Secret %s/%s: %w", flotillav1.SystemNamespace, ref.Name, err)
+	}
+	return cl, "", nil
+}
+
+// heartbeat returns the renew time of the agent's coordination Lease.
+func (r *ProviderReconciler) heartbeat(ctx context.Context, provider string) *time.Time {
+	l := &coordinationv1.Lease{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: heartbeatLeasePrefix + provider}, l); err != nil {
+		return nil
+	}
+	if l.Spec.RenewTime == nil {
+		return nil
+	}
+	t := l.Spec.RenewTime.Time
+	return &t
+}
+
+func latest(ts ...*metav1.Time) *time.Time {
+	var out *time.Time
+	for _, t := range ts {
+		if t != nil && (out == nil || t.After(*out)) {
+			v := t.Time
+			out = &v
+		}
+	}
+	return out
+}
+
+// fence deletes, on the provider, every namespace of this hub whose Lease is
+// gone, closed, being deleted, of an older epoch, or bound elsewhere.
+func (r *ProviderReconciler) fence(ctx context.Context, p *flotillav1.Provider, cl *remote.Client) error {
+	var nss corev1.NamespaceList
+	sel := labels.SelectorFromSet(labels.Set{flotillav1.LabelManaged: "true", flotillav1.LabelHub: r.HubID})
+	if err := cl.List(ctx, &nss, client.MatchingLabelsSelector{Selector: sel}); err != nil {
+		return fmt.Errorf("listing managed namespaces: %w", err)
+	}
+	var errs []error
+	for i := range nss.Items {
+		ns := &nss.Items[i]
+		if ns.DeletionTimestamp != nil {
+			continue
+		}
+		why := r.stale(ctx, p, ns)
+		if why == "" {
+			continue
+		}
+		if err := cl.Delete(ctx, ns); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, fmt.Errorf("deleting namespace %s: %w", ns.Name, err))
+			continue
+		}
+		metrics.FencingDeletion()
+		r.Recorder.Eventf(p, "Normal", "Fenced", "Deleted namespace %s on the provider: %s", ns.Name, why)
+	}
+	return errors.Join(errs...)
+}
+
+// stale says why a provider namespace must go, or "" when its Lease is live.
+func (r *ProviderReconciler) stale(ctx context.Context, p *flotillav1.Provider, ns *corev1.Namespace) string {
+	uid := ns.Labels[flotillav1.LabelLease]
+	var leases flotillav1.LeaseList
+	if err := r.Client.List(ctx, &leases, client.MatchingFields{indexLeaseUID: uid}); err != nil {
+		return "" // unknown: keep it, decide next time
+	}
+	if len(leases.Items) == 0 {
+		return "its lease no longer exists"
+	}
+	l := &leases.Items[0]
+	epoch, _ := strconv.ParseInt(ns.Labels[flotillav1.LabelEpoch], 10, 64)
+	switch {
+	case l.Status.Phase == flotillav1.LeaseClosed:
+		return "lease " + l.Name + " is closed"
+	case l.DeletionTimestamp != nil:
+		return "lease " + l.Name + " is being deleted"
+	case l.Spec.ProviderRef.Name != p.Name:
+		return "lease " + l.Name + " is bound to provider " + l.Spec.ProviderRef.Name
+	case epoch < l.Spec.Epoch:
+		return fmt.Sprintf("epoch %d is older than lease epoch %d", epoch, l.Spec.Epoch)
+	}
+	return ""
+}
+
+// SetupWithManager probes providers with several workers, so a provider
+// that hangs until the timeout holds up only its own probe.
+func (r *ProviderReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&flotillav1.Provider{}).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.providersOfSecret)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 8}).
+		Named("provider").
+		Complete(r)
+}
+
+func (r *ProviderReconciler) providersOfSecret(ctx context.Context, o client.Object) []reconcile.Request {
+	if o.GetNamespace() != flotillav1.SystemNamespace {
+		return nil
+	}
+	var ps flotillav1.ProviderList
+	if err := r.Client.List(ctx, &ps); err != nil {
+		return nil
+	}
+	var out []reconcile.Request
+	for _, p := range ps.Items {
+		if p.Spec.KubeconfigSecretRef.Name == o.GetName() {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: p.Name}})
+		}
+	}
+	return slices.Clip(out)
+}

@@ -1,0 +1,237 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/controllers"
+	"github.com/flotilla-dev/flotilla/test/hubenv"
+	"github.com/flotilla-dev/flotilla/test/testbed"
+)
+
+func init() { ctrl.SetLogger(logr.Discard()) }
+
+// hub is a federation with Flotilla installed on its hub.
+type hub struct {
+	fed       *testbed.Federation
+	client    client.Client
+	providers map[string]kubernetes.Interface
+	manager   context.CancelFunc
+	done      chan error
+}
+
+// setupHub installs the CRDs and admission policies on the hub, registers
+// every provider with an Offer, and starts the manager in this process.
+func setupHub(t *testing.T, fed *testbed.Federation, prices map[string]string, opts controllers.Options) *hub {
+	t.Helper()
+	ctx := context.Background()
+	cfg, err := fed.Hub.RESTConfig(30 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scheme := hubenv.Scheme()
+	if err := apiextv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &hub{fed: fed, client: c, providers: map[string]kubernetes.Interface{}}
+	root := hubenv.RepoRoot()
+	for _, dir := range []string{"config/crd/bases", "config/admission"} {
+		files, _ := filepath.Glob(filepath.Join(root, dir, "*.yaml"))
+		for _, f := range files {
+			if filepath.Base(f) == "kustomization.yaml" {
+				continue
+			}
+			objs, err := hubenv.ReadObjects(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range objs {
+				if err := c.Create(ctx, o); err != nil {
+					t.Fatalf("installing %s: %v", o.GetName(), err)
+				}
+			}
+		}
+	}
+	eventually(t, 60*time.Second, "CRDs established", func() (bool, string) {
+		var crds apiextv1.CustomResourceDefinitionList
+		if err := c.List(ctx, &crds); err != nil {
+			return false, err.Error()
+		}
+		n := 0
+		for _, crd := range crds.Items {
+			for _, cond := range crd.Status.Conditions {
+				if cond.Type == apiextv1.Established && cond.Status == apiextv1.ConditionTrue {
+					n++
+				}
+			}
+		}
+		return n == 4, fmt.Sprint(n, " established")
+	})
+	mustCreate(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.SystemNamespace}})
+	for _, p := range fed.Providers {
+		kc, err := os.ReadFile(p.Kubeconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs, err := p.Clientset(10 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.providers[p.Name] = cs
+		mustCreate(t, c, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: p.Name + "-kubeconfig", Namespace: flotillav1.SystemNamespace},
+			Data: map[string][]byte{"kubeconfig": kc}})
+		mustCreate(t, c, &flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: p.Name}, Spec: flotillav1.ProviderSpec{
+			Owner: p.Spec.Owner, Region: p.Spec.Region, KubeconfigSecretRef: flotillav1.SecretKeyReference{Name: p.Name + "-kubeconfig"}}})
+		mustCreate(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.ProviderNamespace(p.Name)}})
+		mustCreate(t, c, &flotillav1.Offer{
+			ObjectMeta: metav1.ObjectMeta{Name: "standard", Namespace: flotillav1.ProviderNamespace(p.Name)},
+			Spec: flotillav1.OfferSpec{
+				ProviderRef: flotillav1.ProviderReference{Name: p.Name},
+				Resources:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("8"), corev1.ResourceMemory: resource.MustParse("16Gi")},
+				Prices:      flotillav1.PriceList{corev1.ResourceCPU: flotillav1.Amount(prices[p.Name])},
+			},
+		})
+	}
+	h.start(t, cfg, scheme, opts)
+	return h
+}
+
+func (h *hub) start(t *testing.T, cfg interface{}, scheme interface{}, opts controllers.Options) {
+	t.Helper()
+	rc, err := h.fed.Hub.RESTConfig(30 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgr, err := ctrl.NewManager(rc, ctrl.Options{
+		Scheme:                 hubenv.Scheme(),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if _, err := controllers.Setup(ctx, mgr, opts); err != nil {
+		t.Fatal(err)
+	}
+	h.manager, h.done = cancel, make(chan error, 1)
+	go func() { h.done <- mgr.Start(ctx) }()
+	t.Cleanup(h.stop)
+}
+
+func (h *hub) stop() {
+	if h.manager == nil {
+		return
+	}
+	h.manager()
+	<-h.done
+	h.manager = nil
+}
+
+func mustCreate(t *testing.T, c client.Client, o client.Object) {
+	t.Helper()
+	if err := c.Create(context.Background(), o); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("creating %T %s: %v", o, o.GetName(), err)
+	}
+}
+
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s; last state: %s", timeout, what, last)
+}
+
+// runningPods counts the Running pods of managed namespaces on a provider
+// that belong to the given Leases (all managed pods when leases is nil).
+func (h *hub) runningPods(provider string) (int, error) {
+	cs := h.providers[provider]
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: flotillav1.LabelManaged + "=true"})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, p := range pods.Items {
+		if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (h *hub) managedNamespaces(provider string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	nss, err := h.providers[provider].CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: flotillav1.LabelManaged + "=true"})
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, ns := range nss.Items {
+		if ns.DeletionTimestamp == nil {
+			out = append(out, ns.Name)
+		}
+	}
+	return out, nil
+}
+
+func (h *hub) workload(t *testing.T, ns, name string) *flotillav1.Workload {
+	t.Helper()
+	w := &flotillav1.Workload{}
+	if err := h.client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, w); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func newWorkload(ns, name string, class flotillav1.WorkloadClass, replicas int32) *flotillav1.Workload {
+	return &flotillav1.Workload{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: flotillav1.WorkloadSpec{
+			Class:    class,
+			Replicas: replicas,
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name}},
+				Spec: corev1.PodSpec{
+					SecurityContext: &corev1.PodSecurityContext{RunAsUser: ptr.To[int64](65532)},
+					Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1",
+						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+							corev1.ResourceCPU: resource.MustParse("500m"), corev1.ResourceMemory: resource.MustParse("256Mi")}}}},
+				},
+			},
+		},
+	}
+}

@@ -1,0 +1,198 @@
+package e2e
+
+import (
+	"context"
+
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/controllers"
+	"github.com/flotilla-dev/flotilla/test/testbed"
+)
+
+// Four providers; dave-1 is the dearest, so it takes replicas only when
+// another provider fails.
+func placementFederation(t *testing.T) *hub {
+	nodes := []testbed.NodeSet{{Count: 2, CPU: "4", Memory: "8Gi"}}
+	fed := testbed.NewForTest(t, testbed.Options{Providers: []testbed.ProviderSpec{
+		{Name: "alice-1", Owner: "alice", Region: "eu-west", Nodes: nodes},
+		{Name: "bob-1", Owner: "bob", Region: "us-east", Nodes: nodes},
+		{Name: "carol-1", Owner: "carol", Region: "eu-west", Nodes: nodes},
+		{Name: "dave-1", Owner: "dave", Region: "us-east", Nodes: nodes},
+	}})
+	prices := map[string]string{"alice-1": "0.010", "bob-1": "0.011", "carol-1": "0.012", "dave-1": "0.050"}
+	h := setupHub(t, fed, prices, controllers.Options{HubID: "e2e"})
+	eventually(t, 60*time.Second, "every provider Ready", func() (bool, string) {
+		var ps flotillav1.ProviderList
+		_ = h.client.List(context.Background(), &ps)
+		ready := 0
+		for _, p := range ps.Items {
+			if p.Status.Phase == flotillav1.ProviderReady {
+				ready++
+			}
+		}
+		return ready == 4, fmt.Sprint(ready, " ready")
+	})
+	return h
+}
+
+func runningPerProvider(h *hub) (map[string]int, string) {
+	out := map[string]int{}
+	for name := range h.providers {
+		n, err := h.runningPods(name)
+		if err != nil {
+			out[name] = -1
+			continue
+		}
+		out[name] = n
+	}
+	return out, fmt.Sprint(out)
+}
+
+func ready(w *flotillav1.Workload) bool {
+	c := apimeta.FindStatusCondition(w.Status.Conditions, flotillav1.ConditionReady)
+	return c != nil && c.Status == metav1.ConditionTrue
+}
+
+func TestPlacementFailoverAndFencing(t *testing.T) {
+	ctx := context.Background()
+	h := placementFederation(t)
+	mustCreate(t, h.client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a"}})
+
+	// 1. Six replicas, at most two per provider, on the three cheapest.
+	web := newWorkload("team-a", "web", flotillav1.ClassService, 6)
+	web.Spec.Placement.MaxReplicasPerProvider = ptr.To[int32](2)
+	mustCreate(t, h.client, web)
+	eventually(t, 60*time.Second, "6 pods Running across alice, bob and carol, and the Workload Ready", func() (bool, string) {
+		per, s := runningPerProvider(h)
+		w := h.workload(t, "team-a", "web")
+		return per["alice-1"] == 2 && per["bob-1"] == 2 && per["carol-1"] == 2 && per["dave-1"] == 0 && ready(w),
+			s + " phase " + string(w.Status.Phase)
+	})
+
+	// 2. A batch job runs to completion and its Lease closes.
+	job := newWorkload("team-a", "job", flotillav1.ClassBatch, 1)
+	job.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyNever
+	mustCreate(t, h.client, job)
+	eventually(t, 60*time.Second, "the batch Workload Succeeded with its Lease Closed", func() (bool, string) {
+		w := h.workload(t, "team-a", "job")
+		var ls flotillav1.LeaseList
+		_ = h.client.List(ctx, &ls, client.InNamespace("team-a"), client.MatchingLabels{flotillav1.LabelWorkload: "job"})
+		closed := len(ls.Items) > 0
+		for _, l := range ls.Items {
+			closed = closed && l.Status.Phase == flotillav1.LeaseClosed
+		}
+		return w.Status.Phase == flotillav1.WorkloadSucceeded && closed, fmt.Sprintf("phase %s, %d leases", w.Status.Phase, len(ls.Items))
+	})
+
+	// 3. Stop a provider: its replicas move to dave-1 and the Workload is
+	// Ready again.
+	stopped := h.fed.Provider("bob-1")
+	start := time.Now()
+	if err := stopped.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 90*time.Second, "bob-1's replicas Running on dave-1 and web Ready", func() (bool, string) {
+		per, s := runningPerProvider(h)
+		w := h.workload(t, "team-a", "web")
+		return per["alice-1"] == 2 && per["carol-1"] == 2 && per["dave-1"] == 2 && ready(w), s
+	})
+	t.Logf("failover took %s (provider grace 20s, workload grace 5s)", time.Since(start).Round(time.Second))
+	var leases flotillav1.LeaseList
+	if err := h.client.List(ctx, &leases, client.InNamespace("team-a"), client.MatchingLabels{flotillav1.LabelWorkload: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range leases.Items {
+		if l.Spec.ProviderRef.Name == "dave-1" && l.Spec.Epoch != 2 {
+			t.Errorf("replacement lease %s has epoch %d, want 2", l.Name, l.Spec.Epoch)
+		}
+	}
+
+	// 4. Start it again: its stale namespace is fenced before it takes
+	// work, and the Workload runs exactly six replicas.
+	if err := stopped.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "bob-1 Ready with its stale namespace gone", func() (bool, string) {
+		p := &flotillav1.Provider{}
+		_ = h.client.Get(ctx, client.ObjectKey{Name: "bob-1"}, p)
+		nss, err := h.managedNamespaces("bob-1")
+		return err == nil && len(nss) == 0 && p.Status.Phase == flotillav1.ProviderReady, fmt.Sprintf("phase %s, namespaces %v, %v", p.Status.Phase, nss, err)
+	})
+	eventually(t, 30*time.Second, "exactly six web pods", func() (bool, string) {
+		per, s := runningPerProvider(h)
+		total := 0
+		for _, n := range per {
+			total += n
+		}
+		return total == 6 && per["bob-1"] == 0, s
+	})
+
+	// 7. Delete a Workload while one of its providers is stopped: the other
+	// namespaces go at once, the stopped provider's when it returns.
+	api := newWorkload("team-a", "api", flotillav1.ClassService, 3)
+	api.Spec.Placement.MaxReplicasPerProvider = ptr.To[int32](1)
+	mustCreate(t, h.client, api)
+	var apiProviders []string
+	// A provider that just restarted takes a while before its controller
+	// manager (leader election) creates pods again.
+	apiStart := time.Now()
+	eventually(t, 150*time.Second, "api Ready on three providers", func() (bool, string) {
+		w := h.workload(t, "team-a", "api")
+		apiProviders = apiProviders[:0]
+		for _, p := range w.Status.Placements {
+			apiProviders = append(apiProviders, p.Provider)
+		}
+		var ls flotillav1.LeaseList
+		_ = h.client.List(ctx, &ls, client.InNamespace("team-a"), client.MatchingLabels{flotillav1.LabelWorkload: "api"})
+		state := ""
+		for _, l := range ls.Items {
+			state += fmt.Sprintf("[%s %s ready=%d err=%q] ", l.Spec.ProviderRef.Name, l.Status.Phase, l.Status.ReadyReplicas, l.Status.LastError)
+		}
+		return ready(w) && len(apiProviders) == 3, state
+	})
+	t.Logf("api Ready after %s", time.Since(apiStart).Round(time.Second))
+	slices.Sort(apiProviders)
+	gone := h.fed.Provider(apiProviders[0])
+	if err := gone.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.client.Delete(ctx, h.workload(t, "team-a", "api")); err != nil {
+		t.Fatal(err)
+	}
+	apiNamespaces := func(provider string) int {
+		var n int
+		nss, _ := h.providers[provider].CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: "app=api"})
+		for _, p := range nss.Items {
+			if p.DeletionTimestamp == nil {
+				n++
+			}
+		}
+		return n
+	}
+	eventually(t, 30*time.Second, "api's pods gone from the running providers", func() (bool, string) {
+		left := 0
+		for _, p := range apiProviders[1:] {
+			left += apiNamespaces(p)
+		}
+		return left == 0, fmt.Sprint(left, " pods left")
+	})
+	if err := gone.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "api's namespace gone from the returning provider", func() (bool, string) {
+		n := apiNamespaces(gone.Name)
+		var ls flotillav1.LeaseList
+		_ = h.client.List(ctx, &ls, client.InNamespace("team-a"), client.MatchingLabels{flotillav1.LabelWorkload: "api"})
+		return n == 0 && len(ls.Items) == 0, fmt.Sprintf("%d pods, %d leases", n, len(ls.Items))
+	})
+}
