@@ -14,10 +14,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -155,19 +157,13 @@ func New(ctx context.Context, opts Options) (*Federation, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = c.create(ctx)
+			errs[i] = c.createUsable(ctx)
 		}()
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		_ = f.Close()
 		return nil, err
-	}
-	for _, c := range all {
-		if err := c.waitUsable(ctx); err != nil {
-			_ = f.Close()
-			return nil, err
-		}
 	}
 	for _, c := range f.Providers {
 		if err := c.createNodes(ctx); err != nil {
@@ -215,6 +211,25 @@ func runKwokctl(ctx context.Context, dir, bin string, args ...string) error {
 	return nil
 }
 
+// createUsable creates the cluster and waits until it is usable; a start
+// that failed (a port taken between picking and binding it, say) is retried
+// once from scratch.
+func (c *Cluster) createUsable(ctx context.Context) error {
+	err := c.create(ctx)
+	if err == nil {
+		err = c.waitUsable(ctx)
+	}
+	if err == nil {
+		return nil
+	}
+	c.fed.logf("testbed: cluster %s failed to start, retrying: %v", c.Name, err)
+	_ = runKwokctl(ctx, c.fed.Dir, c.fed.bin, "delete", "cluster", "--name", c.Name)
+	if err := c.create(ctx); err != nil {
+		return err
+	}
+	return c.waitUsable(ctx)
+}
+
 func (c *Cluster) create(ctx context.Context) error {
 	start := time.Now()
 	b := c.fed.bin
@@ -241,7 +256,7 @@ func (c *Cluster) create(ctx context.Context) error {
 		// provider.
 		"--extra-args", "kube-controller-manager=leader-elect=false",
 		"--extra-args", "kube-scheduler=leader-elect=false",
-		"--wait", "90s")
+		"--wait", "45s")
 	if err != nil {
 		return fmt.Errorf("creating cluster %s: %w", c.Name, err)
 	}
@@ -257,7 +272,7 @@ func (c *Cluster) waitUsable(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 45*time.Second)
 	defer cancel()
 	for {
 		_, err := cs.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
@@ -291,24 +306,36 @@ options:
 	return path, os.WriteFile(path, []byte(conf), 0o644)
 }
 
-// freePorts asks the kernel for n distinct unused ports.
+// Ports are picked at random below the kernel's ephemeral range (32768 and
+// up on Linux): a port the kernel handed out for a moment can be reused as
+// the source port of an outgoing connection before etcd binds it.
+const portLow, portHigh = 20000, 30000
+
+// freePorts returns n distinct ports that are free on all interfaces now.
 func freePorts(n int) ([]int, error) {
 	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			_ = l.Close()
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 1000 {
+			return nil, fmt.Errorf("no free port found in %d-%d", portLow, portHigh)
 		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("finding a free port: %w", err)
+		p := portLow + rand.IntN(portHigh-portLow)
+		if slices.Contains(ports, p) || !portFree(p) {
+			continue
 		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		ports = append(ports, p)
 	}
 	return ports, nil
+}
+
+func portFree(p int) bool {
+	for _, host := range []string{"127.0.0.1", "0.0.0.0"} {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(p)))
+		if err != nil {
+			return false
+		}
+		_ = l.Close()
+	}
+	return true
 }
 
 func (c *Cluster) createNodes(ctx context.Context) error {
