@@ -311,10 +311,14 @@ func (r *LeaseReconciler) reconcileDelete(ctx context.Context, l *flotillav1.Lea
 	if !controllerutil.ContainsFinalizer(l, LeaseFinalizer) {
 		return ctrl.Result{}, nil
 	}
+	p := &flotillav1.Provider{}
+	perr := r.Client.Get(ctx, client.ObjectKey{Name: l.Spec.ProviderRef.Name}, p)
 	cl, err := r.providerClient(ctx, l)
 	switch {
-	case apierrors.IsNotFound(err):
+	case apierrors.IsNotFound(perr) || apierrors.IsNotFound(err):
 		// The provider is gone: nobody can clean up there.
+	case perr == nil && p.DeletionTimestamp != nil && p.Status.Phase == flotillav1.ProviderLost:
+		// Deregistered while unreachable: it will not come back to be cleaned.
 	case err != nil:
 		return ctrl.Result{RequeueAfter: cleanupRetryBackoff}, nil
 	default:

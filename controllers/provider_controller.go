@@ -18,6 +18,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -69,6 +70,14 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 			metrics.ForgetProvider(req.Name)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if p.DeletionTimestamp != nil {
+		return r.reconcileDelete(ctx, p)
+	}
+	if controllerutil.AddFinalizer(p, ProviderFinalizer) {
+		if err := r.Client.Update(ctx, p); err != nil {
+			return ctrl.Result{}, fmt.Errorf("adding finalizer to provider %s: %w", p.Name, err)
+		}
 	}
 	now := r.Now()
 	old := p.Status.DeepCopy()
@@ -168,6 +177,37 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		}
 	}
 	return ctrl.Result{RequeueAfter: r.interval()}, nil
+}
+
+// ProviderFinalizer keeps a deregistered Provider until its Leases are gone.
+const ProviderFinalizer = "flotilla.dev/drain"
+
+// reconcileDelete drains a deregistered provider: the scheduler moves its
+// replicas elsewhere and closes its Leases; the finalizer goes when none is
+// left.
+func (r *ProviderReconciler) reconcileDelete(ctx context.Context, p *flotillav1.Provider) (ctrl.Result, error) {
+	var leases flotillav1.LeaseList
+	if err := r.Client.List(ctx, &leases, client.MatchingLabels{flotillav1.LabelProvider: p.Name}); err != nil {
+		return ctrl.Result{}, err
+	}
+	live := 0
+	for i := range leases.Items {
+		if leaseLive(&leases.Items[i]) {
+			live++
+		}
+	}
+	if live > 0 {
+		ctrl.LoggerFrom(ctx).Info("Draining deregistered provider", "liveLeases", live)
+		return ctrl.Result{RequeueAfter: r.interval()}, nil
+	}
+	if controllerutil.RemoveFinalizer(p, ProviderFinalizer) {
+		if err := r.Client.Update(ctx, p); client.IgnoreNotFound(err) != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	r.Remote.Forget(p.Name)
+	metrics.ForgetProvider(p.Name)
+	return ctrl.Result{}, nil
 }
 
 func phaseWhileUnready(old flotillav1.ProviderPhase) flotillav1.ProviderPhase {

@@ -7,7 +7,8 @@ package controllers
 // refer to them and the hub copies them into the lease's namespace on the
 // provider, and providers' kubeconfigs live in flotilla-system.
 
-// +kubebuilder:rbac:groups=flotilla.dev,resources=providers;offers;workloads,verbs=get;list;watch
+// +kubebuilder:rbac:groups=flotilla.dev,resources=offers;workloads,verbs=get;list;watch
+// +kubebuilder:rbac:groups=flotilla.dev,resources=providers,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=flotilla.dev,resources=providers/status;offers/status;workloads/status;leases/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=flotilla.dev,resources=workloads/finalizers;leases/finalizers;providers/finalizers,verbs=update
 // +kubebuilder:rbac:groups=flotilla.dev,resources=leases,verbs=get;list;watch;create;update;patch;delete

@@ -187,6 +187,10 @@ func (s *Scheduler) cycle(ctx context.Context) error {
 		notify[a.Workload] = true
 	}
 
+	if err := s.drain(ctx, states); err != nil {
+		log.Error(err, "Draining Leases")
+	}
+
 	var pending int64
 	byReason := map[string]int{}
 	s.mu.Lock()
@@ -354,6 +358,38 @@ func (s *Scheduler) createLease(ctx context.Context, st *workloadState, a market
 	metrics.LeaseCreated()
 	s.Recorder.Eventf(w, "Normal", "Scheduled", "Scheduled %d replicas on provider %s at %s credits per replica-hour (lease %s)",
 		a.Replicas, a.Provider, a.PricePerReplicaHour, lease.Name)
+	return nil
+}
+
+// drain deletes the Leases on cordoned or deregistering providers of each
+// Workload whose other Leases already run its replicas ready.
+func (s *Scheduler) drain(ctx context.Context, states map[string]*workloadState) error {
+	var errs []error
+	for _, st := range states {
+		if len(st.draining) == 0 || st.workload.DeletionTimestamp != nil {
+			continue
+		}
+		var readyElsewhere int32
+		for _, l := range st.leases {
+			if l.DeletionTimestamp == nil && !slices.Contains(st.draining, l) && l.Status.Phase == flotillav1.LeaseActive {
+				readyElsewhere += min(l.Status.ReadyReplicas, l.Spec.Replicas)
+			}
+		}
+		if readyElsewhere < desiredReplicas(st.workload) {
+			continue
+		}
+		for _, l := range st.draining {
+			if err := s.Client.Delete(ctx, l); client.IgnoreNotFound(err) != nil {
+				errs = append(errs, err)
+				continue
+			}
+			s.Recorder.Eventf(st.workload, "Normal", "Drained", "Closed lease %s on provider %s: its %d replicas run ready elsewhere",
+				l.Name, l.Spec.ProviderRef.Name, l.Spec.Replicas)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%d drains failed, first: %w", len(errs), errs[0])
+	}
 	return nil
 }
 

@@ -33,9 +33,11 @@ func buildSnapshot(now time.Time, providers []flotillav1.Provider, offers []flot
 	var skips []skipped
 
 	byName := map[string]*flotillav1.Provider{}
+	draining := map[string]bool{}
 	for i := range providers {
 		p := &providers[i]
 		byName[p.Name] = p
+		draining[p.Name] = p.Spec.Unschedulable || p.DeletionTimestamp != nil
 		mp := market.Provider{
 			Name:       p.Name,
 			Owner:      p.Spec.Owner,
@@ -91,7 +93,13 @@ func buildSnapshot(now time.Time, providers []flotillav1.Provider, offers []flot
 		used[ok] = u
 		if st := states[offerKey(l.Namespace, l.Spec.WorkloadRef.Name)]; st != nil {
 			st.leases = append(st.leases, l)
-			if l.DeletionTimestamp == nil {
+			switch {
+			case l.DeletionTimestamp != nil:
+			case draining[l.Spec.ProviderRef.Name] && l.Spec.Class != flotillav1.ClassBatch:
+				// Replaced elsewhere first, closed once the replacements
+				// are ready; Batch copies run to completion instead.
+				st.draining = append(st.draining, l)
+			default:
 				st.leased += l.Spec.Replicas
 				st.placed[l.Spec.ProviderRef.Name] += l.Spec.Replicas
 			}
@@ -194,6 +202,8 @@ type workloadState struct {
 	desired  int32
 	epoch    int64 // for new Leases
 	placed   map[string]int32
+	// draining Leases are on cordoned or deregistering providers.
+	draining []*flotillav1.Lease
 
 	failedOverEpoch int64
 }

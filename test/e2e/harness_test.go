@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -36,6 +37,7 @@ type hub struct {
 	providers map[string]kubernetes.Interface
 	manager   context.CancelFunc
 	done      chan error
+	opts      controllers.Options
 }
 
 // setupHub installs the CRDs and admission policies on the hub, registers
@@ -114,11 +116,13 @@ func setupHub(t *testing.T, fed *testbed.Federation, prices map[string]string, o
 			},
 		})
 	}
-	h.start(t, cfg, scheme, opts)
+	h.opts = opts
+	h.start(t)
 	return h
 }
 
-func (h *hub) start(t *testing.T, cfg interface{}, scheme interface{}, opts controllers.Options) {
+// start runs the manager in this process until stop or the test's end.
+func (h *hub) start(t *testing.T) {
 	t.Helper()
 	rc, err := h.fed.Hub.RESTConfig(30 * time.Second)
 	if err != nil {
@@ -134,12 +138,27 @@ func (h *hub) start(t *testing.T, cfg interface{}, scheme interface{}, opts cont
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	if _, err := controllers.Setup(ctx, mgr, opts); err != nil {
+	if _, err := controllers.Setup(ctx, mgr, h.opts); err != nil {
 		t.Fatal(err)
 	}
 	h.manager, h.done = cancel, make(chan error, 1)
 	go func() { h.done <- mgr.Start(ctx) }()
 	t.Cleanup(h.stop)
+}
+
+// leaseNames lists the names of every Lease on the hub.
+func (h *hub) leaseNames(t *testing.T) []string {
+	t.Helper()
+	var ls flotillav1.LeaseList
+	if err := h.client.List(context.Background(), &ls); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range ls.Items {
+		out = append(out, l.Namespace+"/"+l.Name)
+	}
+	slices.Sort(out)
+	return out
 }
 
 func (h *hub) stop() {

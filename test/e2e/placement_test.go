@@ -137,6 +137,48 @@ func TestPlacementFailoverAndFencing(t *testing.T) {
 		return total == 6 && per["bob-1"] == 0, s
 	})
 
+	// Cordoning a provider drains it: its replicas are placed elsewhere
+	// first, then its Leases close and its namespaces go.
+	carol := &flotillav1.Provider{}
+	if err := h.client.Get(ctx, client.ObjectKey{Name: "carol-1"}, carol); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(carol.DeepCopy())
+	carol.Spec.Unschedulable = true
+	if err := h.client.Patch(ctx, carol, patch); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "carol-1 drained", func() (bool, string) {
+		per, s := runningPerProvider(h)
+		nss, _ := h.managedNamespaces("carol-1")
+		w := h.workload(t, "team-a", "web")
+		return per["carol-1"] == 0 && len(nss) == 0 && per["alice-1"]+per["bob-1"]+per["dave-1"] == 6 && ready(w), s
+	})
+	carol = &flotillav1.Provider{}
+	_ = h.client.Get(ctx, client.ObjectKey{Name: "carol-1"}, carol)
+	patch = client.MergeFrom(carol.DeepCopy())
+	carol.Spec.Unschedulable = false
+	if err := h.client.Patch(ctx, carol, patch); err != nil {
+		t.Fatal(err)
+	}
+
+	// The hub goes away: workloads keep running on providers, and a new
+	// manager picks up from the objects alone, creating nothing new.
+	before := h.leaseNames(t)
+	h.stop()
+	time.Sleep(10 * time.Second)
+	if per, s := runningPerProvider(h); per["alice-1"]+per["bob-1"]+per["carol-1"]+per["dave-1"] != 6 {
+		t.Fatalf("with the hub down, providers run %s, want 6 web pods", s)
+	}
+	h.start(t)
+	time.Sleep(10 * time.Second)
+	if after := h.leaseNames(t); !slices.Equal(before, after) {
+		t.Fatalf("a restarted hub changed the Leases:\nbefore %v\nafter  %v", before, after)
+	}
+	if w := h.workload(t, "team-a", "web"); !ready(w) {
+		t.Fatalf("web not Ready after the hub restarted: %+v", w.Status)
+	}
+
 	// 7. Delete a Workload while one of its providers is stopped: the other
 	// namespaces go at once, the stopped provider's when it returns.
 	api := newWorkload("team-a", "api", flotillav1.ClassService, 3)
@@ -194,5 +236,117 @@ func TestPlacementFailoverAndFencing(t *testing.T) {
 		var ls flotillav1.LeaseList
 		_ = h.client.List(ctx, &ls, client.InNamespace("team-a"), client.MatchingLabels{flotillav1.LabelWorkload: "api"})
 		return n == 0 && len(ls.Items) == 0, fmt.Sprintf("%d pods, %d leases", n, len(ls.Items))
+	})
+}
+
+// liveLeases counts Leases not Closed and the namespaces managed on all
+// providers; after things settle they must match (no orphans).
+func (h *hub) orphans(t *testing.T) (int, int) {
+	t.Helper()
+	var ls flotillav1.LeaseList
+	if err := h.client.List(context.Background(), &ls); err != nil {
+		t.Fatal(err)
+	}
+	live := 0
+	for _, l := range ls.Items {
+		if l.Status.Phase != flotillav1.LeaseClosed && l.DeletionTimestamp == nil {
+			live++
+		}
+	}
+	nss := 0
+	for name := range h.providers {
+		n, err := h.managedNamespaces(name)
+		if err != nil {
+			return live, -1
+		}
+		nss += len(n)
+	}
+	return live, nss
+}
+
+func TestFreezeAndManagerKill(t *testing.T) {
+	ctx := context.Background()
+	h := placementFederation(t)
+	mustCreate(t, h.client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-b"}})
+	web := newWorkload("team-b", "web", flotillav1.ClassService, 4)
+	web.Spec.Placement.MaxReplicasPerProvider = ptr.To[int32](2)
+	mustCreate(t, h.client, web)
+	eventually(t, 60*time.Second, "web Ready on alice-1 and bob-1", func() (bool, string) {
+		per, s := runningPerProvider(h)
+		return per["alice-1"] == 2 && per["bob-1"] == 2 && ready(h.workload(t, "team-b", "web")), s
+	})
+
+	// 5. A frozen provider hangs every request until the client timeout. It
+	// becomes Lost and its work moves, while work on the others goes on.
+	frozen := h.fed.Provider("alice-1")
+	if err := frozen.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	other := newWorkload("team-b", "other", flotillav1.ClassService, 1)
+	other.Spec.Placement.AttributeSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"owner": "carol"}}
+	mustCreate(t, h.client, other)
+	eventually(t, 30*time.Second, "a new workload Ready on carol-1 while alice-1 hangs", func() (bool, string) {
+		w := h.workload(t, "team-b", "other")
+		return ready(w), string(w.Status.Phase)
+	})
+	t.Logf("a workload on another provider became Ready %s after the freeze", time.Since(start).Round(100*time.Millisecond))
+	eventually(t, 90*time.Second, "alice-1 Lost, its lease failed over and web Ready elsewhere", func() (bool, string) {
+		p := &flotillav1.Provider{}
+		_ = h.client.Get(ctx, client.ObjectKey{Name: "alice-1"}, p)
+		w := h.workload(t, "team-b", "web")
+		onAlice := 0
+		for _, pl := range w.Status.Placements {
+			if pl.Provider == "alice-1" {
+				onAlice++
+			}
+		}
+		return p.Status.Phase == flotillav1.ProviderLost && onAlice == 0 && ready(w), string(p.Status.Phase) + " " + string(w.Status.Phase)
+	})
+	t.Logf("frozen provider's work moved after %s", time.Since(start).Round(time.Second))
+	if err := frozen.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "alice-1 fenced and Ready again", func() (bool, string) {
+		p := &flotillav1.Provider{}
+		_ = h.client.Get(ctx, client.ObjectKey{Name: "alice-1"}, p)
+		nss, err := h.managedNamespaces("alice-1")
+		var ls flotillav1.LeaseList
+		_ = h.client.List(ctx, &ls, client.MatchingLabels{flotillav1.LabelProvider: "alice-1"})
+		state := fmt.Sprint(p.Status.Phase, nss, err)
+		for _, l := range ls.Items {
+			state += fmt.Sprintf(" [%s %s %s %v]", l.Name, l.Status.Namespace, l.Status.Phase, l.DeletionTimestamp)
+		}
+		return err == nil && len(nss) == 0 && p.Status.Phase == flotillav1.ProviderReady, state
+	})
+
+	// 6. Kill the manager in the middle of scheduling and start another:
+	// no duplicate Leases, no orphaned namespaces, everything converges.
+	for i := range 8 {
+		mustCreate(t, h.client, newWorkload("team-b", fmt.Sprintf("burst-%d", i), flotillav1.ClassService, 1))
+	}
+	time.Sleep(300 * time.Millisecond)
+	h.stop()
+	h.start(t)
+	eventually(t, 90*time.Second, "every burst workload Ready with exactly one replica leased", func() (bool, string) {
+		var ls flotillav1.LeaseList
+		_ = h.client.List(ctx, &ls, client.InNamespace("team-b"))
+		per := map[string]int32{}
+		for _, l := range ls.Items {
+			if l.Status.Phase != flotillav1.LeaseClosed {
+				per[l.Spec.WorkloadRef.Name] += l.Spec.Replicas
+			}
+		}
+		for i := range 8 {
+			name := fmt.Sprintf("burst-%d", i)
+			if per[name] != 1 || !ready(h.workload(t, "team-b", name)) {
+				return false, fmt.Sprint(per)
+			}
+		}
+		return true, ""
+	})
+	eventually(t, 30*time.Second, "one namespace per live lease", func() (bool, string) {
+		live, nss := h.orphans(t)
+		return live == nss, fmt.Sprintf("%d live leases, %d managed namespaces", live, nss)
 	})
 }
