@@ -71,8 +71,11 @@ build: ## Build manager, agent and flotillactl into bin/.
 ##@ Test
 
 .PHONY: test
+# Local-federation packages run one at a time: each starts up to five
+# control planes, and two cores do not start ten at once reliably.
 test: tools ## Run every test: unit, envtest integration and the local federation.
-	$(GOTEST) -timeout $(TEST_TIMEOUT) $(UNIT_PKGS) $(INTEGRATION_PKGS) $(E2E_PKGS) | $(SUMMARY)
+	{ $(GOTEST) -timeout $(TEST_TIMEOUT) $(UNIT_PKGS) $(INTEGRATION_PKGS); \
+	  $(GOTEST) -p 1 -timeout $(TEST_TIMEOUT) $(E2E_PKGS); } | $(SUMMARY)
 
 .PHONY: test-unit
 test-unit: ## Pure-logic tests (no API server).
@@ -85,7 +88,7 @@ test-integration: ## envtest suites against a real kube-apiserver.
 
 .PHONY: test-e2e
 test-e2e: tools ## End-to-end tests on the local federation.
-	$(GOTEST) -timeout $(TEST_TIMEOUT) $(E2E_PKGS) | $(SUMMARY)
+	$(GOTEST) -p 1 -timeout $(TEST_TIMEOUT) $(E2E_PKGS) | $(SUMMARY)
 
 .PHONY: bench
 BENCH_TIME ?= 5x
@@ -93,6 +96,10 @@ bench: ## Go benchmarks of the pure packages on one core; JSON under bench/resul
 	@mkdir -p bench/results
 	GOMAXPROCS=1 $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCH_TIME) ./internal/... \
 	  | $(GO) run ./hack/benchjson -o bench/results/go-bench.json
+
+.PHONY: bench-e2e
+bench-e2e: tools ## Latency and failover on a local federation of 10 providers; JSON in bench/results/e2e.json.
+	FLOTILLA_BENCH_E2E=1 $(GO) test -count=1 -run TestBenchE2E -v -timeout 30m ./test/e2e/
 
 ##@ Testbed
 

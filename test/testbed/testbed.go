@@ -19,7 +19,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -223,7 +222,15 @@ func (c *Cluster) createUsable(ctx context.Context) error {
 		return nil
 	}
 	c.fed.logf("testbed: cluster %s failed to start, retrying: %v", c.Name, err)
+	pids := componentPIDs(c.workdir())
 	_ = runKwokctl(ctx, c.fed.Dir, c.fed.bin, "delete", "cluster", "--name", c.Name)
+	// Nothing of the failed attempt may linger while the next one starts.
+	if !waitGone(pids, 10*time.Second) {
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		waitGone(pids, 5*time.Second)
+	}
 	if err := c.create(ctx); err != nil {
 		return err
 	}
@@ -256,7 +263,7 @@ func (c *Cluster) create(ctx context.Context) error {
 		// provider.
 		"--extra-args", "kube-controller-manager=leader-elect=false",
 		"--extra-args", "kube-scheduler=leader-elect=false",
-		"--wait", "45s")
+		"--wait", "90s")
 	if err != nil {
 		return fmt.Errorf("creating cluster %s: %w", c.Name, err)
 	}
@@ -272,7 +279,7 @@ func (c *Cluster) waitUsable(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 45*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
 	for {
 		_, err := cs.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
@@ -311,17 +318,29 @@ options:
 // the source port of an outgoing connection before etcd binds it.
 const portLow, portHigh = 20000, 30000
 
-// freePorts returns n distinct ports that are free on all interfaces now.
+// taken remembers every port handed out by this process: clusters of one
+// federation start concurrently, and none has bound its ports yet when the
+// next one picks.
+var taken = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// freePorts returns n distinct ports that are free on all interfaces now and
+// were not handed out before by this process.
 func freePorts(n int) ([]int, error) {
+	taken.Lock()
+	defer taken.Unlock()
 	var ports []int
 	for tries := 0; len(ports) < n; tries++ {
 		if tries > 1000 {
 			return nil, fmt.Errorf("no free port found in %d-%d", portLow, portHigh)
 		}
 		p := portLow + rand.IntN(portHigh-portLow)
-		if slices.Contains(ports, p) || !portFree(p) {
+		if taken.ports[p] || !portFree(p) {
 			continue
 		}
+		taken.ports[p] = true
 		ports = append(ports, p)
 	}
 	return ports, nil
