@@ -17,6 +17,7 @@ import (
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/market"
+	"github.com/flotilla-dev/flotilla/test/hubenv"
 )
 
 func TestSchedulesAWorkloadAcrossProviders(t *testing.T) {
@@ -35,7 +36,7 @@ func TestSchedulesAWorkloadAcrossProviders(t *testing.T) {
 	m := startManager(t, testHooks{})
 	defer m.stop(t)
 
-	eventually(t, 20*time.Second, "the workload to be scheduled", func() (bool, string) {
+	hubenv.Await(t, 20*time.Second, "the workload to be scheduled", func() (bool, string) {
 		got := &flotillav1.Workload{}
 		_ = env.Client.Get(ctx, client.ObjectKeyFromObject(w), got)
 		c := apimeta.FindStatusCondition(got.Status.Conditions, flotillav1.WorkloadScheduled)
@@ -57,7 +58,7 @@ func TestSchedulesAWorkloadAcrossProviders(t *testing.T) {
 			t.Errorf("provider %s has %d replicas, want 2 (maxReplicasPerProvider)", p, n)
 		}
 	}
-	eventually(t, 10*time.Second, "a Scheduled event per lease", func() (bool, string) {
+	hubenv.Await(t, 10*time.Second, "a Scheduled event per lease", func() (bool, string) {
 		var evs corev1.EventList
 		_ = env.Client.List(ctx, &evs, client.InNamespace("tenant-spread"))
 		n := 0
@@ -74,7 +75,7 @@ func TestSchedulesAWorkloadAcrossProviders(t *testing.T) {
 	if v := metricValue(t, "flotilla_scheduler_cycle_duration_seconds"); v < 1 {
 		t.Errorf("no scheduling cycle observed in flotilla_scheduler_cycle_duration_seconds")
 	}
-	eventually(t, 10*time.Second, "offer status to account the lease", func() (bool, string) {
+	hubenv.Await(t, 10*time.Second, "offer status to account the lease", func() (bool, string) {
 		o := &flotillav1.Offer{}
 		_ = env.Client.Get(ctx, client.ObjectKey{Namespace: "provider-spread-a", Name: "std"}, o)
 		alloc, avail := o.Status.Allocated["cpu"], o.Status.Available["cpu"]
@@ -91,7 +92,7 @@ func TestSchedulesAWorkloadAcrossProviders(t *testing.T) {
 	if err := env.Client.Patch(ctx, got, patch); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "leases to shrink to 3 replicas", func() (bool, string) {
+	hubenv.Await(t, 10*time.Second, "leases to shrink to 3 replicas", func() (bool, string) {
 		var sum int32
 		for _, l := range leasesOf(t, "tenant-spread") {
 			if l.DeletionTimestamp == nil {
@@ -115,7 +116,7 @@ func TestUnschedulableWorkloadSaysWhy(t *testing.T) {
 	}
 	m := startManager(t, testHooks{})
 	defer m.stop(t)
-	eventually(t, 20*time.Second, "Scheduled=False with the price reason", func() (bool, string) {
+	hubenv.Await(t, 20*time.Second, "Scheduled=False with the price reason", func() (bool, string) {
 		got := &flotillav1.Workload{}
 		_ = env.Client.Get(ctx, client.ObjectKeyFromObject(w), got)
 		c := apimeta.FindStatusCondition(got.Status.Conditions, flotillav1.WorkloadScheduled)
@@ -200,7 +201,7 @@ func TestNoDoubleBookingAcrossRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 30*time.Second, "some leases before the restart", func() (bool, string) {
+	hubenv.Await(t, 30*time.Second, "some leases before the restart", func() (bool, string) {
 		return seen() >= 8, fmt.Sprint(seen())
 	})
 	m.stop(t)
@@ -233,7 +234,7 @@ func TestNoDoubleBookingAcrossRestart(t *testing.T) {
 		}
 		return ok, waiting, detail
 	}
-	eventually(t, 30*time.Second, "30 scheduled and 20 waiting", func() (bool, string) {
+	hubenv.Await(t, 30*time.Second, "30 scheduled and 20 waiting", func() (bool, string) {
 		ok, waiting, detail := scheduled()
 		return ok == 30 && waiting == 20, fmt.Sprintf("scheduled %d, waiting %d, other %q", ok, waiting, detail)
 	})
@@ -285,7 +286,7 @@ func TestCreatedLeasesCountBeforeTheCacheShowsThem(t *testing.T) {
 		}
 		if i == 0 {
 			// Start the clock of the stale list with the first Lease.
-			eventually(t, 20*time.Second, "the first lease", func() (bool, string) { return len(leasesOf(t, ns)) == 1, "" })
+			hubenv.Await(t, 20*time.Second, "the first lease", func() (bool, string) { return len(leasesOf(t, ns)) == 1, "" })
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -186,21 +186,6 @@ func newWorkload(ns, name, suite string, replicas int32, cpu string) *flotillav1
 	}
 }
 
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	last := ""
-	for time.Now().Before(deadline) {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		last = state
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s; last state: %s", timeout, what, last)
-}
-
 func leasesOf(t *testing.T, ns string) []flotillav1.Lease {
 	t.Helper()
 	var l flotillav1.LeaseList

@@ -124,7 +124,7 @@ func TestBenchE2E(t *testing.T) {
 	h := setupHub(t, fed, prices, controllers.Options{HubID: "bench"})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	eventually(t, 120*time.Second, "every provider Ready", func() (bool, string) {
+	hubenv.Await(t, 120*time.Second, "every provider Ready", func() (bool, string) {
 		var ps flotillav1.ProviderList
 		_ = h.client.List(ctx, &ps)
 		n := 0
@@ -147,7 +147,7 @@ func TestBenchE2E(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	var latencies []time.Duration
-	eventually(t, 180*time.Second, "every workload's pods Running", func() (bool, string) {
+	hubenv.Await(t, 180*time.Second, "every workload's pods Running", func() (bool, string) {
 		latencies = latencies[:0]
 		obs.mu.Lock()
 		defer obs.mu.Unlock()
@@ -185,7 +185,7 @@ func TestBenchE2E(t *testing.T) {
 		if err := fed.Provider(victim).Stop(ctx); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 120*time.Second, "the stopped provider's replicas Running elsewhere", func() (bool, string) {
+		hubenv.Await(t, 120*time.Second, "the stopped provider's replicas Running elsewhere", func() (bool, string) {
 			for _, app := range apps {
 				if obs.runningElsewhere(app, victim) < replicas {
 					return false, app

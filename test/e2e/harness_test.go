@@ -76,7 +76,7 @@ func setupHub(t *testing.T, fed *testbed.Federation, prices map[string]string, o
 			}
 		}
 	}
-	eventually(t, 60*time.Second, "CRDs established", func() (bool, string) {
+	hubenv.Await(t, 60*time.Second, "CRDs established", func() (bool, string) {
 		var crds apiextv1.CustomResourceDefinitionList
 		if err := c.List(ctx, &crds); err != nil {
 			return false, err.Error()
@@ -175,21 +175,6 @@ func mustCreate(t *testing.T, c client.Client, o client.Object) {
 	if err := c.Create(context.Background(), o); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatalf("creating %T %s: %v", o, o.GetName(), err)
 	}
-}
-
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	last := ""
-	for time.Now().Before(deadline) {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		last = state
-		time.Sleep(250 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s; last state: %s", timeout, what, last)
 }
 
 // runningPods counts the Running pods of managed namespaces on a provider

@@ -16,6 +16,7 @@ import (
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/controllers"
+	"github.com/flotilla-dev/flotilla/test/hubenv"
 	"github.com/flotilla-dev/flotilla/test/testbed"
 )
 
@@ -31,7 +32,7 @@ func placementFederation(t *testing.T) *hub {
 	}})
 	prices := map[string]string{"alice-1": "0.010", "bob-1": "0.011", "carol-1": "0.012", "dave-1": "0.050"}
 	h := setupHub(t, fed, prices, controllers.Options{HubID: "e2e"})
-	eventually(t, 60*time.Second, "every provider Ready", func() (bool, string) {
+	hubenv.Await(t, 60*time.Second, "every provider Ready", func() (bool, string) {
 		var ps flotillav1.ProviderList
 		_ = h.client.List(context.Background(), &ps)
 		ready := 0
@@ -72,7 +73,7 @@ func TestPlacementFailoverAndFencing(t *testing.T) {
 	web := newWorkload("team-a", "web", flotillav1.ClassService, 6)
 	web.Spec.Placement.MaxReplicasPerProvider = ptr.To[int32](2)
 	mustCreate(t, h.client, web)
-	eventually(t, 60*time.Second, "6 pods Running across alice, bob and carol, and the Workload Ready", func() (bool, string) {
+	hubenv.Await(t, 60*time.Second, "6 pods Running across alice, bob and carol, and the Workload Ready", func() (bool, string) {
 		per, s := runningPerProvider(h)
 		w := h.workload(t, "team-a", "web")
 		return per["alice-1"] == 2 && per["bob-1"] == 2 && per["carol-1"] == 2 && per["dave-1"] == 0 && ready(w),
@@ -83,7 +84,7 @@ func TestPlacementFailoverAndFencing(t *testing.T) {
 	job := newWorkload("team-a", "job", flotillav1.ClassBatch, 1)
 	job.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyNever
 	mustCreate(t, h.client, job)
-	eventually(t, 60*time.Second, "the batch Workload Succeeded with its Lease Closed", func() (bool, string) {
+	hubenv.Await(t, 60*time.Second, "the batch Workload Succeeded with its Lease Closed", func() (bool, string) {
 		w := h.workload(t, "team-a", "job")
 		var ls flotillav1.LeaseList
 		_ = h.client.List(ctx, &ls, client.InNamespace("team-a"), client.MatchingLabels{flotillav1.LabelWorkload: "job"})
@@ -101,7 +102,7 @@ func TestPlacementFailoverAndFencing(t *testing.T) {
 	if err := stopped.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 90*time.Second, "bob-1's replicas Running on dave-1 and web Ready", func() (bool, string) {
+	hubenv.Await(t, 90*time.Second, "bob-1's replicas Running on dave-1 and web Ready", func() (bool, string) {
 		per, s := runningPerProvider(h)
 		w := h.workload(t, "team-a", "web")
 		return per["alice-1"] == 2 && per["carol-1"] == 2 && per["dave-1"] == 2 && ready(w), s
@@ -122,13 +123,13 @@ func TestPlacementFailoverAndFencing(t *testing.T) {
 	if err := stopped.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 60*time.Second, "bob-1 Ready with its stale namespace gone", func() (bool, string) {
+	hubenv.Await(t, 60*time.Second, "bob-1 Ready with its stale namespace gone", func() (bool, string) {
 		p := &flotillav1.Provider{}
 		_ = h.client.Get(ctx, client.ObjectKey{Name: "bob-1"}, p)
 		nss, err := h.managedNamespaces("bob-1")
 		return err == nil && len(nss) == 0 && p.Status.Phase == flotillav1.ProviderReady, fmt.Sprintf("phase %s, namespaces %v, %v", p.Status.Phase, nss, err)
 	})
-	eventually(t, 30*time.Second, "exactly six web pods", func() (bool, string) {
+	hubenv.Await(t, 30*time.Second, "exactly six web pods", func() (bool, string) {
 		per, s := runningPerProvider(h)
 		total := 0
 		for _, n := range per {
@@ -148,7 +149,7 @@ func TestPlacementFailoverAndFencing(t *testing.T) {
 	if err := h.client.Patch(ctx, carol, patch); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 60*time.Second, "carol-1 drained", func() (bool, string) {
+	hubenv.Await(t, 60*time.Second, "carol-1 drained", func() (bool, string) {
 		per, s := runningPerProvider(h)
 		nss, _ := h.managedNamespaces("carol-1")
 		w := h.workload(t, "team-a", "web")
@@ -188,7 +189,7 @@ func TestPlacementFailoverAndFencing(t *testing.T) {
 	// A provider that just restarted takes a while before its controller
 	// manager (leader election) creates pods again.
 	apiStart := time.Now()
-	eventually(t, 150*time.Second, "api Ready on three providers", func() (bool, string) {
+	hubenv.Await(t, 150*time.Second, "api Ready on three providers", func() (bool, string) {
 		w := h.workload(t, "team-a", "api")
 		apiProviders = apiProviders[:0]
 		for _, p := range w.Status.Placements {
@@ -221,7 +222,7 @@ func TestPlacementFailoverAndFencing(t *testing.T) {
 		}
 		return n
 	}
-	eventually(t, 30*time.Second, "api's pods gone from the running providers", func() (bool, string) {
+	hubenv.Await(t, 30*time.Second, "api's pods gone from the running providers", func() (bool, string) {
 		left := 0
 		for _, p := range apiProviders[1:] {
 			left += apiNamespaces(p)
@@ -231,7 +232,7 @@ func TestPlacementFailoverAndFencing(t *testing.T) {
 	if err := gone.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 60*time.Second, "api's namespace gone from the returning provider", func() (bool, string) {
+	hubenv.Await(t, 60*time.Second, "api's namespace gone from the returning provider", func() (bool, string) {
 		n := apiNamespaces(gone.Name)
 		var ls flotillav1.LeaseList
 		_ = h.client.List(ctx, &ls, client.InNamespace("team-a"), client.MatchingLabels{flotillav1.LabelWorkload: "api"})
@@ -271,7 +272,7 @@ func TestFreezeAndManagerKill(t *testing.T) {
 	web := newWorkload("team-b", "web", flotillav1.ClassService, 4)
 	web.Spec.Placement.MaxReplicasPerProvider = ptr.To[int32](2)
 	mustCreate(t, h.client, web)
-	eventually(t, 60*time.Second, "web Ready on alice-1 and bob-1", func() (bool, string) {
+	hubenv.Await(t, 60*time.Second, "web Ready on alice-1 and bob-1", func() (bool, string) {
 		per, s := runningPerProvider(h)
 		return per["alice-1"] == 2 && per["bob-1"] == 2 && ready(h.workload(t, "team-b", "web")), s
 	})
@@ -286,12 +287,12 @@ func TestFreezeAndManagerKill(t *testing.T) {
 	other := newWorkload("team-b", "other", flotillav1.ClassService, 1)
 	other.Spec.Placement.AttributeSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"owner": "carol"}}
 	mustCreate(t, h.client, other)
-	eventually(t, 30*time.Second, "a new workload Ready on carol-1 while alice-1 hangs", func() (bool, string) {
+	hubenv.Await(t, 30*time.Second, "a new workload Ready on carol-1 while alice-1 hangs", func() (bool, string) {
 		w := h.workload(t, "team-b", "other")
 		return ready(w), string(w.Status.Phase)
 	})
 	t.Logf("a workload on another provider became Ready %s after the freeze", time.Since(start).Round(100*time.Millisecond))
-	eventually(t, 90*time.Second, "alice-1 Lost, its lease failed over and web Ready elsewhere", func() (bool, string) {
+	hubenv.Await(t, 90*time.Second, "alice-1 Lost, its lease failed over and web Ready elsewhere", func() (bool, string) {
 		p := &flotillav1.Provider{}
 		_ = h.client.Get(ctx, client.ObjectKey{Name: "alice-1"}, p)
 		w := h.workload(t, "team-b", "web")
@@ -307,7 +308,7 @@ func TestFreezeAndManagerKill(t *testing.T) {
 	if err := frozen.Thaw(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 60*time.Second, "alice-1 fenced and Ready again", func() (bool, string) {
+	hubenv.Await(t, 60*time.Second, "alice-1 fenced and Ready again", func() (bool, string) {
 		p := &flotillav1.Provider{}
 		_ = h.client.Get(ctx, client.ObjectKey{Name: "alice-1"}, p)
 		nss, err := h.managedNamespaces("alice-1")
@@ -328,7 +329,7 @@ func TestFreezeAndManagerKill(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	h.stop()
 	h.start(t)
-	eventually(t, 90*time.Second, "every burst workload Ready with exactly one replica leased", func() (bool, string) {
+	hubenv.Await(t, 90*time.Second, "every burst workload Ready with exactly one replica leased", func() (bool, string) {
 		var ls flotillav1.LeaseList
 		_ = h.client.List(ctx, &ls, client.InNamespace("team-b"))
 		per := map[string]int32{}
@@ -345,7 +346,7 @@ func TestFreezeAndManagerKill(t *testing.T) {
 		}
 		return true, ""
 	})
-	eventually(t, 30*time.Second, "one namespace per live lease", func() (bool, string) {
+	hubenv.Await(t, 30*time.Second, "one namespace per live lease", func() (bool, string) {
 		live, nss := h.orphans(t)
 		return live == nss, fmt.Sprintf("%d live leases, %d managed namespaces", live, nss)
 	})

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -152,4 +153,21 @@ func Eventually(ctx context.Context, timeout time.Duration, cond func(context.Co
 		case <-t.C:
 		}
 	}
+}
+
+// Await polls cond every 100ms until it holds, and fails t with what it was
+// waiting for and the last state cond reported when timeout passes.
+func Await(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s; last state: %s", timeout, what, last)
 }
