@@ -3,6 +3,7 @@ package testbed
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -19,6 +20,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
+
+	"github.com/flotilla-dev/flotilla/test/hubenv"
 )
 
 func smokeProviders() []ProviderSpec {
@@ -64,19 +67,13 @@ func runningPods(ctx context.Context, cs kubernetes.Interface, app string) ([]st
 	return names, nil
 }
 
+// waitFor adapts a condition that reports its last error to hubenv.Await.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
+	hubenv.Await(t, timeout, what, func() (bool, string) {
 		ok, err := cond()
-		if ok {
-			return
-		}
-		last = err
-		time.Sleep(250 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, last)
+		return ok, fmt.Sprint("last error: ", err)
+	})
 }
 
 func TestFederationSmoke(t *testing.T) {
