@@ -95,20 +95,23 @@ func (r *LeaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 
 func (r *LeaseReconciler) reconcile(ctx context.Context, l *flotillav1.Lease, st *flotillav1.LeaseStatus) (ctrl.Result, error) {
 	now := r.Now()
+	p := &flotillav1.Provider{}
+	perr := r.Client.Get(ctx, client.ObjectKey{Name: l.Spec.ProviderRef.Name}, p)
 	if st.Phase == flotillav1.LeaseClosed {
 		// Closed for good; the provider's namespace goes when it can be
 		// reached (fencing catches it otherwise).
-		if cl, err := r.providerClient(ctx, l); err == nil {
-			_ = r.deleteNamespace(ctx, cl, l)
+		if perr == nil {
+			if cl, _, err := providerClient(ctx, r.Client, r.Remote, p); err == nil {
+				_ = r.deleteNamespace(ctx, cl, l)
+			}
 		}
 		return ctrl.Result{}, nil
 	}
-	p := &flotillav1.Provider{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Name: l.Spec.ProviderRef.Name}, p); err != nil {
-		if apierrors.IsNotFound(err) {
+	if perr != nil {
+		if apierrors.IsNotFound(perr) {
 			return r.lost(ctx, l, st, now, "provider "+l.Spec.ProviderRef.Name+" is not registered")
 		}
-		return ctrl.Result{}, err
+		return ctrl.Result{}, perr
 	}
 	switch p.Status.Phase {
 	case flotillav1.ProviderLost:
@@ -126,7 +129,7 @@ func (r *LeaseReconciler) reconcile(ctx context.Context, l *flotillav1.Lease, st
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Namespace, Name: l.Spec.WorkloadRef.Name}, w); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	cl, err := r.providerClient(ctx, l)
+	cl, _, err := providerClient(ctx, r.Client, r.Remote, p)
 	if err != nil {
 		st.LastError = err.Error()
 		setLeaseReady(st, l, metav1.ConditionFalse, ReasonWaitProvider, err.Error())
@@ -194,15 +197,6 @@ func setLeaseReady(st *flotillav1.LeaseStatus, l *flotillav1.Lease, s metav1.Con
 	apimeta.SetStatusCondition(&st.Conditions, metav1.Condition{
 		Type: flotillav1.ConditionReady, Status: s, Reason: reason, Message: msg, ObservedGeneration: l.Generation,
 	})
-}
-
-func (r *LeaseReconciler) providerClient(ctx context.Context, l *flotillav1.Lease) (*remote.Client, error) {
-	p := &flotillav1.Provider{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Name: l.Spec.ProviderRef.Name}, p); err != nil {
-		return nil, err
-	}
-	cl, _, err := providerClient(ctx, r.Client, r.Remote, p)
-	return cl, err
 }
 
 // apply renders the Lease and server-side applies every object.
@@ -313,13 +307,17 @@ func (r *LeaseReconciler) reconcileDelete(ctx context.Context, l *flotillav1.Lea
 	}
 	p := &flotillav1.Provider{}
 	perr := r.Client.Get(ctx, client.ObjectKey{Name: l.Spec.ProviderRef.Name}, p)
-	cl, err := r.providerClient(ctx, l)
+	var cl *remote.Client
+	var err error
+	if perr == nil {
+		cl, _, err = providerClient(ctx, r.Client, r.Remote, p)
+	}
 	switch {
-	case apierrors.IsNotFound(perr) || apierrors.IsNotFound(err):
+	case apierrors.IsNotFound(perr):
 		// The provider is gone: nobody can clean up there.
 	case perr == nil && p.DeletionTimestamp != nil && p.Status.Phase == flotillav1.ProviderLost:
 		// Deregistered while unreachable: it will not come back to be cleaned.
-	case err != nil:
+	case perr != nil || err != nil:
 		return ctrl.Result{RequeueAfter: cleanupRetryBackoff}, nil
 	default:
 		if derr := r.deleteNamespace(ctx, cl, l); derr != nil {

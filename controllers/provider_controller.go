@@ -88,7 +88,7 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	}
 
 	reach := metav1.Condition{Type: flotillav1.ProviderReachable, ObservedGeneration: p.Generation}
-	cl, reason, err := r.client(ctx, p)
+	cl, reason, err := providerClient(ctx, r.Client, r.Remote, p)
 	if err == nil {
 		probeCtx, cancel := context.WithTimeout(ctx, 2*r.timeout())
 		var obs remote.Observation
@@ -233,11 +233,8 @@ func (r *ProviderReconciler) interval() time.Duration {
 	return defaultProbeInterval
 }
 
-// client returns the provider's API client from its kubeconfig Secret.
-func (r *ProviderReconciler) client(ctx context.Context, p *flotillav1.Provider) (*remote.Client, string, error) {
-	return providerClient(ctx, r.Client, r.Remote, p)
-}
-
+// providerClient returns the provider's API client from its kubeconfig
+// Secret, and a condition reason when it cannot.
 func providerClient(ctx context.Context, c client.Client, cache *remote.Cache, p *flotillav1.Provider) (*remote.Client, string, error) {
 	ref := p.Spec.KubeconfigSecretRef
 	key := ref.Key

@@ -175,9 +175,10 @@ func (s *Scheduler) cycle(ctx context.Context) error {
 
 	notify := map[string]bool{}
 	createdFor := map[string]bool{}
+	offerByKey := offersByKey(offers.Items)
 	for _, a := range res.Assignments {
 		st := states[a.Workload]
-		if err := s.createLease(ctx, st, a, offersByKey(offers.Items)[a.Offer]); err != nil {
+		if err := s.createLease(ctx, st, a, offerByKey[a.Offer]); err != nil {
 			log.Error(err, "Creating Lease", "workload", a.Workload, "offer", a.Offer)
 			metrics.LeaseCreateFailed()
 			s.Recorder.Eventf(st.workload, "Warning", "FailedCreate", "Creating a Lease on offer %s: %v", a.Offer, err)

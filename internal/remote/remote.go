@@ -95,14 +95,6 @@ func (c *Cache) Get(provider, version string, kubeconfig []byte) (*Client, error
 	return cl, nil
 }
 
-// Cached returns the last client built for a provider, if any.
-func (c *Cache) Cached(provider string) (*Client, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	cl, ok := c.clients[provider]
-	return cl, ok
-}
-
 // Forget drops a provider's client.
 func (c *Cache) Forget(provider string) {
 	c.mu.Lock()
