@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -152,10 +153,16 @@ func New(ctx context.Context, opts Options) (*Federation, error) {
 	all := append([]*Cluster{f.Hub}, f.Providers...)
 	errs := make([]error, len(all))
 	var wg sync.WaitGroup
+	// A control plane's start is CPU-bound; starting all at once on a small
+	// machine makes each take so long that controller managers give up
+	// waiting for their API server and exit.
+	slots := make(chan struct{}, max(2, 2*runtime.NumCPU()))
 	for i, c := range all {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			slots <- struct{}{}
+			defer func() { <-slots }()
 			errs[i] = c.createUsable(ctx)
 		}()
 	}
@@ -286,12 +293,27 @@ func (c *Cluster) waitUsable(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
+		if dead := c.deadComponent(); dead != "" {
+			log, _ := os.ReadFile(filepath.Join(c.workdir(), "logs", dead+".log"))
+			return fmt.Errorf("cluster %s: %s exited:\n%s", c.Name, dead, tail(log, 1500))
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("cluster %s: default ServiceAccount never appeared: %w", c.Name, err)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// deadComponent names a component of the cluster whose process is gone.
+func (c *Cluster) deadComponent() string {
+	files, _ := filepath.Glob(filepath.Join(c.workdir(), "pids", "*.pid"))
+	for _, f := range files {
+		if pid, err := readPID(f); err == nil && pid > 1 && !alive(pid) {
+			return strings.TrimSuffix(filepath.Base(f), ".pid")
+		}
+	}
+	return ""
 }
 
 func (c *Cluster) writePortConfig() (string, error) {
