@@ -4,15 +4,23 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/controllers"
@@ -20,55 +28,103 @@ import (
 	"github.com/flotilla-dev/flotilla/test/testbed"
 )
 
-// podObserver polls every provider's managed pods and remembers, per app
-// label, which pods run where and since when.
+// podObserver watches every provider's managed Deployments and pods and
+// the hub's Leases, and remembers per app label when each stage was first
+// seen, so the bench can say where create-to-Running time goes. Watches,
+// not polling, so that observing adds no load to the control planes.
 type podObserver struct {
 	mu      sync.Mutex
+	lease   map[string]time.Time            // app -> first Lease seen on the hub
+	deploy  map[string]time.Time            // app -> first Deployment seen on a provider
+	bound   map[string]map[string]time.Time // app -> pod -> first seen bound to a node
 	first   map[string]map[string]time.Time // app -> pod -> first seen Running
-	running map[string]map[string]int       // provider -> app -> running pods now
 	skip    map[string]bool
+	stores  map[string]cache.Store
+	created map[string]map[string]time.Time // app -> pod -> first seen
 }
 
-func (o *podObserver) run(ctx context.Context, h *hub) {
-	for {
-		for name, cs := range h.providers {
-			o.mu.Lock()
-			skip := o.skip[name]
-			o.mu.Unlock()
-			if skip {
-				continue
-			}
-			lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			pods, err := cs.CoreV1().Pods("").List(lctx, metav1.ListOptions{LabelSelector: flotillav1.LabelManaged + "=true"})
-			cancel()
-			if err != nil {
-				continue
-			}
-			now := time.Now()
-			counts := map[string]int{}
-			o.mu.Lock()
-			for _, p := range pods.Items {
-				if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
-					continue
-				}
-				app := p.Labels["app"]
-				counts[app]++
-				if o.first[app] == nil {
-					o.first[app] = map[string]time.Time{}
-				}
-				if _, ok := o.first[app][name+"/"+p.Namespace+"/"+p.Name]; !ok {
-					o.first[app][name+"/"+p.Namespace+"/"+p.Name] = now
-				}
-			}
-			o.running[name] = counts
-			o.mu.Unlock()
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(100 * time.Millisecond):
-		}
+func newPodObserver() *podObserver {
+	return &podObserver{lease: map[string]time.Time{}, deploy: map[string]time.Time{},
+		bound: map[string]map[string]time.Time{}, first: map[string]map[string]time.Time{}, created: map[string]map[string]time.Time{},
+		skip: map[string]bool{}, stores: map[string]cache.Store{}}
+}
+
+func firstSeen(m map[string]map[string]time.Time, app, key string, now time.Time) {
+	if m[app] == nil {
+		m[app] = map[string]time.Time{}
 	}
+	if _, ok := m[app][key]; !ok {
+		m[app][key] = now
+	}
+}
+
+func (o *podObserver) run(ctx context.Context, h *hub) error {
+	managed := informers.WithTweakListOptions(func(lo *metav1.ListOptions) { lo.LabelSelector = flotillav1.LabelManaged + "=true" })
+	for name, cs := range h.providers {
+		f := informers.NewSharedInformerFactoryWithOptions(cs, 0, managed)
+		pods := f.Core().V1().Pods().Informer()
+		onPod := func(obj any) {
+			p, ok := obj.(*corev1.Pod)
+			if !ok {
+				return
+			}
+			app, key, now := p.Labels["app"], name+"/"+p.Namespace+"/"+p.Name, time.Now()
+			o.mu.Lock()
+			defer o.mu.Unlock()
+			firstSeen(o.created, app, key, now)
+			if p.Spec.NodeName != "" {
+				firstSeen(o.bound, app, key, now)
+			}
+			if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+				firstSeen(o.first, app, key, now)
+			}
+		}
+		_, _ = pods.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: onPod, UpdateFunc: func(_, n any) { onPod(n) }})
+		deps := f.Apps().V1().Deployments().Informer()
+		_, _ = deps.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(obj any) {
+			d, ok := obj.(*appsv1.Deployment)
+			if !ok {
+				return
+			}
+			o.mu.Lock()
+			if _, seen := o.deploy[d.Spec.Template.Labels["app"]]; !seen {
+				o.deploy[d.Spec.Template.Labels["app"]] = time.Now()
+			}
+			o.mu.Unlock()
+		}})
+		o.mu.Lock()
+		o.stores[name] = pods.GetStore()
+		o.mu.Unlock()
+		f.Start(ctx.Done())
+	}
+	// Leases by watch: polling a list this often would load the hub.
+	cfg, err := h.fed.Hub.RESTConfig(30 * time.Second)
+	if err != nil {
+		return err
+	}
+	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: hubenv.Scheme()})
+	if err != nil {
+		return err
+	}
+	w, err := wc.Watch(ctx, &flotillav1.LeaseList{})
+	if err != nil {
+		return err
+	}
+	go func() {
+		defer w.Stop()
+		for ev := range w.ResultChan() {
+			l, ok := ev.Object.(*flotillav1.Lease)
+			if !ok {
+				continue
+			}
+			o.mu.Lock()
+			if _, seen := o.lease[l.Spec.WorkloadRef.Name]; !seen {
+				o.lease[l.Spec.WorkloadRef.Name] = time.Now()
+			}
+			o.mu.Unlock()
+		}
+	}()
+	return nil
 }
 
 // runningElsewhere counts an app's running pods on providers other than except.
@@ -76,12 +132,42 @@ func (o *podObserver) runningElsewhere(app, except string) int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	n := 0
-	for prov, counts := range o.running {
-		if prov != except && !o.skip[prov] {
-			n += counts[app]
+	for prov, store := range o.stores {
+		if prov == except || o.skip[prov] {
+			continue
+		}
+		for _, obj := range store.List() {
+			p := obj.(*corev1.Pod)
+			if p.Labels["app"] == app && p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+				n++
+			}
 		}
 	}
 	return n
+}
+
+// appsOn lists the apps with running pods on provider.
+func (o *podObserver) appsOn(provider string) []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	seen := map[string]bool{}
+	for _, obj := range o.stores[provider].List() {
+		p := obj.(*corev1.Pod)
+		if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+			seen[p.Labels["app"]] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(seen))
+}
+
+func latest(m map[string]time.Time) time.Time {
+	var last time.Time
+	for _, ts := range m {
+		if ts.After(last) {
+			last = ts
+		}
+	}
+	return last
 }
 
 type e2eResult struct {
@@ -92,8 +178,11 @@ type e2eResult struct {
 	CreateToRunningP50Sec float64 `json:"createToAllRunningP50Seconds"`
 	CreateToRunningP99Sec float64 `json:"createToAllRunningP99Seconds"`
 	CreateToRunningMaxSec float64 `json:"createToAllRunningMaxSeconds"`
-	FailoverDefaultSec    float64 `json:"failoverDefaultSeconds"`
-	FailoverGrace5Sec     float64 `json:"failoverProviderGrace5sWorkloadGrace5sSeconds"`
+	// Stages gives p50 and p99, from the Workload's creation, of each step
+	// on the way to Running.
+	Stages             map[string][2]float64 `json:"stagesFromCreateP50P99Seconds"`
+	FailoverDefaultSec float64               `json:"failoverDefaultSeconds"`
+	FailoverGrace5Sec  float64               `json:"failoverProviderGrace5sWorkloadGrace5sSeconds"`
 }
 
 func percentile(d []time.Duration, p float64) float64 {
@@ -135,8 +224,10 @@ func TestBenchE2E(t *testing.T) {
 		}
 		return n == nProviders, fmt.Sprint(n)
 	})
-	obs := &podObserver{first: map[string]map[string]time.Time{}, running: map[string]map[string]int{}, skip: map[string]bool{}}
-	go obs.run(ctx, h)
+	obs := newPodObserver()
+	if err := obs.run(ctx, h); err != nil {
+		t.Fatal(err)
+	}
 
 	mustCreate(t, h.client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}})
 	created := map[string]time.Time{}
@@ -152,33 +243,40 @@ func TestBenchE2E(t *testing.T) {
 		obs.mu.Lock()
 		defer obs.mu.Unlock()
 		for name, at := range created {
-			pods := obs.first[name]
-			if len(pods) < replicas {
+			if len(obs.first[name]) < replicas {
 				return false, name
 			}
-			var last time.Time
-			for _, ts := range pods {
-				if ts.After(last) {
-					last = ts
-				}
-			}
-			latencies = append(latencies, last.Sub(at))
+			latencies = append(latencies, latest(obs.first[name]).Sub(at))
 		}
 		return true, ""
 	})
 	res := e2eResult{Date: time.Now().UTC().Format(time.RFC3339), Providers: nProviders, Workloads: nWorkloads, ReplicasEach: replicas,
 		CreateToRunningP50Sec: percentile(latencies, 0.50), CreateToRunningP99Sec: percentile(latencies, 0.99),
-		CreateToRunningMaxSec: percentile(latencies, 1)}
-	t.Logf("create to all Running: p50 %.2fs p99 %.2fs max %.2fs", res.CreateToRunningP50Sec, res.CreateToRunningP99Sec, res.CreateToRunningMaxSec)
+		CreateToRunningMaxSec: percentile(latencies, 1), Stages: map[string][2]float64{}}
+	obs.mu.Lock()
+	for stage, at := range map[string]func(string) time.Time{
+		"1-lease":      func(app string) time.Time { return obs.lease[app] },
+		"2-deployment": func(app string) time.Time { return obs.deploy[app] },
+		"3-pods":       func(app string) time.Time { return latest(obs.created[app]) },
+		"4-bound":      func(app string) time.Time { return latest(obs.bound[app]) },
+		"5-running":    func(app string) time.Time { return latest(obs.first[app]) },
+	} {
+		var d []time.Duration
+		for name, c := range created {
+			d = append(d, at(name).Sub(c))
+		}
+		res.Stages[stage] = [2]float64{percentile(d, 0.5), percentile(d, 0.99)}
+	}
+	obs.mu.Unlock()
+	t.Logf("create to all Running: p50 %.2fs p99 %.2fs max %.2fs; stages %v", res.CreateToRunningP50Sec, res.CreateToRunningP99Sec, res.CreateToRunningMaxSec, res.Stages)
+	for k, v := range histogramMeans("workqueue_queue_duration_seconds", "workqueue_work_duration_seconds",
+		"flotilla_scheduler_cycle_duration_seconds", "flotilla_remote_request_duration_seconds") {
+		t.Logf("  %s: %s", k, v)
+	}
 
 	failover := func(victim string) float64 {
-		var apps []string
+		apps := obs.appsOn(victim)
 		obs.mu.Lock()
-		for app, n := range obs.running[victim] {
-			if n > 0 {
-				apps = append(apps, app)
-			}
-		}
 		obs.skip[victim] = true
 		obs.mu.Unlock()
 		start := time.Now()
@@ -211,4 +309,39 @@ func TestBenchE2E(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("wrote %s", out)
+}
+
+// histogramMeans gives, for each histogram in the manager's registry whose
+// name is in names, the mean and count per label set, so a bench run shows
+// where the hub spends its time (queueing, reconciling, calling providers).
+func histogramMeans(names ...string) map[string]string {
+	out := map[string]string{}
+	mfs, err := crmetrics.Registry.Gather()
+	if err != nil {
+		return out
+	}
+	for _, mf := range mfs {
+		if !slices.Contains(names, mf.GetName()) {
+			continue
+		}
+		sums := map[string][2]float64{}
+		for _, m := range mf.GetMetric() {
+			var key []string
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "controller" || lp.GetName() == "name" || lp.GetName() == "operation" {
+					key = append(key, lp.GetValue())
+				}
+			}
+			k := mf.GetName() + "{" + strings.Join(key, ",") + "}"
+			h := m.GetHistogram()
+			v := sums[k]
+			sums[k] = [2]float64{v[0] + h.GetSampleSum(), v[1] + float64(h.GetSampleCount())}
+		}
+		for k, v := range sums {
+			if v[1] > 0 {
+				out[k] = fmt.Sprintf("mean %.3fs n=%d", v[0]/v[1], int(v[1]))
+			}
+		}
+	}
+	return out
 }
