@@ -2,9 +2,15 @@ package controllers
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -18,10 +24,13 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
@@ -38,14 +47,23 @@ const LeaseFinalizer = "flotilla.dev/provider-cleanup"
 
 // Lease condition reasons.
 const (
-	ReasonApplied       = "Applied"
-	ReasonApplyFailed   = "ApplyFailed"
-	ReasonProviderLost  = "ProviderLost"
-	ReasonFailedOver    = "FailedOver"
-	ReasonJobCompleted  = "Completed"
-	ReasonJobFailed     = "JobFailed"
-	ReasonWaitProvider  = "WaitingForProvider"
-	leaseSyncInterval   = 3 * time.Second
+	ReasonApplied      = "Applied"
+	ReasonApplyFailed  = "ApplyFailed"
+	ReasonProviderLost = "ProviderLost"
+	ReasonFailedOver   = "FailedOver"
+	ReasonJobCompleted = "Completed"
+	ReasonJobFailed    = "JobFailed"
+	ReasonWaitProvider = "WaitingForProvider"
+	ReasonRenderFailed = "RenderFailed"
+	leaseSyncInterval  = 3 * time.Second
+	// leaseConvergeInterval is the sync period while replicas are not all
+	// ready yet.
+	leaseConvergeInterval = time.Second
+	// leaseReapplyInterval bounds how long drift on a provider may last.
+	leaseReapplyInterval = 2 * time.Minute
+	// leaseSyncRefresh is how stale status.lastSyncTime may get while
+	// nothing else changes.
+	leaseSyncRefresh    = 30 * time.Second
 	cleanupRetryBackoff = 10 * time.Second
 )
 
@@ -82,7 +100,7 @@ func (r *LeaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	st := l.Status.DeepCopy()
 	st.ObservedGeneration = l.Generation
 	st.Namespace = render.Namespace(r.HubID, l.UID)
-	res, err := r.reconcile(ctx, l, st)
+	res, err := r.reconcile(ctx, l, st, old)
 	if !equality.Semantic.DeepEqual(st, old) {
 		patch := client.MergeFrom(l.DeepCopy())
 		l.Status = *st
@@ -93,7 +111,14 @@ func (r *LeaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	return res, err
 }
 
-func (r *LeaseReconciler) reconcile(ctx context.Context, l *flotillav1.Lease, st *flotillav1.LeaseStatus) (ctrl.Result, error) {
+// syncedStatusEqual compares two statuses but for lastSyncTime.
+func syncedStatusEqual(a, b *flotillav1.LeaseStatus) bool {
+	x, y := *a, *b
+	x.LastSyncTime, y.LastSyncTime = nil, nil
+	return equality.Semantic.DeepEqual(x, y)
+}
+
+func (r *LeaseReconciler) reconcile(ctx context.Context, l *flotillav1.Lease, st *flotillav1.LeaseStatus, old *flotillav1.LeaseStatus) (ctrl.Result, error) {
 	now := r.Now()
 	p := &flotillav1.Provider{}
 	perr := r.Client.Get(ctx, client.ObjectKey{Name: l.Spec.ProviderRef.Name}, p)
@@ -109,13 +134,13 @@ func (r *LeaseReconciler) reconcile(ctx context.Context, l *flotillav1.Lease, st
 	}
 	if perr != nil {
 		if apierrors.IsNotFound(perr) {
-			return r.lost(ctx, l, st, now, "provider "+l.Spec.ProviderRef.Name+" is not registered")
+			return r.lost(ctx, l, st, now, "provider "+l.Spec.ProviderRef.Name+" is not registered", nil)
 		}
 		return ctrl.Result{}, perr
 	}
 	switch p.Status.Phase {
 	case flotillav1.ProviderLost:
-		return r.lost(ctx, l, st, now, "provider "+p.Name+" is Lost")
+		return r.lost(ctx, l, st, now, "provider "+p.Name+" is Lost", latest(p.Status.LastProbeTime, p.Status.LastHeartbeatTime))
 	case "", flotillav1.ProviderPending:
 		if st.Phase == "" {
 			st.Phase = flotillav1.LeasePending
@@ -135,24 +160,52 @@ func (r *LeaseReconciler) reconcile(ctx context.Context, l *flotillav1.Lease, st
 		setLeaseReady(st, l, metav1.ConditionFalse, ReasonWaitProvider, err.Error())
 		return ctrl.Result{RequeueAfter: leaseSyncInterval}, nil
 	}
-	start := time.Now()
-	err = r.apply(ctx, cl, l, w)
-	metrics.RemoteRequest(p.Name, "apply", time.Since(start))
+	objs, hash, err := r.render(ctx, l, w)
 	if err != nil {
 		st.LastError = err.Error()
 		if st.Phase == "" {
 			st.Phase = flotillav1.LeasePending
 		}
-		setLeaseReady(st, l, metav1.ConditionFalse, ReasonApplyFailed, err.Error())
-		r.Recorder.Eventf(l, "Warning", ReasonApplyFailed, "Applying on provider %s: %v", p.Name, err)
+		setLeaseReady(st, l, metav1.ConditionFalse, ReasonRenderFailed, err.Error())
 		return ctrl.Result{RequeueAfter: leaseSyncInterval}, nil
 	}
-	st.LastError = ""
-	if err := r.readBack(ctx, cl, l, st); err != nil {
-		st.LastError = err.Error()
-		return ctrl.Result{RequeueAfter: leaseSyncInterval}, nil
+	// Re-applying every object on every sync would cost each provider a
+	// handful of writes per Lease every few seconds; apply only when the
+	// objects changed, when the provider lost one, or to undo drift.
+	stale := st.AppliedHash != hash || st.LastApplyTime == nil || now.Sub(st.LastApplyTime.Time) >= leaseReapplyInterval
+	for attempt := 0; ; attempt++ {
+		if stale {
+			start := time.Now()
+			err = r.apply(ctx, cl, objs)
+			metrics.RemoteRequest(p.Name, "apply", time.Since(start))
+			if err != nil {
+				st.LastError = err.Error()
+				if st.Phase == "" {
+					st.Phase = flotillav1.LeasePending
+				}
+				setLeaseReady(st, l, metav1.ConditionFalse, ReasonApplyFailed, err.Error())
+				r.Recorder.Eventf(l, "Warning", ReasonApplyFailed, "Applying on provider %s: %v", p.Name, err)
+				return ctrl.Result{RequeueAfter: leaseSyncInterval}, nil
+			}
+			st.AppliedHash, st.LastApplyTime = hash, &metav1.Time{Time: now}
+		}
+		st.LastError = ""
+		err = r.readBack(ctx, cl, l, st)
+		if err == nil {
+			break
+		}
+		if !apierrors.IsNotFound(err) || stale || attempt > 0 {
+			st.LastError = err.Error()
+			return ctrl.Result{RequeueAfter: leaseSyncInterval}, nil
+		}
+		stale = true // removed on the provider: put it back now
 	}
-	st.LastSyncTime = &metav1.Time{Time: now}
+	// Refreshing the time on every sync would write status (and wake every
+	// watcher) each second for nothing; it moves when something else does,
+	// or once per leaseSyncRefresh.
+	if st.LastSyncTime == nil || now.Sub(st.LastSyncTime.Time) >= leaseSyncRefresh || !syncedStatusEqual(st, old) {
+		st.LastSyncTime = &metav1.Time{Time: now}
+	}
 	if st.Phase == flotillav1.LeaseClosed {
 		_ = r.deleteNamespace(ctx, cl, l)
 		return ctrl.Result{}, nil
@@ -163,13 +216,19 @@ func (r *LeaseReconciler) reconcile(ctx context.Context, l *flotillav1.Lease, st
 	} else {
 		setLeaseReady(st, l, metav1.ConditionFalse, ReasonApplied, fmt.Sprintf("%d of %d replicas ready on %s", st.ReadyReplicas, l.Spec.Replicas, p.Name))
 	}
+	if st.ReadyReplicas < l.Spec.Replicas {
+		// Converging: look again soon so the Workload turns Ready promptly.
+		return ctrl.Result{RequeueAfter: leaseConvergeInterval}, nil
+	}
 	return ctrl.Result{RequeueAfter: leaseSyncInterval}, nil
 }
 
 // lost marks the Lease Lost and, once its Workload's failover grace period
 // has passed, closes it so that the scheduler replaces its replicas under a
-// higher epoch.
-func (r *LeaseReconciler) lost(ctx context.Context, l *flotillav1.Lease, st *flotillav1.LeaseStatus, now time.Time, why string) (ctrl.Result, error) {
+// higher epoch. The grace period counts from the provider's last contact,
+// not from the Lost verdict: the provider's own grace period has already
+// been waited out, and adding the two would double the outage.
+func (r *LeaseReconciler) lost(ctx context.Context, l *flotillav1.Lease, st *flotillav1.LeaseStatus, now time.Time, why string, lastContact *time.Time) (ctrl.Result, error) {
 	if st.LostTime == nil {
 		st.LostTime = &metav1.Time{Time: now}
 		r.Recorder.Eventf(l, "Warning", ReasonProviderLost, "Lease lost: %s", why)
@@ -182,7 +241,11 @@ func (r *LeaseReconciler) lost(ctx context.Context, l *flotillav1.Lease, st *flo
 		w.Spec.Failover.GracePeriodSeconds != nil {
 		grace = time.Duration(*w.Spec.Failover.GracePeriodSeconds) * time.Second
 	}
-	if wait := st.LostTime.Add(grace).Sub(now); wait > 0 {
+	from := st.LostTime.Time
+	if lastContact != nil && lastContact.Before(from) {
+		from = *lastContact
+	}
+	if wait := from.Add(grace).Sub(now); wait > 0 {
 		setLeaseReady(st, l, metav1.ConditionFalse, ReasonProviderLost, fmt.Sprintf("%s; failing over in %s", why, wait.Round(time.Second)))
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
@@ -199,38 +262,87 @@ func setLeaseReady(st *flotillav1.LeaseStatus, l *flotillav1.Lease, s metav1.Con
 	})
 }
 
-// apply renders the Lease and server-side applies every object.
-func (r *LeaseReconciler) apply(ctx context.Context, cl *remote.Client, l *flotillav1.Lease, w *flotillav1.Workload) error {
+// render reads what the template references and renders the Lease's
+// objects, with a hash of them to tell whether they changed.
+func (r *LeaseReconciler) render(ctx context.Context, l *flotillav1.Lease, w *flotillav1.Workload) ([]*unstructured.Unstructured, string, error) {
 	in := render.Input{HubID: r.HubID, Lease: l, Workload: w}
 	cms, secs := render.References(&w.Spec.Template.Spec)
 	for _, name := range cms {
 		cm := corev1.ConfigMap{}
 		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Namespace, Name: name}, &cm); err != nil {
-			return fmt.Errorf("reading ConfigMap %s referenced by the template: %w", name, err)
+			return nil, "", fmt.Errorf("reading ConfigMap %s referenced by the template: %w", name, err)
 		}
 		in.ConfigMaps = append(in.ConfigMaps, cm)
 	}
 	for _, name := range secs {
 		s := corev1.Secret{}
 		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Namespace, Name: name}, &s); err != nil {
-			return fmt.Errorf("reading Secret %s referenced by the template: %w", name, err)
+			return nil, "", fmt.Errorf("reading Secret %s referenced by the template: %w", name, err)
 		}
 		in.Secrets = append(in.Secrets, s)
 	}
 	objs, err := render.Lease(in)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
+	h := sha256.New()
+	out := make([]*unstructured.Unstructured, 0, len(objs))
 	for _, o := range objs {
 		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
 		if err != nil {
-			return err
+			return nil, "", err
 		}
 		delete(u, "status")
 		unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
-		obj := &unstructured.Unstructured{Object: u}
+		b, err := json.Marshal(u)
+		if err != nil {
+			return nil, "", err
+		}
+		h.Write(b)
+		out = append(out, &unstructured.Unstructured{Object: u})
+	}
+	return out, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// apply server-side applies the objects: the namespace first, then what
+// constrains and configures pods (quota, limits, network policy, config) in
+// parallel, and the Deployment or Job last, so that no pod starts before its
+// quota and limits exist.
+func (r *LeaseReconciler) apply(ctx context.Context, cl *remote.Client, objs []*unstructured.Unstructured) error {
+	one := func(obj *unstructured.Unstructured) error {
 		if err := cl.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
 			return fmt.Errorf("applying %s %s: %w", obj.GetKind(), obj.GetName(), err)
+		}
+		return nil
+	}
+	var first, middle, last []*unstructured.Unstructured
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "Namespace":
+			first = append(first, o)
+		case "Deployment", "Job":
+			last = append(last, o)
+		default:
+			middle = append(middle, o)
+		}
+	}
+	for _, o := range first {
+		if err := one(o); err != nil {
+			return err
+		}
+	}
+	errs := make([]error, len(middle))
+	var wg sync.WaitGroup
+	for i, o := range middle {
+		wg.Go(func() { errs[i] = one(o) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for _, o := range last {
+		if err := one(o); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -332,10 +444,28 @@ func (r *LeaseReconciler) reconcileDelete(ctx context.Context, l *flotillav1.Lea
 	return ctrl.Result{}, nil
 }
 
+// providerPhaseChanged passes Provider updates that matter to its Leases: a
+// probe rewrites status every few seconds, and waking every Lease of the
+// provider for each would multiply the load on it.
+var providerPhaseChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	o, ok1 := e.ObjectOld.(*flotillav1.Provider)
+	n, ok2 := e.ObjectNew.(*flotillav1.Provider)
+	return !ok1 || !ok2 || o.Status.Phase != n.Status.Phase || o.Generation != n.Generation ||
+		!o.DeletionTimestamp.Equal(n.DeletionTimestamp)
+}}
+
+// specOrMetaChanged drops the updates a controller causes itself by writing
+// the status of the objects it is For; it requeues on its own schedule.
+var specOrMetaChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	o, n := e.ObjectOld, e.ObjectNew
+	return o.GetGeneration() != n.GetGeneration() || !o.GetDeletionTimestamp().Equal(n.GetDeletionTimestamp()) ||
+		!slices.Equal(o.GetFinalizers(), n.GetFinalizers()) || !maps.Equal(o.GetLabels(), n.GetLabels())
+}}
+
 // SetupWithManager watches Leases and the Providers they run on.
 func (r *LeaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&flotillav1.Lease{}).
+		For(&flotillav1.Lease{}, builder.WithPredicates(specOrMetaChanged)).
 		Watches(&flotillav1.Provider{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			var ls flotillav1.LeaseList
 			if err := r.Client.List(ctx, &ls, client.MatchingLabels{flotillav1.LabelProvider: o.GetName()}); err != nil {
@@ -346,7 +476,7 @@ func (r *LeaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&l)})
 			}
 			return out
-		})).
+		}), builder.WithPredicates(providerPhaseChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 8}).
 		Named("lease").
 		Complete(r)

@@ -12,8 +12,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
@@ -142,6 +145,14 @@ func quantityOr0(l corev1.ResourceList, name corev1.ResourceName) resource.Quant
 	return *resource.NewQuantity(0, resource.DecimalSI)
 }
 
+// leaseHoldChanged passes the Lease updates that can change what an Offer
+// has allocated: whether the Lease is live, nothing else.
+var leaseHoldChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	o, ok1 := e.ObjectOld.(*flotillav1.Lease)
+	n, ok2 := e.ObjectNew.(*flotillav1.Lease)
+	return !ok1 || !ok2 || o.Status.Phase != n.Status.Phase || !o.DeletionTimestamp.Equal(n.DeletionTimestamp)
+}}
+
 // SetupWithManager watches Offers and the Leases that name them.
 func (r *OfferReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
@@ -149,7 +160,7 @@ func (r *OfferReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&flotillav1.Lease{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			l := o.(*flotillav1.Lease)
 			return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: l.Spec.OfferRef.Namespace, Name: l.Spec.OfferRef.Name}}}
-		})).
+		}), builder.WithPredicates(leaseHoldChanged)).
 		Named("offer").
 		Complete(r)
 }

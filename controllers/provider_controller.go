@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/flap"
 	"github.com/flotilla-dev/flotilla/internal/metrics"
 	"github.com/flotilla-dev/flotilla/internal/remote"
 )
@@ -38,6 +39,7 @@ const (
 	ReasonFencing            = "FencingIncomplete"
 	ReasonProviderReady      = "Ready"
 	ReasonWithinGracePeriod  = "WithinGracePeriod"
+	ReasonBackingOff         = "BackingOff"
 	heartbeatLeasePrefix     = "provider-"
 	defaultProbeInterval     = 3 * time.Second
 	defaultProviderGraceTime = 20 * time.Second
@@ -57,7 +59,9 @@ type ProviderReconciler struct {
 	GracePeriod time.Duration
 	// ProbeInterval between two probes of one provider.
 	ProbeInterval time.Duration
-	Now           func() time.Time
+	// Flap sets the hold-down of providers that keep getting Lost.
+	Flap flap.Policy
+	Now  func() time.Time
 }
 
 // Reconcile probes one provider and writes its status once.
@@ -120,6 +124,7 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	lastContact := latest(st.LastProbeTime, st.LastHeartbeatTime)
 
 	ready := metav1.Condition{Type: flotillav1.ConditionReady, ObservedGeneration: p.Generation}
+	next := r.interval()
 	switch {
 	case reach.Status == metav1.ConditionTrue:
 		// Reachable: fence before taking work again.
@@ -127,6 +132,14 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 			log.Error(ferr, "Fencing provider")
 			st.Phase = phaseWhileUnready(old.Phase)
 			ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ReasonFencing, "deleting stale lease namespaces: "+ferr.Error()
+			break
+		}
+		if hold := r.holdDown(st, old.Phase, now); hold > 0 {
+			st.Phase = flotillav1.ProviderPending
+			ready.Status, ready.Reason = metav1.ConditionFalse, ReasonBackingOff
+			ready.Message = fmt.Sprintf("reachable again after %d losses in a row; takes work again in %s (at %s)",
+				st.RecentLosses, hold.Round(time.Second), st.ReadmitTime.UTC().Format(time.RFC3339))
+			next = min(next, hold+10*time.Millisecond)
 			break
 		}
 		if p.Spec.Unschedulable {
@@ -150,8 +163,19 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 			ready.Status = metav1.ConditionTrue
 		}
 		ready.Reason = ReasonWithinGracePeriod
+		// Decide at the end of the grace period, not up to a probe later.
+		next = min(next, lastContact.Add(r.grace()).Sub(now)+10*time.Millisecond)
 		ready.Message = fmt.Sprintf("last contact %s ago (grace period %s): %s", now.Sub(*lastContact).Round(time.Second), r.grace(), reach.Message)
 	case lastContact != nil:
+		if old.Phase != flotillav1.ProviderLost {
+			var prev *time.Time
+			if st.LastLostTime != nil {
+				prev = &st.LastLostTime.Time
+			}
+			st.RecentLosses = r.Flap.Lost(st.RecentLosses, prev, now)
+			st.LastLostTime = &metav1.Time{Time: now}
+			st.ReadmitTime = nil
+		}
 		st.Phase = flotillav1.ProviderLost
 		ready.Status, ready.Reason = metav1.ConditionFalse, ReasonLost
 		ready.Message = fmt.Sprintf("no successful probe or heartbeat for %s: %s", now.Sub(*lastContact).Round(time.Second), reach.Message)
@@ -176,7 +200,27 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 			return ctrl.Result{}, fmt.Errorf("patching status of provider %s: %w", p.Name, err)
 		}
 	}
-	return ctrl.Result{RequeueAfter: r.interval()}, nil
+	return ctrl.Result{RequeueAfter: next}, nil
+}
+
+// holdDown returns how long a reachable, fenced provider must still wait
+// before it takes work, recording the readmission time when it has just
+// come back from being Lost.
+func (r *ProviderReconciler) holdDown(st *flotillav1.ProviderStatus, was flotillav1.ProviderPhase, now time.Time) time.Duration {
+	if was == flotillav1.ProviderLost && st.ReadmitTime == nil {
+		if d := r.Flap.HoldDown(st.RecentLosses); d > 0 {
+			st.ReadmitTime = &metav1.Time{Time: now.Add(d)}
+			metrics.ProviderHeldDown()
+		}
+	}
+	if st.ReadmitTime == nil {
+		return 0
+	}
+	if d := st.ReadmitTime.Sub(now); d > 0 {
+		return d
+	}
+	st.ReadmitTime = nil
+	return 0
 }
 
 // ProviderFinalizer keeps a deregistered Provider until its Leases are gone.

@@ -5,12 +5,15 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/time/rate"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -54,9 +57,15 @@ type Scheduler struct {
 	// Resync runs a cycle at least this often (offer validity windows open
 	// and close without an event).
 	Resync time.Duration
-	Now    func() time.Time
+	// LeaseRate and LeaseBurst rate-limit new Leases per provider (a token
+	// bucket), so that a provider that just joined or came back is handed
+	// work gradually rather than all at once; LeaseBurst 0 turns it off.
+	LeaseRate  rate.Limit
+	LeaseBurst int
+	Now        func() time.Time
 
-	trigger chan struct{}
+	limiters map[string]*rate.Limiter // by provider; used by the loop only
+	trigger  chan struct{}
 	// Events tells the Workload controller which Workloads to look at again.
 	Events chan event.GenericEvent
 
@@ -76,11 +85,21 @@ type assumedLease struct {
 // Lease deleted before it was ever observed.
 const assumeTTL = time.Minute
 
+// The default rate of new Leases per provider: bursts of 50, then 5 a second.
+const (
+	DefaultLeaseRate  rate.Limit = 5
+	DefaultLeaseBurst            = 50
+)
+
+// createParallelism bounds the Lease creations in flight in one cycle.
+const createParallelism = 8
+
 // NewScheduler returns a Scheduler with its channels and defaults.
 func NewScheduler(c client.Client, apiReader client.Reader, ca cache.Cache, rec record.EventRecorder) *Scheduler {
 	return &Scheduler{
 		Client: c, APIReader: apiReader, Cache: ca, Recorder: rec,
-		MinInterval: 200 * time.Millisecond, Resync: 30 * time.Second, Now: time.Now,
+		MinInterval: 100 * time.Millisecond, Resync: 30 * time.Second, Now: time.Now,
+		LeaseRate: DefaultLeaseRate, LeaseBurst: DefaultLeaseBurst, limiters: map[string]*rate.Limiter{},
 		trigger:  make(chan struct{}, 1),
 		Events:   make(chan event.GenericEvent, 1024),
 		assumed:  map[types.NamespacedName]assumedLease{},
@@ -117,8 +136,12 @@ func (s *Scheduler) Start(ctx context.Context) error {
 			return fmt.Errorf("getting informer for %T: %w", obj, err)
 		}
 		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { s.Trigger() },
-			UpdateFunc: func(any, any) { s.Trigger() },
+			AddFunc: func(any) { s.Trigger() },
+			UpdateFunc: func(o, n any) {
+				if schedulingInputChanged(o, n) {
+					s.Trigger()
+				}
+			},
 			DeleteFunc: func(any) { s.Trigger() },
 		}); err != nil {
 			return fmt.Errorf("watching %T: %w", obj, err)
@@ -171,22 +194,58 @@ func (s *Scheduler) cycle(ctx context.Context) error {
 	if err := s.scaleDown(ctx, states); err != nil {
 		log.Error(err, "Scaling down Leases")
 	}
+	throttled := s.applyRateLimits(snap, start)
 	res := market.Match(snap)
+	if throttled && len(res.Unplaced) > 0 {
+		// No event comes when tokens refill.
+		time.AfterFunc(time.Duration(float64(time.Second)/float64(s.LeaseRate)), s.Trigger)
+	}
+	for _, a := range res.Assignments {
+		if lim := s.limiters[a.Provider]; lim != nil {
+			lim.AllowN(start, 1)
+		}
+	}
 
 	notify := map[string]bool{}
 	createdFor := map[string]bool{}
 	offerByKey := offersByKey(offers.Items)
+	// Each Create is a round trip to the API server; Workloads are
+	// independent, so their Leases are created in parallel (one Workload's
+	// in order, as its Lease names depend on the ones before).
+	byWorkload := map[string][]market.Assignment{}
+	var order []string
 	for _, a := range res.Assignments {
-		st := states[a.Workload]
-		if err := s.createLease(ctx, st, a, offerByKey[a.Offer]); err != nil {
-			log.Error(err, "Creating Lease", "workload", a.Workload, "offer", a.Offer)
-			metrics.LeaseCreateFailed()
-			s.Recorder.Eventf(st.workload, "Warning", "FailedCreate", "Creating a Lease on offer %s: %v", a.Offer, err)
-			continue
+		if byWorkload[a.Workload] == nil {
+			order = append(order, a.Workload)
 		}
-		createdFor[a.Workload] = true
-		notify[a.Workload] = true
+		byWorkload[a.Workload] = append(byWorkload[a.Workload], a)
 	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	slots := make(chan struct{}, createParallelism)
+	for _, key := range order {
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			st := states[key]
+			for _, a := range byWorkload[key] {
+				if err := s.createLease(ctx, st, a, offerByKey[a.Offer]); err != nil {
+					log.Error(err, "Creating Lease", "workload", a.Workload, "offer", a.Offer)
+					metrics.LeaseCreateFailed()
+					if st != nil {
+						s.Recorder.Eventf(st.workload, "Warning", "FailedCreate", "Creating a Lease on offer %s: %v", a.Offer, err)
+					}
+					continue
+				}
+				mu.Lock()
+				createdFor[a.Workload] = true
+				notify[a.Workload] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
 
 	if err := s.drain(ctx, states); err != nil {
 		log.Error(err, "Draining Leases")
@@ -243,6 +302,63 @@ func (s *Scheduler) cycle(ctx context.Context) error {
 			"pendingReplicas", pending, "duration", time.Since(start))
 	}
 	return nil
+}
+
+// schedulingInputChanged tells the updates a cycle could act on from the
+// status the controllers write all the time (probe times, sync times,
+// offer and workload status), which would keep the loop busy for nothing
+// and make new Workloads wait behind useless cycles.
+func schedulingInputChanged(o, n any) bool {
+	oo, ok1 := o.(client.Object)
+	no, ok2 := n.(client.Object)
+	if !ok1 || !ok2 {
+		return true
+	}
+	if oo.GetGeneration() != no.GetGeneration() || !oo.GetDeletionTimestamp().Equal(no.GetDeletionTimestamp()) ||
+		!maps.Equal(oo.GetLabels(), no.GetLabels()) {
+		return true
+	}
+	switch ov := o.(type) {
+	case *flotillav1.Provider:
+		nv := n.(*flotillav1.Provider)
+		return ov.Status.Phase != nv.Status.Phase || ov.Status.Reputation.Score != nv.Status.Reputation.Score ||
+			!equality.Semantic.DeepEqual(ov.Status.Capacity, nv.Status.Capacity)
+	case *flotillav1.Lease:
+		nv := n.(*flotillav1.Lease)
+		return ov.Status.Phase != nv.Status.Phase || ov.Status.ReadyReplicas != nv.Status.ReadyReplicas
+	}
+	return false // Workload and Offer status: written from what the loop decided
+}
+
+// applyRateLimits tells the market how many new Leases each provider may
+// still take, and reports whether any had none left.
+func (s *Scheduler) applyRateLimits(snap *market.Snapshot, now time.Time) bool {
+	if s.LeaseBurst <= 0 || s.LeaseRate <= 0 {
+		return false
+	}
+	throttled := false
+	seen := make(map[string]bool, len(snap.Providers))
+	for i := range snap.Providers {
+		p := &snap.Providers[i]
+		seen[p.Name] = true
+		lim := s.limiters[p.Name]
+		if lim == nil {
+			lim = rate.NewLimiter(s.LeaseRate, s.LeaseBurst)
+			s.limiters[p.Name] = lim
+		}
+		n := int32(lim.TokensAt(now))
+		p.LeaseLimit = &n
+		if n <= 0 && p.Ready && !p.Cordoned {
+			throttled = true
+			metrics.ProviderRateLimited()
+		}
+	}
+	for name := range s.limiters {
+		if !seen[name] {
+			delete(s.limiters, name)
+		}
+	}
+	return throttled
 }
 
 func (s *Scheduler) notify(w *flotillav1.Workload) {
@@ -321,6 +437,10 @@ func (s *Scheduler) createLease(ctx context.Context, st *workloadState, a market
 				flotillav1.LabelWorkload: w.Name,
 				flotillav1.LabelProvider: a.Provider,
 			},
+			// Set at creation, which saves the Lease controller a write
+			// before it can act; it adds the finalizer too for Leases made
+			// otherwise.
+			Finalizers: []string{LeaseFinalizer},
 		},
 		Spec: flotillav1.LeaseSpec{
 			WorkloadRef:         flotillav1.LocalObjectReference{Name: w.Name},

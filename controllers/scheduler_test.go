@@ -330,3 +330,45 @@ func metricValue(t *testing.T, name string) float64 {
 	t.Fatalf("metric %s is not registered", name)
 	return 0
 }
+
+// A provider takes new Leases at its rate limit: the first burst at once,
+// the rest as tokens come back, and Workloads say why they wait.
+func TestProviderLeaseRateLimit(t *testing.T) {
+	ctx := context.Background()
+	const suite = "ratelimit"
+	readyProvider(t, "rl-a", "rl-a")
+	createOffer(t, "rl-a", "std", suite, "64", "0.01")
+	namespace(t, "tenant-rl")
+	for i := range 4 {
+		if err := env.Client.Create(ctx, newWorkload("tenant-rl", fmt.Sprintf("w%d", i), suite, 1, "1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := startManager(t, testHooks{leaseRate: 0.25, leaseBurst: 2})
+	defer m.stop(t)
+
+	waiting := func() (int, []string) {
+		var ws flotillav1.WorkloadList
+		_ = env.Client.List(ctx, &ws, client.InNamespace("tenant-rl"))
+		n := 0
+		var msgs []string
+		for _, w := range ws.Items {
+			c := apimeta.FindStatusCondition(w.Status.Conditions, flotillav1.WorkloadScheduled)
+			if c != nil && c.Status == "False" && strings.Contains(c.Message, "rate limit") {
+				n++
+				msgs = append(msgs, c.Message)
+			}
+		}
+		return n, msgs
+	}
+	hubenv.Await(t, 10*time.Second, "two leases and two workloads waiting on the rate limit", func() (bool, string) {
+		n, msgs := waiting()
+		return len(leasesOf(t, "tenant-rl")) == 2 && n == 2, fmt.Sprint(len(leasesOf(t, "tenant-rl")), " leases; ", msgs)
+	})
+	// A token every 4s; no informer event announces it, the scheduler must
+	// come back by itself well before its 30s resync.
+	hubenv.Await(t, 8*time.Second, "a third lease once a token is back", func() (bool, string) {
+		n := len(leasesOf(t, "tenant-rl"))
+		return n == 3, fmt.Sprint(n, " leases")
+	})
+}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"time"
 
+	"golang.org/x/time/rate"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/flotilla-dev/flotilla/internal/flap"
 	"github.com/flotilla-dev/flotilla/internal/remote"
 )
 
@@ -24,6 +26,13 @@ type Options struct {
 	ProbeInterval time.Duration
 	// Remote tunes the clients of provider clusters.
 	Remote remote.Options
+	// LeaseRate (per second) and LeaseBurst rate-limit new Leases per
+	// provider; zero values take the defaults, a negative burst turns the
+	// limit off.
+	LeaseRate  float64
+	LeaseBurst int
+	// Flap is the hold-down policy for providers that keep getting Lost.
+	Flap flap.Policy
 }
 
 // Setup registers the indexes, the scheduling loop and the reconcilers.
@@ -37,6 +46,12 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Scheduler, err
 	}
 	if opts.SchedulerResync > 0 {
 		s.Resync = opts.SchedulerResync
+	}
+	if opts.LeaseRate > 0 {
+		s.LeaseRate = rate.Limit(opts.LeaseRate)
+	}
+	if opts.LeaseBurst != 0 {
+		s.LeaseBurst = max(0, opts.LeaseBurst)
 	}
 	if err := mgr.Add(s); err != nil {
 		return nil, err
@@ -54,7 +69,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Scheduler, err
 	rc := remote.NewCache(mgr.GetScheme(), opts.Remote)
 	if err := (&ProviderReconciler{
 		Client: mgr.GetClient(), Remote: rc, Recorder: mgr.GetEventRecorderFor("flotilla-provider"), HubID: hubID,
-		GracePeriod: opts.ProviderGracePeriod, ProbeInterval: opts.ProbeInterval, Now: time.Now,
+		GracePeriod: opts.ProviderGracePeriod, ProbeInterval: opts.ProbeInterval, Flap: opts.Flap, Now: time.Now,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}

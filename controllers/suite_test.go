@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -66,6 +67,9 @@ type testHooks struct {
 	createDelay time.Duration
 	// leaseListLag serves Lease lists up to this old, like a lagging informer.
 	leaseListLag time.Duration
+	// leaseRate and leaseBurst replace the per-provider lease rate limit.
+	leaseRate  float64
+	leaseBurst int
 }
 
 // startManager runs the hub controllers against the envtest API server.
@@ -106,6 +110,9 @@ func startManager(t *testing.T, hooks testHooks) *runningManager {
 	}
 	s := NewScheduler(c, mgr.GetAPIReader(), mgr.GetCache(), mgr.GetEventRecorderFor("flotilla-scheduler"))
 	s.MinInterval = 50 * time.Millisecond
+	if hooks.leaseBurst > 0 {
+		s.LeaseRate, s.LeaseBurst = rate.Limit(hooks.leaseRate), hooks.leaseBurst
+	}
 	if err := mgr.Add(s); err != nil {
 		t.Fatal(err)
 	}

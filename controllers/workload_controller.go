@@ -6,7 +6,9 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -56,9 +58,10 @@ func firstCode(reasons []market.Reason) string {
 // notifications.
 func (r *WorkloadReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&flotillav1.Workload{}).
+		For(&flotillav1.Workload{}, builder.WithPredicates(specOrMetaChanged)).
 		Owns(&flotillav1.Lease{}).
 		WatchesRawSource(source.Channel(r.Scheduler.Events, &handler.EnqueueRequestForObject{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Named("workload").
 		Complete(r)
 }

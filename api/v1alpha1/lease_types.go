@@ -118,6 +118,17 @@ type LeaseStatus struct {
 	// +optional
 	LastSyncTime *metav1.Time `json:"lastSyncTime,omitempty"`
 
+	// appliedHash is the SHA-256 of the objects last applied on the
+	// provider; the hub re-applies when it changes, when the provider lost
+	// an object, and every few minutes to undo drift.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	AppliedHash string `json:"appliedHash,omitempty"`
+
+	// lastApplyTime is when the objects were last applied on the provider.
+	// +optional
+	LastApplyTime *metav1.Time `json:"lastApplyTime,omitempty"`
+
 	// lastError is the last error applying or reading the Lease.
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024

@@ -159,6 +159,21 @@ type ProviderStatus struct {
 	// +optional
 	Capacity ProviderCapacity `json:"capacity,omitempty"`
 
+	// recentLosses counts the times the provider was Lost, each within the
+	// flap window of the previous one. From the second, a returning provider
+	// waits a hold-down that doubles with each loss before it takes work.
+	// +optional
+	RecentLosses int32 `json:"recentLosses,omitempty"`
+
+	// lastLostTime is when the provider was last declared Lost.
+	// +optional
+	LastLostTime *metav1.Time `json:"lastLostTime,omitempty"`
+
+	// readmitTime is when a provider back from being Lost may take work
+	// again; unset when no hold-down applies.
+	// +optional
+	ReadmitTime *metav1.Time `json:"readmitTime,omitempty"`
+
 	// reputation of the provider.
 	// +optional
 	Reputation Reputation `json:"reputation,omitempty"`

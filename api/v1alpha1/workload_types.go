@@ -117,8 +117,10 @@ type PlacementSpec struct {
 
 // FailoverSpec tunes failover.
 type FailoverSpec struct {
-	// gracePeriodSeconds is how long after its provider is Lost a replica is
-	// replaced elsewhere.
+	// gracePeriodSeconds is how long a replica may be out of the hub's reach
+	// before it is replaced elsewhere, counted from its provider's last
+	// successful probe or heartbeat. Replacement never starts before the
+	// provider is Lost (the hub's --provider-grace-period).
 	// +optional
 	// +kubebuilder:default=5
 	// +kubebuilder:validation:Minimum=0

@@ -175,6 +175,10 @@ func (in *LeaseStatus) DeepCopyInto(out *LeaseStatus) {
 		in, out := &in.LastSyncTime, &out.LastSyncTime
 		*out = (*in).DeepCopy()
 	}
+	if in.LastApplyTime != nil {
+		in, out := &in.LastApplyTime, &out.LastApplyTime
+		*out = (*in).DeepCopy()
+	}
 	if in.LostTime != nil {
 		in, out := &in.LostTime, &out.LostTime
 		*out = (*in).DeepCopy()
@@ -638,6 +642,14 @@ func (in *ProviderStatus) DeepCopyInto(out *ProviderStatus) {
 		*out = (*in).DeepCopy()
 	}
 	in.Capacity.DeepCopyInto(&out.Capacity)
+	if in.LastLostTime != nil {
+		in, out := &in.LastLostTime, &out.LastLostTime
+		*out = (*in).DeepCopy()
+	}
+	if in.ReadmitTime != nil {
+		in, out := &in.ReadmitTime, &out.ReadmitTime
+		*out = (*in).DeepCopy()
+	}
 	out.Reputation = in.Reputation
 }
 

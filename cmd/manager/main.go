@@ -17,6 +17,7 @@ import (
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/controllers"
+	"github.com/flotilla-dev/flotilla/internal/flap"
 	"github.com/flotilla-dev/flotilla/internal/version"
 )
 
@@ -32,16 +33,24 @@ func main() {
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
 	flag.BoolVar(&leaderElection, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time.")
 	flag.BoolVar(&showVersion, "version", false, "Print the version and exit.")
-	flag.DurationVar(&ctrlOpts.SchedulerInterval, "scheduler-interval", 200*time.Millisecond, "Least time between two scheduling cycles.")
+	flag.DurationVar(&ctrlOpts.SchedulerInterval, "scheduler-interval", 100*time.Millisecond, "Least time between two scheduling cycles.")
 	flag.DurationVar(&ctrlOpts.SchedulerResync, "scheduler-resync", 30*time.Second, "Run a scheduling cycle at least this often.")
 	flag.StringVar(&ctrlOpts.HubID, "hub-id", "hub", "Name of this hub on providers: part of lease namespace names and labels (1-20 lowercase letters and digits).")
 	flag.DurationVar(&ctrlOpts.ProviderGracePeriod, "provider-grace-period", 20*time.Second, "Time without a successful probe or heartbeat before a provider is Lost.")
 	flag.DurationVar(&ctrlOpts.ProbeInterval, "probe-interval", 3*time.Second, "Time between two probes of a provider.")
 	flag.DurationVar(&ctrlOpts.Remote.RequestTimeout, "remote-timeout", 5*time.Second, "Timeout of one request to a provider's API server.")
 	flag.DurationVar(&ctrlOpts.Remote.ConnectTimeout, "remote-connect-timeout", 5*time.Second, "Timeout of connecting to a provider's API server.")
+	flag.Float64Var(&ctrlOpts.LeaseRate, "provider-lease-rate", float64(controllers.DefaultLeaseRate), "New Leases per second one provider may take once its burst is used up.")
+	flag.IntVar(&ctrlOpts.LeaseBurst, "provider-lease-burst", controllers.DefaultLeaseBurst, "New Leases one provider may take at once; 0 turns the per-provider rate limit off.")
+	flag.DurationVar(&ctrlOpts.Flap.Window, "flap-window", flap.Default.Window, "A provider Lost again within this time of its last loss counts as flapping.")
+	flag.DurationVar(&ctrlOpts.Flap.Base, "flap-hold-down", flap.Default.Base, "Hold-down of a provider back after its second loss in a row; doubles with each further loss.")
+	flag.DurationVar(&ctrlOpts.Flap.Max, "flap-max-hold-down", flap.Default.Max, "Longest hold-down of a flapping provider.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if ctrlOpts.LeaseBurst == 0 {
+		ctrlOpts.LeaseBurst = -1 // Options read 0 as "the default"
+	}
 	if showVersion {
 		fmt.Println(version.Version)
 		return

@@ -26,6 +26,7 @@ const (
 	noChunk
 	spreadProvider
 	spreadOwner
+	rateLimited
 )
 
 // reasonCodes name the filters for metrics and condition reasons; the set is
@@ -45,6 +46,7 @@ var reasonCodes = [...]string{
 	noChunk:            "NoNodeFits",
 	spreadProvider:     "SpreadPerProvider",
 	spreadOwner:        "SpreadPerOwner",
+	rateLimited:        "ProviderRateLimited",
 }
 
 // ReasonCodes lists every Reason.Code Match can return.
@@ -86,7 +88,8 @@ func (m *matcher) staticReject(w *workloadState, o *offerState) rejection {
 }
 
 // dynamicReject applies the filters that depend on what was placed so far.
-func (m *matcher) dynamicReject(w *workloadState, o *offerState) rejection {
+func (m *matcher) dynamicReject(w *workloadState, oi int32) rejection {
+	o := &m.offers[oi]
 	p := o.provider
 	if r, short := o.available.firstShort(&w.Request); short {
 		return rejection{kind: offerShort, res: r}
@@ -108,6 +111,9 @@ func (m *matcher) dynamicReject(w *workloadState, o *offerState) rejection {
 	if w.MaxPerOwner > 0 && w.perOwner[p.Owner] >= w.MaxPerOwner {
 		return rejection{kind: spreadOwner}
 	}
+	if _, has := w.assignment[oi]; !has && p.leasesLeft == 0 {
+		return rejection{kind: rateLimited}
+	}
 	return rejection{}
 }
 
@@ -126,10 +132,10 @@ func (m *matcher) explain(w *workloadState) {
 		o := &m.offers[i]
 		r := m.staticReject(w, o)
 		if r.kind == accepted {
-			r = m.dynamicReject(w, o)
+			r = m.dynamicReject(w, int32(i))
 		}
 		k := key{kind: r.kind, res: r.res}
-		if r.kind <= reputationLow {
+		if r.kind <= reputationLow || r.kind == rateLimited {
 			k.provider = o.Provider
 		}
 		counts[k]++
@@ -144,6 +150,8 @@ func (m *matcher) explain(w *workloadState) {
 			msg = fmt.Sprintf("provider %s: not Ready", k.provider)
 		case providerCordoned:
 			msg = fmt.Sprintf("provider %s: cordoned", k.provider)
+		case rateLimited:
+			msg = fmt.Sprintf("provider %s: took as many new leases as its rate limit allows for now", k.provider)
 		case reputationLow:
 			msg = fmt.Sprintf("provider %s: reputation %s below the minimum %s", k.provider,
 				formatScore(m.providers[k.provider].Reputation), formatScore(w.MinReputation))

@@ -46,8 +46,9 @@ func (a rank) tied(b rank) bool {
 
 type providerState struct {
 	*Provider
-	free   *Vector
-	chunks []Vector
+	free       *Vector
+	chunks     []Vector
+	leasesLeft int32 // new Leases it may still take; negative means no limit
 }
 
 type offerState struct {
@@ -103,7 +104,10 @@ func Match(s *Snapshot) Result {
 	m.result.Unplaced = map[string]Unplaced{}
 	for i := range s.Providers {
 		p := &s.Providers[i]
-		ps := &providerState{Provider: p}
+		ps := &providerState{Provider: p, leasesLeft: -1}
+		if p.LeaseLimit != nil {
+			ps.leasesLeft = max(0, *p.LeaseLimit)
+		}
 		if p.Free != nil {
 			f := *p.Free
 			ps.free = &f
@@ -297,7 +301,7 @@ func (m *matcher) placeOne(w *workloadState) bool {
 		kept := w.group[:0]
 		for _, c := range w.group {
 			o := &m.offers[c.order]
-			if m.dynamicReject(w, o).kind != accepted {
+			if m.dynamicReject(w, c.order).kind != accepted {
 				continue
 			}
 			kept = append(kept, c)
@@ -336,6 +340,9 @@ func (m *matcher) commit(w *workloadState, oi int32, price money.Micro) {
 	if ai, ok := w.assignment[oi]; ok {
 		m.result.Assignments[ai].Replicas++
 		return
+	}
+	if p.leasesLeft > 0 {
+		p.leasesLeft--
 	}
 	w.assignment[oi] = len(m.result.Assignments)
 	m.result.Assignments = append(m.result.Assignments, Assignment{

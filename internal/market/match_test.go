@@ -36,6 +36,16 @@ func TestFilters(t *testing.T) {
 			workload:   wl("a/w", 1, req(1000, 1)),
 			wantReason: "provider bob-1: cordoned",
 		},
+		"provider rate-limited": {
+			mutate:     func(s *Snapshot) { s.Providers[0].LeaseLimit = new(int32(0)) },
+			workload:   wl("a/w", 1, req(1000, 1)),
+			wantReason: "provider bob-1: took as many new leases as its rate limit allows for now",
+		},
+		"provider with leases left under its rate limit": {
+			mutate:     func(s *Snapshot) { s.Providers[0].LeaseLimit = new(int32(1)) },
+			workload:   wl("a/w", 1, req(1000, 1)),
+			wantPlaced: true,
+		},
 		"provider unknown": {
 			mutate:     func(s *Snapshot) { s.Providers = nil },
 			workload:   wl("a/w", 1, req(1000, 1)),
@@ -456,5 +466,38 @@ func TestPricePerReplicaHour(t *testing.T) {
 	huge := Vector{Memory: 1 << 62}
 	if _, ok := PricePerReplicaHour(&huge, p("0", "999999999999", "0")); ok {
 		t.Fatal("overflow not reported")
+	}
+}
+
+// A rate-limited provider takes at most LeaseLimit new assignments; further
+// replicas of a workload it already took ride on the same assignment, and
+// the rest go to the next offer.
+func TestLeaseLimit(t *testing.T) {
+	s := &Snapshot{
+		Now: t0,
+		Providers: []Provider{
+			{Name: "cheap", Owner: "a", Ready: true, LeaseLimit: new(int32(2))},
+			{Name: "dear", Owner: "b", Ready: true},
+		},
+		Offers: []Offer{
+			offer("provider-cheap/o", "cheap", vec(64000, 256), "0.01", "0").obj(),
+			offer("provider-dear/o", "dear", vec(64000, 256), "0.02", "0").obj(),
+		},
+		Workloads: []Workload{
+			wl("a/w1", 3, req(1000, 1)).obj(), wl("a/w2", 1, req(1000, 1)).obj(), wl("a/w3", 2, req(1000, 1)).obj(),
+		},
+	}
+	got := map[string]map[string]int32{}
+	for _, a := range Match(s).Assignments {
+		if got[a.Workload] == nil {
+			got[a.Workload] = map[string]int32{}
+		}
+		got[a.Workload][a.Provider] += a.Replicas
+	}
+	want := map[string]map[string]int32{
+		"a/w1": {"cheap": 3}, "a/w2": {"cheap": 1}, "a/w3": {"dear": 2},
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("placements (-want +got):\n%s", d)
 	}
 }

@@ -84,6 +84,10 @@ type Provider struct {
 	Ready bool
 	// Cordoned providers take no new replicas.
 	Cordoned bool
+	// LeaseLimit is how many new Leases (assignments to an offer a workload
+	// does not use yet) the provider may take this cycle; nil means no
+	// limit. The hub's per-provider rate limit sets it.
+	LeaseLimit *int32
 	// Reputation in thousandths, 0..1000.
 	Reputation int32
 	// Free is the capacity observed on the provider's nodes; nil when not

@@ -54,6 +54,14 @@ var (
 		Namespace: namespace, Name: "fencing_deletions_total",
 		Help: "Stale lease namespaces deleted on providers that came back.",
 	})
+	holdDowns = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "provider_hold_downs_total",
+		Help: "Times a provider back from being Lost was held down before taking work again (it keeps getting Lost).",
+	})
+	leasesThrottled = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: "scheduler", Name: "rate_limited_providers_total",
+		Help: "Scheduling cycles in which a provider had used up its rate of new Leases, summed over providers.",
+	})
 	remoteLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: namespace, Subsystem: "remote", Name: "request_duration_seconds",
 		Help:    "Duration of work against a provider's API server, by provider and operation (probe, apply, cleanup).",
@@ -63,7 +71,7 @@ var (
 
 func init() {
 	crmetrics.Registry.MustRegister(schedulingCycleDuration, pendingReplicas, leasesCreated, leaseCreateErrors, unschedulableWorkloads,
-		providers, leases, failovers, fencingDeletions, remoteLatency)
+		providers, leases, failovers, fencingDeletions, holdDowns, leasesThrottled, remoteLatency)
 }
 
 // Phases sets the providers and leases gauges from counts by phase; every
@@ -79,6 +87,13 @@ func Phases(providerPhases, leasePhases []string, providerCounts, leaseCounts ma
 
 // Failover counts a Lease closed for failover.
 func Failover() { failovers.Inc() }
+
+// ProviderHeldDown counts a hold-down of a flapping provider.
+func ProviderHeldDown() { holdDowns.Inc() }
+
+// ProviderRateLimited counts a provider left out of a cycle by its rate of
+// new Leases.
+func ProviderRateLimited() { leasesThrottled.Inc() }
 
 // FencingDeletion counts a stale namespace deleted on a provider.
 func FencingDeletion() { fencingDeletions.Inc() }
