@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/capacity"
 	"github.com/flotilla-dev/flotilla/internal/flap"
 	"github.com/flotilla-dev/flotilla/internal/metrics"
 	"github.com/flotilla-dev/flotilla/internal/remote"
@@ -95,7 +96,7 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	cl, reason, err := providerClient(ctx, r.Client, r.Remote, p)
 	if err == nil {
 		probeCtx, cancel := context.WithTimeout(ctx, 2*r.timeout())
-		var obs remote.Observation
+		var obs capacity.Observation
 		start := time.Now()
 		obs, err = cl.Probe(probeCtx)
 		metrics.RemoteRequest(p.Name, "probe", time.Since(start))

@@ -195,6 +195,7 @@ func (s *Scheduler) cycle(ctx context.Context) error {
 		log.Error(err, "Scaling down Leases")
 	}
 	throttled := s.applyRateLimits(snap, start)
+	applyMaxLeases(snap, providers.Items, leases)
 	res := market.Match(snap)
 	if throttled && len(res.Unplaced) > 0 {
 		// No event comes when tokens refill.
@@ -328,6 +329,33 @@ func schedulingInputChanged(o, n any) bool {
 		return ov.Status.Phase != nv.Status.Phase || ov.Status.ReadyReplicas != nv.Status.ReadyReplicas
 	}
 	return false // Workload and Offer status: written from what the loop decided
+}
+
+// applyMaxLeases tells the market how many more Leases each provider whose
+// owner set spec.maxLeases may hold.
+func applyMaxLeases(snap *market.Snapshot, providers []flotillav1.Provider, leases []*flotillav1.Lease) {
+	limit := map[string]int32{}
+	for i := range providers {
+		if m := providers[i].Spec.MaxLeases; m > 0 {
+			limit[providers[i].Name] = m
+		}
+	}
+	if len(limit) == 0 {
+		return
+	}
+	live := map[string]int32{}
+	for _, l := range leases {
+		if leaseLive(l) {
+			live[l.Spec.ProviderRef.Name]++
+		}
+	}
+	for i := range snap.Providers {
+		p := &snap.Providers[i]
+		if m, ok := limit[p.Name]; ok {
+			room := max(0, m-live[p.Name])
+			p.LeaseRoom = &room
+		}
+	}
 }
 
 // applyRateLimits tells the market how many new Leases each provider may

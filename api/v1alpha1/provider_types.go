@@ -44,6 +44,12 @@ type ProviderSpec struct {
 	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9+/]{43}=$`
 	PublicKey string `json:"publicKey,omitempty"`
 
+	// maxLeases is the most Leases the provider runs at once, as its owner
+	// wants; 0 means no limit.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	MaxLeases int32 `json:"maxLeases,omitempty"`
+
 	// unschedulable cordons the provider: no new Leases are placed on it and
 	// its existing replicas are drained elsewhere.
 	// +optional

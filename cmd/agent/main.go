@@ -1,22 +1,122 @@
 // Command agent runs on a provider cluster: it registers the provider with
-// the hub, publishes Offers from idle capacity and heartbeats.
+// the hub, publishes an Offer from idle capacity minus the owner's reserve,
+// and heartbeats. It reads its settings from the ConfigMap the
+// flotilla-provider chart writes.
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/agent"
 	"github.com/flotilla-dev/flotilla/internal/version"
 )
 
+// options are the agent's command line.
+type options struct {
+	kubeconfig, hubKubeconfig, namespace string
+	version                              bool
+	zap                                  zap.Options
+}
+
+// parseFlags reads the command line on a FlagSet of its own:
+// controller-runtime registers its own --kubeconfig on the global one.
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.BoolVar(&o.version, "version", false, "Print the version and exit.")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "Kubeconfig of the provider cluster; empty means the in-cluster service account.")
+	fs.StringVar(&o.hubKubeconfig, "hub-kubeconfig", "", "Kubeconfig of the hub (the join credential); empty means the Secret named by the chart's hub.joinSecret.")
+	fs.StringVar(&o.namespace, "namespace", flotillav1.SystemNamespace, "Namespace the chart is installed in.")
+	o.zap.BindFlags(fs)
+	return o, fs.Parse(args)
+}
+
 func main() {
-	showVersion := flag.Bool("version", false, "Print the version and exit.")
-	flag.Parse()
-	if *showVersion {
+	o, err := parseFlags(os.Args[1:], os.Stderr)
+	if err != nil {
+		os.Exit(2)
+	}
+	if o.version {
 		fmt.Println(version.Version)
 		return
 	}
-	fmt.Fprintln(os.Stderr, "agent: registration, offers and heartbeats are not available in this build; see Status in the README")
-	os.Exit(1)
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
+	log := ctrl.Log.WithName("agent")
+	if err := run(ctrl.SetupSignalHandler(), o.kubeconfig, o.hubKubeconfig, o.namespace); err != nil {
+		log.Error(err, "Agent stopped")
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, kubeconfig, hubKubeconfig, namespace string) error {
+	var cfg *rest.Config
+	var err error
+	if kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return fmt.Errorf("provider cluster credentials: %w", err)
+	}
+	local, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	settings, err := agent.LoadConfig(ctx, local, namespace)
+	if err != nil {
+		return err
+	}
+	var hubCfg []byte
+	if hubKubeconfig != "" {
+		hubCfg, err = os.ReadFile(hubKubeconfig)
+	} else {
+		s, gerr := local.CoreV1().Secrets(namespace).Get(ctx, settings.HubJoinSecret, metav1.GetOptions{})
+		if gerr != nil {
+			return fmt.Errorf("reading the hub credential from Secret %s/%s: %w", namespace, settings.HubJoinSecret, gerr)
+		}
+		hubCfg = s.Data["kubeconfig"]
+	}
+	if err != nil {
+		return fmt.Errorf("reading the hub kubeconfig: %w", err)
+	}
+	hubRest, err := clientcmd.RESTConfigFromKubeConfig(hubCfg)
+	if err != nil {
+		return fmt.Errorf("hub kubeconfig: %w", err)
+	}
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := flotillav1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	hub, err := client.New(hubRest, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	pub, err := agent.EnsureKey(ctx, local, namespace)
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	a := &agent.Agent{Log: ctrl.Log.WithName("agent"), Namespace: namespace, Local: local, Hub: hub, Config: settings,
+		PublicKey: pub, Identity: settings.Provider.Name + "/" + host}
+	return a.Run(ctx)
 }

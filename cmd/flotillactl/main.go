@@ -3,9 +3,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/flotilla-dev/flotilla/internal/version"
 )
@@ -13,6 +16,16 @@ import (
 const usage = `flotillactl: work with a Flotilla federation.
 
 Commands:
+  hub issue-join NAME --owner O [--region R] [--zone Z] [--server URL] [-o FILE]
+             create provider NAME on the hub and print a join credential that
+             reaches only that provider's own objects
+  hub revoke-join NAME
+             delete that credential (the Provider stays)
+  provider join NAME --hub-kubeconfig F --provider-kubeconfig F
+             register a provider whose owner runs no agent (the chart is
+             installed with agent.enabled=false) and publish its Offer once
+  provider leave NAME --hub-kubeconfig F [--timeout 5m]
+             withdraw the Offers, let the hub drain the Leases, deregister
   version    print the version
 
 `
@@ -25,6 +38,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "version", "--version":
 		fmt.Fprintln(stdout, version.Version)
+		return 0
+	case "hub", "provider":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		cmd := hubCommand
+		if args[0] == "provider" {
+			cmd = providerCommand
+		}
+		if err := cmd(ctx, args[1:], stdout, stderr); err != nil {
+			fmt.Fprintf(stderr, "flotillactl %s: %v\n", args[0], err)
+			if isUsage(err) {
+				return 2
+			}
+			return 1
+		}
 		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)

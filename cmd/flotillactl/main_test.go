@@ -13,10 +13,15 @@ func TestRun(t *testing.T) {
 		stdout     string
 		stderrHint string
 	}{
-		"no args":         {nil, 2, "", "Commands:"},
-		"version":         {[]string{"version"}, 0, "dev", ""},
-		"help":            {[]string{"--help"}, 0, "Commands:", ""},
-		"unknown command": {[]string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
+		"no args":                  {nil, 2, "", "Commands:"},
+		"version":                  {[]string{"version"}, 0, "dev", ""},
+		"help":                     {[]string{"--help"}, 0, "Commands:", ""},
+		"unknown command":          {[]string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
+		"hub without verb":         {[]string{"hub"}, 2, "", "issue-join|revoke-join"},
+		"issue-join without name":  {[]string{"hub", "issue-join", "--owner", "o"}, 2, "", "a provider NAME is required"},
+		"unknown hub verb":         {[]string{"hub", "frob"}, 2, "", `unknown hub command "frob"`},
+		"join without kubeconfigs": {[]string{"provider", "join", "p1"}, 2, "", "--hub-kubeconfig and --provider-kubeconfig are required"},
+		"bad flag":                 {[]string{"provider", "leave", "p1", "--nope"}, 2, "", "flag provided but not defined"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -27,6 +27,7 @@ const (
 	spreadProvider
 	spreadOwner
 	rateLimited
+	leaseCap
 )
 
 // reasonCodes name the filters for metrics and condition reasons; the set is
@@ -47,6 +48,7 @@ var reasonCodes = [...]string{
 	spreadProvider:     "SpreadPerProvider",
 	spreadOwner:        "SpreadPerOwner",
 	rateLimited:        "ProviderRateLimited",
+	leaseCap:           "ProviderAtMaxLeases",
 }
 
 // ReasonCodes lists every Reason.Code Match can return.
@@ -111,8 +113,13 @@ func (m *matcher) dynamicReject(w *workloadState, oi int32) rejection {
 	if w.MaxPerOwner > 0 && w.perOwner[p.Owner] >= w.MaxPerOwner {
 		return rejection{kind: spreadOwner}
 	}
-	if _, has := w.assignment[oi]; !has && p.leasesLeft == 0 {
-		return rejection{kind: rateLimited}
+	if _, has := w.assignment[oi]; !has {
+		if p.roomLeft == 0 {
+			return rejection{kind: leaseCap}
+		}
+		if p.leasesLeft == 0 {
+			return rejection{kind: rateLimited}
+		}
 	}
 	return rejection{}
 }
@@ -135,7 +142,7 @@ func (m *matcher) explain(w *workloadState) {
 			r = m.dynamicReject(w, int32(i))
 		}
 		k := key{kind: r.kind, res: r.res}
-		if r.kind <= reputationLow || r.kind == rateLimited {
+		if r.kind <= reputationLow || r.kind >= rateLimited {
 			k.provider = o.Provider
 		}
 		counts[k]++
@@ -150,6 +157,8 @@ func (m *matcher) explain(w *workloadState) {
 			msg = fmt.Sprintf("provider %s: not Ready", k.provider)
 		case providerCordoned:
 			msg = fmt.Sprintf("provider %s: cordoned", k.provider)
+		case leaseCap:
+			msg = fmt.Sprintf("provider %s: runs as many leases as its owner allows", k.provider)
 		case rateLimited:
 			msg = fmt.Sprintf("provider %s: took as many new leases as its rate limit allows for now", k.provider)
 		case reputationLow:

@@ -48,7 +48,8 @@ type providerState struct {
 	*Provider
 	free       *Vector
 	chunks     []Vector
-	leasesLeft int32 // new Leases it may still take; negative means no limit
+	leasesLeft int32 // new Leases it may still take this cycle; negative means no limit
+	roomLeft   int32 // Leases it may still hold; negative means no maximum
 }
 
 type offerState struct {
@@ -104,9 +105,12 @@ func Match(s *Snapshot) Result {
 	m.result.Unplaced = map[string]Unplaced{}
 	for i := range s.Providers {
 		p := &s.Providers[i]
-		ps := &providerState{Provider: p, leasesLeft: -1}
+		ps := &providerState{Provider: p, leasesLeft: -1, roomLeft: -1}
 		if p.LeaseLimit != nil {
 			ps.leasesLeft = max(0, *p.LeaseLimit)
+		}
+		if p.LeaseRoom != nil {
+			ps.roomLeft = max(0, *p.LeaseRoom)
 		}
 		if p.Free != nil {
 			f := *p.Free
@@ -343,6 +347,9 @@ func (m *matcher) commit(w *workloadState, oi int32, price money.Micro) {
 	}
 	if p.leasesLeft > 0 {
 		p.leasesLeft--
+	}
+	if p.roomLeft > 0 {
+		p.roomLeft--
 	}
 	w.assignment[oi] = len(m.result.Assignments)
 	m.result.Assignments = append(m.result.Assignments, Assignment{

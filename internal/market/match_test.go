@@ -46,6 +46,11 @@ func TestFilters(t *testing.T) {
 			workload:   wl("a/w", 1, req(1000, 1)),
 			wantPlaced: true,
 		},
+		"provider at its maximum of leases": {
+			mutate:     func(s *Snapshot) { s.Providers[0].LeaseRoom = new(int32(0)) },
+			workload:   wl("a/w", 1, req(1000, 1)),
+			wantReason: "provider bob-1: runs as many leases as its owner allows",
+		},
 		"provider unknown": {
 			mutate:     func(s *Snapshot) { s.Providers = nil },
 			workload:   wl("a/w", 1, req(1000, 1)),
@@ -469,14 +474,14 @@ func TestPricePerReplicaHour(t *testing.T) {
 	}
 }
 
-// A rate-limited provider takes at most LeaseLimit new assignments; further
+// A provider takes at most LeaseRoom (or LeaseLimit) new assignments; further
 // replicas of a workload it already took ride on the same assignment, and
 // the rest go to the next offer.
 func TestLeaseLimit(t *testing.T) {
 	s := &Snapshot{
 		Now: t0,
 		Providers: []Provider{
-			{Name: "cheap", Owner: "a", Ready: true, LeaseLimit: new(int32(2))},
+			{Name: "cheap", Owner: "a", Ready: true, LeaseLimit: new(int32(5)), LeaseRoom: new(int32(2))},
 			{Name: "dear", Owner: "b", Ready: true},
 		},
 		Offers: []Offer{

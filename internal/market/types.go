@@ -88,6 +88,9 @@ type Provider struct {
 	// does not use yet) the provider may take this cycle; nil means no
 	// limit. The hub's per-provider rate limit sets it.
 	LeaseLimit *int32
+	// LeaseRoom is how many more Leases the provider may hold at once
+	// (its owner's maximum minus its live Leases); nil means no maximum.
+	LeaseRoom *int32
 	// Reputation in thousandths, 0..1000.
 	Reputation int32
 	// Free is the capacity observed on the provider's nodes; nil when not

@@ -40,9 +40,9 @@ type hub struct {
 	opts      controllers.Options
 }
 
-// setupHub installs the CRDs and admission policies on the hub, registers
-// every provider with an Offer, and starts the manager in this process.
-func setupHub(t *testing.T, fed *testbed.Federation, prices map[string]string, opts controllers.Options) *hub {
+// installHub installs the CRDs, admission policies and RBAC on the hub,
+// and creates flotilla-system; the manager is not started.
+func installHub(t *testing.T, fed *testbed.Federation) *hub {
 	t.Helper()
 	ctx := context.Background()
 	cfg, err := fed.Hub.RESTConfig(30 * time.Second)
@@ -59,8 +59,8 @@ func setupHub(t *testing.T, fed *testbed.Federation, prices map[string]string, o
 	}
 	h := &hub{fed: fed, client: c, providers: map[string]kubernetes.Interface{}}
 	root := hubenv.RepoRoot()
-	for _, dir := range []string{"config/crd/bases", "config/admission"} {
-		files, _ := filepath.Glob(filepath.Join(root, dir, "*.yaml"))
+	for _, glob := range []string{"config/crd/bases/*.yaml", "config/admission/*.yaml", "config/rbac/tenant_role.yaml"} {
+		files, _ := filepath.Glob(filepath.Join(root, glob))
 		for _, f := range files {
 			if filepath.Base(f) == "kustomization.yaml" {
 				continue
@@ -92,6 +92,16 @@ func setupHub(t *testing.T, fed *testbed.Federation, prices map[string]string, o
 		return n == 4, fmt.Sprint(n, " established")
 	})
 	mustCreate(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.SystemNamespace}})
+	return h
+}
+
+// setupHub installs Flotilla on the hub, registers every provider with the
+// testbed's admin kubeconfig and an Offer, and starts the manager in this
+// process.
+func setupHub(t *testing.T, fed *testbed.Federation, prices map[string]string, opts controllers.Options) *hub {
+	t.Helper()
+	h := installHub(t, fed)
+	c := h.client
 	for _, p := range fed.Providers {
 		kc, err := os.ReadFile(p.Kubeconfig)
 		if err != nil {

@@ -1,0 +1,411 @@
+// Package agent joins a provider cluster to a hub: it registers the
+// Provider and the federation identity's kubeconfig, keeps the agent's
+// signing key, publishes an Offer from idle capacity minus the owner's
+// reserve, and heartbeats. cmd/agent runs it continuously; flotillactl
+// provider join runs its registration once for owners who run no agent.
+package agent
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/go-logr/logr"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/capacity"
+)
+
+// Names of the agent's objects on the provider, as the chart creates them.
+const (
+	ConfigMapName = "flotilla-agent-config"
+	KeySecretName = "flotilla-agent-key"
+)
+
+// Config is the owner's settings, written by the chart as config.json.
+type Config struct {
+	HubID    string `json:"hubID"`
+	Provider struct {
+		Name         string            `json:"name"`
+		Owner        string            `json:"owner"`
+		Region       string            `json:"region"`
+		Zone         string            `json:"zone"`
+		Attributes   map[string]string `json:"attributes"`
+		APIServerURL string            `json:"apiServerURL"`
+		MaxLeases    int32             `json:"maxLeases"`
+	} `json:"provider"`
+	Offer struct {
+		Name            string         `json:"name"`
+		Classes         []string       `json:"classes"`
+		Prices          map[string]any `json:"prices"`
+		Reserve         map[string]any `json:"reserve"`
+		RefreshInterval string         `json:"refreshInterval"`
+	} `json:"offer"`
+	HeartbeatInterval     string `json:"heartbeatInterval"`
+	FederationTokenSecret string `json:"federationTokenSecret"`
+	HubJoinSecret         string `json:"hubJoinSecret"`
+
+	heartbeat, refresh time.Duration
+	prices             flotillav1.PriceList
+	reserve            corev1.ResourceList
+	classes            []flotillav1.WorkloadClass
+}
+
+// ParseConfig reads and checks config.json; every mistake is named.
+func ParseConfig(b []byte) (*Config, error) {
+	c := &Config{}
+	if err := json.Unmarshal(b, c); err != nil {
+		return nil, fmt.Errorf("config.json: %w", err)
+	}
+	var errs []error
+	if c.Provider.Name == "" || c.Provider.Owner == "" || c.Provider.APIServerURL == "" {
+		errs = append(errs, errors.New("provider.name, provider.owner and provider.apiServerURL are required"))
+	}
+	if c.Offer.Name == "" {
+		c.Offer.Name = "standard"
+	}
+	dur := func(field, s string, def time.Duration) time.Duration {
+		if s == "" {
+			return def
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil || d < time.Second {
+			errs = append(errs, fmt.Errorf("%s: %q is not a duration of at least 1s", field, s))
+			return def
+		}
+		return d
+	}
+	c.heartbeat = dur("agent.heartbeatInterval", c.HeartbeatInterval, 10*time.Second)
+	c.refresh = dur("offer.refreshInterval", c.Offer.RefreshInterval, 30*time.Second)
+	c.prices = flotillav1.PriceList{}
+	for k, v := range c.Offer.Prices {
+		c.prices[corev1.ResourceName(k)] = flotillav1.Amount(fmt.Sprint(v))
+	}
+	c.reserve = corev1.ResourceList{}
+	for k, v := range c.Offer.Reserve {
+		q, err := resource.ParseQuantity(fmt.Sprint(v))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("offer.reserve.%s: %w", k, err))
+			continue
+		}
+		c.reserve[corev1.ResourceName(k)] = q
+	}
+	for _, cl := range c.Offer.Classes {
+		c.classes = append(c.classes, flotillav1.WorkloadClass(cl))
+	}
+	return c, errors.Join(errs...)
+}
+
+// Agent joins one provider cluster to a hub.
+type Agent struct {
+	Log       logr.Logger
+	Namespace string
+	Local     kubernetes.Interface
+	Hub       client.Client
+	Config    *Config
+	// PublicKey is the agent's ed25519 public key, base64 encoded.
+	PublicKey string
+	// Identity holds the heartbeat Lease.
+	Identity string
+}
+
+// LoadConfig reads the chart's ConfigMap.
+func LoadConfig(ctx context.Context, cs kubernetes.Interface, namespace string) (*Config, error) {
+	cm, err := cs.CoreV1().ConfigMaps(namespace).Get(ctx, ConfigMapName, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("reading ConfigMap %s/%s: %w", namespace, ConfigMapName, err)
+	}
+	return ParseConfig([]byte(cm.Data["config.json"]))
+}
+
+// EnsureKey returns the agent's public key, generating the pair on first
+// start. The private key never leaves the provider.
+func EnsureKey(ctx context.Context, cs kubernetes.Interface, namespace string) (string, error) {
+	secrets := cs.CoreV1().Secrets(namespace)
+	for range 2 {
+		s, err := secrets.Get(ctx, KeySecretName, metav1.GetOptions{})
+		if err == nil {
+			pub := s.Data["ed25519.pub"]
+			if len(pub) != ed25519.PublicKeySize || len(s.Data["ed25519.key"]) != ed25519.PrivateKeySize {
+				return "", fmt.Errorf("Secret %s/%s does not hold an ed25519 key pair; delete it to generate a new one", namespace, KeySecretName)
+			}
+			return base64.StdEncoding.EncodeToString(pub), nil
+		}
+		if !apierrors.IsNotFound(err) {
+			return "", fmt.Errorf("reading key Secret: %w", err)
+		}
+		pub, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return "", err
+		}
+		_, err = secrets.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: KeySecretName, Namespace: namespace},
+			Data:       map[string][]byte{"ed25519.pub": pub, "ed25519.key": priv},
+		}, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return "", fmt.Errorf("creating key Secret: %w", err)
+		}
+	}
+	return "", errors.New("key Secret vanished while it was being created")
+}
+
+// FederationKubeconfig builds the kubeconfig the hub uses, from the token
+// the chart's ServiceAccount token Secret holds, once the token controller
+// has filled it.
+func FederationKubeconfig(ctx context.Context, cs kubernetes.Interface, namespace string, cfg *Config) ([]byte, error) {
+	var s *corev1.Secret
+	for {
+		var err error
+		s, err = cs.CoreV1().Secrets(namespace).Get(ctx, cfg.FederationTokenSecret, metav1.GetOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("reading federation token Secret %s/%s: %w", namespace, cfg.FederationTokenSecret, err)
+		}
+		if len(s.Data["token"]) > 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("federation token Secret %s/%s was never filled: %w", namespace, cfg.FederationTokenSecret, ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["provider"] = &clientcmdapi.Cluster{Server: cfg.Provider.APIServerURL, CertificateAuthorityData: s.Data["ca.crt"]}
+	kc.AuthInfos["flotilla-federation"] = &clientcmdapi.AuthInfo{Token: string(s.Data["token"])}
+	kc.Contexts["provider"] = &clientcmdapi.Context{Cluster: "provider", AuthInfo: "flotilla-federation"}
+	kc.CurrentContext = "provider"
+	return clientcmd.Write(*kc)
+}
+
+// Register puts the provider's kubeconfig Secret and Provider on the hub.
+// With a join credential both exist already (issue-join made them) and only
+// their content is updated.
+func (a *Agent) Register(ctx context.Context, kubeconfig []byte) error {
+	name := a.Config.Provider.Name
+	secret := &corev1.Secret{}
+	key := client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: name + "-kubeconfig"}
+	switch err := a.Hub.Get(ctx, key, secret); {
+	case apierrors.IsNotFound(err):
+		secret = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace},
+			Data: map[string][]byte{"kubeconfig": kubeconfig}}
+		if err := a.Hub.Create(ctx, secret); err != nil {
+			return fmt.Errorf("creating kubeconfig Secret on the hub: %w", err)
+		}
+	case err != nil:
+		return fmt.Errorf("reading kubeconfig Secret on the hub: %w", err)
+	case string(secret.Data["kubeconfig"]) != string(kubeconfig):
+		secret.Data = map[string][]byte{"kubeconfig": kubeconfig}
+		if err := a.Hub.Update(ctx, secret); err != nil {
+			return fmt.Errorf("updating kubeconfig Secret on the hub: %w", err)
+		}
+	}
+	return a.SyncProvider(ctx)
+}
+
+func (a *Agent) providerSpec(old flotillav1.ProviderSpec) flotillav1.ProviderSpec {
+	spec := old
+	spec.Owner = a.Config.Provider.Owner
+	spec.Region = a.Config.Provider.Region
+	spec.Zone = a.Config.Provider.Zone
+	spec.Attributes = maps.Clone(a.Config.Provider.Attributes)
+	if len(spec.Attributes) == 0 {
+		spec.Attributes = nil
+	}
+	spec.KubeconfigSecretRef = flotillav1.SecretKeyReference{Name: a.Config.Provider.Name + "-kubeconfig", Key: "kubeconfig"}
+	spec.PublicKey = a.PublicKey
+	spec.MaxLeases = a.Config.Provider.MaxLeases
+	return spec
+}
+
+// SyncProvider makes the Provider's spec match the owner's settings.
+func (a *Agent) SyncProvider(ctx context.Context) error {
+	p := &flotillav1.Provider{}
+	switch err := a.Hub.Get(ctx, client.ObjectKey{Name: a.Config.Provider.Name}, p); {
+	case apierrors.IsNotFound(err):
+		p = &flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: a.Config.Provider.Name}, Spec: a.providerSpec(flotillav1.ProviderSpec{})}
+		if err := a.Hub.Create(ctx, p); err != nil {
+			return fmt.Errorf("registering Provider %s: %w", p.Name, err)
+		}
+		a.Log.Info("Registered provider", "provider", p.Name)
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading Provider %s: %w", a.Config.Provider.Name, err)
+	}
+	spec := a.providerSpec(p.Spec)
+	if equality.Semantic.DeepEqual(spec, p.Spec) {
+		return nil
+	}
+	p.Spec = spec
+	if err := a.Hub.Update(ctx, p); err != nil {
+		return fmt.Errorf("updating Provider %s: %w", p.Name, err)
+	}
+	return nil
+}
+
+// Heartbeat renews the agent's coordination Lease on the hub.
+func (a *Agent) Heartbeat(ctx context.Context) error {
+	now := metav1.NewMicroTime(time.Now())
+	l := &coordinationv1.Lease{}
+	key := client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: "provider-" + a.Config.Provider.Name}
+	switch err := a.Hub.Get(ctx, key, l); {
+	case apierrors.IsNotFound(err):
+		l = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace},
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: &a.Identity, RenewTime: &now,
+				LeaseDurationSeconds: ptr.To(int32(3 * a.Config.heartbeat / time.Second))}}
+		return a.Hub.Create(ctx, l)
+	case err != nil:
+		return err
+	}
+	l.Spec.HolderIdentity, l.Spec.RenewTime = &a.Identity, &now
+	l.Spec.LeaseDurationSeconds = ptr.To(int32(3 * a.Config.heartbeat / time.Second))
+	return a.Hub.Update(ctx, l)
+}
+
+// PublishOffer measures idle capacity and writes the Offer.
+func (a *Agent) PublishOffer(ctx context.Context) error {
+	nodes, err := a.Local.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("listing nodes: %w", err)
+	}
+	pods, err := a.Local.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "status.phase!=Succeeded,status.phase!=Failed"})
+	if err != nil {
+		return fmt.Errorf("listing pods: %w", err)
+	}
+	spec := flotillav1.OfferSpec{
+		ProviderRef: flotillav1.ProviderReference{Name: a.Config.Provider.Name},
+		Resources:   capacity.Offer(nodes.Items, pods.Items, a.Config.reserve),
+		Prices:      a.Config.prices,
+		Classes:     slices.Clone(a.Config.classes),
+	}
+	o := &flotillav1.Offer{}
+	key := client.ObjectKey{Namespace: flotillav1.ProviderNamespace(a.Config.Provider.Name), Name: a.Config.Offer.Name}
+	switch err := a.Hub.Get(ctx, key, o); {
+	case apierrors.IsNotFound(err):
+		o = &flotillav1.Offer{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace}, Spec: spec}
+		if err := a.Hub.Create(ctx, o); err != nil {
+			return fmt.Errorf("creating Offer %s: %w", key, err)
+		}
+		a.Log.Info("Published offer", "offer", key.String(), "resources", spec.Resources)
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading Offer %s: %w", key, err)
+	}
+	spec.Attributes, spec.ValidFrom, spec.ValidUntil = o.Spec.Attributes, o.Spec.ValidFrom, o.Spec.ValidUntil
+	if equality.Semantic.DeepEqual(spec, o.Spec) {
+		return nil
+	}
+	o.Spec = spec
+	if err := a.Hub.Update(ctx, o); err != nil {
+		return fmt.Errorf("updating Offer %s: %w", key, err)
+	}
+	return nil
+}
+
+// Run joins, then heartbeats and refreshes the Offer until ctx ends.
+// Failures are logged and retried on the next tick: a hub that is away for
+// a while must not stop the agent.
+func (a *Agent) Run(ctx context.Context) error {
+	kc, err := FederationKubeconfig(ctx, a.Local, a.Namespace, a.Config)
+	if err != nil {
+		return err
+	}
+	for {
+		if err = a.Register(ctx, kc); err == nil {
+			break
+		}
+		a.Log.Error(err, "Registering on the hub; retrying")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(a.Config.heartbeat):
+		}
+	}
+	a.Log.Info("Joined the hub", "provider", a.Config.Provider.Name)
+	beat := time.NewTicker(a.Config.heartbeat)
+	defer beat.Stop()
+	refresh := time.NewTicker(a.Config.refresh)
+	defer refresh.Stop()
+	do := func(what string, f func(context.Context) error) {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := f(cctx); err != nil {
+			a.Log.Error(err, what)
+		}
+	}
+	do("Heartbeat", a.Heartbeat)
+	do("Publishing offer", a.PublishOffer)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-beat.C:
+			do("Heartbeat", a.Heartbeat)
+		case <-refresh.C:
+			if cfg, err := LoadConfig(ctx, a.Local, a.Namespace); err != nil {
+				a.Log.Error(err, "Reloading settings; keeping the previous ones")
+			} else {
+				a.Config = cfg
+				do("Updating provider", a.SyncProvider)
+			}
+			do("Publishing offer", a.PublishOffer)
+		}
+	}
+}
+
+// Leave takes the provider off the market: its Offers go at once, then its
+// Provider, which the hub keeps until every Lease on it has been drained
+// elsewhere; once it is gone, its kubeconfig Secret and heartbeat go too.
+// It waits at most until ctx ends.
+func Leave(ctx context.Context, hub client.Client, provider string) error {
+	var offers flotillav1.OfferList
+	if err := hub.List(ctx, &offers, client.InNamespace(flotillav1.ProviderNamespace(provider))); err != nil {
+		return fmt.Errorf("listing Offers: %w", err)
+	}
+	for i := range offers.Items {
+		if err := hub.Delete(ctx, &offers.Items[i]); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("deleting Offer %s: %w", offers.Items[i].Name, err)
+		}
+	}
+	p := &flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: provider}}
+	if err := hub.Delete(ctx, p); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("deleting Provider %s: %w", provider, err)
+	}
+	for {
+		err := hub.Get(ctx, client.ObjectKeyFromObject(p), p)
+		if apierrors.IsNotFound(err) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("provider %s is still draining its Leases: %w", provider, ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
+	for _, o := range []client.Object{
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: provider + "-kubeconfig", Namespace: flotillav1.SystemNamespace}},
+		&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "provider-" + provider, Namespace: flotillav1.SystemNamespace}},
+	} {
+		if err := hub.Delete(ctx, o); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("deleting %s: %w", o.GetName(), err)
+		}
+	}
+	return nil
+}

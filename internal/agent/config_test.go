@@ -1,0 +1,36 @@
+package agent
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseConfig(t *testing.T) {
+	const ok = `{"hubID":"hub","provider":{"name":"a","owner":"o","apiServerURL":"https://a:6443"},
+		"offer":{"prices":{"cpu":"0.01","memory":0.001},"reserve":{"cpu":1,"memory":"2Gi"},"classes":["Service"]},"heartbeatInterval":"5s"}`
+	c, err := ParseConfig([]byte(ok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.heartbeat != 5*time.Second || c.refresh != 30*time.Second || c.Offer.Name != "standard" {
+		t.Errorf("defaults: heartbeat %s refresh %s offer %q", c.heartbeat, c.refresh, c.Offer.Name)
+	}
+	if c.prices["memory"] != "0.001" || c.prices["cpu"] != "0.01" {
+		t.Errorf("prices %v: numbers and strings must both be read", c.prices)
+	}
+	if q := c.reserve["cpu"]; q.String() != "1" {
+		t.Errorf("reserve cpu %s", q.String())
+	}
+	for name, c := range map[string]struct{ in, want string }{
+		"not json":         {`{`, "config.json"},
+		"no provider name": {`{"provider":{"owner":"o","apiServerURL":"u"}}`, "provider.name"},
+		"bad interval":     {strings.Replace(ok, `"5s"`, `"5 parsecs"`, 1), "agent.heartbeatInterval"},
+		"too short":        {strings.Replace(ok, `"5s"`, `"10ms"`, 1), "at least 1s"},
+		"bad reserve":      {strings.Replace(ok, `"2Gi"`, `"lots"`, 1), "offer.reserve.memory"},
+	} {
+		if _, err := ParseConfig([]byte(c.in)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want one naming %q", name, err, c.want)
+		}
+	}
+}

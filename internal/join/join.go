@@ -1,0 +1,149 @@
+// Package join issues and revokes the hub credentials providers join with.
+//
+// A join credential is a ServiceAccount of its own per provider whose RBAC
+// names every object it may touch exactly: its Provider, its kubeconfig
+// Secret and heartbeat Lease in flotilla-system, and the Offers of its own
+// provider-<name> namespace. Nothing is granted by prefix or through a group
+// shared between providers, and issue-join creates the named objects first,
+// because RBAC cannot limit creation by name. The hub's admission policy
+// flotilla-join-identity keeps a join identity from changing its Provider's
+// owner or pointing it at another provider's Secret.
+package join
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+)
+
+// Options describe the provider a credential is issued for.
+type Options struct {
+	Name, Owner, Region, Zone string
+	// Server and CAData: where and how the provider reaches the hub's API
+	// server.
+	Server string
+	CAData []byte
+}
+
+// ServiceAccountName of a provider's join identity, in flotilla-system.
+func ServiceAccountName(provider string) string { return "join-" + provider }
+
+// Username the hub's API server sees for a provider's join identity.
+func Username(provider string) string {
+	return "system:serviceaccount:" + flotillav1.SystemNamespace + ":" + ServiceAccountName(provider)
+}
+
+func roleName(provider string) string { return "flotilla-join-" + provider }
+
+// Issue creates, idempotently, the provider's objects on the hub and its
+// join identity, and returns a kubeconfig for that identity.
+func Issue(ctx context.Context, c client.Client, o Options) ([]byte, error) {
+	if errs := validation.IsDNS1123Label(o.Name); len(errs) > 0 {
+		return nil, fmt.Errorf("provider name %q: %v", o.Name, errs)
+	}
+	if o.Owner == "" {
+		return nil, errors.New("an owner is required")
+	}
+	name, sys, ns := o.Name, flotillav1.SystemNamespace, flotillav1.ProviderNamespace(o.Name)
+	secretName, leaseName := name+"-kubeconfig", "provider-"+name
+	sa := ServiceAccountName(name)
+	objs := []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: sys}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{flotillav1.LabelProvider: name}}},
+		&flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: flotillav1.ProviderSpec{
+			Owner: o.Owner, Region: o.Region, Zone: o.Zone,
+			KubeconfigSecretRef: flotillav1.SecretKeyReference{Name: secretName, Key: "kubeconfig"}}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secretName, Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name}}},
+		&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: leaseName, Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name}}},
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa, Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name}}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: sa + "-token", Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name},
+			Annotations: map[string]string{corev1.ServiceAccountNameKey: sa}}, Type: corev1.SecretTypeServiceAccountToken},
+		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: roleName(name), Labels: map[string]string{flotillav1.LabelProvider: name}},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{flotillav1.GroupVersion.Group}, Resources: []string{"providers"},
+				ResourceNames: []string{name}, Verbs: []string{"get", "update", "patch", "delete"}}}},
+		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: roleName(name), Labels: map[string]string{flotillav1.LabelProvider: name}},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: roleName(name)},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: sys}}},
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: roleName(name), Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name}},
+			Rules: []rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{secretName}, Verbs: []string{"get", "update", "patch", "delete"}},
+				{APIGroups: []string{coordinationv1.GroupName}, Resources: []string{"leases"}, ResourceNames: []string{leaseName}, Verbs: []string{"get", "update", "patch", "delete"}},
+			}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: roleName(name), Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name}},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: roleName(name)},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: sys}}},
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-join", Namespace: ns},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{flotillav1.GroupVersion.Group}, Resources: []string{"offers"},
+				Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}}}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-join", Namespace: ns},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "flotilla-join"},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: sys}}},
+	}
+	for _, obj := range objs {
+		if err := c.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("creating %T %s: %w", obj, obj.GetName(), err)
+		}
+	}
+	token, err := awaitToken(ctx, c, client.ObjectKey{Namespace: sys, Name: sa + "-token"})
+	if err != nil {
+		return nil, err
+	}
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["flotilla-hub"] = &clientcmdapi.Cluster{Server: o.Server, CertificateAuthorityData: o.CAData}
+	kc.AuthInfos[sa] = &clientcmdapi.AuthInfo{Token: token}
+	kc.Contexts["flotilla-hub"] = &clientcmdapi.Context{Cluster: "flotilla-hub", AuthInfo: sa}
+	kc.CurrentContext = "flotilla-hub"
+	return clientcmd.Write(*kc)
+}
+
+// awaitToken waits for the token controller to fill a token Secret.
+func awaitToken(ctx context.Context, c client.Client, key client.ObjectKey) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for {
+		s := &corev1.Secret{}
+		if err := c.Get(ctx, key, s); err == nil && len(s.Data[corev1.ServiceAccountTokenKey]) > 0 {
+			return string(s.Data[corev1.ServiceAccountTokenKey]), nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("token Secret %s was not filled (is the hub's token controller running?): %w", key, ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// Revoke deletes a provider's join identity; its Provider and Offers stay.
+func Revoke(ctx context.Context, c client.Client, provider string) error {
+	sys := flotillav1.SystemNamespace
+	objs := []client.Object{
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: ServiceAccountName(provider), Namespace: sys}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: ServiceAccountName(provider) + "-token", Namespace: sys}},
+		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: roleName(provider)}},
+		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: roleName(provider)}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: roleName(provider), Namespace: sys}},
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: roleName(provider), Namespace: sys}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-join", Namespace: flotillav1.ProviderNamespace(provider)}},
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-join", Namespace: flotillav1.ProviderNamespace(provider)}},
+	}
+	var errs []error
+	for _, o := range objs {
+		if err := c.Delete(ctx, o); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, fmt.Errorf("deleting %T %s: %w", o, o.GetName(), err))
+		}
+	}
+	return errors.Join(errs...)
+}

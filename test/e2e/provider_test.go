@@ -1,0 +1,525 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/controllers"
+	"github.com/flotilla-dev/flotilla/internal/agent"
+	"github.com/flotilla-dev/flotilla/internal/join"
+	"github.com/flotilla-dev/flotilla/test/hubenv"
+	"github.com/flotilla-dev/flotilla/test/testbed"
+)
+
+const joinHubID = "fed"
+
+// buildAgent compiles cmd/agent once per test binary.
+var buildAgent = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "flotilla-agent-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "agent")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/agent")
+	cmd.Dir = hubenv.RepoRoot()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building the agent: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// tokenKubeconfig is a kubeconfig for the token held in a ServiceAccount
+// token Secret on cluster c, once the token controller has filled it.
+func tokenKubeconfig(t *testing.T, c *testbed.Cluster, cs kubernetes.Interface, namespace, secret string) ([]byte, *rest.Config) {
+	t.Helper()
+	cfg, err := c.RESTConfig(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s *corev1.Secret
+	hubenv.Await(t, 60*time.Second, "token Secret "+secret+" filled", func() (bool, string) {
+		s, err = cs.CoreV1().Secrets(namespace).Get(context.Background(), secret, metav1.GetOptions{})
+		return err == nil && len(s.Data["token"]) > 0, fmt.Sprint(err)
+	})
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["c"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: s.Data["ca.crt"]}
+	kc.AuthInfos["u"] = &clientcmdapi.AuthInfo{Token: string(s.Data["token"])}
+	kc.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "u"}
+	kc.CurrentContext = "c"
+	b, err := clientcmd.Write(*kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := clientcmd.RESTConfigFromKubeConfig(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Timeout = 10 * time.Second
+	return b, rc
+}
+
+// joinedProvider is a provider cluster with the chart installed and its
+// agent running as a local process.
+type joinedProvider struct {
+	name       string
+	cluster    *testbed.Cluster
+	admin      kubernetes.Interface
+	joinConfig *rest.Config // the hub join credential
+	federation *rest.Config // the federation identity, as the hub uses it
+	stopAgent  func()
+	exited     chan struct{} // closed when the agent process ends
+}
+
+// joinProvider issues a join credential on the hub, installs the provider
+// chart with the real helm binary, and starts the agent with the
+// credentials the chart created.
+func joinProvider(t *testing.T, h *hub, c *testbed.Cluster, region string) *joinedProvider {
+	t.Helper()
+	ctx := context.Background()
+	hubCfg, err := h.fed.Hub.RESTConfig(30 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := hubCfg.CAData
+	if len(ca) == 0 {
+		if ca, err = os.ReadFile(hubCfg.CAFile); err != nil {
+			t.Fatal(err)
+		}
+	}
+	joinKC, err := join.Issue(ctx, h.client, join.Options{Name: c.Name, Owner: c.Spec.Owner, Region: region, Server: hubCfg.Host, CAData: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	joinFile := filepath.Join(dir, "join.kubeconfig")
+	if err := os.WriteFile(joinFile, joinKC, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pcfg, err := c.RESTConfig(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	helm := exec.Command(filepath.Join(hubenv.RepoRoot(), "bin", "helm"), "install", "flotilla-provider",
+		filepath.Join(hubenv.RepoRoot(), "charts", "flotilla-provider"),
+		"--kubeconfig", c.Kubeconfig, "-n", flotillav1.SystemNamespace, "--create-namespace",
+		"--set", "hub.id="+joinHubID, "--set", "provider.name="+c.Name, "--set", "provider.owner="+c.Spec.Owner,
+		"--set", "provider.region="+region, "--set", "provider.apiServerURL="+pcfg.Host,
+		"--set", "agent.enabled=false", "--set", "offer.reserve.cpu=2", "--set", "offer.reserve.memory=4Gi",
+		"--set", "offer.refreshInterval=2s", "--set", "agent.heartbeatInterval=2s")
+	if out, err := helm.CombinedOutput(); err != nil {
+		t.Fatalf("helm install on %s: %v\n%s", c.Name, err, out)
+	}
+	admin := h.providers[c.Name]
+	agentKC, _ := tokenKubeconfig(t, c, admin, flotillav1.SystemNamespace, "flotilla-agent-token")
+	agentFile := filepath.Join(dir, "agent.kubeconfig")
+	if err := os.WriteFile(agentFile, agentKC, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, fedCfg := tokenKubeconfig(t, c, admin, flotillav1.SystemNamespace, "flotilla-federation-token")
+	joinCfg, err := clientcmd.RESTConfigFromKubeConfig(joinKC)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	bin, err := buildAgent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, cancel := context.WithCancel(context.Background())
+	var logs bytes.Buffer
+	cmd := exec.CommandContext(actx, bin, "--kubeconfig", agentFile, "--hub-kubeconfig", joinFile, "--namespace", flotillav1.SystemNamespace)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			<-exited
+			if t.Failed() {
+				out := logs.String()
+				t.Logf("agent of %s (last lines):\n%s", c.Name, out[max(0, len(out)-4000):])
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return &joinedProvider{name: c.Name, cluster: c, admin: admin, joinConfig: joinCfg, federation: fedCfg, stopAgent: stop, exited: exited}
+}
+
+// TestProviderJoin installs the provider chart on two clusters, joins them
+// with their agents and per-provider join credentials, runs a Workload
+// through the confined federation identity, and then tries the escapes the
+// federation identity, a join credential and a tenant must not have.
+func TestProviderJoin(t *testing.T) {
+	ctx := context.Background()
+	fed := testbed.NewForTest(t, testbed.Options{Providers: []testbed.ProviderSpec{
+		{Name: "alice-1", Owner: "alice", Nodes: []testbed.NodeSet{{Count: 2, CPU: "8", Memory: "16Gi"}}},
+		{Name: "bob-1", Owner: "bob", Nodes: []testbed.NodeSet{{Count: 1, CPU: "16", Memory: "64Gi"}}},
+	}})
+	h := installHub(t, fed)
+	for _, p := range fed.Providers {
+		cs, err := p.Clientset(10 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.providers[p.Name] = cs
+	}
+	h.opts = controllers.Options{HubID: joinHubID}
+	h.start(t)
+
+	alice := joinProvider(t, h, fed.Provider("alice-1"), "eu-west")
+	bob := joinProvider(t, h, fed.Provider("bob-1"), "us-east")
+
+	want := map[string][2]string{"alice-1": {"14", "28Gi"}, "bob-1": {"14", "60Gi"}} // nodes minus the 2 cpu, 4Gi reserve
+	for _, jp := range []*joinedProvider{alice, bob} {
+		name, w := jp.name, want[jp.name]
+		hubenv.Await(t, 90*time.Second, name+" Ready with its Offer, key and heartbeat", func() (bool, string) {
+			select {
+			case <-jp.exited:
+				t.Fatalf("the agent of %s exited", name)
+			default:
+			}
+			p := &flotillav1.Provider{}
+			o := &flotillav1.Offer{}
+			if err := h.client.Get(ctx, client.ObjectKey{Name: name}, p); err != nil {
+				return false, err.Error()
+			}
+			if err := h.client.Get(ctx, client.ObjectKey{Namespace: flotillav1.ProviderNamespace(name), Name: "standard"}, o); err != nil {
+				return false, fmt.Sprintf("phase %s; offer: %v", p.Status.Phase, err)
+			}
+			cpu, mem := o.Spec.Resources[corev1.ResourceCPU], o.Spec.Resources[corev1.ResourceMemory]
+			ok := p.Status.Phase == flotillav1.ProviderReady && p.Spec.PublicKey != "" && p.Status.LastHeartbeatTime != nil &&
+				cpu.Cmp(resource.MustParse(w[0])) == 0 && mem.Cmp(resource.MustParse(w[1])) == 0
+			return ok, fmt.Sprintf("phase %s key %q heartbeat %v offer cpu %s memory %s", p.Status.Phase, p.Spec.PublicKey,
+				p.Status.LastHeartbeatTime, cpu.String(), mem.String())
+		})
+	}
+	if _, err := alice.admin.CoreV1().Secrets(flotillav1.SystemNamespace).Get(ctx, agent.KeySecretName, metav1.GetOptions{}); err != nil {
+		t.Errorf("the agent's key pair is not kept on the provider: %v", err)
+	}
+
+	// A Workload runs across both providers through the confined identity:
+	// namespace, quota, limits, network policy, a copied ConfigMap and the
+	// Deployment all pass its RBAC and admission policy.
+	mustCreate(t, h.client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "tenant-a"}})
+	mustCreate(t, h.client, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "web-config", Namespace: "tenant-a"}, Data: map[string]string{"k": "v"}})
+	w := newWorkload("tenant-a", "web", flotillav1.ClassService, 2)
+	w.Spec.Placement.MaxReplicasPerProvider = ptr.To[int32](1)
+	w.Spec.Template.Spec.Volumes = []corev1.Volume{{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+		LocalObjectReference: corev1.LocalObjectReference{Name: "web-config"}}}}}
+	mustCreate(t, h.client, w)
+	hubenv.Await(t, 60*time.Second, "web Ready on both providers", func() (bool, string) {
+		got := h.workload(t, "tenant-a", "web")
+		a, _ := h.runningPods("alice-1")
+		b, _ := h.runningPods("bob-1")
+		var ls flotillav1.LeaseList
+		_ = h.client.List(ctx, &ls, client.InNamespace("tenant-a"))
+		var errs []string
+		for _, l := range ls.Items {
+			errs = append(errs, l.Spec.ProviderRef.Name+": "+l.Status.LastError)
+		}
+		return got.Status.ReadyReplicas == 2 && a == 1 && b == 1, fmt.Sprintf("ready %d, running alice %d bob %d, lease errors %q",
+			got.Status.ReadyReplicas, a, b, errs)
+	})
+
+	t.Run("federation identity is confined", func(t *testing.T) {
+		testFederationConfinement(t, alice)
+	})
+	t.Run("join credentials reach only their own provider", func(t *testing.T) {
+		testJoinIsolation(t, h, alice, bob)
+	})
+	t.Run("tenants reach only their own namespace", func(t *testing.T) {
+		testTenantIsolation(t, h)
+	})
+
+	// Deleting the Workload removes its namespaces through the same identity.
+	if err := h.client.Delete(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	hubenv.Await(t, 60*time.Second, "web's namespaces gone from both providers", func() (bool, string) {
+		a, _ := h.managedNamespaces("alice-1")
+		b, _ := h.managedNamespaces("bob-1")
+		return len(a) == 0 && len(b) == 0, fmt.Sprint(a, b)
+	})
+
+	// bob leaves with nothing but his join credential.
+	bob.stopAgent()
+	bobHub, err := client.New(bob.joinConfig, client.Options{Scheme: hubenv.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := agent.Leave(lctx, bobHub, "bob-1"); err != nil {
+		t.Fatalf("bob-1 leaving: %v", err)
+	}
+	for _, o := range []client.Object{&flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: "bob-1"}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "bob-1-kubeconfig", Namespace: flotillav1.SystemNamespace}}} {
+		if err := h.client.Get(ctx, client.ObjectKeyFromObject(o), o); !apierrors.IsNotFound(err) {
+			t.Errorf("%s still on the hub after leaving: %v", o.GetName(), err)
+		}
+	}
+}
+
+// refused asserts that err is a refusal (403, or 422 from an admission
+// policy) whose message contains hint.
+func refused(t *testing.T, what string, err error, hint string) {
+	t.Helper()
+	if err == nil {
+		t.Errorf("%s: allowed, want refused", what)
+		return
+	}
+	if !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
+		t.Errorf("%s: %v, want Forbidden", what, err)
+		return
+	}
+	if !strings.Contains(err.Error(), hint) {
+		t.Errorf("%s: refused with %q, want a message containing %q", what, err.Error(), hint)
+	}
+}
+
+func deploymentWith(ns, name string, mutate func(*corev1.PodSpec)) *appsv1.Deployment {
+	spec := corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}}
+	mutate(&spec)
+	labels := map[string]string{"app": name}
+	return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: appsv1.DeploymentSpec{
+		Selector: &metav1.LabelSelector{MatchLabels: labels},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: spec}}}
+}
+
+func testFederationConfinement(t *testing.T, p *joinedProvider) {
+	ctx := context.Background()
+	quiet := rest.CopyConfig(p.federation)
+	quiet.WarningHandler = rest.NoWarnings{} // Pod Security warns about every escape tried
+	fed, err := kubernetes.NewForConfig(quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A managed namespace it may use, made by the identity itself.
+	managed := "flotilla-" + joinHubID + "-securitytest"
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: managed, Labels: map[string]string{
+		flotillav1.LabelManaged: "true", "pod-security.kubernetes.io/enforce": "restricted"}}}
+	if _, err := fed.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("the federation identity cannot create a proper managed namespace: %v", err)
+	}
+	// An owner's namespace it must leave alone.
+	if _, err := p.admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "owner-stuff"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	_, err = fed.CoreV1().Secrets("kube-system").Get(ctx, "anything", metav1.GetOptions{})
+	refused(t, "read a Secret in kube-system", err, "forbidden")
+	_, err = fed.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{})
+	refused(t, "list Secrets in kube-system", err, "forbidden")
+	_, err = fed.CoreV1().Secrets("kube-system").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "planted"}}, metav1.CreateOptions{})
+	refused(t, "write a Secret in kube-system", err, "is not a Flotilla namespace")
+	_, err = fed.CoreV1().Pods("default").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "i"}}}}, metav1.CreateOptions{})
+	refused(t, "create a pod in default", err, "forbidden")
+	_, err = fed.AppsV1().Deployments("default").Create(ctx, deploymentWith("default", "d", func(*corev1.PodSpec) {}), metav1.CreateOptions{})
+	refused(t, "create a Deployment in default", err, "is not a Flotilla namespace")
+	_, err = fed.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-" + joinHubID + "-unlabelled"}}, metav1.CreateOptions{})
+	refused(t, "create a namespace without the managed label", err, "labelled flotilla.dev/managed=true")
+	_, err = fed.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "elsewhere",
+		Labels: map[string]string{flotillav1.LabelManaged: "true", "pod-security.kubernetes.io/enforce": "restricted"}}}, metav1.CreateOptions{})
+	refused(t, "create a managed namespace outside the hub's prefix", err, "must be named flotilla-"+joinHubID+"-")
+	err = fed.CoreV1().Namespaces().Delete(ctx, "owner-stuff", metav1.DeleteOptions{})
+	refused(t, "delete an unmanaged namespace", err, "may not delete namespace owner-stuff")
+
+	relabel := func(key, value string) error {
+		cur, err := fed.CoreV1().Namespaces().Get(ctx, managed, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if value == "" {
+			delete(cur.Labels, key)
+		} else {
+			cur.Labels[key] = value
+		}
+		_, err = fed.CoreV1().Namespaces().Update(ctx, cur, metav1.UpdateOptions{})
+		return err
+	}
+	refused(t, "relabel a managed namespace's Pod Security level", relabel("pod-security.kubernetes.io/enforce", "privileged"), "must keep pod-security.kubernetes.io/enforce=restricted")
+	refused(t, "pin a managed namespace to an old Pod Security version", relabel("pod-security.kubernetes.io/enforce-version", "v1.0"), "must keep pod-security.kubernetes.io/enforce=restricted")
+	refused(t, "remove a managed namespace's managed label", relabel(flotillav1.LabelManaged, ""), "labelled flotilla.dev/managed=true")
+
+	for what, c := range map[string]struct {
+		mutate func(*corev1.PodSpec)
+		hint   string
+	}{
+		"a privileged pod": {func(s *corev1.PodSpec) {
+			s.Containers[0].SecurityContext = &corev1.SecurityContext{Privileged: ptr.To(true)}
+		}, "privileged containers are not allowed"},
+		"a hostPath pod": {func(s *corev1.PodSpec) {
+			s.Volumes = []corev1.Volume{{Name: "root", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}}}
+		}, "hostPath volumes are not allowed"},
+		"a hostNetwork pod": {func(s *corev1.PodSpec) { s.HostNetwork = true }, "host network, PID and IPC namespaces are not allowed"},
+		"a hostPID pod":     {func(s *corev1.PodSpec) { s.HostPID = true }, "host network, PID and IPC namespaces are not allowed"},
+		"a hostPort pod": {func(s *corev1.PodSpec) {
+			s.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 80, HostPort: 80}}
+		}, "hostPort is not allowed"},
+		"a pod adding SYS_ADMIN": {func(s *corev1.PodSpec) {
+			s.Containers[0].SecurityContext = &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"SYS_ADMIN"}}}
+		}, "only the NET_BIND_SERVICE capability may be added"},
+		"a privileged init container": {func(s *corev1.PodSpec) {
+			s.InitContainers = []corev1.Container{{Name: "init", Image: "i", SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)}}}
+		}, "privileged containers are not allowed"},
+	} {
+		_, err := fed.AppsV1().Deployments(managed).Create(ctx, deploymentWith(managed, "escape", c.mutate), metav1.CreateOptions{})
+		refused(t, "create "+what+" in a managed namespace", err, c.hint)
+	}
+	_, err = fed.AppsV1().Deployments(managed).Create(ctx, deploymentWith(managed, "fine", func(s *corev1.PodSpec) {
+		s.Containers[0].SecurityContext = &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_BIND_SERVICE"}}}
+	}), metav1.CreateOptions{})
+	if err != nil {
+		t.Errorf("a safe Deployment in a managed namespace was refused: %v", err)
+	}
+
+	_, err = fed.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "grab"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
+		Subjects: []rbacv1.Subject{{Kind: "User", Name: "me"}}}, metav1.CreateOptions{})
+	refused(t, "create a ClusterRoleBinding", err, "forbidden")
+	_, err = fed.RbacV1().RoleBindings(managed).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "grab"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
+		Subjects: []rbacv1.Subject{{Kind: "User", Name: "me"}}}, metav1.CreateOptions{})
+	refused(t, "create a RoleBinding in a managed namespace", err, "forbidden")
+
+	imp := rest.CopyConfig(p.federation)
+	imp.Impersonate = rest.ImpersonationConfig{UserName: "system:admin", Groups: []string{"system:masters"}}
+	impCS, err := kubernetes.NewForConfig(imp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = impCS.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{})
+	refused(t, "impersonate another user", err, "cannot impersonate")
+
+	if err := fed.CoreV1().Namespaces().Delete(ctx, managed, metav1.DeleteOptions{}); err != nil {
+		t.Errorf("the federation identity cannot delete its own managed namespace: %v", err)
+	}
+}
+
+func testJoinIsolation(t *testing.T, h *hub, alice, bob *joinedProvider) {
+	ctx := context.Background()
+	a, err := client.New(alice.joinConfig, client.Options{Scheme: hubenv.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys := flotillav1.SystemNamespace
+	bobNS := flotillav1.ProviderNamespace(bob.name)
+
+	p := &flotillav1.Provider{}
+	refused(t, "alice reads bob's Provider", a.Get(ctx, client.ObjectKey{Name: bob.name}, p), "forbidden")
+	bobP := &flotillav1.Provider{}
+	if err := h.client.Get(ctx, client.ObjectKey{Name: bob.name}, bobP); err != nil {
+		t.Fatal(err)
+	}
+	bobP.Spec.Unschedulable = true
+	refused(t, "alice cordons bob's Provider", a.Update(ctx, bobP), "forbidden")
+	refused(t, "alice deletes bob's Provider", a.Delete(ctx, bobP), "forbidden")
+	var providers flotillav1.ProviderList
+	refused(t, "alice lists Providers", a.List(ctx, &providers), "forbidden")
+	var offers flotillav1.OfferList
+	refused(t, "alice lists bob's Offers", a.List(ctx, &offers, client.InNamespace(bobNS)), "forbidden")
+	refused(t, "alice publishes an Offer in bob's namespace", a.Create(ctx, &flotillav1.Offer{
+		ObjectMeta: metav1.ObjectMeta{Name: "cheap", Namespace: bobNS},
+		Spec: flotillav1.OfferSpec{ProviderRef: flotillav1.ProviderReference{Name: bob.name},
+			Resources: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1")}, Prices: flotillav1.PriceList{corev1.ResourceCPU: "0.001"}}}), "forbidden")
+	refused(t, "alice publishes an Offer for bob in her own namespace", a.Create(ctx, &flotillav1.Offer{
+		ObjectMeta: metav1.ObjectMeta{Name: "for-bob", Namespace: flotillav1.ProviderNamespace(alice.name)},
+		Spec: flotillav1.OfferSpec{ProviderRef: flotillav1.ProviderReference{Name: bob.name},
+			Resources: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1")}, Prices: flotillav1.PriceList{corev1.ResourceCPU: "0.001"}}}), "may only publish Offers for itself")
+	s := &corev1.Secret{}
+	refused(t, "alice reads bob's kubeconfig Secret", a.Get(ctx, client.ObjectKey{Namespace: sys, Name: bob.name + "-kubeconfig"}, s), "forbidden")
+	var secrets corev1.SecretList
+	refused(t, "alice lists Secrets in flotilla-system", a.List(ctx, &secrets, client.InNamespace(sys)), "forbidden")
+	l := &coordinationv1.Lease{}
+	refused(t, "alice reads bob's heartbeat", a.Get(ctx, client.ObjectKey{Namespace: sys, Name: "provider-" + bob.name}, l), "forbidden")
+	hb := &coordinationv1.Lease{}
+	if err := h.client.Get(ctx, client.ObjectKey{Namespace: sys, Name: "provider-" + bob.name}, hb); err != nil {
+		t.Fatal(err)
+	}
+	hb.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
+	refused(t, "alice renews bob's heartbeat", a.Update(ctx, hb), "forbidden")
+
+	mine := &flotillav1.Provider{}
+	if err := a.Get(ctx, client.ObjectKey{Name: alice.name}, mine); err != nil {
+		t.Fatalf("alice cannot read her own Provider: %v", err)
+	}
+	owner := mine.DeepCopy()
+	owner.Spec.Owner = "bob"
+	refused(t, "alice claims another owner", a.Update(ctx, owner), "cannot change spec.owner")
+	steal := mine.DeepCopy()
+	steal.Spec.KubeconfigSecretRef.Name = bob.name + "-kubeconfig"
+	refused(t, "alice points her Provider at bob's kubeconfig", a.Update(ctx, steal), "must be "+alice.name+"-kubeconfig")
+	var ws flotillav1.WorkloadList
+	refused(t, "alice lists tenants' Workloads", a.List(ctx, &ws), "forbidden")
+}
+
+func testTenantIsolation(t *testing.T, h *hub) {
+	ctx := context.Background()
+	mustCreate(t, h.client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "tenant-b"}})
+	mustCreate(t, h.client, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "carol-tenant", Namespace: "tenant-b"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "flotilla-tenant"},
+		Subjects: []rbacv1.Subject{{Kind: "User", Name: "carol", APIGroup: rbacv1.GroupName}}})
+	cfg, err := h.fed.Hub.RESTConfig(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "carol"}
+	carol, err := client.New(cfg, client.Options{Scheme: hubenv.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// RBAC bindings reach the authorizer's cache a moment after creation.
+	hubenv.Await(t, 10*time.Second, "carol may create a Workload in tenant-b", func() (bool, string) {
+		err := carol.Create(ctx, newWorkload("tenant-b", "job", flotillav1.ClassService, 1))
+		return err == nil || apierrors.IsAlreadyExists(err), fmt.Sprint(err)
+	})
+	var leases flotillav1.LeaseList
+	if err := carol.List(ctx, &leases, client.InNamespace("tenant-b")); err != nil {
+		t.Errorf("carol cannot read her Leases: %v", err)
+	}
+	var ws flotillav1.WorkloadList
+	refused(t, "carol lists tenant-a's Workloads", carol.List(ctx, &ws, client.InNamespace("tenant-a")), "forbidden")
+	w := &flotillav1.Workload{}
+	refused(t, "carol reads tenant-a's Workload", carol.Get(ctx, client.ObjectKey{Namespace: "tenant-a", Name: "web"}, w), "forbidden")
+	refused(t, "carol lists tenant-a's Leases", carol.List(ctx, &leases, client.InNamespace("tenant-a")), "forbidden")
+	s := &corev1.Secret{}
+	refused(t, "carol reads a provider kubeconfig", carol.Get(ctx, client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: "alice-1-kubeconfig"}, s), "forbidden")
+	var secrets corev1.SecretList
+	refused(t, "carol lists Secrets in flotilla-system", carol.List(ctx, &secrets, client.InNamespace(flotillav1.SystemNamespace)), "forbidden")
+	if err := carol.Delete(ctx, &flotillav1.Workload{ObjectMeta: metav1.ObjectMeta{Name: "job", Namespace: "tenant-b"}}); err != nil {
+		t.Errorf("carol cannot delete her Workload: %v", err)
+	}
+	refused(t, "carol forges a Lease", carol.Create(ctx, &flotillav1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "free", Namespace: "tenant-b"},
+		Spec: flotillav1.LeaseSpec{WorkloadRef: flotillav1.LocalObjectReference{Name: "job"}, ProviderRef: flotillav1.ProviderReference{Name: "alice-1"},
+			OfferRef: flotillav1.ObjectReference{Namespace: "provider-alice-1", Name: "standard"}, Replicas: 1,
+			ResourcesPerReplica: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1")}, Prices: flotillav1.PriceList{},
+			PricePerReplicaHour: "0", Epoch: 1}}), "forbidden")
+}
