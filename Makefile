@@ -17,7 +17,7 @@ CONTROLLER_GEN := $(BIN)/controller-gen
 HELM := $(BIN)/helm
 
 UNIT_PKGS := ./api/... ./internal/... ./cmd/...
-INTEGRATION_PKGS := ./controllers/... ./test/integration/...
+INTEGRATION_PKGS := ./controllers/... ./test/integration/... ./test/charts/...
 E2E_PKGS := ./test/testbed/... ./test/e2e/...
 TEST_TIMEOUT ?= 20m
 
@@ -43,6 +43,7 @@ manifests: ## Generate CRDs and the manager's RBAC from markers.
 	@hack/tools/build.sh controller-gen
 	$(CONTROLLER_GEN) crd:generateEmbeddedObjectMeta=true paths=./api/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=flotilla-manager paths=./controllers/... output:rbac:artifacts:config=config/rbac
+	@hack/sync-chart.sh
 
 .PHONY: fmt
 fmt: ## Format the Go code.
@@ -83,7 +84,7 @@ test-unit: ## Pure-logic tests (no API server).
 
 .PHONY: test-integration
 test-integration: ## envtest suites against a real kube-apiserver.
-	@hack/tools/build.sh etcd kube-apiserver
+	@hack/tools/build.sh etcd kube-apiserver helm
 	$(GOTEST) $(INTEGRATION_PKGS) | $(SUMMARY)
 
 .PHONY: test-e2e

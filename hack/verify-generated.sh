@@ -3,7 +3,7 @@
 # the committed (or working-tree) copies are stale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-generated=(api/v1alpha1/zz_generated.deepcopy.go config/crd/bases config/rbac/role.yaml)
+generated=(api/v1alpha1/zz_generated.deepcopy.go config/crd/bases config/rbac/role.yaml charts/flotilla-hub/crds charts/flotilla-hub/files)
 before=$(mktemp -d)
 trap 'rm -rf "$before"' EXIT
 for g in "${generated[@]}"; do

@@ -1,0 +1,191 @@
+// Package charts checks the Helm charts with the real helm binary: lint,
+// and that the rendered objects are the ones the rest of Flotilla relies on.
+package charts
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/flotilla-dev/flotilla/internal/agent"
+	"github.com/flotilla-dev/flotilla/test/hubenv"
+)
+
+func helm(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	bin := filepath.Join(hubenv.RepoRoot(), "bin", "helm")
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("helm is not built (make tools): %v", err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = hubenv.RepoRoot()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+// render runs helm template and indexes the objects by kind/name.
+func render(t *testing.T, args ...string) map[string]*unstructured.Unstructured {
+	t.Helper()
+	out, err := helm(t, append([]string{"template", "r", "-n", "flotilla-system"}, args...)...)
+	if err != nil {
+		t.Fatalf("helm template %v: %v\n%s", args, err, out)
+	}
+	objs := map[string]*unstructured.Unstructured{}
+	dec := yaml.NewYAMLOrJSONDecoder(strings.NewReader(out), 4096)
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); err != nil {
+			break
+		}
+		if len(u.Object) > 0 {
+			objs[u.GetKind()+"/"+u.GetName()] = u
+		}
+	}
+	return objs
+}
+
+func TestLint(t *testing.T) {
+	for _, args := range [][]string{
+		{"charts/flotilla-hub", "--strict"},
+		{"charts/flotilla-provider", "--strict", "-f", "charts/flotilla-provider/ci/lint-values.yaml"},
+	} {
+		if out, err := helm(t, append([]string{"lint"}, args...)...); err != nil {
+			t.Errorf("helm lint %v: %v\n%s", args, err, out)
+		}
+	}
+}
+
+func TestProviderChart(t *testing.T) {
+	objs := render(t, "charts/flotilla-provider", "-f", "charts/flotilla-provider/ci/lint-values.yaml", "--set", "hub.id=hub7",
+		"--set", "offer.reserve.cpu=3")
+	for _, want := range []string{
+		"ServiceAccount/flotilla-federation", "Secret/flotilla-federation-token", "ClusterRole/flotilla-federation",
+		"ClusterRoleBinding/flotilla-federation", "ValidatingAdmissionPolicy/flotilla-federation-confinement",
+		"ValidatingAdmissionPolicyBinding/flotilla-federation-confinement", "ServiceAccount/flotilla-agent",
+		"Secret/flotilla-agent-token", "Role/flotilla-agent", "ConfigMap/flotilla-agent-config", "Deployment/flotilla-agent",
+	} {
+		if objs[want] == nil {
+			t.Errorf("%s is not rendered", want)
+		}
+	}
+	// The federation identity never gets wildcards, Secret reads, pods or RBAC.
+	rules, _, _ := unstructured.NestedSlice(objs["ClusterRole/flotilla-federation"].Object, "rules")
+	for _, r := range rules {
+		rule := r.(map[string]any)
+		res, _, _ := unstructured.NestedStringSlice(rule, "resources")
+		verbs, _, _ := unstructured.NestedStringSlice(rule, "verbs")
+		groups, _, _ := unstructured.NestedStringSlice(rule, "apiGroups")
+		if slices.Contains(res, "*") || slices.Contains(verbs, "*") || slices.Contains(groups, "*") {
+			t.Errorf("wildcard in federation rule %v", rule)
+		}
+		if slices.Contains(groups, "rbac.authorization.k8s.io") || slices.Contains(verbs, "impersonate") || slices.Contains(verbs, "escalate") || slices.Contains(verbs, "bind") {
+			t.Errorf("federation rule %v reaches RBAC or impersonation", rule)
+		}
+		if slices.Contains(res, "secrets") && (slices.Contains(verbs, "get") || slices.Contains(verbs, "list") || slices.Contains(verbs, "watch")) {
+			t.Errorf("federation rule %v reads Secrets", rule)
+		}
+		if slices.Contains(res, "pods") && !slices.Equal(verbs, []string{"get", "list", "watch"}) {
+			t.Errorf("federation rule %v does more than read pods", rule)
+		}
+	}
+	vap, _ := objs["ValidatingAdmissionPolicy/flotilla-federation-confinement"].Object["spec"].(map[string]any)
+	text := vapText(vap)
+	for _, want := range []string{"'flotilla-hub7-'", "system:serviceaccount:flotilla-system:flotilla-federation"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("admission policy does not contain %s", want)
+		}
+	}
+	cm := objs["ConfigMap/flotilla-agent-config"]
+	data, _, _ := unstructured.NestedString(cm.Object, "data", "config.json")
+	cfg, err := agent.ParseConfig([]byte(data))
+	if err != nil {
+		t.Fatalf("the agent cannot read the chart's config.json: %v\n%s", err, data)
+	}
+	if cfg.HubID != "hub7" || cfg.Provider.Name != "alice-1" || cfg.Provider.Owner != "alice" || cfg.Offer.Reserve["cpu"] != float64(3) {
+		t.Errorf("config.json does not carry the values: %+v", cfg)
+	}
+
+	noAgent := render(t, "charts/flotilla-provider", "-f", "charts/flotilla-provider/ci/lint-values.yaml", "--set", "agent.enabled=false")
+	if noAgent["Deployment/flotilla-agent"] != nil {
+		t.Error("agent.enabled=false still renders the agent Deployment")
+	}
+	if noAgent["ClusterRole/flotilla-federation"] == nil {
+		t.Error("agent.enabled=false drops the federation identity")
+	}
+
+	out, err := helm(t, "template", "r", "charts/flotilla-provider")
+	if err == nil || !strings.Contains(out, "provider.name is required") {
+		t.Errorf("rendering without provider.name: %v\n%s; want an error naming provider.name", err, out)
+	}
+}
+
+func vapText(spec map[string]any) string {
+	var b strings.Builder
+	var walk func(any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			for _, e := range x {
+				walk(e)
+			}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		case string:
+			b.WriteString(x + "\n")
+		}
+	}
+	walk(spec)
+	return b.String()
+}
+
+func TestHubChart(t *testing.T) {
+	objs := render(t, "charts/flotilla-hub", "--include-crds", "--set", "hubID=eu1", "--set", "metrics.serviceMonitor.enabled=true")
+	for _, want := range []string{
+		"CustomResourceDefinition/workloads.flotilla.dev", "CustomResourceDefinition/leases.flotilla.dev",
+		"CustomResourceDefinition/offers.flotilla.dev", "CustomResourceDefinition/providers.flotilla.dev",
+		"ServiceAccount/flotilla-manager", "ClusterRole/flotilla-manager", "ClusterRoleBinding/flotilla-manager",
+		"Role/flotilla-manager", "RoleBinding/flotilla-manager", "Deployment/flotilla-manager", "Service/flotilla-manager-metrics",
+		"ServiceMonitor/flotilla-manager", "ValidatingAdmissionPolicy/flotilla-workload-template-safety",
+		"ValidatingAdmissionPolicy/flotilla-join-identity", "ClusterRole/flotilla-tenant", "ClusterRole/flotilla-market-viewer",
+	} {
+		if objs[want] == nil {
+			t.Errorf("%s is not rendered", want)
+		}
+	}
+	d := objs["Deployment/flotilla-manager"]
+	containers, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
+	args, _, _ := unstructured.NestedStringSlice(containers[0].(map[string]any), "args")
+	if !slices.Contains(args, "--hub-id=eu1") || !slices.Contains(args, "--leader-elect") {
+		t.Errorf("manager args %v lack --hub-id=eu1 or --leader-elect", args)
+	}
+	// The chart's RBAC is the generated one.
+	gen, err := os.ReadFile(filepath.Join(hubenv.RepoRoot(), "config", "rbac", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &unstructured.Unstructured{}
+	if err := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(gen), 4096).Decode(&want.Object); err != nil {
+		t.Fatal(err)
+	}
+	wantRules, _, _ := unstructured.NestedSlice(want.Object, "rules")
+	gotRules, _, _ := unstructured.NestedSlice(objs["ClusterRole/flotilla-manager"].Object, "rules")
+	if len(wantRules) == 0 || len(gotRules) != len(wantRules) {
+		t.Errorf("chart ClusterRole has %d rules, config/rbac/role.yaml %d", len(gotRules), len(wantRules))
+	}
+
+	plain := render(t, "charts/flotilla-hub")
+	if plain["ServiceMonitor/flotilla-manager"] != nil {
+		t.Error("a ServiceMonitor is rendered although metrics.serviceMonitor.enabled is false")
+	}
+}
