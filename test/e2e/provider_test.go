@@ -36,20 +36,58 @@ import (
 
 const joinHubID = "fed"
 
-// buildAgent compiles cmd/agent once per test binary.
-var buildAgent = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "flotilla-agent-")
+// buildCommand compiles one of cmd/ into a temporary folder.
+func buildCommand(name string) (string, error) {
+	dir, err := os.MkdirTemp("", "flotilla-"+name+"-")
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "agent")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/agent")
+	bin := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/"+name)
 	cmd.Dir = hubenv.RepoRoot()
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building the agent: %v\n%s", err, out)
+		return "", fmt.Errorf("building %s: %v\n%s", name, err, out)
 	}
 	return bin, nil
-})
+}
+
+// The agent and flotillactl, built once per test binary.
+var (
+	buildAgent       = sync.OnceValues(func() (string, error) { return buildCommand("agent") })
+	buildFlotillactl = sync.OnceValues(func() (string, error) { return buildCommand("flotillactl") })
+)
+
+// helmInstallProvider installs the provider chart on c with the real helm.
+func helmInstallProvider(t *testing.T, c *testbed.Cluster, region string, extra ...string) {
+	t.Helper()
+	pcfg, err := c.RESTConfig(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"install", "flotilla-provider", filepath.Join(hubenv.RepoRoot(), "charts", "flotilla-provider"),
+		"--kubeconfig", c.Kubeconfig, "-n", flotillav1.SystemNamespace, "--create-namespace",
+		"--set", "hub.id=" + joinHubID, "--set", "provider.name=" + c.Name, "--set", "provider.owner=" + c.Spec.Owner,
+		"--set", "provider.region=" + region, "--set", "provider.apiServerURL=" + pcfg.Host,
+		"--set", "agent.enabled=false", "--set", "offer.reserve.cpu=2", "--set", "offer.reserve.memory=4Gi"}
+	helm := exec.Command(filepath.Join(hubenv.RepoRoot(), "bin", "helm"), append(args, extra...)...)
+	if out, err := helm.CombinedOutput(); err != nil {
+		t.Fatalf("helm install on %s: %v\n%s", c.Name, err, out)
+	}
+}
+
+// flotillactl runs the built flotillactl and returns its output.
+func flotillactl(t *testing.T, args ...string) string {
+	t.Helper()
+	bin, err := buildFlotillactl()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("flotillactl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
 
 // tokenKubeconfig is a kubeconfig for the token held in a ServiceAccount
 // token Secret on cluster c, once the token controller has filled it.
@@ -118,20 +156,7 @@ func joinProvider(t *testing.T, h *hub, c *testbed.Cluster, region string) *join
 	if err := os.WriteFile(joinFile, joinKC, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	pcfg, err := c.RESTConfig(10 * time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	helm := exec.Command(filepath.Join(hubenv.RepoRoot(), "bin", "helm"), "install", "flotilla-provider",
-		filepath.Join(hubenv.RepoRoot(), "charts", "flotilla-provider"),
-		"--kubeconfig", c.Kubeconfig, "-n", flotillav1.SystemNamespace, "--create-namespace",
-		"--set", "hub.id="+joinHubID, "--set", "provider.name="+c.Name, "--set", "provider.owner="+c.Spec.Owner,
-		"--set", "provider.region="+region, "--set", "provider.apiServerURL="+pcfg.Host,
-		"--set", "agent.enabled=false", "--set", "offer.reserve.cpu=2", "--set", "offer.reserve.memory=4Gi",
-		"--set", "offer.refreshInterval=2s", "--set", "agent.heartbeatInterval=2s")
-	if out, err := helm.CombinedOutput(); err != nil {
-		t.Fatalf("helm install on %s: %v\n%s", c.Name, err, out)
-	}
+	helmInstallProvider(t, c, region, "--set", "offer.refreshInterval=2s", "--set", "agent.heartbeatInterval=2s")
 	admin := h.providers[c.Name]
 	agentKC, _ := tokenKubeconfig(t, c, admin, flotillav1.SystemNamespace, "flotilla-agent-token")
 	agentFile := filepath.Join(dir, "agent.kubeconfig")
@@ -181,6 +206,7 @@ func TestProviderJoin(t *testing.T) {
 	fed := testbed.NewForTest(t, testbed.Options{Providers: []testbed.ProviderSpec{
 		{Name: "alice-1", Owner: "alice", Nodes: []testbed.NodeSet{{Count: 2, CPU: "8", Memory: "16Gi"}}},
 		{Name: "bob-1", Owner: "bob", Nodes: []testbed.NodeSet{{Count: 1, CPU: "16", Memory: "64Gi"}}},
+		{Name: "carol-1", Owner: "carol", Nodes: []testbed.NodeSet{{Count: 1, CPU: "4", Memory: "8Gi"}}},
 	}})
 	h := installHub(t, fed)
 	for _, p := range fed.Providers {
@@ -224,6 +250,24 @@ func TestProviderJoin(t *testing.T) {
 		t.Errorf("the agent's key pair is not kept on the provider: %v", err)
 	}
 
+	// carol runs no agent: the CLI issues her credential and joins her.
+	carol := fed.Provider("carol-1")
+	joinFile := filepath.Join(t.TempDir(), "carol.join")
+	flotillactl(t, "hub", "issue-join", "carol-1", "--owner", "carol", "--region", "eu-west", "--kubeconfig", fed.Hub.Kubeconfig, "-o", joinFile)
+	helmInstallProvider(t, carol, "eu-west")
+	if out := flotillactl(t, "provider", "join", "carol-1", "--hub-kubeconfig", joinFile, "--provider-kubeconfig", carol.Kubeconfig); !strings.Contains(out, "joined") {
+		t.Errorf("provider join said %q", out)
+	}
+	hubenv.Await(t, 60*time.Second, "carol-1 Ready with its Offer", func() (bool, string) {
+		p := &flotillav1.Provider{}
+		o := &flotillav1.Offer{}
+		_ = h.client.Get(ctx, client.ObjectKey{Name: "carol-1"}, p)
+		err := h.client.Get(ctx, client.ObjectKey{Namespace: "provider-carol-1", Name: "standard"}, o)
+		cpu := o.Spec.Resources[corev1.ResourceCPU]
+		return p.Status.Phase == flotillav1.ProviderReady && err == nil && cpu.Cmp(resource.MustParse("2")) == 0 && p.Spec.PublicKey != "",
+			fmt.Sprintf("phase %s, offer %v cpu %s", p.Status.Phase, err, cpu.String())
+	})
+
 	// A Workload runs across both providers through the confined identity:
 	// namespace, quota, limits, network policy, a copied ConfigMap and the
 	// Deployment all pass its RBAC and admission policy.
@@ -231,6 +275,8 @@ func TestProviderJoin(t *testing.T) {
 	mustCreate(t, h.client, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "web-config", Namespace: "tenant-a"}, Data: map[string]string{"k": "v"}})
 	w := newWorkload("tenant-a", "web", flotillav1.ClassService, 2)
 	w.Spec.Placement.MaxReplicasPerProvider = ptr.To[int32](1)
+	w.Spec.Placement.AttributeSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+		{Key: "owner", Operator: metav1.LabelSelectorOpIn, Values: []string{"alice", "bob"}}}}
 	w.Spec.Template.Spec.Volumes = []corev1.Volume{{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 		LocalObjectReference: corev1.LocalObjectReference{Name: "web-config"}}}}}
 	mustCreate(t, h.client, w)
