@@ -69,6 +69,17 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 build: ## Build manager, agent and flotillactl into bin/.
 	CGO_ENABLED=0 $(GO) build -ldflags "-X github.com/flotilla-dev/flotilla/internal/version.Version=$(VERSION)" -o $(BIN)/ ./cmd/...
 
+##@ Demo
+
+.PHONY: demo
+DEMO_FLAGS ?=
+demo: tools build ## A hub and three providers on this machine, with failover (DEMO_FLAGS=--no-failover to skip it); stays running.
+	$(GO) run ./hack/demo $(DEMO_FLAGS)
+
+.PHONY: demo-down
+demo-down: ## Remove everything make demo started.
+	$(GO) run ./hack/demo down
+
 ##@ Test
 
 .PHONY: test

@@ -16,6 +16,9 @@ import (
 const usage = `flotillactl: work with a Flotilla federation.
 
 Commands:
+  status [-n NAMESPACE] [--kubeconfig F]
+             providers (phase, free capacity, reputation), workloads
+             (placements, price, cost) and where each replica runs
   hub issue-join NAME --owner O [--region R] [--zone Z] [--server URL] [-o FILE]
              create provider NAME on the hub and print a join credential that
              reaches only that provider's own objects
@@ -38,6 +41,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "version", "--version":
 		fmt.Fprintln(stdout, version.Version)
+		return 0
+	case "status":
+		if err := statusCommand(context.Background(), args[1:], stdout, stderr); err != nil {
+			fmt.Fprintf(stderr, "flotillactl status: %v\n", err)
+			if isUsage(err) {
+				return 2
+			}
+			return 1
+		}
 		return 0
 	case "hub", "provider":
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -260,8 +260,14 @@ func (a *Agent) SyncProvider(ctx context.Context) error {
 	return nil
 }
 
-// Heartbeat renews the agent's coordination Lease on the hub.
+// Heartbeat renews the agent's coordination Lease on the hub, but only
+// while the provider's own API server answers: the heartbeat tells the hub
+// the cluster is alive, and an agent that cannot reach its cluster must not
+// keep a dead provider from failing over.
 func (a *Agent) Heartbeat(ctx context.Context) error {
+	if err := a.Local.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error(); err != nil {
+		return fmt.Errorf("provider API server not ready, heartbeat not renewed: %w", err)
+	}
 	now := metav1.NewMicroTime(time.Now())
 	l := &coordinationv1.Lease{}
 	key := client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: "provider-" + a.Config.Provider.Name}

@@ -125,3 +125,13 @@ func GC(base string, logf func(string, ...any)) ([]string, error) {
 	}
 	return removed, errors.Join(errs...)
 }
+
+// Teardown deletes the federation in dir, kills any process of it left and
+// removes the folder; for federations made with New by a process that has
+// exited (the demo).
+func Teardown(dir string, logf func(string, ...any)) error {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	return teardown(dir, filepath.Join(RepoRoot(), "bin"), logf)
+}

@@ -32,6 +32,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
 // NodeSet declares Count identical fake nodes.
@@ -511,4 +512,36 @@ func tail(b []byte, n int) string {
 		b = b[len(b)-n:]
 	}
 	return string(b)
+}
+
+// ServiceAccountKubeconfig returns a kubeconfig for the token in a
+// ServiceAccount token Secret of the cluster, once the token controller has
+// filled it (or ctx ends).
+func (c *Cluster) ServiceAccountKubeconfig(ctx context.Context, namespace, secret string) ([]byte, error) {
+	cfg, err := c.RESTConfig(10 * time.Second)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var s *corev1.Secret
+	for {
+		s, err = cs.CoreV1().Secrets(namespace).Get(ctx, secret, metav1.GetOptions{})
+		if err == nil && len(s.Data["token"]) > 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("token Secret %s/%s on %s not filled: %v (last error: %v)", namespace, secret, c.Name, ctx.Err(), err)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters[c.Name] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: s.Data["ca.crt"]}
+	kc.AuthInfos[secret] = &clientcmdapi.AuthInfo{Token: string(s.Data["token"])}
+	kc.Contexts[c.Name] = &clientcmdapi.Context{Cluster: c.Name, AuthInfo: secret}
+	kc.CurrentContext = c.Name
+	return clientcmd.Write(*kc)
 }

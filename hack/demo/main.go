@@ -1,0 +1,468 @@
+// Command demo runs Flotilla on a local federation: a hub and three
+// provider clusters owned by different people, with the hub and provider
+// charts installed by helm, the manager and the agents running as local
+// processes, and the samples applied. It shows where every replica runs and
+// what it costs, demonstrates failover and fencing unless --no-failover, and
+// leaves everything running; `demo down` removes it.
+//
+//	go run ./hack/demo [--no-failover] [--dir DIR]
+//	go run ./hack/demo down [--dir DIR]
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/join"
+	"github.com/flotilla-dev/flotilla/internal/status"
+	"github.com/flotilla-dev/flotilla/test/hubenv"
+	"github.com/flotilla-dev/flotilla/test/testbed"
+)
+
+const hubID = "demo"
+
+// state is what `demo down` needs, kept in DIR/state.json.
+type state struct {
+	Federation string `json:"federation"`
+	Kubeconfig string `json:"kubeconfig"`
+	PIDs       []int  `json:"pids"`
+}
+
+// owner describes one provider cluster of the demo.
+type owner struct {
+	provider, owner, region string
+	nodes                   testbed.NodeSet
+	prices                  map[string]string
+	attributes              map[string]string
+}
+
+var owners = []owner{
+	{"alice-1", "alice", "eu-west", testbed.NodeSet{Count: 2, CPU: "8", Memory: "16Gi"},
+		map[string]string{"cpu": "0.010", "memory": "0.002"}, nil},
+	{"bob-1", "bob", "us-east", testbed.NodeSet{Count: 2, CPU: "8", Memory: "16Gi"},
+		map[string]string{"cpu": "0.008", "memory": "0.002"}, nil},
+	{"carol-1", "carol", "eu-west", testbed.NodeSet{Count: 1, CPU: "16", Memory: "64Gi", GPU: 2},
+		map[string]string{"cpu": "0.020", "memory": "0.004", "nvidia.com/gpu": "1.5"}, map[string]string{"gpu-model": "a100"}},
+}
+
+func main() {
+	down := len(os.Args) > 1 && os.Args[1] == "down"
+	args := os.Args[1:]
+	if down {
+		args = args[1:]
+	}
+	fs := flag.NewFlagSet("demo", flag.ExitOnError)
+	dir := fs.String("dir", filepath.Join(os.TempDir(), "flotilla-demo"), "Folder for the demo's clusters, logs and state.")
+	noFailover := fs.Bool("no-failover", false, "Skip stopping a provider to show failover and fencing.")
+	_ = fs.Parse(args)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	if down {
+		err = demoDown(*dir)
+	} else {
+		err = demoUp(ctx, *dir, !*noFailover)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+func say(format string, args ...any) {
+	fmt.Printf("%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+// waitFor polls cond every second, printing what it waits for when that
+// changes, until it holds or the timeout passes.
+func waitFor(ctx context.Context, what string, timeout time.Duration, cond func() (bool, string)) error {
+	say("waiting for %s", what)
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for {
+		ok, progress := cond()
+		if progress != last && progress != "" {
+			say("  %s", progress)
+			last = progress
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("gave up waiting for %s after %s (last: %s)", what, timeout, progress)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// startProcess starts a long-running binary in its own process group, so
+// it outlives this command, logging to a file.
+func startProcess(dir, name, bin string, args ...string) (int, error) {
+	logf, err := os.Create(filepath.Join(dir, name+".log"))
+	if err != nil {
+		return 0, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("starting %s: %w", name, err)
+	}
+	go func() { _ = cmd.Wait() }()
+	return cmd.Process.Pid, nil
+}
+
+func helm(args ...string) error {
+	out, err := exec.Command(filepath.Join(testbed.RepoRoot(), "bin", "helm"), args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("helm %s: %v\n%s", args[0], err, out)
+	}
+	return nil
+}
+
+func demoUp(ctx context.Context, dir string, failover bool) error {
+	root := testbed.RepoRoot()
+	bin := filepath.Join(root, "bin")
+	if _, err := os.Stat(filepath.Join(dir, "state.json")); err == nil {
+		return fmt.Errorf("a demo is already running from %s: remove it with make demo-down first", dir)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	st := &state{}
+	save := func() error {
+		b, _ := json.MarshalIndent(st, "", "  ")
+		return os.WriteFile(filepath.Join(dir, "state.json"), b, 0o644)
+	}
+
+	say("1/6 starting a hub and three provider clusters (control planes with fake nodes):")
+	for _, o := range owners {
+		gpu := ""
+		if o.nodes.GPU > 0 {
+			gpu = fmt.Sprintf(", %d GPUs (%s)", o.nodes.GPU, o.attributes["gpu-model"])
+		}
+		say("    %s owned by %s in %s: %d node(s) of %s cores, %s%s", o.provider, o.owner, o.region, o.nodes.Count, o.nodes.CPU, o.nodes.Memory, gpu)
+	}
+	var specs []testbed.ProviderSpec
+	for _, o := range owners {
+		specs = append(specs, testbed.ProviderSpec{Name: o.provider, Owner: o.owner, Region: o.region, Nodes: []testbed.NodeSet{o.nodes}})
+	}
+	fed, err := testbed.New(ctx, testbed.Options{Providers: specs, BaseDir: filepath.Join(dir, "clusters"),
+		Logf: func(format string, args ...any) { say("    "+strings.TrimPrefix(format, "testbed: "), args...) }})
+	if err != nil {
+		return err
+	}
+	st.Federation, st.Kubeconfig = fed.Dir, fed.Hub.Kubeconfig
+	if err := save(); err != nil {
+		return err
+	}
+	// From here on the federation belongs to the demo, not to this process.
+	_ = os.Remove(filepath.Join(fed.Dir, "owner.pid"))
+
+	say("2/6 installing the hub chart and starting the manager")
+	if err := helm("install", "flotilla-hub", filepath.Join(root, "charts", "flotilla-hub"), "--kubeconfig", fed.Hub.Kubeconfig,
+		"-n", flotillav1.SystemNamespace, "--create-namespace", "--set", "hubID="+hubID, "--set", "replicas=0"); err != nil {
+		return err
+	}
+	pid, err := startProcess(dir, "manager", filepath.Join(bin, "manager"), "--kubeconfig", fed.Hub.Kubeconfig, "--hub-id", hubID,
+		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--provider-grace-period", "10s")
+	if err != nil {
+		return err
+	}
+	st.PIDs = append(st.PIDs, pid)
+	if err := save(); err != nil {
+		return err
+	}
+	hubCfg, err := fed.Hub.RESTConfig(30 * time.Second)
+	if err != nil {
+		return err
+	}
+	hub, err := client.New(hubCfg, client.Options{Scheme: hubenv.Scheme()})
+	if err != nil {
+		return err
+	}
+	ca, err := os.ReadFile(hubCfg.CAFile)
+	if len(hubCfg.CAData) > 0 {
+		ca, err = hubCfg.CAData, nil
+	}
+	if err != nil {
+		return err
+	}
+
+	say("3/6 each owner installs the provider chart and runs the agent")
+	for _, o := range owners {
+		c := fed.Provider(o.provider)
+		joinKC, err := join.Issue(ctx, hub, join.Options{Name: o.provider, Owner: o.owner, Region: o.region, Server: hubCfg.Host, CAData: ca})
+		if err != nil {
+			return err
+		}
+		joinFile := filepath.Join(dir, o.provider+".join.kubeconfig")
+		if err := os.WriteFile(joinFile, joinKC, 0o600); err != nil {
+			return err
+		}
+		pcfg, err := c.RESTConfig(10 * time.Second)
+		if err != nil {
+			return err
+		}
+		args := []string{"install", "flotilla-provider", filepath.Join(root, "charts", "flotilla-provider"), "--kubeconfig", c.Kubeconfig,
+			"-n", flotillav1.SystemNamespace, "--create-namespace", "--set", "hub.id=" + hubID, "--set", "provider.name=" + o.provider,
+			"--set", "provider.owner=" + o.owner, "--set", "provider.region=" + o.region, "--set", "provider.apiServerURL=" + pcfg.Host,
+			"--set", "agent.enabled=false", "--set", "offer.reserve.cpu=1", "--set", "offer.reserve.memory=2Gi", "--set", "offer.refreshInterval=5s"}
+		for k, v := range o.prices {
+			args = append(args, "--set-string", "offer.prices."+strings.ReplaceAll(k, ".", `\.`)+"="+v)
+		}
+		for k, v := range o.attributes {
+			args = append(args, "--set-string", "provider.attributes."+k+"="+v)
+		}
+		if err := helm(args...); err != nil {
+			return err
+		}
+		agentKC, err := c.ServiceAccountKubeconfig(ctx, flotillav1.SystemNamespace, "flotilla-agent-token")
+		if err != nil {
+			return err
+		}
+		agentFile := filepath.Join(dir, o.provider+".agent.kubeconfig")
+		if err := os.WriteFile(agentFile, agentKC, 0o600); err != nil {
+			return err
+		}
+		pid, err := startProcess(dir, "agent-"+o.provider, filepath.Join(bin, "agent"), "--kubeconfig", agentFile, "--hub-kubeconfig", joinFile)
+		if err != nil {
+			return err
+		}
+		st.PIDs = append(st.PIDs, pid)
+		if err := save(); err != nil {
+			return err
+		}
+		say("    %s: chart installed, agent running (pid %d), prices %v", o.provider, pid, o.prices)
+	}
+	if err := waitFor(ctx, "every provider Ready with its Offer on the hub", 120*time.Second, func() (bool, string) {
+		var ps flotillav1.ProviderList
+		var os flotillav1.OfferList
+		_ = hub.List(ctx, &ps)
+		_ = hub.List(ctx, &os)
+		var parts []string
+		ready := 0
+		for _, p := range ps.Items {
+			if p.Status.Phase == flotillav1.ProviderReady {
+				ready++
+			}
+			parts = append(parts, fmt.Sprintf("%s %s", p.Name, or(string(p.Status.Phase), "registering")))
+		}
+		slices.Sort(parts)
+		return ready == len(owners) && len(os.Items) == len(owners), fmt.Sprintf("%s; %d offers", strings.Join(parts, ", "), len(os.Items))
+	}); err != nil {
+		return err
+	}
+
+	say("4/6 tenants apply the samples: a web Service spread across owners, a batch job, a GPU job only carol can run")
+	for _, ns := range []string{"team-a", "team-b"} {
+		if err := hub.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); client.IgnoreAlreadyExists(err) != nil {
+			return err
+		}
+	}
+	for _, f := range []string{"flotilla_v1alpha1_workload_service.yaml", "flotilla_v1alpha1_workload_batch.yaml", "flotilla_v1alpha1_workload_gpu.yaml"} {
+		objs, err := hubenv.ReadObjects(filepath.Join(root, "config", "samples", f))
+		if err != nil {
+			return err
+		}
+		for _, o := range objs {
+			if err := hub.Create(ctx, o); client.IgnoreAlreadyExists(err) != nil {
+				return fmt.Errorf("applying %s: %w", f, err)
+			}
+			say("    applied %s %s/%s", o.GetKind(), o.GetNamespace(), o.GetName())
+		}
+	}
+	if err := waitFor(ctx, "web Ready (6 replicas), render-frames and train finished", 120*time.Second, func() (bool, string) {
+		web, rf, tr := workload(ctx, hub, "team-a", "web"), workload(ctx, hub, "team-b", "render-frames"), workload(ctx, hub, "team-b", "train")
+		return web.Status.ReadyReplicas == 6 && rf.Status.Phase == flotillav1.WorkloadSucceeded && tr.Status.Phase == flotillav1.WorkloadSucceeded,
+			fmt.Sprintf("web %d/6 ready; render-frames %s; train %s", web.Status.ReadyReplicas, or(string(rf.Status.Phase), "pending"), or(string(tr.Status.Phase), "pending"))
+	}); err != nil {
+		return err
+	}
+	say("5/6 where everything runs:")
+	if err := printStatus(ctx, hub); err != nil {
+		return err
+	}
+
+	if failover {
+		if err := demoFailover(ctx, fed, hub); err != nil {
+			return err
+		}
+	} else {
+		say("6/6 skipping the failover demonstration (--no-failover)")
+	}
+	fmt.Printf(`
+The federation keeps running. Explore it:
+
+  export KUBECONFIG=%s
+  kubectl get workloads,leases.flotilla.dev -A
+  kubectl get offers -A; kubectl get providers
+  go run ./cmd/flotillactl status
+
+Logs of the manager and agents are in %s. Remove everything with:
+
+  make demo-down
+`, fed.Hub.Kubeconfig, dir)
+	return nil
+}
+
+func demoFailover(ctx context.Context, fed *testbed.Federation, hub client.Client) error {
+	const victim = "bob-1"
+	before := placements(ctx, hub, "team-a", "web")
+	say("6/6 failover: stopping %s, which runs web on %v (provider grace 10 s, web's failover grace 5 s)", victim, before)
+	start := time.Now()
+	if err := fed.Provider(victim).Stop(ctx); err != nil {
+		return err
+	}
+	if err := waitFor(ctx, "web's replicas to run elsewhere", 120*time.Second, func() (bool, string) {
+		p := &flotillav1.Provider{}
+		_ = hub.Get(ctx, client.ObjectKey{Name: victim}, p)
+		web := workload(ctx, hub, "team-a", "web")
+		now := placements(ctx, hub, "team-a", "web")
+		return p.Status.Phase == flotillav1.ProviderLost && web.Status.ReadyReplicas == 6 && !slices.ContainsFunc(now, func(s string) bool { return strings.HasPrefix(s, victim) }),
+			fmt.Sprintf("%s %s; web %d/6 ready on %v", victim, p.Status.Phase, web.Status.ReadyReplicas, now)
+	}); err != nil {
+		return err
+	}
+	say("    web is whole again %s after %s stopped", time.Since(start).Round(time.Second), victim)
+	say("    starting %s again: its stale namespaces must be deleted before it takes work", victim)
+	if err := fed.Provider(victim).Start(ctx); err != nil {
+		return err
+	}
+	cs, err := fed.Provider(victim).Clientset(10 * time.Second)
+	if err != nil {
+		return err
+	}
+	if err := waitFor(ctx, victim+" fenced and Ready", 120*time.Second, func() (bool, string) {
+		p := &flotillav1.Provider{}
+		_ = hub.Get(ctx, client.ObjectKey{Name: victim}, p)
+		stale := staleNamespaces(ctx, cs, hub)
+		return p.Status.Phase == flotillav1.ProviderReady && stale == 0, fmt.Sprintf("%s %s; %d stale namespaces left there", victim, p.Status.Phase, stale)
+	}); err != nil {
+		return err
+	}
+	say("    after failover and fencing:")
+	return printStatus(ctx, hub)
+}
+
+// staleNamespaces counts the managed namespaces on a provider whose Lease
+// is not live on the hub any more.
+func staleNamespaces(ctx context.Context, cs kubernetes.Interface, hub client.Client) int {
+	nss, err := cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: flotillav1.LabelManaged + "=true"})
+	if err != nil {
+		return -1
+	}
+	var ls flotillav1.LeaseList
+	_ = hub.List(ctx, &ls)
+	live := map[string]bool{}
+	for _, l := range ls.Items {
+		if l.Status.Phase != flotillav1.LeaseClosed && l.DeletionTimestamp == nil {
+			live[string(l.UID)] = true
+		}
+	}
+	n := 0
+	for _, ns := range nss.Items {
+		if ns.DeletionTimestamp == nil && !live[ns.Labels[flotillav1.LabelLease]] {
+			n++
+		}
+	}
+	return n
+}
+
+func workload(ctx context.Context, c client.Client, ns, name string) *flotillav1.Workload {
+	w := &flotillav1.Workload{}
+	_ = c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, w)
+	return w
+}
+
+func placements(ctx context.Context, c client.Client, ns, name string) []string {
+	var ls flotillav1.LeaseList
+	_ = c.List(ctx, &ls, client.InNamespace(ns), client.MatchingLabels{flotillav1.LabelWorkload: name})
+	var out []string
+	for _, l := range ls.Items {
+		if l.Status.Phase != flotillav1.LeaseClosed && l.DeletionTimestamp == nil {
+			out = append(out, fmt.Sprintf("%s:%d", l.Spec.ProviderRef.Name, l.Spec.Replicas))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func printStatus(ctx context.Context, c client.Client) error {
+	var ps flotillav1.ProviderList
+	var ws flotillav1.WorkloadList
+	var ls flotillav1.LeaseList
+	for _, l := range []client.ObjectList{&ps, &ws, &ls} {
+		if err := c.List(ctx, l); err != nil {
+			return err
+		}
+	}
+	fmt.Println()
+	err := status.Render(os.Stdout, status.Snapshot{Now: time.Now(), Providers: ps.Items, Workloads: ws.Items, Leases: ls.Items})
+	fmt.Println()
+	return err
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// demoDown stops the manager and agents and tears the federation down.
+func demoDown(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		fmt.Printf("no demo is running from %s\n", dir)
+		return os.RemoveAll(dir)
+	}
+	if err != nil {
+		return err
+	}
+	st := &state{}
+	if err := json.Unmarshal(b, st); err != nil {
+		return fmt.Errorf("%s/state.json: %w", dir, err)
+	}
+	for _, pid := range st.PIDs {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range st.PIDs {
+		for syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if st.Federation != "" {
+		if err := testbed.Teardown(st.Federation, func(format string, args ...any) { say(format, args...) }); err != nil {
+			return err
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	fmt.Printf("demo removed: %d processes stopped, clusters deleted, %s removed\n", len(st.PIDs), dir)
+	return nil
+}

@@ -1,0 +1,158 @@
+// Package status renders a readable summary of a federation: providers,
+// workloads and where each replica runs at what price. Pure: the caller
+// lists the objects (flotillactl status, the demo).
+package status
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/money"
+)
+
+// Snapshot is what Render shows.
+type Snapshot struct {
+	Now       time.Time
+	Providers []flotillav1.Provider
+	Workloads []flotillav1.Workload
+	Leases    []flotillav1.Lease
+}
+
+// Render writes the three tables.
+func Render(w io.Writer, s Snapshot) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	owner := map[string]string{}
+	live := map[string]int{}
+	for _, l := range s.Leases {
+		if l.Status.Phase != flotillav1.LeaseClosed && l.DeletionTimestamp == nil {
+			live[l.Spec.ProviderRef.Name]++
+		}
+	}
+	providers := slices.Clone(s.Providers)
+	slices.SortFunc(providers, func(a, b flotillav1.Provider) int { return cmp.Compare(a.Name, b.Name) })
+	fmt.Fprintln(tw, "PROVIDER\tOWNER\tREGION\tPHASE\tFREE CPU\tFREE MEMORY\tGPUS\tREPUTATION\tLEASES")
+	for _, p := range providers {
+		owner[p.Name] = p.Spec.Owner
+		free := p.Status.Capacity.Free
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", p.Name, p.Spec.Owner, dash(p.Spec.Region), dash(string(p.Status.Phase)),
+			qty(free, corev1.ResourceCPU), qty(free, corev1.ResourceMemory), qty(free, "nvidia.com/gpu"), dash(string(p.Status.Reputation.Score)), live[p.Name])
+	}
+	if len(providers) == 0 {
+		fmt.Fprintln(tw, "(none)")
+	}
+	fmt.Fprintln(tw)
+
+	workloads := slices.Clone(s.Workloads)
+	slices.SortFunc(workloads, func(a, b flotillav1.Workload) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	leasesOf := map[string][]flotillav1.Lease{}
+	for _, l := range s.Leases {
+		k := l.Namespace + "/" + l.Spec.WorkloadRef.Name
+		leasesOf[k] = append(leasesOf[k], l)
+	}
+	fmt.Fprintln(tw, "WORKLOAD\tCLASS\tPHASE\tREADY\tPLACEMENTS\tPRICE/HOUR\tCOST SO FAR")
+	for _, wl := range workloads {
+		k := wl.Namespace + "/" + wl.Name
+		var places []string
+		var perHour, cost money.Micro
+		for _, l := range liveLeases(leasesOf[k]) {
+			places = append(places, fmt.Sprintf("%s:%d", l.Spec.ProviderRef.Name, l.Spec.Replicas))
+			perHour += leaseHourly(&l)
+		}
+		for _, l := range leasesOf[k] {
+			cost += leaseCost(&l, s.Now)
+		}
+		ready := fmt.Sprintf("%d/%d", wl.Status.ReadyReplicas, wl.Spec.Replicas)
+		if wl.Spec.Class == flotillav1.ClassBatch {
+			ready = fmt.Sprintf("%d/%d done", wl.Status.SucceededReplicas, wl.Spec.Replicas)
+		}
+		slices.Sort(places)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k, wl.Spec.Class, dash(string(wl.Status.Phase)), ready,
+			dash(strings.Join(places, ",")), perHour, cost)
+	}
+	if len(workloads) == 0 {
+		fmt.Fprintln(tw, "(none)")
+	}
+	fmt.Fprintln(tw)
+
+	leases := liveLeases(s.Leases)
+	slices.SortFunc(leases, func(a, b flotillav1.Lease) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Spec.WorkloadRef.Name, b.Spec.WorkloadRef.Name),
+			cmp.Compare(a.Spec.ProviderRef.Name, b.Spec.ProviderRef.Name))
+	})
+	fmt.Fprintln(tw, "REPLICAS OF\tPROVIDER\tOWNER\tREPLICAS\tREADY\tEPOCH\tPRICE/REPLICA-HOUR\tRUNNING FOR\tCOST SO FAR")
+	for _, l := range leases {
+		fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", l.Namespace, l.Spec.WorkloadRef.Name, l.Spec.ProviderRef.Name,
+			dash(owner[l.Spec.ProviderRef.Name]), l.Spec.Replicas, l.Status.ReadyReplicas, l.Spec.Epoch, l.Spec.PricePerReplicaHour,
+			s.Now.Sub(l.CreationTimestamp.Time).Round(time.Second), leaseCost(&l, s.Now))
+	}
+	if len(leases) == 0 {
+		fmt.Fprintln(tw, "(no live leases)")
+	}
+	return tw.Flush()
+}
+
+func liveLeases(ls []flotillav1.Lease) []flotillav1.Lease {
+	var out []flotillav1.Lease
+	for _, l := range ls {
+		if l.Status.Phase != flotillav1.LeaseClosed && l.DeletionTimestamp == nil {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func leaseHourly(l *flotillav1.Lease) money.Micro {
+	p, err := money.Parse(string(l.Spec.PricePerReplicaHour))
+	if err != nil {
+		return 0
+	}
+	return p * money.Micro(l.Spec.Replicas)
+}
+
+// leaseCost is the metered cost when the hub has metered the Lease, and
+// otherwise an estimate: its price for its replicas since it was created
+// (until now, or until it closed as far as status says).
+func leaseCost(l *flotillav1.Lease, now time.Time) money.Micro {
+	if c, err := money.Parse(string(l.Status.Usage.Cost)); err == nil && c > 0 {
+		return c
+	}
+	end := now
+	if l.Status.Phase == flotillav1.LeaseClosed && l.Status.LastSyncTime != nil {
+		end = l.Status.LastSyncTime.Time
+	}
+	d := end.Sub(l.CreationTimestamp.Time)
+	if d <= 0 {
+		return 0
+	}
+	// micro-credits per hour times milliseconds, in integers: no floats.
+	return leaseHourly(l) * money.Micro(d.Milliseconds()) / money.Micro(time.Hour.Milliseconds())
+}
+
+func qty(l corev1.ResourceList, name corev1.ResourceName) string {
+	q, ok := l[name]
+	if !ok {
+		return "-"
+	}
+	if name == corev1.ResourceMemory {
+		return fmt.Sprintf("%.1fGi", float64(q.Value())/float64(1<<30))
+	}
+	return q.String()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+

@@ -1,0 +1,77 @@
+package status
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+)
+
+func TestRender(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	lease := func(name, provider string, replicas int32, price string, age time.Duration, phase flotillav1.LeasePhase) flotillav1.Lease {
+		return flotillav1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "team-a", CreationTimestamp: metav1.NewTime(t0.Add(-age))},
+			Spec: flotillav1.LeaseSpec{WorkloadRef: flotillav1.LocalObjectReference{Name: "web"},
+				ProviderRef: flotillav1.ProviderReference{Name: provider}, Replicas: replicas, PricePerReplicaHour: flotillav1.Amount(price), Epoch: 1},
+			Status: flotillav1.LeaseStatus{Phase: phase, ReadyReplicas: replicas},
+		}
+	}
+	closed := lease("old", "bob-1", 2, "0.006", 2*time.Hour, flotillav1.LeaseClosed)
+	closed.Status.Usage.Cost = "0.004000" // metered: taken as is
+	s := Snapshot{
+		Now: t0,
+		Providers: []flotillav1.Provider{
+			{ObjectMeta: metav1.ObjectMeta{Name: "bob-1"}, Spec: flotillav1.ProviderSpec{Owner: "bob", Region: "us-east"},
+				Status: flotillav1.ProviderStatus{Phase: flotillav1.ProviderLost}},
+			{ObjectMeta: metav1.ObjectMeta{Name: "alice-1"}, Spec: flotillav1.ProviderSpec{Owner: "alice", Region: "eu-west"},
+				Status: flotillav1.ProviderStatus{Phase: flotillav1.ProviderReady, Reputation: flotillav1.Reputation{Score: "0.5"},
+					Capacity: flotillav1.ProviderCapacity{Free: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("14"), corev1.ResourceMemory: resource.MustParse("28Gi")}}}},
+		},
+		Workloads: []flotillav1.Workload{{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "team-a"},
+			Spec:   flotillav1.WorkloadSpec{Class: flotillav1.ClassService, Replicas: 4},
+			Status: flotillav1.WorkloadStatus{Phase: "Running", ReadyReplicas: 4}}},
+		Leases: []flotillav1.Lease{
+			lease("b", "alice-1", 2, "0.006", 30*time.Minute, flotillav1.LeaseActive),
+			lease("a", "alice-1", 2, "0.005", time.Hour, flotillav1.LeaseActive),
+			closed,
+		},
+	}
+	var out bytes.Buffer
+	if err := Render(&out, s); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	for _, want := range []string{
+		// providers sorted, with free capacity and live Lease counts
+		"alice-1   alice  eu-west  Ready  14        28.0Gi       -     0.5         2",
+		"bob-1     bob    us-east  Lost   -         -            -     -           0",
+		// 2x0.005 + 2x0.006 per hour; cost 0.010 for 1h + 0.006 for 30min + 0.004 metered
+		"team-a/web  Service  Running  4/4    alice-1:2,alice-1:2  0.022       0.02",
+		// one line per live Lease, closed ones left out
+		"team-a/web   alice-1   alice  2         2      1      0.005               1h0m0s       0.01",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in\n%s", want, got)
+		}
+	}
+	if strings.Count(got, "team-a/web   ") != 2 {
+		t.Errorf("want 2 live lease lines (the closed one left out):\n%s", got)
+	}
+}
+
+func TestRenderEmpty(t *testing.T) {
+	var out bytes.Buffer
+	if err := Render(&out, Snapshot{Now: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(out.String(), "(none)") != 2 || !strings.Contains(out.String(), "(no live leases)") {
+		t.Errorf("empty federation:\n%s", out.String())
+	}
+}
