@@ -155,4 +155,3 @@ func dash(s string) string {
 	}
 	return s
 }
-
