@@ -313,17 +313,17 @@ func demoUp(ctx context.Context, dir string, failover bool) error {
 		say("6/6 skipping the failover demonstration (--no-failover)")
 	}
 	fmt.Printf(`
-The federation keeps running. Explore it:
+The federation keeps running. Explore it (kubectl and flotillactl are in %[1]s):
 
-  export KUBECONFIG=%s
+  export KUBECONFIG=%[2]s PATH=%[1]s:$PATH
   kubectl get workloads,leases.flotilla.dev -A
   kubectl get offers -A; kubectl get providers
-  go run ./cmd/flotillactl status
+  flotillactl status
 
-Logs of the manager and agents are in %s. Remove everything with:
+Logs of the manager and agents are in %[3]s. Remove everything with:
 
   make demo-down
-`, fed.Hub.Kubeconfig, dir)
+`, bin, fed.Hub.Kubeconfig, dir)
 	return nil
 }
 
