@@ -29,6 +29,9 @@ Commands:
              installed with agent.enabled=false) and publish its Offer once
   provider leave NAME --hub-kubeconfig F [--timeout 5m]
              withdraw the Offers, let the hub drain the Leases, deregister
+  ledger verify --file F --public-key KEY [--head HASH]
+             check an exported ledger offline: sequence, links, signatures,
+             the published head; names the first bad entry; prints balances
   version    print the version
 
 `
@@ -43,29 +46,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, version.Version)
 		return 0
 	case "status":
-		if err := statusCommand(context.Background(), args[1:], stdout, stderr); err != nil {
-			fmt.Fprintf(stderr, "flotillactl status: %v\n", err)
-			if isUsage(err) {
-				return 2
-			}
-			return 1
-		}
-		return 0
-	case "hub", "provider":
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		cmd := hubCommand
-		if args[0] == "provider" {
-			cmd = providerCommand
-		}
-		if err := cmd(ctx, args[1:], stdout, stderr); err != nil {
-			fmt.Fprintf(stderr, "flotillactl %s: %v\n", args[0], err)
-			if isUsage(err) {
-				return 2
-			}
-			return 1
-		}
-		return 0
+		return sub(args[0], stderr, func(ctx context.Context) error { return statusCommand(ctx, args[1:], stdout, stderr) })
+	case "ledger":
+		return sub(args[0], stderr, func(context.Context) error { return ledgerCommand(args[1:], stdout, stderr) })
+	case "hub":
+		return sub(args[0], stderr, func(ctx context.Context) error { return hubCommand(ctx, args[1:], stdout, stderr) })
+	case "provider":
+		return sub(args[0], stderr, func(ctx context.Context) error { return providerCommand(ctx, args[1:], stdout, stderr) })
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -73,6 +60,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
+}
+
+// sub runs a command until it ends or is interrupted; exit code 2 for
+// usage errors, 1 for failures.
+func sub(name string, stderr io.Writer, f func(context.Context) error) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := f(ctx); err != nil {
+		fmt.Fprintf(stderr, "flotillactl %s: %v\n", name, err)
+		if isUsage(err) {
+			return 2
+		}
+		return 1
+	}
+	return 0
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
