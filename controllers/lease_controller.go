@@ -34,7 +34,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/metering"
 	"github.com/flotilla-dev/flotilla/internal/metrics"
+	"github.com/flotilla-dev/flotilla/internal/money"
 	"github.com/flotilla-dev/flotilla/internal/remote"
 	"github.com/flotilla-dev/flotilla/internal/render"
 )
@@ -63,7 +65,9 @@ const (
 	leaseReapplyInterval = 2 * time.Minute
 	// leaseSyncRefresh is how stale status.lastSyncTime may get while
 	// nothing else changes.
-	leaseSyncRefresh    = 30 * time.Second
+	leaseSyncRefresh = 30 * time.Second
+	// leaseMeterFlush is how often usage is written while nothing changes.
+	leaseMeterFlush     = 30 * time.Second
 	cleanupRetryBackoff = 10 * time.Second
 )
 
@@ -109,6 +113,40 @@ func (r *LeaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 		}
 	}
 	return res, err
+}
+
+// meter charges the replicas that were ready since the last metering, at
+// the count last observed (old), and prices them. It writes only every
+// leaseMeterFlush, when the ready count changed, or when the Lease closes,
+// so that a quiet Lease stays quiet; whole seconds not yet written are
+// charged with the next write. Time while the provider is Lost is never
+// charged: lost() zeroes the ready count it would be charged at.
+func (r *LeaseReconciler) meter(l *flotillav1.Lease, st, old *flotillav1.LeaseStatus, now time.Time) {
+	if m := st.Usage.MeteredUntil; m != nil && now.Sub(m.Time) < leaseMeterFlush &&
+		st.ReadyReplicas == old.ReadyReplicas && st.Phase != flotillav1.LeaseClosed {
+		return
+	}
+	r.meterTo(l, st, old.ReadyReplicas, now)
+}
+
+// meterTo charges ready replicas from the end of the metered time to t.
+func (r *LeaseReconciler) meterTo(l *flotillav1.Lease, st *flotillav1.LeaseStatus, ready int32, t time.Time) {
+	u := metering.Usage{ReplicaSeconds: st.Usage.ReplicaSeconds}
+	if st.Usage.MeteredUntil != nil {
+		u.Until = st.Usage.MeteredUntil.Time
+	}
+	// Status keeps whole seconds; so does the metered time.
+	u, changed := metering.Advance(u, ready, t.Truncate(time.Second))
+	if !changed {
+		return
+	}
+	price, err := money.Parse(string(l.Spec.PricePerReplicaHour))
+	if err != nil {
+		price = 0 // validated at admission; never charge on a parse error
+	}
+	st.Usage.ReplicaSeconds = u.ReplicaSeconds
+	st.Usage.MeteredUntil = &metav1.Time{Time: u.Until}
+	st.Usage.Cost = flotillav1.Amount(metering.Cost(u.ReplicaSeconds, price).String())
 }
 
 // syncedStatusEqual compares two statuses but for lastSyncTime.
@@ -200,6 +238,7 @@ func (r *LeaseReconciler) reconcile(ctx context.Context, l *flotillav1.Lease, st
 		}
 		stale = true // removed on the provider: put it back now
 	}
+	r.meter(l, st, old, now)
 	// Refreshing the time on every sync would write status (and wake every
 	// watcher) each second for nothing; it moves when something else does,
 	// or once per leaseSyncRefresh.
@@ -232,6 +271,10 @@ func (r *LeaseReconciler) lost(ctx context.Context, l *flotillav1.Lease, st *flo
 	if st.LostTime == nil {
 		st.LostTime = &metav1.Time{Time: now}
 		r.Recorder.Eventf(l, "Warning", ReasonProviderLost, "Lease lost: %s", why)
+		// Charge what was observed up to the last contact; nothing after.
+		if lastContact != nil && st.Usage.MeteredUntil != nil && lastContact.After(st.Usage.MeteredUntil.Time) {
+			r.meterTo(l, st, st.ReadyReplicas, *lastContact)
+		}
 	}
 	st.Phase = flotillav1.LeaseLost
 	st.ReadyReplicas = 0

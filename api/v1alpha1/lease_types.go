@@ -78,9 +78,14 @@ type LeaseUsage struct {
 	// +optional
 	ReplicaSeconds int64 `json:"replicaSeconds,omitempty"`
 
-	// cost of that usage at the locked prices, in credits.
+	// cost of that usage at the locked prices, in credits, rounded down to
+	// the micro-credit.
 	// +optional
 	Cost Amount `json:"cost,omitempty"`
+
+	// meteredUntil is the end of the metered time.
+	// +optional
+	MeteredUntil *metav1.Time `json:"meteredUntil,omitempty"`
 }
 
 // LeaseStatus is what the hub observed of a Lease on its provider.

@@ -16,6 +16,8 @@ import (
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/controllers"
+	"github.com/flotilla-dev/flotilla/internal/metering"
+	"github.com/flotilla-dev/flotilla/internal/money"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
 	"github.com/flotilla-dev/flotilla/test/testbed"
 )
@@ -136,6 +138,36 @@ func TestPlacementFailoverAndFencing(t *testing.T) {
 			total += n
 		}
 		return total == 6 && per["bob-1"] == 0, s
+	})
+
+	// Metering: every live web Lease is charged for the replica-seconds the
+	// hub saw ready, at its locked price, never more than its replicas for
+	// its lifetime; bob-1's failed-over Lease is metered no later than it
+	// was lost.
+	hubenv.Await(t, 45*time.Second, "web's usage metered at the locked prices", func() (bool, string) {
+		var ls flotillav1.LeaseList
+		_ = h.client.List(ctx, &ls, client.InNamespace("team-a"), client.MatchingLabels{flotillav1.LabelWorkload: "web"})
+		var total money.Micro
+		var msgs []string
+		ok := len(ls.Items) > 0
+		for _, l := range ls.Items {
+			u := l.Status.Usage
+			price := money.MustParse(string(l.Spec.PricePerReplicaHour))
+			cost, err := money.Parse(string(u.Cost))
+			total += cost
+			msgs = append(msgs, fmt.Sprintf("%s %s %ds %s (metered until %v, lost %v, created %v)", l.Spec.ProviderRef.Name, l.Status.Phase,
+				u.ReplicaSeconds, u.Cost, u.MeteredUntil, l.Status.LostTime, l.CreationTimestamp))
+			life := time.Since(l.CreationTimestamp.Time) + time.Second
+			ok = ok && err == nil && cost == metering.Cost(u.ReplicaSeconds, price) &&
+				u.ReplicaSeconds <= int64(l.Spec.Replicas)*int64(life/time.Second) &&
+				(l.Status.Phase == flotillav1.LeaseClosed || u.ReplicaSeconds > 0)
+			if l.Spec.ProviderRef.Name == "bob-1" && u.MeteredUntil != nil && l.Status.LostTime != nil {
+				ok = ok && !u.MeteredUntil.After(l.Status.LostTime.Time)
+			}
+		}
+		w := h.workload(t, "team-a", "web")
+		wcost, _ := money.Parse(string(w.Status.Cost))
+		return ok && wcost == total, fmt.Sprintf("%v; workload cost %s, leases %s", msgs, w.Status.Cost, total)
 	})
 
 	// Cordoning a provider drains it: its replicas are placed elsewhere
