@@ -12,9 +12,7 @@ import (
 	"os"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -23,6 +21,7 @@ import (
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/agent"
+	"github.com/flotilla-dev/flotilla/internal/remote"
 	"github.com/flotilla-dev/flotilla/internal/version"
 )
 
@@ -100,14 +99,7 @@ func run(ctx context.Context, kubeconfig, hubKubeconfig, namespace string) error
 	if err != nil {
 		return fmt.Errorf("hub kubeconfig: %w", err)
 	}
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return err
-	}
-	if err := flotillav1.AddToScheme(scheme); err != nil {
-		return err
-	}
-	hub, err := client.New(hubRest, client.Options{Scheme: scheme})
+	hub, err := client.New(hubRest, client.Options{Scheme: remote.NewScheme()})
 	if err != nil {
 		return err
 	}

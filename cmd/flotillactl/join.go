@@ -9,9 +9,7 @@ import (
 	"os"
 	"time"
 
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -19,6 +17,7 @@ import (
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/agent"
 	"github.com/flotilla-dev/flotilla/internal/join"
+	"github.com/flotilla-dev/flotilla/internal/remote"
 )
 
 // restConfig loads a kubeconfig file, or the default loading rules
@@ -36,14 +35,7 @@ func hubClient(path string) (client.Client, *rest.Config, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("hub kubeconfig: %w", err)
 	}
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return nil, nil, err
-	}
-	if err := flotillav1.AddToScheme(scheme); err != nil {
-		return nil, nil, err
-	}
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	c, err := client.New(cfg, client.Options{Scheme: remote.NewScheme()})
 	return c, cfg, err
 }
 
