@@ -25,13 +25,12 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/capacity"
+	"github.com/flotilla-dev/flotilla/internal/remote"
 )
 
 // Names of the agent's objects on the provider, as the chart creates them.
@@ -187,12 +186,7 @@ func FederationKubeconfig(ctx context.Context, cs kubernetes.Interface, namespac
 		case <-time.After(time.Second):
 		}
 	}
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["provider"] = &clientcmdapi.Cluster{Server: cfg.Provider.APIServerURL, CertificateAuthorityData: s.Data["ca.crt"]}
-	kc.AuthInfos["flotilla-federation"] = &clientcmdapi.AuthInfo{Token: string(s.Data["token"])}
-	kc.Contexts["provider"] = &clientcmdapi.Context{Cluster: "provider", AuthInfo: "flotilla-federation"}
-	kc.CurrentContext = "provider"
-	return clientcmd.Write(*kc)
+	return remote.TokenKubeconfig("provider", cfg.Provider.APIServerURL, s.Data["ca.crt"], "flotilla-federation", string(s.Data["token"]))
 }
 
 // Register puts the provider's kubeconfig Secret and Provider on the hub.

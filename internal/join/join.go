@@ -22,11 +22,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/remote"
 )
 
 // Options describe the provider a credential is issued for.
@@ -101,12 +100,7 @@ func Issue(ctx context.Context, c client.Client, o Options) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["flotilla-hub"] = &clientcmdapi.Cluster{Server: o.Server, CertificateAuthorityData: o.CAData}
-	kc.AuthInfos[sa] = &clientcmdapi.AuthInfo{Token: token}
-	kc.Contexts["flotilla-hub"] = &clientcmdapi.Context{Cluster: "flotilla-hub", AuthInfo: sa}
-	kc.CurrentContext = "flotilla-hub"
-	return clientcmd.Write(*kc)
+	return remote.TokenKubeconfig("flotilla-hub", o.Server, o.CAData, sa, token)
 }
 
 // awaitToken waits for the token controller to fill a token Secret.

@@ -22,7 +22,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -89,25 +88,13 @@ func flotillactl(t *testing.T, args ...string) string {
 	return string(out)
 }
 
-// tokenKubeconfig is a kubeconfig for the token held in a ServiceAccount
-// token Secret on cluster c, once the token controller has filled it.
-func tokenKubeconfig(t *testing.T, c *testbed.Cluster, cs kubernetes.Interface, namespace, secret string) ([]byte, *rest.Config) {
+// tokenKubeconfig is the testbed's kubeconfig for a ServiceAccount token
+// Secret on c, and a client config from it.
+func tokenKubeconfig(t *testing.T, c *testbed.Cluster, namespace, secret string) ([]byte, *rest.Config) {
 	t.Helper()
-	cfg, err := c.RESTConfig(10 * time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s *corev1.Secret
-	hubenv.Await(t, 60*time.Second, "token Secret "+secret+" filled", func() (bool, string) {
-		s, err = cs.CoreV1().Secrets(namespace).Get(context.Background(), secret, metav1.GetOptions{})
-		return err == nil && len(s.Data["token"]) > 0, fmt.Sprint(err)
-	})
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["c"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: s.Data["ca.crt"]}
-	kc.AuthInfos["u"] = &clientcmdapi.AuthInfo{Token: string(s.Data["token"])}
-	kc.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "u"}
-	kc.CurrentContext = "c"
-	b, err := clientcmd.Write(*kc)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	b, err := c.ServiceAccountKubeconfig(ctx, namespace, secret)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,12 +145,12 @@ func joinProvider(t *testing.T, h *hub, c *testbed.Cluster, region string) *join
 	}
 	helmInstallProvider(t, c, region, "--set", "offer.refreshInterval=2s", "--set", "agent.heartbeatInterval=2s")
 	admin := h.providers[c.Name]
-	agentKC, _ := tokenKubeconfig(t, c, admin, flotillav1.SystemNamespace, "flotilla-agent-token")
+	agentKC, _ := tokenKubeconfig(t, c, flotillav1.SystemNamespace, "flotilla-agent-token")
 	agentFile := filepath.Join(dir, "agent.kubeconfig")
 	if err := os.WriteFile(agentFile, agentKC, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, fedCfg := tokenKubeconfig(t, c, admin, flotillav1.SystemNamespace, "flotilla-federation-token")
+	_, fedCfg := tokenKubeconfig(t, c, flotillav1.SystemNamespace, "flotilla-federation-token")
 	joinCfg, err := clientcmd.RESTConfigFromKubeConfig(joinKC)
 	if err != nil {
 		t.Fatal(err)

@@ -32,7 +32,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/flotilla-dev/flotilla/internal/remote"
 )
 
 // NodeSet declares Count identical fake nodes.
@@ -538,10 +539,5 @@ func (c *Cluster) ServiceAccountKubeconfig(ctx context.Context, namespace, secre
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters[c.Name] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: s.Data["ca.crt"]}
-	kc.AuthInfos[secret] = &clientcmdapi.AuthInfo{Token: string(s.Data["token"])}
-	kc.Contexts[c.Name] = &clientcmdapi.Context{Cluster: c.Name, AuthInfo: secret}
-	kc.CurrentContext = c.Name
-	return clientcmd.Write(*kc)
+	return remote.TokenKubeconfig(c.Name, cfg.Host, s.Data["ca.crt"], secret, string(s.Data["token"]))
 }
