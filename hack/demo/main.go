@@ -221,21 +221,14 @@ func demoUp(ctx context.Context, dir string, failover bool) error {
 		if err := os.WriteFile(joinFile, joinKC, 0o600); err != nil {
 			return err
 		}
-		pcfg, err := c.RESTConfig(10 * time.Second)
-		if err != nil {
-			return err
-		}
-		args := []string{"install", "flotilla-provider", filepath.Join(root, "charts", "flotilla-provider"), "--kubeconfig", c.Kubeconfig,
-			"-n", flotillav1.SystemNamespace, "--create-namespace", "--set", "hub.id=" + hubID, "--set", "provider.name=" + o.provider,
-			"--set", "provider.owner=" + o.owner, "--set", "provider.region=" + o.region, "--set", "provider.apiServerURL=" + pcfg.Host,
-			"--set", "agent.enabled=false", "--set", "offer.reserve.cpu=1", "--set", "offer.reserve.memory=2Gi", "--set", "offer.refreshInterval=5s"}
+		args := []string{"--set", "offer.reserve.cpu=1", "--set", "offer.reserve.memory=2Gi", "--set", "offer.refreshInterval=5s"}
 		for k, v := range o.prices {
 			args = append(args, "--set-string", "offer.prices."+strings.ReplaceAll(k, ".", `\.`)+"="+v)
 		}
 		for k, v := range o.attributes {
 			args = append(args, "--set-string", "provider.attributes."+k+"="+v)
 		}
-		if err := helm(args...); err != nil {
+		if err := c.InstallProviderChart(hubID, o.region, args...); err != nil {
 			return err
 		}
 		agentKC, err := c.ServiceAccountKubeconfig(ctx, flotillav1.SystemNamespace, "flotilla-agent-token")

@@ -59,18 +59,8 @@ var (
 // helmInstallProvider installs the provider chart on c with the real helm.
 func helmInstallProvider(t *testing.T, c *testbed.Cluster, region string, extra ...string) {
 	t.Helper()
-	pcfg, err := c.RESTConfig(10 * time.Second)
-	if err != nil {
+	if err := c.InstallProviderChart(joinHubID, region, append([]string{"--set", "offer.reserve.cpu=2", "--set", "offer.reserve.memory=4Gi"}, extra...)...); err != nil {
 		t.Fatal(err)
-	}
-	args := []string{"install", "flotilla-provider", filepath.Join(hubenv.RepoRoot(), "charts", "flotilla-provider"),
-		"--kubeconfig", c.Kubeconfig, "-n", flotillav1.SystemNamespace, "--create-namespace",
-		"--set", "hub.id=" + joinHubID, "--set", "provider.name=" + c.Name, "--set", "provider.owner=" + c.Spec.Owner,
-		"--set", "provider.region=" + region, "--set", "provider.apiServerURL=" + pcfg.Host,
-		"--set", "agent.enabled=false", "--set", "offer.reserve.cpu=2", "--set", "offer.reserve.memory=4Gi"}
-	helm := exec.Command(filepath.Join(hubenv.RepoRoot(), "bin", "helm"), append(args, extra...)...)
-	if out, err := helm.CombinedOutput(); err != nil {
-		t.Fatalf("helm install on %s: %v\n%s", c.Name, err, out)
 	}
 }
 

@@ -33,6 +33,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/remote"
 )
 
@@ -540,4 +541,23 @@ func (c *Cluster) ServiceAccountKubeconfig(ctx context.Context, namespace, secre
 		}
 	}
 	return remote.TokenKubeconfig(c.Name, cfg.Host, s.Data["ca.crt"], secret, string(s.Data["token"]))
+}
+
+// InstallProviderChart installs charts/flotilla-provider on the cluster
+// with the federation's helm, for the hub hubID, under the cluster's own
+// name and owner, with the agent left to run outside the cluster
+// (agent.enabled=false). extra are more helm flags, such as --set.
+func (c *Cluster) InstallProviderChart(hubID, region string, extra ...string) error {
+	cfg, err := c.RESTConfig(10 * time.Second)
+	if err != nil {
+		return err
+	}
+	args := append([]string{"install", "flotilla-provider", filepath.Join(RepoRoot(), "charts", "flotilla-provider"),
+		"--kubeconfig", c.Kubeconfig, "-n", flotillav1.SystemNamespace, "--create-namespace",
+		"--set", "hub.id=" + hubID, "--set", "provider.name=" + c.Name, "--set", "provider.owner=" + c.Spec.Owner,
+		"--set", "provider.region=" + region, "--set", "provider.apiServerURL=" + cfg.Host, "--set", "agent.enabled=false"}, extra...)
+	if out, err := exec.Command(filepath.Join(c.fed.bin, "helm"), args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("helm install on %s: %v\n%s", c.Name, err, tail(out, 2000))
+	}
+	return nil
 }
