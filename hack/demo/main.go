@@ -369,9 +369,9 @@ func staleNamespaces(ctx context.Context, cs kubernetes.Interface, hub client.Cl
 	var ls flotillav1.LeaseList
 	_ = hub.List(ctx, &ls)
 	live := map[string]bool{}
-	for _, l := range ls.Items {
-		if l.Status.Phase != flotillav1.LeaseClosed && l.DeletionTimestamp == nil {
-			live[string(l.UID)] = true
+	for i := range ls.Items {
+		if status.Live(&ls.Items[i]) {
+			live[string(ls.Items[i].UID)] = true
 		}
 	}
 	n := 0
@@ -393,8 +393,8 @@ func placements(ctx context.Context, c client.Client, ns, name string) []string 
 	var ls flotillav1.LeaseList
 	_ = c.List(ctx, &ls, client.InNamespace(ns), client.MatchingLabels{flotillav1.LabelWorkload: name})
 	var out []string
-	for _, l := range ls.Items {
-		if l.Status.Phase != flotillav1.LeaseClosed && l.DeletionTimestamp == nil {
+	for i := range ls.Items {
+		if l := &ls.Items[i]; status.Live(l) {
 			out = append(out, fmt.Sprintf("%s:%d", l.Spec.ProviderRef.Name, l.Spec.Replicas))
 		}
 	}

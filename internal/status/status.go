@@ -31,9 +31,9 @@ func Render(w io.Writer, s Snapshot) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	owner := map[string]string{}
 	live := map[string]int{}
-	for _, l := range s.Leases {
-		if l.Status.Phase != flotillav1.LeaseClosed && l.DeletionTimestamp == nil {
-			live[l.Spec.ProviderRef.Name]++
+	for i := range s.Leases {
+		if Live(&s.Leases[i]) {
+			live[s.Leases[i].Spec.ProviderRef.Name]++
 		}
 	}
 	providers := slices.Clone(s.Providers)
@@ -101,11 +101,17 @@ func Render(w io.Writer, s Snapshot) error {
 	return tw.Flush()
 }
 
+// Live reports a Lease that still holds replicas: not closed, not being
+// deleted.
+func Live(l *flotillav1.Lease) bool {
+	return l.Status.Phase != flotillav1.LeaseClosed && l.DeletionTimestamp == nil
+}
+
 func liveLeases(ls []flotillav1.Lease) []flotillav1.Lease {
 	var out []flotillav1.Lease
-	for _, l := range ls {
-		if l.Status.Phase != flotillav1.LeaseClosed && l.DeletionTimestamp == nil {
-			out = append(out, l)
+	for i := range ls {
+		if Live(&ls[i]) {
+			out = append(out, ls[i])
 		}
 	}
 	return out
