@@ -11,11 +11,13 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -62,7 +64,10 @@ type ProviderReconciler struct {
 	ProbeInterval time.Duration
 	// Flap sets the hold-down of providers that keep getting Lost.
 	Flap flap.Policy
-	Now  func() time.Time
+	// ReputationHalfLife is how long reputation evidence keeps half its
+	// weight; 0 means reputation.DefaultHalfLife.
+	ReputationHalfLife time.Duration
+	Now                func() time.Time
 }
 
 // Reconcile probes one provider and writes its status once.
@@ -88,9 +93,6 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	old := p.Status.DeepCopy()
 	st := p.Status.DeepCopy()
 	st.ObservedGeneration = p.Generation
-	if st.Reputation.Score == "" {
-		st.Reputation.Score = "0.5"
-	}
 
 	reach := metav1.Condition{Type: flotillav1.ProviderReachable, ObservedGeneration: p.Generation}
 	cl, reason, err := providerClient(ctx, r.Client, r.Remote, p)
@@ -194,12 +196,24 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		r.Recorder.Eventf(p, typ, "Phase"+string(st.Phase), "Provider is %s: %s", st.Phase, ready.Message)
 		log.Info("Provider phase changed", "from", old.Phase, "to", st.Phase, "reason", ready.Reason)
 	}
+	marks, rerr := r.updateReputation(ctx, p, st, old.Phase, now)
+	if rerr != nil {
+		log.Error(rerr, "Updating reputation")
+	}
 	if !equality.Semantic.DeepEqual(st, old) {
-		patch := client.MergeFrom(p.DeepCopy())
+		// Reputation adds to what status holds: writing over a newer status
+		// than the cache showed would count time and events twice.
+		patch := client.MergeFromWithOptions(p.DeepCopy(), client.MergeFromWithOptimisticLock{})
 		p.Status = *st
 		if err := r.Client.Status().Patch(ctx, p, patch); err != nil {
+			if apierrors.IsConflict(err) {
+				return ctrl.Result{Requeue: true}, nil
+			}
 			return ctrl.Result{}, fmt.Errorf("patching status of provider %s: %w", p.Name, err)
 		}
+	}
+	if err := r.markRecorded(ctx, marks); err != nil {
+		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: next}, nil
 }
@@ -384,6 +398,9 @@ func (r *ProviderReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&flotillav1.Provider{}).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.providersOfSecret)).
+		Watches(&flotillav1.Lease{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.(*flotillav1.Lease).Spec.ProviderRef.Name}}}
+		}), builder.WithPredicates(leaseEvidenceChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 8}).
 		Named("provider").
 		Complete(r)

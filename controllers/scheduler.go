@@ -210,6 +210,10 @@ func (s *Scheduler) cycle(ctx context.Context) error {
 	notify := map[string]bool{}
 	createdFor := map[string]bool{}
 	offerByKey := offersByKey(offers.Items)
+	owners := make(map[string]string, len(providers.Items))
+	for i := range providers.Items {
+		owners[providers.Items[i].Name] = providers.Items[i].Spec.Owner
+	}
 	// Each Create is a round trip to the API server; Workloads are
 	// independent, so their Leases are created in parallel (one Workload's
 	// in order, as its Lease names depend on the ones before).
@@ -231,7 +235,7 @@ func (s *Scheduler) cycle(ctx context.Context) error {
 			defer func() { <-slots; wg.Done() }()
 			st := states[key]
 			for _, a := range byWorkload[key] {
-				if err := s.createLease(ctx, st, a, offerByKey[a.Offer]); err != nil {
+				if err := s.createLease(ctx, st, a, offerByKey[a.Offer], owners[a.Provider]); err != nil {
 					log.Error(err, "Creating Lease", "workload", a.Workload, "offer", a.Offer)
 					metrics.LeaseCreateFailed()
 					if st != nil {
@@ -447,7 +451,7 @@ func leaseName(st *workloadState, offer string, taken map[string]bool) string {
 	}
 }
 
-func (s *Scheduler) createLease(ctx context.Context, st *workloadState, a market.Assignment, offer *flotillav1.Offer) error {
+func (s *Scheduler) createLease(ctx context.Context, st *workloadState, a market.Assignment, offer *flotillav1.Offer, owner string) error {
 	if st == nil || offer == nil {
 		return fmt.Errorf("workload or offer vanished during the cycle")
 	}
@@ -464,6 +468,7 @@ func (s *Scheduler) createLease(ctx context.Context, st *workloadState, a market
 			Labels: map[string]string{
 				flotillav1.LabelWorkload: w.Name,
 				flotillav1.LabelProvider: a.Provider,
+				flotillav1.LabelOwner:    owner,
 			},
 			// Set at creation, which saves the Lease controller a write
 			// before it can act; it adds the finalizer too for Leases made
@@ -524,7 +529,7 @@ func (s *Scheduler) drain(ctx context.Context, states map[string]*workloadState)
 				readyElsewhere += min(l.Status.ReadyReplicas, l.Spec.Replicas)
 			}
 		}
-		if readyElsewhere < desiredReplicas(st.workload) {
+		if readyElsewhere < st.desired {
 			continue
 		}
 		for _, l := range st.draining {
@@ -550,7 +555,7 @@ func (s *Scheduler) scaleDown(ctx context.Context, states map[string]*workloadSt
 		if st.workload.DeletionTimestamp != nil {
 			continue
 		}
-		surplus := st.leased - desiredReplicas(st.workload)
+		surplus := st.leased - st.desired
 		if surplus <= 0 {
 			continue
 		}

@@ -33,6 +33,8 @@ type Options struct {
 	LeaseBurst int
 	// Flap is the hold-down policy for providers that keep getting Lost.
 	Flap flap.Policy
+	// ReputationHalfLife is how long reputation evidence keeps half its weight.
+	ReputationHalfLife time.Duration
 }
 
 // Setup registers the indexes, the scheduling loop and the reconcilers.
@@ -56,7 +58,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Scheduler, err
 	if err := mgr.Add(s); err != nil {
 		return nil, err
 	}
-	if err := (&WorkloadReconciler{Client: mgr.GetClient(), Scheduler: s}).SetupWithManager(mgr); err != nil {
+	if err := (&WorkloadReconciler{Client: mgr.GetClient(), Scheduler: s, Recorder: mgr.GetEventRecorderFor("flotilla-workload")}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	if err := (&OfferReconciler{Client: mgr.GetClient(), Now: time.Now}).SetupWithManager(mgr); err != nil {
@@ -69,7 +71,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Scheduler, err
 	rc := remote.NewCache(mgr.GetScheme(), opts.Remote)
 	if err := (&ProviderReconciler{
 		Client: mgr.GetClient(), Remote: rc, Recorder: mgr.GetEventRecorderFor("flotilla-provider"), HubID: hubID,
-		GracePeriod: opts.ProviderGracePeriod, ProbeInterval: opts.ProbeInterval, Flap: opts.Flap, Now: time.Now,
+		GracePeriod: opts.ProviderGracePeriod, ProbeInterval: opts.ProbeInterval, Flap: opts.Flap,
+		ReputationHalfLife: opts.ReputationHalfLife, Now: time.Now,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}

@@ -71,6 +71,7 @@ func buildSnapshot(now time.Time, providers []flotillav1.Provider, offers []flot
 	}
 	for _, l := range leases {
 		if st := states[offerKey(l.Namespace, l.Spec.WorkloadRef.Name)]; st != nil {
+			st.all = append(st.all, l)
 			st.epoch = max(st.epoch, l.Spec.Epoch)
 			if failedOver(l) {
 				st.failedOverEpoch = max(st.failedOverEpoch, l.Spec.Epoch)
@@ -106,6 +107,17 @@ func buildSnapshot(now time.Time, providers []flotillav1.Provider, offers []flot
 		}
 	}
 	for _, st := range states {
+		st.desired = desiredReplicas(st.workload)
+		if verified(st.workload) {
+			// Every copy, finished or replaced, keeps its owner from
+			// running another: copies must come from distinct owners.
+			d, _ := decideVerification(st.workload, st.all)
+			st.desired = int32(d.Copies)
+			clear(st.placed)
+			for _, l := range st.all {
+				st.placed[l.Spec.ProviderRef.Name]++
+			}
+		}
 		// Replacements of failed-over replicas get a higher epoch, so that
 		// anything of the old one left on a returning provider is fenced.
 		if st.failedOverEpoch > 0 && st.failedOverEpoch >= st.epoch {
@@ -155,7 +167,6 @@ func buildSnapshot(now time.Time, providers []flotillav1.Provider, offers []flot
 		if w.DeletionTimestamp != nil {
 			continue
 		}
-		st.desired = desiredReplicas(w)
 		pending := st.desired - st.leased
 		if pending <= 0 {
 			continue
@@ -178,6 +189,9 @@ func buildSnapshot(now time.Time, providers []flotillav1.Provider, offers []flot
 		if pl.MaxReplicasPerOwner != nil {
 			mw.MaxPerOwner = *pl.MaxReplicasPerOwner
 		}
+		if verified(w) {
+			mw.MaxPerOwner = 1
+		}
 		if pl.MinReputation != nil {
 			mw.MinReputation = parseScore(*pl.MinReputation)
 		}
@@ -198,9 +212,10 @@ func buildSnapshot(now time.Time, providers []flotillav1.Provider, offers []flot
 type workloadState struct {
 	workload *flotillav1.Workload
 	leases   []*flotillav1.Lease // live ones
+	all      []*flotillav1.Lease // every one, closed too
 	leased   int32               // replicas on live Leases not being deleted
-	desired  int32
-	epoch    int64 // for new Leases
+	desired  int32               // replicas (verified: copies) wanted in all
+	epoch    int64               // for new Leases
 	placed   map[string]int32
 	// draining Leases are on cordoned or deregistering providers.
 	draining []*flotillav1.Lease

@@ -116,7 +116,7 @@ func startManager(t *testing.T, hooks testHooks) *runningManager {
 	if err := mgr.Add(s); err != nil {
 		t.Fatal(err)
 	}
-	if err := (&WorkloadReconciler{Client: mgr.GetClient(), Scheduler: s}).SetupWithManager(mgr); err != nil {
+	if err := (&WorkloadReconciler{Client: mgr.GetClient(), Scheduler: s, Recorder: mgr.GetEventRecorderFor("flotilla-workload")}).SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
 	if err := (&OfferReconciler{Client: mgr.GetClient(), Now: time.Now}).SetupWithManager(mgr); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/money"
+	"github.com/flotilla-dev/flotilla/internal/quorum"
 )
 
 // Condition reasons the Workload controller sets.
@@ -68,7 +69,22 @@ func computeWorkloadStatus(w *flotillav1.Workload, leases []flotillav1.Lease, su
 		return cmp.Compare(a.Lease, b.Lease)
 	})
 	st.Providers = int32(len(providers))
-	st.PendingReplicas = max(0, w.Spec.Replicas-st.ScheduledReplicas)
+	want := w.Spec.Replicas
+	var vd *quorum.Decision
+	if verified(w) {
+		ptrs := make([]*flotillav1.Lease, len(leases))
+		for i := range leases {
+			ptrs[i] = &leases[i]
+		}
+		d, results := decideVerification(w, ptrs)
+		vd = &d
+		want = int32(d.Copies)
+		st.VerifiedDigest = d.Verified
+		st.Verification = &flotillav1.VerificationStatus{
+			Copies: want, ExtraCopies: max(0, want-w.Spec.Verification.Redundancy), Votes: int32(d.Votes), Results: results,
+		}
+	}
+	st.PendingReplicas = max(0, want-st.ScheduledReplicas)
 	st.Cost = flotillav1.Amount(cost.String())
 
 	sched := metav1.Condition{Type: flotillav1.WorkloadScheduled, ObservedGeneration: w.Generation}
@@ -91,6 +107,8 @@ func computeWorkloadStatus(w *flotillav1.Workload, leases []flotillav1.Lease, su
 	case w.Spec.Replicas == 0:
 		st.Phase = flotillav1.WorkloadReady
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionTrue, ReasonScaledToZero, "no replicas requested"
+	case vd != nil:
+		setVerification(&st, w, vd, &ready)
 	case batch && failed != "":
 		st.Phase = flotillav1.WorkloadFailed
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ReasonJobFailed, failed
@@ -115,6 +133,9 @@ func computeWorkloadStatus(w *flotillav1.Workload, leases []flotillav1.Lease, su
 		}
 	}
 	apimeta.SetStatusCondition(&st.Conditions, ready)
+	if vd == nil {
+		apimeta.RemoveStatusCondition(&st.Conditions, flotillav1.WorkloadVerified)
+	}
 
 	// kstatus: Reconciling while not yet where the spec asks.
 	rec := metav1.Condition{Type: flotillav1.ConditionReconciling, ObservedGeneration: w.Generation}
@@ -145,4 +166,32 @@ func pluralProviders(n int32) string {
 		return "1 provider"
 	}
 	return fmt.Sprintf("%d providers", n)
+}
+
+// setVerification decides a verified Workload's phase, Ready and Verified
+// conditions from the quorum decision: copies that fail do not fail the
+// Workload, only a quorum that can no longer be reached does.
+func setVerification(st *flotillav1.WorkloadStatus, w *flotillav1.Workload, d *quorum.Decision, ready *metav1.Condition) {
+	v := metav1.Condition{Type: flotillav1.WorkloadVerified, ObservedGeneration: w.Generation}
+	need := min(w.Spec.Verification.Quorum, w.Spec.Verification.Redundancy)
+	switch {
+	case d.Verified != "":
+		st.Phase = flotillav1.WorkloadSucceeded
+		v.Status, v.Reason = metav1.ConditionTrue, ReasonQuorumReached
+		v.Message = fmt.Sprintf("%d copies on distinct owners agree on %s", d.Votes, d.Verified)
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionTrue, ReasonQuorumReached, v.Message
+	case d.Failed != "":
+		st.Phase = flotillav1.WorkloadFailed
+		v.Status, v.Reason, v.Message = metav1.ConditionFalse, d.Failed, d.Message
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, d.Failed, d.Message
+	default:
+		st.Phase = flotillav1.WorkloadRunning
+		if st.ScheduledReplicas == 0 {
+			st.Phase = flotillav1.WorkloadPending
+		}
+		v.Status, v.Reason = metav1.ConditionFalse, ReasonAwaitingResults
+		v.Message = fmt.Sprintf("%d of %d agreeing results so far; %d copies", d.Votes, need, d.Copies)
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ReasonAwaitingResults, v.Message
+	}
+	apimeta.SetStatusCondition(&st.Conditions, v)
 }

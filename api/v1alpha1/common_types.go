@@ -18,6 +18,12 @@ type Amount string
 // +kubebuilder:validation:MaxLength=5
 type Score string
 
+// Weight is a non-negative decimal with at most three fractional digits,
+// used for reputation evidence.
+// +kubebuilder:validation:Pattern=`^[0-9]{1,12}(\.[0-9]{1,3})?$`
+// +kubebuilder:validation:MaxLength=16
+type Weight string
+
 // WorkloadClass says how replicas of a Workload run on a provider.
 // +kubebuilder:validation:Enum=Service;Batch
 type WorkloadClass string
@@ -104,6 +110,12 @@ const (
 	LabelEpoch = "flotilla.dev/epoch"
 	// LabelHub carries the hub's id on provider-side objects.
 	LabelHub = "flotilla.dev/hub"
+	// LabelOwner carries, on a Lease, the owner of its provider when it was
+	// placed: copies of a verified Workload must have distinct owners.
+	LabelOwner = "flotilla.dev/owner"
+	// AnnotationReputationRecorded lists the events of a Lease its
+	// provider's reputation has counted ("outcome", "verdict").
+	AnnotationReputationRecorded = "flotilla.dev/reputation-recorded"
 )
 
 // SystemNamespace is where the hub keeps provider kubeconfig Secrets.

@@ -72,6 +72,17 @@ const (
 	LeaseClosed LeasePhase = "Closed"
 )
 
+// Verdict is how a copy's result compared with the quorum.
+// +kubebuilder:validation:Enum=Agreed;Dissented
+type Verdict string
+
+const (
+	// VerdictAgreed: the copy reported the verified digest.
+	VerdictAgreed Verdict = "Agreed"
+	// VerdictDissented: the copy reported another digest, or none.
+	VerdictDissented Verdict = "Dissented"
+)
+
 // LeaseUsage is metered usage of a Lease.
 type LeaseUsage struct {
 	// replicaSeconds integrates observed ready replicas over time.
@@ -119,6 +130,10 @@ type LeaseStatus struct {
 	// +kubebuilder:validation:MaxLength=128
 	Digest string `json:"digest,omitempty"`
 
+	// verdict on the digest, once the Workload's quorum decided: Agreed or
+	// Dissented.
+	// +optional
+	Verdict Verdict `json:"verdict,omitempty"`
 	// lastSyncTime is when the hub last read the Lease's state from its provider.
 	// +optional
 	LastSyncTime *metav1.Time `json:"lastSyncTime,omitempty"`

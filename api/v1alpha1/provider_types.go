@@ -117,27 +117,57 @@ type ProviderCapacity struct {
 	LargestFreeChunk corev1.ResourceList `json:"largestFreeChunk,omitempty"`
 }
 
-// Reputation is the hub's measured trust in a provider.
+// Reputation is the hub's measured trust in a provider: a beta reputation
+// over decaying evidence (see docs/architecture.md, "Reputation").
 type Reputation struct {
-	// score in [0, 1]; newcomers start neutral at 0.5.
+	// score in [0, 1]: (positive + uptime evidence + 1) / (all evidence + 2).
+	// Newcomers start neutral at 0.5.
 	// +optional
 	Score Score `json:"score,omitempty"`
-
+	// positive is the decayed weight of good evidence: completed Batch
+	// Leases and results that agreed with a quorum.
+	// +optional
+	Positive Weight `json:"positive,omitempty"`
+	// negative is the decayed weight of bad evidence: Leases lost or
+	// failed, and results that disagreed with a quorum (weight 5 each).
+	// +optional
+	Negative Weight `json:"negative,omitempty"`
+	// uptime is the decayed share of observed time the provider was Ready
+	// or Cordoned rather than Lost.
+	// +optional
+	Uptime Score `json:"uptime,omitempty"`
+	// upSeconds is the decayed time observed up; 10 hours weigh as one
+	// positive event.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	UpSeconds int64 `json:"upSeconds,omitempty"`
+	// downSeconds is the decayed time observed Lost.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	DownSeconds int64 `json:"downSeconds,omitempty"`
+	// updatedTime is when the evidence was last decayed.
+	// +optional
+	UpdatedTime *metav1.Time `json:"updatedTime,omitempty"`
 	// leasesCompleted counts Leases that ended normally.
 	// +optional
 	LeasesCompleted int64 `json:"leasesCompleted,omitempty"`
-
 	// leasesFailed counts Leases lost or failed on this provider.
 	// +optional
 	LeasesFailed int64 `json:"leasesFailed,omitempty"`
-
 	// verificationsPassed counts redundant-execution results that agreed with the quorum.
 	// +optional
 	VerificationsPassed int64 `json:"verificationsPassed,omitempty"`
-
 	// verificationsFailed counts results that disagreed with the quorum.
 	// +optional
 	VerificationsFailed int64 `json:"verificationsFailed,omitempty"`
+	// recorded names the last Lease events counted ("<lease uid>/outcome"
+	// or "/verdict"), so that one counted just before a restart is not
+	// counted again.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=64
+	Recorded []string `json:"recorded,omitempty"`
 }
 
 // ProviderStatus is what the hub observed of a provider.

@@ -9,7 +9,7 @@ import (
 // GitOps tools own spec, controllers own status.
 // +kubebuilder:validation:XValidation:rule="!has(self.verification) || self.class == 'Batch'",message="spec.verification is only allowed for class Batch"
 // +kubebuilder:validation:XValidation:rule="!has(self.batch) || self.class == 'Batch'",message="spec.batch is only allowed for class Batch"
-// +kubebuilder:validation:XValidation:rule="!has(self.verification) || self.verification.redundancy <= 1 || self.replicas == 1",message="spec.replicas must be 1 when spec.verification.redundancy is above 1: redundancy copies the whole workload"
+// +kubebuilder:validation:XValidation:rule="!has(self.verification) || self.replicas == 1",message="spec.replicas must be 1 with spec.verification: each copy runs the whole workload"
 type WorkloadSpec struct {
 	// class is Service (keep replicas running) or Batch (run to completion).
 	// +optional
@@ -209,6 +209,50 @@ type Placement struct {
 	Digest string `json:"digest,omitempty"`
 }
 
+// VerificationStatus is the progress of redundant execution.
+type VerificationStatus struct {
+	// copies started or to start, including extra ones.
+	// +optional
+	Copies int32 `json:"copies,omitempty"`
+	// extraCopies added beyond the redundancy because results disagreed or
+	// were missing.
+	// +optional
+	ExtraCopies int32 `json:"extraCopies,omitempty"`
+	// votes for the verified digest, or for the leading one while none is,
+	// one per owner.
+	// +optional
+	Votes int32 `json:"votes,omitempty"`
+	// results of the copies, by Lease, in the order they were placed.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=18
+	Results []CopyResult `json:"results,omitempty"`
+}
+
+// CopyResult is one copy's result.
+type CopyResult struct {
+	// lease running the copy.
+	// +required
+	Lease string `json:"lease"`
+	// provider running the copy.
+	// +required
+	Provider string `json:"provider"`
+	// owner of the provider.
+	// +optional
+	Owner string `json:"owner,omitempty"`
+	// state of the copy: Running, Reported, Failed or Replaced (its
+	// provider was lost and another copy took its place).
+	// +optional
+	State string `json:"state,omitempty"`
+	// digest the copy reported.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	Digest string `json:"digest,omitempty"`
+	// verdict once a digest is verified.
+	// +optional
+	Verdict Verdict `json:"verdict,omitempty"`
+}
+
 // WorkloadStatus is what the hub observed of a Workload.
 type WorkloadStatus struct {
 	// phase summarises the conditions.
@@ -251,7 +295,11 @@ type WorkloadStatus struct {
 
 	// verifiedDigest is the result digest a quorum agreed on.
 	// +optional
+	// +kubebuilder:validation:MaxLength=128
 	VerifiedDigest string `json:"verifiedDigest,omitempty"`
+	// verification shows every copy of a verified Batch Workload and its result.
+	// +optional
+	Verification *VerificationStatus `json:"verification,omitempty"`
 
 	// conditions: Scheduled, Ready, BudgetExhausted, Verified, Reconciling, Stalled.
 	// +optional

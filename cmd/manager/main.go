@@ -15,6 +15,7 @@ import (
 	"github.com/flotilla-dev/flotilla/controllers"
 	"github.com/flotilla-dev/flotilla/internal/flap"
 	"github.com/flotilla-dev/flotilla/internal/remote"
+	"github.com/flotilla-dev/flotilla/internal/reputation"
 	"github.com/flotilla-dev/flotilla/internal/version"
 )
 
@@ -42,6 +43,7 @@ func main() {
 	flag.DurationVar(&ctrlOpts.Flap.Window, "flap-window", flap.Default.Window, "A provider Lost again within this time of its last loss counts as flapping.")
 	flag.DurationVar(&ctrlOpts.Flap.Base, "flap-hold-down", flap.Default.Base, "Hold-down of a provider back after its second loss in a row; doubles with each further loss.")
 	flag.DurationVar(&ctrlOpts.Flap.Max, "flap-max-hold-down", flap.Default.Max, "Longest hold-down of a flapping provider.")
+	flag.DurationVar(&ctrlOpts.ReputationHalfLife, "reputation-half-life", reputation.DefaultHalfLife, "How long reputation evidence keeps half its weight.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()

@@ -62,6 +62,18 @@ var (
 		Namespace: namespace, Subsystem: "scheduler", Name: "rate_limited_providers_total",
 		Help: "Scheduling cycles in which a provider had used up its rate of new Leases, summed over providers.",
 	})
+	verifications = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "verifications_total",
+		Help: "Verified Batch Workloads decided, by result (QuorumReached, QuorumNotReached).",
+	}, []string{"result"})
+	dissents = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "verification_dissents_total",
+		Help: "Copies whose result disagreed with the verified digest, or that reported none.",
+	})
+	reputationScore = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Subsystem: "provider", Name: "reputation",
+		Help: "Each provider's reputation score in [0, 1].",
+	}, []string{"provider"})
 	remoteLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: namespace, Subsystem: "remote", Name: "request_duration_seconds",
 		Help:    "Duration of work against a provider's API server, by provider and operation (probe, apply, cleanup).",
@@ -71,7 +83,7 @@ var (
 
 func init() {
 	crmetrics.Registry.MustRegister(schedulingCycleDuration, pendingReplicas, leasesCreated, leaseCreateErrors, unschedulableWorkloads,
-		providers, leases, failovers, fencingDeletions, holdDowns, leasesThrottled, remoteLatency)
+		providers, leases, failovers, fencingDeletions, holdDowns, leasesThrottled, verifications, dissents, reputationScore, remoteLatency)
 }
 
 // Phases sets the providers and leases gauges from counts by phase; every
@@ -106,7 +118,17 @@ func RemoteRequest(provider, operation string, d time.Duration) {
 // ForgetProvider drops a deregistered provider's latency series.
 func ForgetProvider(provider string) {
 	remoteLatency.DeletePartialMatch(prometheus.Labels{"provider": provider})
+	reputationScore.DeleteLabelValues(provider)
 }
+
+// Verification counts a verified Workload decided with the result.
+func Verification(result string) { verifications.WithLabelValues(result).Inc() }
+
+// Dissent counts a copy that disagreed with the verified digest.
+func Dissent() { dissents.Inc() }
+
+// Reputation sets a provider's score.
+func Reputation(provider string, score float64) { reputationScore.WithLabelValues(provider).Set(score) }
 
 // SchedulingCycle records one cycle: its duration, the replicas left
 // pending and the unschedulable workloads by reason. Every reason in codes is

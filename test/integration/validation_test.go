@@ -193,6 +193,12 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 			w.Spec.Verification = &flotillav1.VerificationSpec{Redundancy: 2, Quorum: 3}
 			return w
 		}(), "spec.verification.quorum"},
+		"verification of several replicas": {func() client.Object {
+			w := validBatch()
+			w.Spec.Replicas = 2
+			w.Spec.Verification = &flotillav1.VerificationSpec{Redundancy: 1, Quorum: 1}
+			return w
+		}(), "spec.replicas must be 1 with spec.verification"},
 		"verification on a Service": {workload(func(w *flotillav1.Workload) {
 			w.Spec.Verification = &flotillav1.VerificationSpec{Redundancy: 3, Quorum: 2}
 		}), "spec.verification"},
