@@ -12,6 +12,8 @@ package testbed
 
 import (
 	"context"
+	_ "embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -55,7 +57,18 @@ type ProviderSpec struct {
 	Owner  string
 	Region string
 	Nodes  []NodeSet
+	// WrongDigest, when set, is the result every completed Job pod on this
+	// provider reports instead of the one its template asks for (the
+	// annotation testbed.flotilla.dev/result): a lying provider.
+	WrongDigest string
 }
+
+// ResultAnnotation on a pod template is the termination message a completed
+// Job pod's first container reports on the testbed.
+const ResultAnnotation = "testbed.flotilla.dev/result"
+
+//go:embed stages.yaml.tmpl
+var stagesTemplate string
 
 // Options configure a Federation.
 type Options struct {
@@ -335,6 +348,10 @@ options:
   kubeControllerManagerPort: %d
   kubeSchedulerPort: %d
 `, ports[0], ports[1], ports[2], ports[3], ports[4], ports[5])
+	if c.Spec.WrongDigest != "" && !validDigest(c.Spec.WrongDigest) {
+		return "", fmt.Errorf("provider %s: WrongDigest %q is not sha256:<64 hex digits>", c.Name, c.Spec.WrongDigest)
+	}
+	conf += "---\n" + strings.ReplaceAll(stagesTemplate, "@WRONG_DIGEST@", c.Spec.WrongDigest)
 	return path, os.WriteFile(path, []byte(conf), 0o644)
 }
 
@@ -560,4 +577,13 @@ func (c *Cluster) InstallProviderChart(hubID, region string, extra ...string) er
 		return fmt.Errorf("helm install on %s: %v\n%s", c.Name, err, tail(out, 2000))
 	}
 	return nil
+}
+
+func validDigest(d string) bool {
+	hexPart, ok := strings.CutPrefix(d, "sha256:")
+	if !ok || len(hexPart) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(hexPart)
+	return err == nil && strings.ToLower(hexPart) == hexPart
 }

@@ -10,11 +10,13 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -27,10 +29,51 @@ import (
 func smokeProviders() []ProviderSpec {
 	return []ProviderSpec{
 		{Name: "alice-1", Owner: "alice", Region: "eu-west", Nodes: []NodeSet{{Count: 2, CPU: "8", Memory: "32Gi"}}},
-		{Name: "bob-1", Owner: "bob", Region: "us-east", Nodes: []NodeSet{{Count: 1, CPU: "16", Memory: "64Gi"}}},
+		{Name: "bob-1", Owner: "bob", Region: "us-east", Nodes: []NodeSet{{Count: 1, CPU: "16", Memory: "64Gi"}}, WrongDigest: lie},
 		{Name: "carol-1", Owner: "carol", Region: "eu-west", Nodes: []NodeSet{{Count: 1, CPU: "8", Memory: "64Gi", GPU: 2,
 			Labels: map[string]string{"gpu-model": "a100"}}}},
 	}
+}
+
+var (
+	truth = "sha256:" + strings.Repeat("1", 64)
+	lie   = "sha256:" + strings.Repeat("f", 64)
+)
+
+// resultJob is a one-pod Job whose pod asks the testbed to report result.
+func resultJob(name, result string) *batchv1.Job {
+	return &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{ResultAnnotation: result}},
+			Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{
+				{Name: "work", Image: "registry.example/work:1"}, {Name: "sidecar", Image: "registry.example/side:1"},
+			}},
+		}},
+	}
+}
+
+// terminationMessages returns the message of each container of the Job's
+// succeeded pod, once there is one.
+func terminationMessages(ctx context.Context, cs kubernetes.Interface, job string) ([]string, error) {
+	pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "job-name=" + job})
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range pods.Items {
+		if p.Status.Phase != corev1.PodSucceeded {
+			continue
+		}
+		var out []string
+		for _, c := range p.Status.ContainerStatuses {
+			if c.State.Terminated == nil {
+				return nil, fmt.Errorf("container %s of succeeded pod %s not terminated", c.Name, p.Name)
+			}
+			out = append(out, c.State.Terminated.Message)
+		}
+		return out, nil
+	}
+	return nil, nil
 }
 
 func deployment(name string, replicas int32) *appsv1.Deployment {
@@ -119,6 +162,35 @@ func TestFederationSmoke(t *testing.T) {
 			return len(pods) == 3, err
 		})
 	}
+
+	t.Run("Job pods complete with the result asked for, or a lying provider's", func(t *testing.T) {
+		for name, want := range map[string]string{"alice-1": truth, "bob-1": lie} {
+			cs := clients[name]
+			if _, err := cs.BatchV1().Jobs("default").Create(ctx, resultJob("result", truth), metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := cs.BatchV1().Jobs("default").Create(ctx, resultJob("silent", ""), metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			var msgs []string
+			waitFor(t, 60*time.Second, "the result job to succeed on "+name, func() (bool, error) {
+				var err error
+				msgs, err = terminationMessages(ctx, cs, "result")
+				return msgs != nil, err
+			})
+			if len(msgs) != 2 || msgs[0] != want || msgs[1] != "" {
+				t.Errorf("%s: termination messages %q, want %q on the first container only", name, msgs, want)
+			}
+			waitFor(t, 60*time.Second, "the silent job to succeed on "+name, func() (bool, error) {
+				var err error
+				msgs, err = terminationMessages(ctx, cs, "silent")
+				return msgs != nil, err
+			})
+			if msgs[0] != "" {
+				t.Errorf("%s: a pod without the annotation reported %q", name, msgs[0])
+			}
+		}
+	})
 
 	t.Run("Stop refuses connections and Start brings the pods back", func(t *testing.T) {
 		p := f.Provider("alice-1")
