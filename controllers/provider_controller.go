@@ -46,6 +46,7 @@ const (
 	heartbeatLeasePrefix     = "provider-"
 	defaultProbeInterval     = 3 * time.Second
 	defaultProviderGraceTime = 20 * time.Second
+	conflictRetry            = 100 * time.Millisecond
 )
 
 // ProviderReconciler probes each provider's API server, measures its
@@ -207,7 +208,8 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		p.Status = *st
 		if err := r.Client.Status().Patch(ctx, p, patch); err != nil {
 			if apierrors.IsConflict(err) {
-				return ctrl.Result{Requeue: true}, nil
+				// The cache lags behind our last write: probe again shortly.
+				return ctrl.Result{RequeueAfter: conflictRetry}, nil
 			}
 			return ctrl.Result{}, fmt.Errorf("patching status of provider %s: %w", p.Name, err)
 		}

@@ -50,7 +50,9 @@ func leasesOfWorkload(t *testing.T, ns, name string) []flotillav1.Lease {
 			out = append(out, l)
 		}
 	}
-	slices.SortFunc(out, func(a, b flotillav1.Lease) int { return strings.Compare(a.Labels[flotillav1.LabelOwner], b.Labels[flotillav1.LabelOwner]) })
+	slices.SortFunc(out, func(a, b flotillav1.Lease) int {
+		return strings.Compare(a.Labels[flotillav1.LabelOwner], b.Labels[flotillav1.LabelOwner])
+	})
 	return out
 }
 

@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -25,7 +26,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -37,6 +40,9 @@ import (
 )
 
 const hubID = "demo"
+
+// renderDigest is the result the sample render job's copies report.
+var renderDigest = fmt.Sprintf("sha256:%x", sha256.Sum256([]byte("render-frames 1-240")))
 
 // state is what `demo down` needs, kept in DIR/state.json.
 type state struct {
@@ -268,7 +274,7 @@ func demoUp(ctx context.Context, dir string, failover bool) error {
 		return err
 	}
 
-	say("4/6 tenants apply the samples: a web Service spread across owners, a batch job, a GPU job only carol can run")
+	say("4/6 tenants apply the samples: a web Service spread across owners, a batch job verified by copies on distinct owners, a GPU job only carol can run")
 	for _, ns := range []string{"team-a", "team-b"} {
 		if err := hub.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); client.IgnoreAlreadyExists(err) != nil {
 			return err
@@ -280,6 +286,13 @@ func demoUp(ctx context.Context, dir string, failover bool) error {
 			return err
 		}
 		for _, o := range objs {
+			if _, verify, _ := unstructured.NestedMap(o.Object, "spec", "verification"); verify {
+				// Fake nodes run no containers: the testbed has the copies
+				// report the digest the render would have written.
+				if err := unstructured.SetNestedField(o.Object, renderDigest, "spec", "template", "metadata", "annotations", testbed.ResultAnnotation); err != nil {
+					return err
+				}
+			}
 			if err := hub.Create(ctx, o); client.IgnoreAlreadyExists(err) != nil {
 				return fmt.Errorf("applying %s: %w", f, err)
 			}
@@ -292,6 +305,10 @@ func demoUp(ctx context.Context, dir string, failover bool) error {
 			fmt.Sprintf("web %d/6 ready; render-frames %s; train %s", web.Status.ReadyReplicas, or(string(rf.Status.Phase), "pending"), or(string(tr.Status.Phase), "pending"))
 	}); err != nil {
 		return err
+	}
+	rf := workload(ctx, hub, "team-b", "render-frames")
+	if c := apimeta.FindStatusCondition(rf.Status.Conditions, flotillav1.WorkloadVerified); c != nil {
+		say("    render-frames: %s", c.Message)
 	}
 	say("5/6 where everything runs:")
 	if err := printStatus(ctx, hub); err != nil {

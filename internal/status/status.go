@@ -72,7 +72,11 @@ func Render(w io.Writer, s Snapshot) error {
 			cost += leaseCost(&l, s.Now)
 		}
 		ready := fmt.Sprintf("%d/%d", wl.Status.ReadyReplicas, wl.Spec.Replicas)
-		if wl.Spec.Class == flotillav1.ClassBatch {
+		switch {
+		case wl.Spec.Verification != nil:
+			// Copies on distinct owners: what counts is how many agree.
+			ready = fmt.Sprintf("%d/%d agree", votes(&wl), wl.Spec.Verification.Quorum)
+		case wl.Spec.Class == flotillav1.ClassBatch:
 			ready = fmt.Sprintf("%d/%d done", wl.Status.SucceededReplicas, wl.Spec.Replicas)
 		}
 		slices.Sort(places)
@@ -99,6 +103,13 @@ func Render(w io.Writer, s Snapshot) error {
 		fmt.Fprintln(tw, "(no live leases)")
 	}
 	return tw.Flush()
+}
+
+func votes(w *flotillav1.Workload) int32 {
+	if w.Status.Verification == nil {
+		return 0
+	}
+	return w.Status.Verification.Votes
 }
 
 // Live reports a Lease that still holds replicas: not closed, not being

@@ -36,7 +36,12 @@ func TestRender(t *testing.T) {
 		},
 		Workloads: []flotillav1.Workload{{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "team-a"},
 			Spec:   flotillav1.WorkloadSpec{Class: flotillav1.ClassService, Replicas: 4},
-			Status: flotillav1.WorkloadStatus{Phase: "Running", ReadyReplicas: 4}}},
+			Status: flotillav1.WorkloadStatus{Phase: "Running", ReadyReplicas: 4}},
+			{ObjectMeta: metav1.ObjectMeta{Name: "frames", Namespace: "team-b"},
+				Spec: flotillav1.WorkloadSpec{Class: flotillav1.ClassBatch, Replicas: 1,
+					Verification: &flotillav1.VerificationSpec{Redundancy: 3, Quorum: 2}},
+				Status: flotillav1.WorkloadStatus{Phase: "Succeeded", SucceededReplicas: 3,
+					Verification: &flotillav1.VerificationStatus{Copies: 3, Votes: 2}}}},
 		Leases: []flotillav1.Lease{
 			lease("b", "alice-1", 2, "0.006", 30*time.Minute, flotillav1.LeaseActive),
 			lease("a", "alice-1", 2, "0.005", time.Hour, flotillav1.LeaseActive),
@@ -53,7 +58,9 @@ func TestRender(t *testing.T) {
 		"alice-1   alice  eu-west  Ready  14        28.0Gi       -     0.5         2",
 		"bob-1     bob    us-east  Lost   -         -            -     -           0",
 		// 2x0.005 + 2x0.006 per hour; cost 0.010 for 1h + 0.006 for 30min + 0.004 metered
-		"team-a/web  Service  Running  4/4    alice-1:2,alice-1:2  0.022       0.02",
+		"team-a/web     Service  Running    4/4        alice-1:2,alice-1:2  0.022       0.02",
+		// a verified Workload counts agreeing copies against its quorum
+		"team-b/frames  Batch    Succeeded  2/2 agree  -",
 		// one line per live Lease, closed ones left out
 		"team-a/web   alice-1   alice  2         2      1      0.005               1h0m0s       0.01",
 	} {
@@ -61,7 +68,7 @@ func TestRender(t *testing.T) {
 			t.Errorf("missing %q in\n%s", want, got)
 		}
 	}
-	if strings.Count(got, "team-a/web   ") != 2 {
+	if strings.Count(got, "team-a/web   alice-1") != 2 {
 		t.Errorf("want 2 live lease lines (the closed one left out):\n%s", got)
 	}
 }

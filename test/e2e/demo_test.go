@@ -48,7 +48,9 @@ func TestDemo(t *testing.T) {
 	for _, want := range []string{
 		"web 6/6 ready; render-frames Succeeded; train Succeeded",
 		"bob-1 Ready; 0 stale namespaces left there",
-		"team-a/web            Service  Ready      6/6       alice-1:3,carol-1:3",
+		"render-frames: 2 copies on distinct owners agree on sha256:",
+		"team-a/web            Service  Ready      6/6        alice-1:3,carol-1:3",
+		"team-b/render-frames  Batch    Succeeded  2/2 agree",
 		"team-b/train          Batch    Succeeded  1/1 done",
 		"export KUBECONFIG=",
 		"make demo-down",
