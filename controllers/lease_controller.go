@@ -480,6 +480,19 @@ func (r *LeaseReconciler) reconcileDelete(ctx context.Context, l *flotillav1.Lea
 			return ctrl.Result{RequeueAfter: cleanupRetryBackoff}, nil
 		}
 	}
+	if l.Status.Phase != flotillav1.LeaseClosed {
+		// Charge up to the deletion what was running; the bank settles it
+		// once this finalizer is gone.
+		st := l.Status.DeepCopy()
+		r.meterTo(l, st, st.ReadyReplicas, r.Now())
+		if !equality.Semantic.DeepEqual(st, &l.Status) {
+			patch := client.MergeFrom(l.DeepCopy())
+			l.Status = *st
+			if err := r.Client.Status().Patch(ctx, l, patch); client.IgnoreNotFound(err) != nil {
+				return ctrl.Result{}, fmt.Errorf("metering deleted lease %s/%s: %w", l.Namespace, l.Name, err)
+			}
+		}
+	}
 	controllerutil.RemoveFinalizer(l, LeaseFinalizer)
 	if err := r.Client.Update(ctx, l); client.IgnoreNotFound(err) != nil {
 		return ctrl.Result{}, fmt.Errorf("removing finalizer from lease %s/%s: %w", l.Namespace, l.Name, err)

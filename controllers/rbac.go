@@ -3,11 +3,14 @@ package controllers
 
 // The manager's permissions, generated into config/rbac by `make manifests`.
 // It reads the Flotilla kinds everywhere and writes only their status (and
-// Leases, which it owns). It reads Secrets and ConfigMaps in every namespace: tenants' pod templates
+// Leases, which it owns, and providers' Accounts, which it makes). In
+// flotilla-system it writes the ledger's ConfigMaps and its key's Secret. It reads Secrets and ConfigMaps in every namespace: tenants' pod templates
 // refer to them and the hub copies them into the lease's namespace on the
 // provider, and providers' kubeconfigs live in flotilla-system.
 
 // +kubebuilder:rbac:groups=flotilla.dev,resources=offers;workloads,verbs=get;list;watch
+// +kubebuilder:rbac:groups=flotilla.dev,resources=accounts,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=flotilla.dev,resources=accounts/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=flotilla.dev,resources=providers,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=flotilla.dev,resources=providers/status;offers/status;workloads/status;leases/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=flotilla.dev,resources=workloads/finalizers;leases/finalizers;providers/finalizers,verbs=update
@@ -16,3 +19,5 @@ package controllers
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get;list;watch
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=flotilla-system,resources=leases,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups="",namespace=flotilla-system,resources=configmaps,verbs=create;update
+// +kubebuilder:rbac:groups="",namespace=flotilla-system,resources=secrets,verbs=create

@@ -177,7 +177,7 @@ func TestReputationCountsEachLeaseEventOnce(t *testing.T) {
 	if got := counts(get().Status.Reputation); got != want {
 		t.Errorf("after a restart and a lost mark: %s, want %s", got, want)
 	}
-	if v := metricValue(t, "flotilla_provider_reputation"); v <= 0 || v >= 1 {
+	if v := metricValueFor(t, "flotilla_provider_reputation", "provider", prov); v <= 0 || v >= 1 {
 		t.Errorf("flotilla_provider_reputation = %v, want a score in (0, 1)", v)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/time/rate"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -197,6 +198,11 @@ func (s *Scheduler) cycle(ctx context.Context) error {
 	throttled := s.applyRateLimits(snap, start)
 	applyMaxLeases(snap, providers.Items, leases)
 	res := market.Match(snap)
+	for key, st := range states {
+		if st.blocked != nil {
+			res.Unplaced[key] = *st.blocked
+		}
+	}
 	if throttled && len(res.Unplaced) > 0 {
 		// No event comes when tokens refill.
 		time.AfterFunc(time.Duration(float64(time.Second)/float64(s.LeaseRate)), s.Trigger)
@@ -331,6 +337,11 @@ func schedulingInputChanged(o, n any) bool {
 	case *flotillav1.Lease:
 		nv := n.(*flotillav1.Lease)
 		return ov.Status.Phase != nv.Status.Phase || ov.Status.ReadyReplicas != nv.Status.ReadyReplicas
+	case *flotillav1.Workload:
+		// The bank stopping or resuming it.
+		nv := n.(*flotillav1.Workload)
+		return apimeta.IsStatusConditionTrue(ov.Status.Conditions, flotillav1.WorkloadBudgetExhausted) !=
+			apimeta.IsStatusConditionTrue(nv.Status.Conditions, flotillav1.WorkloadBudgetExhausted)
 	}
 	return false // Workload and Offer status: written from what the loop decided
 }
@@ -473,7 +484,7 @@ func (s *Scheduler) createLease(ctx context.Context, st *workloadState, a market
 			// Set at creation, which saves the Lease controller a write
 			// before it can act; it adds the finalizer too for Leases made
 			// otherwise.
-			Finalizers: []string{LeaseFinalizer},
+			Finalizers: []string{LeaseFinalizer, SettlementFinalizer},
 		},
 		Spec: flotillav1.LeaseSpec{
 			WorkloadRef:         flotillav1.LocalObjectReference{Name: w.Name},

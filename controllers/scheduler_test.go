@@ -4,6 +4,9 @@ import (
 	"context"
 
 	"fmt"
+	"slices"
+
+	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"strings"
@@ -306,6 +309,13 @@ func TestCreatedLeasesCountBeforeTheCacheShowsThem(t *testing.T) {
 // the registry the manager's metrics endpoint serves.
 func metricValue(t *testing.T, name string) float64 {
 	t.Helper()
+	return metricValueFor(t, name, "", "")
+}
+
+// metricValueFor sums the series of a metric whose label has the value
+// (every series when label is empty).
+func metricValueFor(t *testing.T, name, label, value string) float64 {
+	t.Helper()
 	families, err := crmetrics.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -316,6 +326,9 @@ func metricValue(t *testing.T, name string) float64 {
 		}
 		var sum float64
 		for _, m := range f.Metric {
+			if label != "" && !slices.ContainsFunc(m.Label, func(l *dto.LabelPair) bool { return l.GetName() == label && l.GetValue() == value }) {
+				continue
+			}
 			switch {
 			case m.Counter != nil:
 				sum += m.Counter.GetValue()

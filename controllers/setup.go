@@ -2,10 +2,21 @@ package controllers
 
 import (
 	"context"
+	"crypto/ed25519"
 	"time"
 
 	"golang.org/x/time/rate"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/keys"
+	"github.com/flotilla-dev/flotilla/internal/ledgerstore"
 
 	"github.com/flotilla-dev/flotilla/internal/flap"
 	"github.com/flotilla-dev/flotilla/internal/remote"
@@ -35,6 +46,24 @@ type Options struct {
 	Flap flap.Policy
 	// ReputationHalfLife is how long reputation evidence keeps half its weight.
 	ReputationHalfLife time.Duration
+	// SettlementInterval, EscrowPeriod, FundsGrace and FeeBPS set the
+	// economics (see internal/settle); zero values take the defaults.
+	SettlementInterval time.Duration
+	EscrowPeriod       time.Duration
+	FundsGrace         time.Duration
+	FeeBPS             int64
+	// LedgerChunkEntries is how many ledger entries one stored chunk holds.
+	LedgerChunkEntries int
+}
+
+// CacheOptions keep the ledger's chunks out of the manager's cache: the hub
+// watches ConfigMaps everywhere for pod templates, and a large ledger would
+// otherwise sit in memory twice. The bank reads them directly.
+func CacheOptions() cache.Options {
+	notLedger, _ := labels.NewRequirement(ledgerstore.ChunkLabel, selection.DoesNotExist, nil)
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&corev1.ConfigMap{}: {Label: labels.NewSelector().Add(*notLedger)},
+	}}
 }
 
 // Setup registers the indexes, the scheduling loop and the reconcilers.
@@ -79,6 +108,29 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Scheduler, err
 	if err := (&LeaseReconciler{
 		Client: mgr.GetClient(), Remote: rc, Recorder: mgr.GetEventRecorderFor("flotilla-lease"), HubID: hubID, Now: time.Now,
 	}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	store := &ledgerstore.Store{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(),
+		Namespace: flotillav1.SystemNamespace, ChunkEntries: opts.LedgerChunkEntries}
+	key := func(ctx context.Context) (ed25519.PrivateKey, error) {
+		cs, err := kubernetes.NewForConfig(mgr.GetConfig())
+		if err != nil {
+			return nil, err
+		}
+		return keys.Ensure(ctx, cs, flotillav1.SystemNamespace, ledgerstore.KeySecret)
+	}
+	bank := NewBank(mgr.GetClient(), mgr.GetCache(), store, mgr.GetEventRecorderFor("flotilla-bank"), key)
+	if opts.SettlementInterval > 0 {
+		bank.Policy.Interval = opts.SettlementInterval
+	}
+	if opts.EscrowPeriod > 0 {
+		bank.Policy.EscrowPeriod = opts.EscrowPeriod
+	}
+	if opts.FundsGrace > 0 {
+		bank.Policy.Grace = opts.FundsGrace
+	}
+	bank.Policy.FeeBPS = opts.FeeBPS
+	if err := mgr.Add(bank); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -171,6 +171,11 @@ func buildSnapshot(now time.Time, providers []flotillav1.Provider, offers []flot
 		if pending <= 0 {
 			continue
 		}
+		if c := apimeta.FindStatusCondition(w.Status.Conditions, flotillav1.WorkloadBudgetExhausted); c != nil && c.Status == metav1.ConditionTrue {
+			// The bank stopped it: no new replicas until funds or budget allow.
+			st.blocked = &market.Unplaced{Pending: pending, Reasons: []market.Reason{{Code: c.Reason, Count: 1, Message: c.Message}}}
+			continue
+		}
 		mw := market.Workload{
 			Key: key, Namespace: w.Namespace, Class: classOf(w.Spec.Class), Pending: pending,
 			Request: market.PodRequest(&w.Spec.Template.Spec), MaxPrice: -1,
@@ -221,6 +226,8 @@ type workloadState struct {
 	draining []*flotillav1.Lease
 
 	failedOverEpoch int64
+	// blocked says why the bank keeps it from getting new replicas.
+	blocked *market.Unplaced
 }
 
 // failedOver reports a Lease closed because its provider stayed Lost.

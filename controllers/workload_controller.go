@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -47,10 +48,15 @@ func (r *WorkloadReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if equality.Semantic.DeepEqual(status, w.Status) {
 		return ctrl.Result{}, nil
 	}
-	patch := client.MergeFrom(w.DeepCopy())
+	// The bank writes the BudgetExhausted condition of the same list: a
+	// stale copy must not drop it.
+	patch := client.MergeFromWithOptions(w.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	was := w.Status
 	w.Status = status
 	if err := r.Client.Status().Patch(ctx, w, patch); err != nil {
+		if apierrors.IsConflict(err) {
+			return ctrl.Result{RequeueAfter: conflictRetry}, nil
+		}
 		return ctrl.Result{}, fmt.Errorf("patching status of workload %s: %w", req, err)
 	}
 	if status.VerifiedDigest != "" && was.VerifiedDigest == "" {

@@ -1,76 +1,241 @@
 package main
 
 import (
+	"context"
 	"crypto/ed25519"
 	"encoding/base64"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
+	"strings"
 
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/ledger"
+	"github.com/flotilla-dev/flotilla/internal/ledgerstore"
+	"github.com/flotilla-dev/flotilla/internal/money"
+	"github.com/flotilla-dev/flotilla/internal/settle"
 )
 
-// ledgerCommand: verify an exported ledger offline.
-func ledgerCommand(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "verify" {
-		return usageError("flotillactl ledger verify --file F --public-key KEY [--head HASH]")
+const ledgerUsage = `flotillactl ledger export [--kubeconfig F] [-o FILE]
+flotillactl ledger verify --file F --public-key KEY [--head HASH] [--accounts FILE]
+flotillactl ledger verify --hub [--kubeconfig F]`
+
+// ledgerCommand: export the hub's ledger, or verify one.
+func ledgerCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usageError(ledgerUsage)
 	}
-	fs := flag.NewFlagSet("ledger verify", flag.ContinueOnError)
+	switch args[0] {
+	case "export":
+		return ledgerExport(ctx, args[1:], stdout, stderr)
+	case "verify":
+		return ledgerVerify(ctx, args[1:], stdout, stderr)
+	}
+	return usageError(ledgerUsage)
+}
+
+func ledgerExport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("ledger export", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	file := fs.String("file", "", "Exported ledger, JSON lines (- for standard input).")
-	key := fs.String("public-key", "", "The hub's ed25519 public key, base64.")
-	headFlag := fs.String("head", "", "The head hash the hub published; checks nothing was cut off the end.")
-	if err := fs.Parse(args[1:]); err != nil {
+	kubeconfig := fs.String("kubeconfig", "", "Kubeconfig of the hub (default: KUBECONFIG or ~/.kube/config).")
+	out := fs.String("o", "-", "File to write the JSON lines to (- for standard output).")
+	if err := fs.Parse(args); err != nil {
 		return errUsage{err.Error()}
 	}
-	if *file == "" || *key == "" {
-		return usageError("--file and --public-key are required")
+	entries, head, _, err := fromHub(ctx, *kubeconfig, false)
+	if err != nil {
+		return err
 	}
-	pub, err := base64.StdEncoding.DecodeString(*key)
-	if err != nil || len(pub) != ed25519.PublicKeySize {
-		return fmt.Errorf("--public-key: not a base64 ed25519 public key")
-	}
-	var head ledger.Hash
-	if *headFlag != "" {
-		if head, err = ledger.ParseHash(*headFlag); err != nil {
-			return fmt.Errorf("--head: %w", err)
-		}
-	}
-	in := io.Reader(os.Stdin)
-	if *file != "-" {
-		f, err := os.Open(*file)
+	w := stdout
+	if *out != "-" {
+		f, err := os.Create(*out)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		in = f
+		w = f
 	}
-	entries, err := ledger.ReadJSONL(in)
-	if err == nil {
-		err = ledger.Verify(entries, pub, head)
+	if err := ledger.WriteJSONL(w, entries); err != nil {
+		return err
 	}
+	fmt.Fprintf(stderr, "exported %d entries; head %s; public key %s\n", len(entries), lastHash(entries),
+		base64.StdEncoding.EncodeToString(head.PublicKey))
+	return nil
+}
+
+// fromHub reads the stored ledger, the published head and, if asked, the
+// Accounts.
+func fromHub(ctx context.Context, kubeconfig string, withAccounts bool) ([]ledger.Entry, ledgerstore.Head, []flotillav1.Account, error) {
+	c, _, err := hubClient(kubeconfig)
 	if err != nil {
+		return nil, ledgerstore.Head{}, nil, err
+	}
+	head, err := ledgerstore.ReadHead(ctx, c, flotillav1.SystemNamespace)
+	if err != nil {
+		return nil, head, nil, err
+	}
+	store := &ledgerstore.Store{Client: c, Reader: c, Namespace: flotillav1.SystemNamespace}
+	entries, err := store.Load(ctx)
+	if err != nil {
+		return nil, head, nil, err
+	}
+	var accounts flotillav1.AccountList
+	if withAccounts {
+		if err := c.List(ctx, &accounts); err != nil {
+			return nil, head, nil, fmt.Errorf("listing accounts: %w", err)
+		}
+	}
+	return entries, head, accounts.Items, nil
+}
+
+func ledgerVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("ledger verify", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("file", "", "Exported ledger, JSON lines (- for standard input).")
+	key := fs.String("public-key", "", "The hub's ed25519 public key, base64 (published in flotilla-system/flotilla-ledger-head).")
+	headFlag := fs.String("head", "", "The head hash the hub published; checks nothing was cut off the end.")
+	accountsFile := fs.String("accounts", "", "Accounts as `kubectl get accounts.flotilla.dev -A -o json` printed them; their balances must equal the ledger's.")
+	hub := fs.Bool("hub", false, "Read the ledger, its head, its key and the Accounts from the hub instead of files.")
+	kubeconfig := fs.String("kubeconfig", "", "Kubeconfig of the hub, with --hub.")
+	if err := fs.Parse(args); err != nil {
+		return errUsage{err.Error()}
+	}
+	var entries []ledger.Entry
+	var pub ed25519.PublicKey
+	var head ledger.Hash
+	var accounts []flotillav1.Account
+	var compare bool
+	if *hub {
+		h := ledgerstore.Head{}
+		var err error
+		if entries, h, accounts, err = fromHub(ctx, *kubeconfig, true); err != nil {
+			return err
+		}
+		pub, head, compare = h.PublicKey, h.Hash, true
+		if h.Entries < len(entries) {
+			// Appended after the head was read: check up to the head.
+			entries = entries[:h.Entries]
+		}
+	} else {
+		if *file == "" || *key == "" {
+			return usageError("--file and --public-key are required, or --hub")
+		}
+		b, err := base64.StdEncoding.DecodeString(*key)
+		if err != nil || len(b) != ed25519.PublicKeySize {
+			return fmt.Errorf("--public-key: not a base64 ed25519 public key")
+		}
+		pub = b
+		if *headFlag != "" {
+			if head, err = ledger.ParseHash(*headFlag); err != nil {
+				return fmt.Errorf("--head: %w", err)
+			}
+		}
+		in := io.Reader(os.Stdin)
+		if *file != "-" {
+			f, err := os.Open(*file)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			in = f
+		}
+		if entries, err = ledger.ReadJSONL(in); err != nil {
+			return fmt.Errorf("ledger does NOT verify: %w", err)
+		}
+		if *accountsFile != "" {
+			raw, err := os.ReadFile(*accountsFile)
+			if err != nil {
+				return err
+			}
+			var list flotillav1.AccountList
+			if err := json.Unmarshal(raw, &list); err != nil {
+				return fmt.Errorf("--accounts: %w", err)
+			}
+			accounts, compare = list.Items, true
+		}
+	}
+	if err := ledger.Verify(entries, pub, head); err != nil {
+		return fmt.Errorf("ledger does NOT verify: %w", err)
+	}
+	if err := ledger.VerifyEverySignature(entries, pub); err != nil {
 		return fmt.Errorf("ledger does NOT verify: %w", err)
 	}
 	bal, err := ledger.Balances(entries)
 	if err != nil {
 		return fmt.Errorf("ledger does NOT verify: %w", err)
 	}
-	last := ledger.Hash{}
-	if len(entries) > 0 {
-		last = entries[len(entries)-1].Hash()
+	fmt.Fprintf(stdout, "ledger verifies: %d entries, chain and every signature intact, head %s\n", len(entries), lastHash(entries))
+	if compare {
+		if diffs, err := compareAccounts(entries, accounts); err != nil {
+			return err
+		} else if len(diffs) > 0 {
+			return fmt.Errorf("live balances do NOT match the ledger:\n  %s", strings.Join(diffs, "\n  "))
+		}
+		fmt.Fprintf(stdout, "live balances of %d accounts equal the ones recomputed from the ledger\n", len(accounts))
 	}
-	fmt.Fprintf(stdout, "ledger verifies: %d entries, chain and signatures intact, head %s\n", len(entries), last)
-	names := make([]string, 0, len(bal))
-	for k := range bal {
-		names = append(names, k)
-	}
-	slices.Sort(names)
 	fmt.Fprintln(stdout, "balances recomputed from the entries:")
-	for _, k := range names {
+	for _, k := range slices.Sorted(maps.Keys(bal)) {
 		fmt.Fprintf(stdout, "  %-40s %s\n", k, bal[k])
 	}
 	return nil
+}
+
+func lastHash(entries []ledger.Entry) ledger.Hash {
+	if len(entries) == 0 {
+		return ledger.Hash{}
+	}
+	return entries[len(entries)-1].Hash()
+}
+
+// compareAccounts checks each Account's status against the ledger as it
+// stood when the status was written (status.ledgerEntries entries in).
+func compareAccounts(entries []ledger.Entry, accounts []flotillav1.Account) ([]string, error) {
+	var diffs []string
+	for _, a := range accounts {
+		n := int(a.Status.LedgerEntries)
+		if n == 0 && a.Status.Available == "" && a.Status.Earned == "" {
+			continue // not settled yet
+		}
+		if n > len(entries) {
+			diffs = append(diffs, fmt.Sprintf("account %s counts %d entries, the ledger has %d", a.Namespace, n, len(entries)))
+			continue
+		}
+		book, err := settle.Replay(entries[:n])
+		if err != nil {
+			return nil, err
+		}
+		check := func(field string, live flotillav1.Amount, want money.Micro) {
+			got, err := money.Parse(string(live))
+			if live == "" {
+				got, err = 0, nil
+			}
+			if err != nil || got != want {
+				diffs = append(diffs, fmt.Sprintf("account %s: %s is %q live, %s in the ledger", a.Namespace, field, live, want))
+			}
+		}
+		if name, ok := strings.CutPrefix(a.Namespace, "provider-"); ok && a.Spec.Credited == "" {
+			check("earned", a.Status.Earned, book.Balances[settle.Provider(name)])
+			continue
+		}
+		var held, spent money.Micro
+		for acct, v := range book.Balances {
+			if strings.HasPrefix(acct, "escrow:"+a.Namespace+"/") {
+				held += v
+			}
+		}
+		for wl, v := range book.Charged {
+			if strings.HasPrefix(wl, a.Namespace+"/") {
+				spent += v
+			}
+		}
+		check("available", a.Status.Available, book.Balances[settle.Tenant(a.Namespace)])
+		check("held", a.Status.Held, held)
+		check("deposited", a.Status.Deposited, book.Deposited[a.Namespace])
+		check("spent", a.Status.Spent, spent)
+	}
+	return diffs, nil
 }

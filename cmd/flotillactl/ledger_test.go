@@ -43,13 +43,29 @@ func TestLedgerVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	head := c.Head().String()
+	accounts := func(available string) string {
+		f := filepath.Join(dir, "accounts-"+available+".json")
+		doc := `{"items": [
+		  {"metadata": {"name": "default", "namespace": "a"}, "spec": {"credited": "5"},
+		   "status": {"available": "` + available + `", "held": "0", "deposited": "5", "spent": "0", "ledgerEntries": 2}},
+		  {"metadata": {"name": "default", "namespace": "provider-p"},
+		   "status": {"earned": "1", "ledgerEntries": 2}}]}`
+		if err := os.WriteFile(f, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
 	for name, tc := range map[string]struct {
 		args []string
 		code int
 		out  string
 	}{
-		"intact":       {[]string{"--file", good, "--public-key", pub, "--head", head}, 0, "provider:p                               1"},
-		"tampered":     {[]string{"--file", bad, "--public-key", pub}, 1, "entry 1 (seq 1): signature does not match"},
+		"intact":   {[]string{"--file", good, "--public-key", pub, "--head", head}, 0, "provider:p                               1"},
+		"tampered": {[]string{"--file", bad, "--public-key", pub}, 1, "entry 1 (seq 1): signature does not match"},
+		"live balances agree": {[]string{"--file", good, "--public-key", pub, "--accounts", accounts("3.99")}, 0,
+			"live balances of 2 accounts equal the ones recomputed from the ledger"},
+		"live balances differ": {[]string{"--file", good, "--public-key", pub, "--accounts", accounts("4")}, 1,
+			`account a: available is "4" live, 3.99 in the ledger`},
 		"cut off":      {[]string{"--file", good, "--public-key", pub, "--head", strings.Repeat("ab", 32)}, 1, "entries after this one are missing"},
 		"no key":       {[]string{"--file", good}, 2, "--public-key are required"},
 		"bad key":      {[]string{"--file", good, "--public-key", "nope"}, 1, "not a base64 ed25519 public key"},

@@ -29,9 +29,14 @@ Commands:
              installed with agent.enabled=false) and publish its Offer once
   provider leave NAME --hub-kubeconfig F [--timeout 5m]
              withdraw the Offers, let the hub drain the Leases, deregister
-  ledger verify --file F --public-key KEY [--head HASH]
-             check an exported ledger offline: sequence, links, signatures,
-             the published head; names the first bad entry; prints balances
+  ledger export [--kubeconfig F] [-o FILE]
+             write the hub's ledger as JSON lines, with its head and key
+  ledger verify --file F --public-key KEY [--head HASH] [--accounts FILE]
+             check an exported ledger offline: sequence, links, every
+             signature, the published head; names the first bad entry;
+             prints balances and, with --accounts, checks the live ones
+  ledger verify --hub [--kubeconfig F]
+             the same against the hub's stored ledger and Accounts
   version    print the version
 
 `
@@ -48,7 +53,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "status":
 		return sub(args[0], stderr, func(ctx context.Context) error { return statusCommand(ctx, args[1:], stdout, stderr) })
 	case "ledger":
-		return sub(args[0], stderr, func(context.Context) error { return ledgerCommand(args[1:], stdout, stderr) })
+		return sub(args[0], stderr, func(ctx context.Context) error { return ledgerCommand(ctx, args[1:], stdout, stderr) })
 	case "hub":
 		return sub(args[0], stderr, func(ctx context.Context) error { return hubCommand(ctx, args[1:], stdout, stderr) })
 	case "provider":

@@ -44,11 +44,19 @@ func main() {
 	flag.DurationVar(&ctrlOpts.Flap.Base, "flap-hold-down", flap.Default.Base, "Hold-down of a provider back after its second loss in a row; doubles with each further loss.")
 	flag.DurationVar(&ctrlOpts.Flap.Max, "flap-max-hold-down", flap.Default.Max, "Longest hold-down of a flapping provider.")
 	flag.DurationVar(&ctrlOpts.ReputationHalfLife, "reputation-half-life", reputation.DefaultHalfLife, "How long reputation evidence keeps half its weight.")
+	flag.DurationVar(&ctrlOpts.SettlementInterval, "settlement-interval", controllers.DefaultSettlementInterval, "How often usage is settled; a Workload whose budget or credits would not last this long is stopped when they run out.")
+	flag.DurationVar(&ctrlOpts.EscrowPeriod, "escrow-period", controllers.DefaultEscrowPeriod, "A Lease's price is held in escrow for this long, topped up at every settlement.")
+	flag.DurationVar(&ctrlOpts.FundsGrace, "funds-grace-period", controllers.DefaultFundsGrace, "How long a Workload short of credits keeps running, while its escrow lasts, before its Leases close.")
+	flag.Int64Var(&ctrlOpts.FeeBPS, "fee-bps", 0, "The hub's fee on every payment to a provider, in basis points (100 = 1%).")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	if ctrlOpts.LeaseBurst == 0 {
 		ctrlOpts.LeaseBurst = -1 // Options read 0 as "the default"
+	}
+	if ctrlOpts.FeeBPS < 0 || ctrlOpts.FeeBPS > 10000 {
+		fmt.Fprintln(os.Stderr, "--fee-bps must be between 0 and 10000")
+		os.Exit(2)
 	}
 	if showVersion {
 		fmt.Println(version.Version)
@@ -61,6 +69,7 @@ func main() {
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                 scheme,
+		Cache:                  controllers.CacheOptions(),
 		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress: probeAddr,
 		LeaderElection:         leaderElection,

@@ -8,7 +8,6 @@ package agent
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -30,6 +29,7 @@ import (
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/capacity"
+	"github.com/flotilla-dev/flotilla/internal/keys"
 	"github.com/flotilla-dev/flotilla/internal/remote"
 )
 
@@ -138,32 +138,11 @@ func LoadConfig(ctx context.Context, cs kubernetes.Interface, namespace string) 
 // EnsureKey returns the agent's public key, generating the pair on first
 // start. The private key never leaves the provider.
 func EnsureKey(ctx context.Context, cs kubernetes.Interface, namespace string) (string, error) {
-	secrets := cs.CoreV1().Secrets(namespace)
-	for range 2 {
-		s, err := secrets.Get(ctx, KeySecretName, metav1.GetOptions{})
-		if err == nil {
-			pub := s.Data["ed25519.pub"]
-			if len(pub) != ed25519.PublicKeySize || len(s.Data["ed25519.key"]) != ed25519.PrivateKeySize {
-				return "", fmt.Errorf("Secret %s/%s does not hold an ed25519 key pair; delete it to generate a new one", namespace, KeySecretName)
-			}
-			return base64.StdEncoding.EncodeToString(pub), nil
-		}
-		if !apierrors.IsNotFound(err) {
-			return "", fmt.Errorf("reading key Secret: %w", err)
-		}
-		pub, priv, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			return "", err
-		}
-		_, err = secrets.Create(ctx, &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: KeySecretName, Namespace: namespace},
-			Data:       map[string][]byte{"ed25519.pub": pub, "ed25519.key": priv},
-		}, metav1.CreateOptions{})
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			return "", fmt.Errorf("creating key Secret: %w", err)
-		}
+	priv, err := keys.Ensure(ctx, cs, namespace, KeySecretName)
+	if err != nil {
+		return "", err
 	}
-	return "", errors.New("key Secret vanished while it was being created")
+	return base64.StdEncoding.EncodeToString(priv.Public().(ed25519.PublicKey)), nil
 }
 
 // FederationKubeconfig builds the kubeconfig the hub uses, from the token

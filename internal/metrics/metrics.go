@@ -74,6 +74,15 @@ var (
 		Namespace: namespace, Subsystem: "provider", Name: "reputation",
 		Help: "Each provider's reputation score in [0, 1].",
 	}, []string{"provider"})
+	ledgerEntries = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: "ledger", Name: "entries_appended_total",
+		Help: "Ledger entries signed and stored by the hub.",
+	})
+	settlementDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: namespace, Subsystem: "bank", Name: "settlement_duration_seconds",
+		Help:    "Duration of one settlement: reading accounts, Leases and Workloads, appending and storing entries.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+	})
 	remoteLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: namespace, Subsystem: "remote", Name: "request_duration_seconds",
 		Help:    "Duration of work against a provider's API server, by provider and operation (probe, apply, cleanup).",
@@ -83,7 +92,7 @@ var (
 
 func init() {
 	crmetrics.Registry.MustRegister(schedulingCycleDuration, pendingReplicas, leasesCreated, leaseCreateErrors, unschedulableWorkloads,
-		providers, leases, failovers, fencingDeletions, holdDowns, leasesThrottled, verifications, dissents, reputationScore, remoteLatency)
+		providers, leases, failovers, fencingDeletions, holdDowns, leasesThrottled, verifications, dissents, reputationScore, ledgerEntries, settlementDuration, remoteLatency)
 }
 
 // Phases sets the providers and leases gauges from counts by phase; every
@@ -146,3 +155,9 @@ func LeaseCreated() { leasesCreated.Inc() }
 
 // LeaseCreateFailed counts a Lease creation that failed.
 func LeaseCreateFailed() { leaseCreateErrors.Inc() }
+
+// LedgerAppended counts entries stored in the ledger.
+func LedgerAppended(n int) { ledgerEntries.Add(float64(n)) }
+
+// SettlementCycle records how long one settlement took.
+func SettlementCycle(d time.Duration) { settlementDuration.Observe(d.Seconds()) }

@@ -89,7 +89,7 @@ func installHub(t *testing.T, fed *testbed.Federation) *hub {
 				}
 			}
 		}
-		return n == 4, fmt.Sprint(n, " established")
+		return n == 5, fmt.Sprint(n, " established")
 	})
 	mustCreate(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.SystemNamespace}})
 	return h
@@ -140,6 +140,7 @@ func (h *hub) start(t *testing.T) {
 	}
 	mgr, err := ctrl.NewManager(rc, ctrl.Options{
 		Scheme:                 hubenv.Scheme(),
+		Cache:                  controllers.CacheOptions(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},

@@ -1,0 +1,469 @@
+package controllers
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/ledger"
+	"github.com/flotilla-dev/flotilla/internal/ledgerstore"
+	"github.com/flotilla-dev/flotilla/internal/metrics"
+	"github.com/flotilla-dev/flotilla/internal/money"
+	"github.com/flotilla-dev/flotilla/internal/settle"
+)
+
+// SettlementFinalizer keeps an ended Lease until the bank has paid its last
+// usage and refunded its escrow.
+const SettlementFinalizer = "flotilla.dev/settlement"
+
+// Reasons of the BudgetExhausted condition and the Account's Ready.
+const (
+	ReasonWithinBudget  = "WithinBudget"
+	ReasonCreditRefused = "CreditRefused"
+	ReasonCredited      = "Credited"
+)
+
+// Default economics.
+const (
+	DefaultSettlementInterval = 30 * time.Second
+	DefaultEscrowPeriod       = 10 * time.Minute
+	DefaultFundsGrace         = time.Minute
+)
+
+// Bank is the hub's single bookkeeping loop: the only writer of the
+// ledger. Each cycle it settles what the hub observed (deposits, metered
+// Leases, budgets) through internal/settle, signs and stores the entries,
+// publishes the head, mirrors balances into Accounts, and stops Workloads
+// whose budget or funds ran out. Its state is the ledger: after a restart or
+// a change of leader it replays the stored entries and carries on, so
+// nothing is paid twice or lost.
+type Bank struct {
+	Client   client.Client
+	Cache    cache.Cache
+	Store    *ledgerstore.Store
+	Key      func(context.Context) (ed25519.PrivateKey, error)
+	Recorder record.EventRecorder
+	Policy   settle.Policy
+	// MinInterval between two cycles, so a burst of changes costs one.
+	MinInterval time.Duration
+	Now         func() time.Time
+
+	trigger chan struct{}
+	book    *settle.Book
+	chain   *ledger.Chain
+	key     ed25519.PrivateKey
+}
+
+// NewBank returns a Bank with the default economics.
+func NewBank(c client.Client, ca cache.Cache, store *ledgerstore.Store, rec record.EventRecorder,
+	key func(context.Context) (ed25519.PrivateKey, error)) *Bank {
+	return &Bank{
+		Client: c, Cache: ca, Store: store, Key: key, Recorder: rec,
+		Policy:      settle.Policy{EscrowPeriod: DefaultEscrowPeriod, Interval: DefaultSettlementInterval, Grace: DefaultFundsGrace},
+		MinInterval: 200 * time.Millisecond, Now: time.Now, trigger: make(chan struct{}, 1),
+	}
+}
+
+// Trigger asks for a cycle soon.
+func (b *Bank) Trigger() {
+	select {
+	case b.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Start runs the loop until ctx ends; it needs leader election.
+func (b *Bank) Start(ctx context.Context) error {
+	log := ctrl.LoggerFrom(ctx).WithName("bank")
+	ctx = ctrl.LoggerInto(ctx, log)
+	for _, obj := range []client.Object{&flotillav1.Account{}, &flotillav1.Lease{}, &flotillav1.Workload{}} {
+		inf, err := b.Cache.GetInformer(ctx, obj)
+		if err != nil {
+			return fmt.Errorf("getting informer for %T: %w", obj, err)
+		}
+		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { b.Trigger() },
+			UpdateFunc: func(o, n any) { b.Trigger() },
+			DeleteFunc: func(any) { b.Trigger() },
+		}); err != nil {
+			return fmt.Errorf("watching %T: %w", obj, err)
+		}
+	}
+	if !b.Cache.WaitForCacheSync(ctx) {
+		return fmt.Errorf("cache did not sync")
+	}
+	var wake <-chan time.Time
+	for {
+		next, err := b.cycle(ctx)
+		if err != nil {
+			log.Error(err, "Settlement cycle failed; reloading the ledger")
+			b.book = nil
+			next = time.Second
+		}
+		tick := time.NewTimer(next)
+		wake = tick.C
+		select {
+		case <-ctx.Done():
+			tick.Stop()
+			return nil
+		case <-b.trigger:
+		case <-wake:
+		}
+		tick.Stop()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(b.MinInterval):
+		}
+	}
+}
+
+// load replays the stored ledger.
+func (b *Bank) load(ctx context.Context) error {
+	if b.key == nil {
+		k, err := b.Key(ctx)
+		if err != nil {
+			return fmt.Errorf("loading the ledger key: %w", err)
+		}
+		b.key = k
+	}
+	entries, err := b.Store.Load(ctx)
+	if err != nil {
+		return err
+	}
+	if err := ledger.Verify(entries, b.key.Public().(ed25519.PublicKey), ledger.Hash{}); err != nil {
+		return fmt.Errorf("the stored ledger does not verify against the hub's key: %w", err)
+	}
+	book, err := settle.Replay(entries)
+	if err != nil {
+		return err
+	}
+	var last *ledger.Entry
+	if len(entries) > 0 {
+		last = &entries[len(entries)-1]
+	}
+	b.book, b.chain = book, ledger.NewChain(b.key, last)
+	logr.FromContextOrDiscard(ctx).Info("Ledger loaded", "entries", len(entries), "head", b.chain.Head().String())
+	return b.publish(ctx)
+}
+
+func (b *Bank) publish(ctx context.Context) error {
+	return b.Store.PublishHead(ctx, ledgerstore.Head{Entries: b.book.Len, Hash: b.chain.Head(),
+		PublicKey: b.key.Public().(ed25519.PublicKey), Time: b.Now()})
+}
+
+// cycle settles once and returns when the next one is due at the latest.
+func (b *Bank) cycle(ctx context.Context) (time.Duration, error) {
+	if b.book == nil {
+		if err := b.load(ctx); err != nil {
+			return 0, err
+		}
+	}
+	start := time.Now()
+	now := b.Now().UTC().Truncate(time.Second)
+	var accounts flotillav1.AccountList
+	var leases flotillav1.LeaseList
+	var workloads flotillav1.WorkloadList
+	for _, l := range []client.ObjectList{&accounts, &leases, &workloads} {
+		if err := b.Client.List(ctx, l); err != nil {
+			return 0, fmt.Errorf("listing %T: %w", l, err)
+		}
+	}
+	in := settle.Input{Now: now, Credited: map[string]money.Micro{}, Workloads: map[string]settle.Workload{}}
+	tenants := map[string]*flotillav1.Account{}
+	for i := range accounts.Items {
+		a := &accounts.Items[i]
+		if a.Name != flotillav1.AccountName || strings.HasPrefix(a.Namespace, "provider-") {
+			continue
+		}
+		c, err := money.Parse(string(a.Spec.Credited))
+		if a.Spec.Credited == "" {
+			c, err = 0, nil
+		}
+		if err != nil {
+			continue // refused at admission
+		}
+		in.Credited[a.Namespace] = c
+		tenants[a.Namespace] = a
+	}
+	for i := range workloads.Items {
+		w := &workloads.Items[i]
+		if _, ok := in.Credited[w.Namespace]; !ok || w.DeletionTimestamp != nil {
+			continue
+		}
+		sw := settle.Workload{Wants: wantsToRun(w), Generation: w.Generation}
+		if w.Spec.Budget != nil {
+			if bud, err := money.Parse(string(*w.Spec.Budget)); err == nil {
+				sw.Budget, sw.Capped = bud, true
+			}
+		}
+		if c := apimeta.FindStatusCondition(w.Status.Conditions, flotillav1.WorkloadBudgetExhausted); c != nil && c.Status == metav1.ConditionTrue {
+			sw.Stopped, sw.StoppedSince, sw.StoppedGeneration = c.Reason, c.LastTransitionTime.Time, c.ObservedGeneration
+		}
+		in.Workloads[w.Namespace+"/"+w.Name] = sw
+	}
+	var release []*flotillav1.Lease
+	for i := range leases.Items {
+		l := &leases.Items[i]
+		deleting := l.DeletionTimestamp != nil
+		if deleting && controllerutil.ContainsFinalizer(l, LeaseFinalizer) {
+			continue // its last usage is metered when the provider side is gone
+		}
+		if deleting && controllerutil.ContainsFinalizer(l, SettlementFinalizer) {
+			release = append(release, l)
+		}
+		sl := settle.Lease{Namespace: l.Namespace, Workload: l.Spec.WorkloadRef.Name, Name: l.Name, Provider: l.Spec.ProviderRef.Name,
+			Live: leaseLive(l) && !deleting, ReplicaSeconds: l.Status.Usage.ReplicaSeconds}
+		sl.Metered, _ = money.Parse(string(l.Status.Usage.Cost))
+		if p, err := money.Parse(string(l.Spec.PricePerReplicaHour)); err == nil {
+			sl.PerHour = p * money.Micro(l.Spec.Replicas)
+		}
+		in.Leases = append(in.Leases, sl)
+	}
+
+	out := settle.Settle(b.book, b.Policy, in)
+	if len(out.Entries) > 0 {
+		signed := make([]ledger.Entry, 0, len(out.Entries))
+		for _, e := range out.Entries {
+			s, err := b.chain.Append(e)
+			if err != nil {
+				return 0, err
+			}
+			signed = append(signed, s)
+		}
+		if err := b.Store.Append(ctx, signed); err != nil {
+			return 0, err
+		}
+		if err := b.publish(ctx); err != nil {
+			return 0, fmt.Errorf("publishing the ledger head: %w", err)
+		}
+		metrics.LedgerAppended(len(signed))
+	}
+
+	// Only now that the entries are stored may ended Leases go.
+	for _, l := range release {
+		if _, accounted := in.Credited[l.Namespace]; accounted {
+			if lb := b.book.Leases[settle.LeaseRef(l.Namespace, l.Spec.WorkloadRef.Name, l.Name)]; lb == nil || !lb.Closed {
+				continue
+			}
+		}
+		patch := client.MergeFrom(l.DeepCopy())
+		controllerutil.RemoveFinalizer(l, SettlementFinalizer)
+		if err := b.Client.Patch(ctx, l, patch); client.IgnoreNotFound(err) != nil {
+			return 0, fmt.Errorf("releasing lease %s/%s: %w", l.Namespace, l.Name, err)
+		}
+	}
+	next := b.Policy.Interval
+	retry := false
+	for i := range workloads.Items {
+		w := &workloads.Items[i]
+		key := w.Namespace + "/" + w.Name
+		if _, ok := in.Workloads[key]; !ok {
+			continue
+		}
+		st, stopping := out.Stops[key]
+		// Leases are closed only once the condition is in the cache the
+		// scheduler reads too: seeing the Leases go before it, the
+		// scheduler would replace them.
+		told := apimeta.FindStatusCondition(w.Status.Conditions, flotillav1.WorkloadBudgetExhausted)
+		visible := told != nil && told.Status == metav1.ConditionTrue && told.Reason == st.Reason
+		if ok, err := b.setFunds(ctx, w, st, stopping, now); err != nil {
+			return 0, err
+		} else if !ok {
+			retry = true
+		}
+		if !stopping {
+			continue
+		}
+		if wait := st.At.Sub(now); wait > 0 {
+			next = min(next, wait)
+			continue
+		}
+		if !visible {
+			retry = true
+			continue
+		}
+		if err := b.stopWorkload(ctx, w, leases.Items, st); err != nil {
+			return 0, err
+		}
+	}
+	if err := b.mirror(ctx, tenants, accounts.Items, out.Refused); err != nil {
+		return 0, err
+	}
+	if retry {
+		next = min(next, time.Second)
+	}
+	metrics.SettlementCycle(time.Since(start))
+	return next, nil
+}
+
+// wantsToRun reports a Workload that would have replicas running.
+func wantsToRun(w *flotillav1.Workload) bool {
+	if w.Spec.Replicas == 0 {
+		return false
+	}
+	return w.Status.Phase != flotillav1.WorkloadSucceeded && w.Status.Phase != flotillav1.WorkloadFailed
+}
+
+// setFunds writes the Workload's BudgetExhausted condition; false means a
+// conflicting write, to retry.
+func (b *Bank) setFunds(ctx context.Context, w *flotillav1.Workload, st settle.Stop, stopping bool, now time.Time) (bool, error) {
+	cond := metav1.Condition{Type: flotillav1.WorkloadBudgetExhausted, ObservedGeneration: w.Generation,
+		Status: metav1.ConditionFalse, Reason: ReasonWithinBudget, Message: "budget and credits cover the next settlement"}
+	if stopping {
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, st.Reason, st.Message
+	}
+	old := apimeta.FindStatusCondition(w.Status.Conditions, flotillav1.WorkloadBudgetExhausted)
+	if old != nil && old.Status == cond.Status && old.Reason == cond.Reason && old.Message == cond.Message {
+		return true, nil
+	}
+	if old != nil && old.Status == cond.Status && old.Reason == cond.Reason {
+		// Keep when it was first told, for the grace period; and the
+		// generation it was told at, for a budget stop to hold.
+		cond.ObservedGeneration = old.ObservedGeneration
+	}
+	patch := client.MergeFromWithOptions(w.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	apimeta.SetStatusCondition(&w.Status.Conditions, cond)
+	if err := b.Client.Status().Patch(ctx, w, patch); err != nil {
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("setting %s on workload %s/%s: %w", cond.Type, w.Namespace, w.Name, err)
+	}
+	if stopping && (old == nil || old.Status != metav1.ConditionTrue || old.Reason != st.Reason) {
+		b.Recorder.Eventf(w, "Warning", st.Reason, "%s", st.Message)
+	} else if !stopping && old != nil && old.Status == metav1.ConditionTrue {
+		b.Recorder.Eventf(w, "Normal", "Resumed", "Budget and credits suffice again: %s", cond.Message)
+	}
+	return true, nil
+}
+
+// stopWorkload closes a Workload's live Leases; their pods go with their
+// namespaces on the providers, and their escrow comes back at the next
+// settlement.
+func (b *Bank) stopWorkload(ctx context.Context, w *flotillav1.Workload, leases []flotillav1.Lease, st settle.Stop) error {
+	n := 0
+	for i := range leases {
+		l := &leases[i]
+		if l.Namespace != w.Namespace || l.Spec.WorkloadRef.Name != w.Name || !leaseLive(l) || l.DeletionTimestamp != nil {
+			continue
+		}
+		if err := b.Client.Delete(ctx, l); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("closing lease %s/%s: %w", l.Namespace, l.Name, err)
+		}
+		n++
+	}
+	if n > 0 {
+		b.Recorder.Eventf(w, "Warning", "Stopped", "Closed %d leases: %s", n, st.Message)
+	}
+	return nil
+}
+
+// mirror writes each Account's status from the book, and makes the
+// Accounts of providers that earned something.
+func (b *Bank) mirror(ctx context.Context, tenants map[string]*flotillav1.Account, all []flotillav1.Account, refused map[string]string) error {
+	held := map[string]money.Micro{}
+	for acct, v := range b.book.Balances {
+		if rest, ok := strings.CutPrefix(acct, "escrow:"); ok {
+			ns, _, _ := strings.Cut(rest, "/")
+			held[ns] += v
+		}
+	}
+	spent := map[string]money.Micro{}
+	for wl, v := range b.book.Charged {
+		ns, _, _ := strings.Cut(wl, "/")
+		spent[ns] += v
+	}
+	existing := map[string]*flotillav1.Account{}
+	for i := range all {
+		existing[all[i].Namespace] = &all[i]
+	}
+	for ns, a := range tenants {
+		st := a.Status.DeepCopy()
+		st.ObservedGeneration = a.Generation
+		st.Deposited = amount(b.book.Deposited[ns])
+		st.Available = amount(b.book.Balances[settle.Tenant(ns)])
+		st.Held = amount(held[ns])
+		st.Spent = amount(spent[ns])
+		st.LedgerEntries = int64(b.book.Len)
+		ready := metav1.Condition{Type: flotillav1.ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonCredited,
+			Message: "credits are recorded in the ledger", ObservedGeneration: a.Generation}
+		if why, bad := refused[ns]; bad {
+			ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ReasonCreditRefused, why
+		}
+		apimeta.SetStatusCondition(&st.Conditions, ready)
+		if err := b.writeAccount(ctx, a, st); err != nil {
+			return err
+		}
+	}
+	for acct, v := range b.book.Balances {
+		name, ok := strings.CutPrefix(acct, "provider:")
+		if !ok {
+			continue
+		}
+		ns := flotillav1.ProviderNamespace(name)
+		a := existing[ns]
+		if a == nil {
+			a = &flotillav1.Account{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.AccountName, Namespace: ns}}
+			if err := b.Client.Create(ctx, a); err != nil {
+				if apierrors.IsNotFound(err) {
+					continue // the provider's namespace is gone
+				}
+				if !apierrors.IsAlreadyExists(err) {
+					return fmt.Errorf("creating the account of provider %s: %w", name, err)
+				}
+				continue // next cycle sees it
+			}
+		}
+		st := a.Status.DeepCopy()
+		st.Earned, st.LedgerEntries = amount(v), int64(b.book.Len)
+		if err := b.writeAccount(ctx, a, st); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *Bank) writeAccount(ctx context.Context, a *flotillav1.Account, st *flotillav1.AccountStatus) error {
+	cmp := *st
+	cmp.LedgerEntries = a.Status.LedgerEntries
+	if equalAccountStatus(&cmp, &a.Status) {
+		return nil
+	}
+	patch := client.MergeFrom(a.DeepCopy())
+	a.Status = *st
+	if err := b.Client.Status().Patch(ctx, a, patch); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("writing the status of account %s: %w", a.Namespace, err)
+	}
+	return nil
+}
+
+func equalAccountStatus(x, y *flotillav1.AccountStatus) bool {
+	if x.Available != y.Available || x.Held != y.Held || x.Deposited != y.Deposited || x.Spent != y.Spent ||
+		x.Earned != y.Earned || x.ObservedGeneration != y.ObservedGeneration || len(x.Conditions) != len(y.Conditions) {
+		return false
+	}
+	for i := range x.Conditions {
+		a, c := x.Conditions[i], y.Conditions[i]
+		if a.Type != c.Type || a.Status != c.Status || a.Reason != c.Reason || a.Message != c.Message {
+			return false
+		}
+	}
+	return true
+}
+
+func amount(m money.Micro) flotillav1.Amount { return flotillav1.Amount(max(m, 0).String()) }

@@ -1,0 +1,282 @@
+package controllers
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"testing"
+	"time"
+
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/keys"
+	"github.com/flotilla-dev/flotilla/internal/ledger"
+	"github.com/flotilla-dev/flotilla/internal/ledgerstore"
+	"github.com/flotilla-dev/flotilla/internal/money"
+	"github.com/flotilla-dev/flotilla/test/hubenv"
+)
+
+// startEconomy runs the scheduler, the Workload controller and the bank
+// (settling every second, 2.5% fee) until the returned function is called.
+func startEconomy(t *testing.T) (stop func()) {
+	t.Helper()
+	namespace(t, flotillav1.SystemNamespace)
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := SetupIndexes(ctx, mgr); err != nil {
+		t.Fatal(err)
+	}
+	s := NewScheduler(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetCache(), mgr.GetEventRecorderFor("scheduler"))
+	s.MinInterval = 50 * time.Millisecond
+	if err := mgr.Add(s); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&WorkloadReconciler{Client: mgr.GetClient(), Scheduler: s, Recorder: mgr.GetEventRecorderFor("workload")}).SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	store := &ledgerstore.Store{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: flotillav1.SystemNamespace, ChunkEntries: 7}
+	bank := NewBank(mgr.GetClient(), mgr.GetCache(), store, mgr.GetEventRecorderFor("bank"), ledgerKey(t))
+	bank.Policy.Interval, bank.Policy.FeeBPS = time.Second, 250
+	if err := mgr.Add(bank); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager exited with %v", err)
+		}
+	}
+}
+
+func ledgerKey(t *testing.T) func(context.Context) (ed25519.PrivateKey, error) {
+	return func(ctx context.Context) (ed25519.PrivateKey, error) {
+		cs, err := kubernetes.NewForConfig(env.Config)
+		if err != nil {
+			return nil, err
+		}
+		return keys.Ensure(ctx, cs, flotillav1.SystemNamespace, ledgerstore.KeySecret)
+	}
+}
+
+func account(t *testing.T, ns, credited string) {
+	t.Helper()
+	namespace(t, ns)
+	a := &flotillav1.Account{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.AccountName, Namespace: ns},
+		Spec: flotillav1.AccountSpec{Credited: flotillav1.Amount(credited)}}
+	if err := env.Client.Create(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func getAccount(ns string) *flotillav1.Account {
+	a := &flotillav1.Account{}
+	_ = env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: flotillav1.AccountName}, a)
+	return a
+}
+
+// meter does what the Lease controller does when it meters usage.
+func meter(t *testing.T, l *flotillav1.Lease, cost string, replicaSeconds int64) {
+	t.Helper()
+	ctx := context.Background()
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(l), l); err != nil {
+		t.Fatal(err)
+	}
+	l.Status.Phase = flotillav1.LeaseActive
+	l.Status.Usage.Cost, l.Status.Usage.ReplicaSeconds = flotillav1.Amount(cost), replicaSeconds
+	if err := env.Client.Status().Update(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// storedLedger reads the ledger as the CLI would and checks it against the
+// published head and key.
+func storedLedger(t *testing.T) ([]ledger.Entry, ledgerstore.Head) {
+	t.Helper()
+	ctx := context.Background()
+	store := &ledgerstore.Store{Client: env.Client, Reader: env.Client, Namespace: flotillav1.SystemNamespace}
+	entries, err := store.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, err := ledgerstore.ReadHead(ctx, env.Client, flotillav1.SystemNamespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ledger.Verify(entries, head.PublicKey, head.Hash); err != nil {
+		t.Fatalf("stored ledger: %v", err)
+	}
+	if head.Entries != len(entries) {
+		t.Fatalf("head says %d entries, %d stored", head.Entries, len(entries))
+	}
+	return entries, head
+}
+
+// A Lease opens with escrow, its metered usage is paid to the provider with
+// the fee, and when it ends its escrow comes back; a restart in between
+// neither loses nor repeats an entry, and the books balance.
+func TestBankSettlesLeasesAcrossRestart(t *testing.T) {
+	ctx := context.Background()
+	const ns, suite = "tenant-bank", "bank"
+	readyProvider(t, "bank-a", "bank-a")
+	createOffer(t, "bank-a", "std", suite, "8", "0.6")
+	account(t, ns, "10")
+	w := newWorkload(ns, "web", suite, 1, "1")
+	if err := env.Client.Create(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	stop := startEconomy(t)
+
+	var l flotillav1.Lease
+	hubenv.Await(t, 20*time.Second, "a lease with its escrow", func() (bool, string) {
+		ls := leasesOfWorkload(t, ns, "web")
+		a := getAccount(ns)
+		if len(ls) == 1 {
+			l = ls[0]
+		}
+		// 0.6 an hour for 10 minutes.
+		return len(ls) == 1 && a.Status.Held == "0.1" && a.Status.Available == "9.9", fmt.Sprintf("%d leases, %+v", len(ls), a.Status)
+	})
+	if !controllerutil.ContainsFinalizer(&l, SettlementFinalizer) {
+		t.Errorf("lease %s lacks the settlement finalizer: %v", l.Name, l.Finalizers)
+	}
+	meter(t, &l, "0.05", 300)
+	hubenv.Await(t, 10*time.Second, "usage paid to the provider", func() (bool, string) {
+		a, p := getAccount(ns), getAccount(flotillav1.ProviderNamespace("bank-a"))
+		return a.Status.Spent == "0.05" && a.Status.Held == "0.1" && a.Status.Available == "9.85" && p.Status.Earned == "0.04875",
+			fmt.Sprintf("tenant %+v provider %+v", a.Status, p.Status)
+	})
+	before, _ := storedLedger(t)
+
+	stop()
+	stop = startEconomy(t)
+	defer func() { stop() }()
+	time.Sleep(3 * time.Second) // three settlements with nothing new
+	after, _ := storedLedger(t)
+	if len(after) != len(before) {
+		t.Fatalf("after a restart with nothing new the ledger went from %d to %d entries", len(before), len(after))
+	}
+
+	// The Workload goes; its Lease is metered one last time, the provider
+	// side cleaned (the Lease controller's finalizer), and the bank pays,
+	// refunds and lets the Lease go.
+	if err := env.Client.Delete(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	meter(t, &l, "0.06", 360)
+	if err := env.Client.Delete(ctx, &l); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(&l), &l); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(l.DeepCopy())
+	controllerutil.RemoveFinalizer(&l, LeaseFinalizer)
+	if err := env.Client.Patch(ctx, &l, patch); err != nil {
+		t.Fatal(err)
+	}
+	hubenv.Await(t, 10*time.Second, "the lease settled, refunded and gone", func() (bool, string) {
+		a := getAccount(ns)
+		err := env.Client.Get(ctx, client.ObjectKeyFromObject(&l), &flotillav1.Lease{})
+		return a.Status.Spent == "0.06" && a.Status.Held == "0" && a.Status.Available == "9.94" && err != nil,
+			fmt.Sprintf("%+v; lease: %v", a.Status, err)
+	})
+
+	entries, _ := storedLedger(t)
+	bal, err := ledger.Balances(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := bal["tenant:"+ns]; got != money.MustParse("9.94") {
+		t.Errorf("tenant balance recomputed from the ledger %s, want 9.94", got)
+	}
+	var sum money.Micro
+	for _, v := range bal {
+		sum += v
+	}
+	var deposits money.Micro
+	for _, e := range entries {
+		if e.Kind == ledger.Deposit {
+			deposits += e.Amount
+		}
+	}
+	if sum != deposits {
+		t.Errorf("balances sum to %s, deposits to %s", sum, deposits)
+	}
+}
+
+// A Workload whose usage reaches its budget is charged the budget and no
+// more, stopped, kept from new replicas, and resumes when the budget grows.
+func TestBudgetStopsAndResumesAWorkload(t *testing.T) {
+	ctx := context.Background()
+	const ns, suite = "tenant-budget", "budget"
+	readyProvider(t, "budget-a", "budget-a")
+	createOffer(t, "budget-a", "std", suite, "8", "0.6")
+	account(t, ns, "10")
+	w := newWorkload(ns, "web", suite, 1, "1")
+	w.Spec.Budget = ptr.To(flotillav1.Amount("0.05"))
+	if err := env.Client.Create(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	stop := startEconomy(t)
+	defer stop()
+
+	var l flotillav1.Lease
+	hubenv.Await(t, 20*time.Second, "a lease", func() (bool, string) {
+		ls := leasesOfWorkload(t, ns, "web")
+		if len(ls) == 1 {
+			l = ls[0]
+		}
+		return len(ls) == 1, fmt.Sprint(len(ls), " leases")
+	})
+	meter(t, &l, "0.08", 480) // beyond the budget
+	got := &flotillav1.Workload{}
+	hubenv.Await(t, 10*time.Second, "the workload stopped for its budget", func() (bool, string) {
+		_ = env.Client.Get(ctx, client.ObjectKeyFromObject(w), got)
+		c := apimeta.FindStatusCondition(got.Status.Conditions, flotillav1.WorkloadBudgetExhausted)
+		cur := &flotillav1.Lease{}
+		_ = env.Client.Get(ctx, client.ObjectKeyFromObject(&l), cur)
+		return c != nil && c.Status == metav1.ConditionTrue && c.Reason == "BudgetExhausted" && cur.DeletionTimestamp != nil,
+			fmt.Sprintf("%+v; lease deleting %v", c, cur.DeletionTimestamp)
+	})
+	if a := getAccount(ns); a.Status.Spent != "0.05" {
+		t.Errorf("spent %s with a budget of 0.05", a.Status.Spent)
+	}
+	sched := apimeta.FindStatusCondition(got.Status.Conditions, flotillav1.WorkloadScheduled)
+	hubenv.Await(t, 10*time.Second, "Scheduled to say why", func() (bool, string) {
+		_ = env.Client.Get(ctx, client.ObjectKeyFromObject(w), got)
+		sched = apimeta.FindStatusCondition(got.Status.Conditions, flotillav1.WorkloadScheduled)
+		return sched != nil && sched.Reason == "BudgetExhausted", fmt.Sprintf("%+v", sched)
+	})
+	time.Sleep(time.Second)
+	if n := len(leasesOfWorkload(t, ns, "web")); n != 1 {
+		t.Fatalf("%d leases while stopped for its budget, want only the one closing", n)
+	}
+
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(w), got); err != nil {
+		t.Fatal(err)
+	}
+	got.Spec.Budget = ptr.To(flotillav1.Amount("1"))
+	if err := env.Client.Update(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	hubenv.Await(t, 10*time.Second, "the workload to resume with a new lease", func() (bool, string) {
+		_ = env.Client.Get(ctx, client.ObjectKeyFromObject(w), got)
+		c := apimeta.FindStatusCondition(got.Status.Conditions, flotillav1.WorkloadBudgetExhausted)
+		return c != nil && c.Status == metav1.ConditionFalse && len(leasesOfWorkload(t, ns, "web")) == 2, fmt.Sprintf("%+v", c)
+	})
+}

@@ -1,0 +1,210 @@
+// Package ledgerstore keeps the hub's ledger in the API server: entries as
+// JSON lines in ConfigMaps of flotilla-system ("chunks", up to ChunkEntries
+// each, so a million entries take a thousand objects, not a million), and
+// the head (sequence, hash, public key) in the ConfigMap flotilla-ledger-head
+// for anyone to read and anchor elsewhere.
+//
+// Appends are conditional writes: the last chunk is updated at the
+// resourceVersion it was read at, and a new chunk is created, never
+// overwritten. Two managers that both believe they lead cannot both append:
+// the second gets a conflict, reloads and recomputes. The chunks are the
+// truth; the head is derived from them and re-published after every append.
+package ledgerstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/flotilla-dev/flotilla/internal/ledger"
+)
+
+const (
+	// ChunkLabel marks ledger chunks.
+	ChunkLabel = "flotilla.dev/ledger"
+	// HeadName is the ConfigMap the head is published in.
+	HeadName = "flotilla-ledger-head"
+	// KeySecret holds the hub's signing key.
+	KeySecret = "flotilla-ledger-key"
+	// DefaultChunkEntries keeps a chunk near 500 KB, under the API server's
+	// 1 MiB object limit.
+	DefaultChunkEntries = 1000
+	dataKey             = "entries.jsonl"
+	chunkPrefix         = "flotilla-ledger-"
+)
+
+// Store reads and appends the ledger. It is not safe for concurrent use:
+// the hub's single bank loop owns it.
+type Store struct {
+	Client    client.Client
+	Reader    client.Reader // uncached: chunks are large and not watched
+	Namespace string
+	// ChunkEntries per chunk; 0 means DefaultChunkEntries.
+	ChunkEntries int
+
+	last  *corev1.ConfigMap // the chunk appends go to; nil before Load
+	count int               // entries in last
+	index int               // number of last
+	total int
+}
+
+func chunkName(i int) string { return fmt.Sprintf("%s%08d", chunkPrefix, i) }
+
+func (s *Store) chunkEntries() int {
+	if s.ChunkEntries > 0 {
+		return s.ChunkEntries
+	}
+	return DefaultChunkEntries
+}
+
+// Load reads every chunk, in order. A chunk that cannot be read, or entries
+// whose sequence numbers do not follow on, are an error: the ledger is
+// never rewritten to get past them.
+func (s *Store) Load(ctx context.Context) ([]ledger.Entry, error) {
+	s.last, s.count, s.index, s.total = nil, 0, 0, 0
+	var list corev1.ConfigMapList
+	if err := s.Reader.List(ctx, &list, client.InNamespace(s.Namespace), client.HasLabels{ChunkLabel}); err != nil {
+		return nil, fmt.Errorf("listing ledger chunks: %w", err)
+	}
+	chunks := list.Items
+	slices.SortFunc(chunks, func(a, b corev1.ConfigMap) int { return strings.Compare(a.Name, b.Name) })
+	var all []ledger.Entry
+	for i := range chunks {
+		cm := &chunks[i]
+		n, err := strconv.Atoi(strings.TrimPrefix(cm.Name, chunkPrefix))
+		if err != nil || n != i+1 {
+			return nil, fmt.Errorf("ledger chunk %s out of place: want %s", cm.Name, chunkName(i+1))
+		}
+		entries, err := ledger.ReadJSONL(strings.NewReader(cm.Data[dataKey]))
+		if err != nil {
+			return nil, fmt.Errorf("ledger chunk %s: %w", cm.Name, err)
+		}
+		for j := range entries {
+			if entries[j].Seq != uint64(len(all)+j) {
+				return nil, fmt.Errorf("ledger chunk %s: entry %d has sequence number %d, want %d", cm.Name, j, entries[j].Seq, len(all)+j)
+			}
+		}
+		all = append(all, entries...)
+		s.last, s.count, s.index = cm.DeepCopy(), len(entries), n
+	}
+	s.total = len(all)
+	return all, nil
+}
+
+// Append stores entries after the ones loaded or appended before. On any
+// error the caller must Load again: what was stored is unknown.
+func (s *Store) Append(ctx context.Context, entries []ledger.Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	if s.last == nil && s.total > 0 {
+		return fmt.Errorf("ledger store not loaded")
+	}
+	if len(entries) > 0 && entries[0].Seq != uint64(s.total) {
+		return fmt.Errorf("appending sequence number %d after %d entries", entries[0].Seq, s.total)
+	}
+	for len(entries) > 0 {
+		if s.last == nil || s.count >= s.chunkEntries() {
+			if err := s.newChunk(ctx); err != nil {
+				s.last = nil
+				return err
+			}
+		}
+		n := min(len(entries), s.chunkEntries()-s.count)
+		var buf bytes.Buffer
+		if err := ledger.WriteJSONL(&buf, entries[:n]); err != nil {
+			return err
+		}
+		cm := s.last.DeepCopy()
+		if cm.Data == nil {
+			cm.Data = map[string]string{}
+		}
+		cm.Data[dataKey] += buf.String()
+		if err := s.Client.Update(ctx, cm); err != nil {
+			s.last = nil
+			return fmt.Errorf("appending to ledger chunk %s: %w", cm.Name, err)
+		}
+		s.last, s.count, s.total = cm, s.count+n, s.total+n
+		entries = entries[n:]
+	}
+	return nil
+}
+
+func (s *Store) newChunk(ctx context.Context) error {
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: chunkName(s.index + 1), Namespace: s.Namespace,
+			Labels:      map[string]string{ChunkLabel: "chunk"},
+			Annotations: map[string]string{"flotilla.dev/first-seq": strconv.Itoa(s.total)}},
+		Data: map[string]string{dataKey: ""},
+	}
+	if err := s.Client.Create(ctx, cm); err != nil {
+		return fmt.Errorf("creating ledger chunk %s: %w", cm.Name, err)
+	}
+	s.last, s.count, s.index = cm, 0, s.index+1
+	return nil
+}
+
+// Head is what the hub publishes about its ledger.
+type Head struct {
+	Entries   int
+	Hash      ledger.Hash
+	PublicKey ed25519.PublicKey
+	Time      time.Time
+}
+
+// PublishHead writes the head ConfigMap.
+func (s *Store) PublishHead(ctx context.Context, h Head) error {
+	data := map[string]string{
+		"entries":   strconv.Itoa(h.Entries),
+		"head":      h.Hash.String(),
+		"publicKey": base64.StdEncoding.EncodeToString(h.PublicKey),
+		"time":      h.Time.UTC().Format(time.RFC3339),
+	}
+	cm := &corev1.ConfigMap{}
+	err := s.Reader.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: HeadName}, cm)
+	switch {
+	case apierrors.IsNotFound(err):
+		cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: HeadName, Namespace: s.Namespace}, Data: data}
+		return s.Client.Create(ctx, cm)
+	case err != nil:
+		return err
+	}
+	cm.Data = data
+	return s.Client.Update(ctx, cm)
+}
+
+// ReadHead reads the published head.
+func ReadHead(ctx context.Context, r client.Reader, namespace string) (Head, error) {
+	cm := &corev1.ConfigMap{}
+	if err := r.Get(ctx, client.ObjectKey{Namespace: namespace, Name: HeadName}, cm); err != nil {
+		return Head{}, fmt.Errorf("reading the published ledger head: %w", err)
+	}
+	var h Head
+	var err error
+	if h.Entries, err = strconv.Atoi(cm.Data["entries"]); err != nil {
+		return Head{}, fmt.Errorf("ledger head: entries: %w", err)
+	}
+	if h.Entries > 0 {
+		if h.Hash, err = ledger.ParseHash(cm.Data["head"]); err != nil {
+			return Head{}, fmt.Errorf("ledger head: %w", err)
+		}
+	}
+	pub, err := base64.StdEncoding.DecodeString(cm.Data["publicKey"])
+	if err != nil || len(pub) != ed25519.PublicKeySize {
+		return Head{}, fmt.Errorf("ledger head: publicKey is not a base64 ed25519 key")
+	}
+	h.PublicKey = pub
+	h.Time, _ = time.Parse(time.RFC3339, cm.Data["time"])
+	return h, nil
+}
