@@ -5,6 +5,7 @@ import (
 
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +17,8 @@ import (
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/controllers"
+	"github.com/flotilla-dev/flotilla/internal/ledger"
+	"github.com/flotilla-dev/flotilla/internal/ledgerstore"
 	"github.com/flotilla-dev/flotilla/internal/metering"
 	"github.com/flotilla-dev/flotilla/internal/money"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
@@ -33,7 +36,7 @@ func placementFederation(t *testing.T) *hub {
 		{Name: "dave-1", Owner: "dave", Region: "us-east", Nodes: nodes},
 	}})
 	prices := map[string]string{"alice-1": "0.010", "bob-1": "0.011", "carol-1": "0.012", "dave-1": "0.050"}
-	h := setupHub(t, fed, prices, controllers.Options{HubID: "e2e"})
+	h := setupHub(t, fed, prices, controllers.Options{HubID: "e2e", SettlementInterval: 2 * time.Second, FeeBPS: 250})
 	hubenv.Await(t, 60*time.Second, "every provider Ready", func() (bool, string) {
 		var ps flotillav1.ProviderList
 		_ = h.client.List(context.Background(), &ps)
@@ -70,6 +73,8 @@ func TestPlacementFailoverAndFencing(t *testing.T) {
 	ctx := context.Background()
 	h := placementFederation(t)
 	mustCreate(t, h.client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a"}})
+	mustCreate(t, h.client, &flotillav1.Account{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.AccountName, Namespace: "team-a"},
+		Spec: flotillav1.AccountSpec{Credited: "100"}})
 
 	// 1. Six replicas, at most two per provider, on the three cheapest.
 	web := newWorkload("team-a", "web", flotillav1.ClassService, 6)
@@ -270,6 +275,71 @@ func TestPlacementFailoverAndFencing(t *testing.T) {
 		_ = h.client.List(ctx, &ls, client.InNamespace("team-a"), client.MatchingLabels{flotillav1.LabelWorkload: "api"})
 		return n == 0 && len(ls.Items) == 0, fmt.Sprintf("%d pods, %d leases", n, len(ls.Items))
 	})
+
+	// 8. The books, with a failover in the middle: once every Lease of
+	// team-a is settled and gone, the tenant spent exactly what providers
+	// earned plus the hub's fees, and the stored ledger verifies with the
+	// live balances equal to the recomputed ones.
+	for _, name := range []string{"web", "job"} {
+		if err := h.client.Delete(ctx, h.workload(t, "team-a", name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hubenv.Await(t, 60*time.Second, "team-a's leases settled and gone", func() (bool, string) {
+		var ls flotillav1.LeaseList
+		_ = h.client.List(ctx, &ls, client.InNamespace("team-a"))
+		var names []string
+		for _, l := range ls.Items {
+			names = append(names, l.Name+" "+strings.Join(l.Finalizers, ","))
+		}
+		return len(ls.Items) == 0, strings.Join(names, "; ")
+	})
+	var acct *flotillav1.Account
+	hubenv.Await(t, 30*time.Second, "team-a's escrow refunded", func() (bool, string) {
+		acct = &flotillav1.Account{}
+		_ = h.client.Get(ctx, client.ObjectKey{Namespace: "team-a", Name: flotillav1.AccountName}, acct)
+		return acct.Status.Held == "0" && acct.Status.Spent != "" && acct.Status.Spent != "0", fmt.Sprintf("%+v", acct.Status)
+	})
+	store := &ledgerstore.Store{Client: h.client, Reader: h.client, Namespace: flotillav1.SystemNamespace}
+	entries, err := store.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, err := ledgerstore.ReadHead(ctx, h.client, flotillav1.SystemNamespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ledger.Verify(entries[:head.Entries], head.PublicKey, head.Hash); err != nil {
+		t.Fatalf("stored ledger: %v", err)
+	}
+	bal, err := ledger.Balances(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var earned money.Micro
+	for a, v := range bal {
+		switch {
+		case strings.HasPrefix(a, "provider:"):
+			earned += v
+		case strings.HasPrefix(a, "escrow:") && v != 0:
+			t.Errorf("%s still holds %s", a, v)
+		}
+	}
+	spent := money.MustParse("100") - bal["tenant:team-a"]
+	if spent <= 0 || spent != earned+bal["hub"] {
+		t.Errorf("team-a spent %s; providers earned %s and fees are %s: they must add up to the micro-credit", spent, earned, bal["hub"])
+	}
+	if bal["provider:bob-1"] <= 0 {
+		t.Errorf("bob-1, lost in the middle, was paid %s for what it ran before", bal["provider:bob-1"])
+	}
+	if got := money.MustParse(string(acct.Status.Spent)); got != spent {
+		t.Errorf("the Account says %s spent, the ledger %s", got, spent)
+	}
+	out := flotillactl(t, "ledger", "verify", "--hub", "--kubeconfig", h.fed.Hub.Kubeconfig)
+	if !strings.Contains(out, "live balances of") || !strings.Contains(out, "equal the ones recomputed from the ledger") {
+		t.Errorf("flotillactl ledger verify --hub:\n%s", out)
+	}
+	t.Logf("team-a spent %s: providers earned %s, fees %s, in %d ledger entries", spent, earned, bal["hub"], len(entries))
 }
 
 // liveLeases counts Leases not Closed and the namespaces managed on all
