@@ -3,11 +3,13 @@ package controllers
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/base64"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,6 +26,7 @@ import (
 	"github.com/flotilla-dev/flotilla/internal/metrics"
 	"github.com/flotilla-dev/flotilla/internal/money"
 	"github.com/flotilla-dev/flotilla/internal/settle"
+	"github.com/flotilla-dev/flotilla/internal/usage"
 )
 
 // SettlementFinalizer keeps an ended Lease until the bank has paid its last
@@ -216,6 +219,7 @@ func (b *Bank) cycle(ctx context.Context) (time.Duration, error) {
 		}
 		in.Workloads[w.Namespace+"/"+w.Name] = sw
 	}
+	reports := b.reports(ctx, leases.Items)
 	var release []*flotillav1.Lease
 	for i := range leases.Items {
 		l := &leases.Items[i]
@@ -231,6 +235,11 @@ func (b *Bank) cycle(ctx context.Context) (time.Duration, error) {
 		sl.Metered, _ = money.Parse(string(l.Status.Usage.Cost))
 		if p, err := money.Parse(string(l.Spec.PricePerReplicaHour)); err == nil {
 			sl.PerHour = p * money.Micro(l.Spec.Replicas)
+		}
+		sl.Replicas = l.Spec.Replicas
+		if u := l.Status.Usage.MeteredUntil; u != nil {
+			sl.MeteredUntil = u.Time
+			sl.Report = reports[l.Spec.ProviderRef.Name][string(l.UID)]
 		}
 		in.Leases = append(in.Leases, sl)
 	}
@@ -252,6 +261,15 @@ func (b *Bank) cycle(ctx context.Context) (time.Duration, error) {
 			return 0, fmt.Errorf("publishing the ledger head: %w", err)
 		}
 		metrics.LedgerAppended(len(signed))
+	}
+	for _, d := range out.Disputed {
+		metrics.UsageDisputed()
+		for i := range leases.Items {
+			if l := &leases.Items[i]; l.Namespace == d.Lease.Namespace && l.Name == d.Lease.Name {
+				b.Recorder.Eventf(l, "Warning", "UsageDisputed", "Provider %s reports %d replica-seconds, the hub observed %d: paid what the hub observed, entry marked disputed",
+					d.Lease.Provider, d.ProviderReplicaSeconds, d.HubReplicaSeconds)
+			}
+		}
 	}
 
 	// Only now that the entries are stored may ended Leases go.
@@ -309,6 +327,39 @@ func (b *Bank) cycle(ctx context.Context) (time.Duration, error) {
 	}
 	metrics.SettlementCycle(time.Since(start))
 	return next, nil
+}
+
+// reports reads each provider's signed usage report and keeps the lines
+// whose signature its public key verifies; a report that cannot be read or
+// checked counts as none.
+func (b *Bank) reports(ctx context.Context, leases []flotillav1.Lease) map[string]map[string]*usage.Line {
+	out := map[string]map[string]*usage.Line{}
+	for i := range leases {
+		name := leases[i].Spec.ProviderRef.Name
+		if _, done := out[name]; done {
+			continue
+		}
+		out[name] = nil
+		p := &flotillav1.Provider{}
+		cm := &corev1.ConfigMap{}
+		if b.Client.Get(ctx, client.ObjectKey{Name: name}, p) != nil || p.Spec.PublicKey == "" ||
+			b.Client.Get(ctx, client.ObjectKey{Namespace: flotillav1.ProviderNamespace(name), Name: usage.ConfigMapName}, cm) != nil {
+			continue
+		}
+		pub, err := base64.StdEncoding.DecodeString(p.Spec.PublicKey)
+		r, perr := usage.Parse([]byte(cm.Data[usage.DataKey]))
+		if err != nil || perr != nil || r.Provider != name {
+			continue
+		}
+		lines := map[string]*usage.Line{}
+		for j := range r.Lines {
+			if l := &r.Lines[j]; l.Verify(pub, name) {
+				lines[l.Lease] = l
+			}
+		}
+		out[name] = lines
+	}
+	return out
 }
 
 // wantsToRun reports a Workload that would have replicas running.

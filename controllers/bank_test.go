@@ -1,12 +1,18 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -22,6 +28,7 @@ import (
 	"github.com/flotilla-dev/flotilla/internal/ledger"
 	"github.com/flotilla-dev/flotilla/internal/ledgerstore"
 	"github.com/flotilla-dev/flotilla/internal/money"
+	"github.com/flotilla-dev/flotilla/internal/usage"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
 )
 
@@ -98,6 +105,7 @@ func meter(t *testing.T, l *flotillav1.Lease, cost string, replicaSeconds int64)
 	}
 	l.Status.Phase = flotillav1.LeaseActive
 	l.Status.Usage.Cost, l.Status.Usage.ReplicaSeconds = flotillav1.Amount(cost), replicaSeconds
+	l.Status.Usage.MeteredUntil = &metav1.Time{Time: time.Now().Truncate(time.Second)}
 	if err := env.Client.Status().Update(ctx, l); err != nil {
 		t.Fatal(err)
 	}
@@ -278,5 +286,96 @@ func TestBudgetStopsAndResumesAWorkload(t *testing.T) {
 		_ = env.Client.Get(ctx, client.ObjectKeyFromObject(w), got)
 		c := apimeta.FindStatusCondition(got.Status.Conditions, flotillav1.WorkloadBudgetExhausted)
 		return c != nil && c.Status == metav1.ConditionFalse && len(leasesOfWorkload(t, ns, "web")) == 2, fmt.Sprintf("%+v", c)
+	})
+}
+
+// report publishes a provider's signed usage report, as its agent does.
+func report(t *testing.T, key ed25519.PrivateKey, provider string, l *flotillav1.Lease, replicaSeconds int64) {
+	t.Helper()
+	ctx := context.Background()
+	line := usage.Line{Lease: string(l.UID), ReplicaSeconds: replicaSeconds, Until: l.Status.Usage.MeteredUntil.Time}
+	line.Sign(key, provider)
+	b, err := json.Marshal(usage.Report{Provider: provider, Lines: []usage.Line{line}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: usage.ConfigMapName, Namespace: flotillav1.ProviderNamespace(provider)},
+		Data: map[string]string{usage.DataKey: string(b)}}
+	if err := env.Client.Update(ctx, cm); apierrors.IsNotFound(err) {
+		err = env.Client.Create(ctx, cm)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// settledEntries returns the stored payments for a Lease.
+func settledEntries(t *testing.T, l *flotillav1.Lease) []ledger.Entry {
+	t.Helper()
+	entries, _ := storedLedger(t)
+	var out []ledger.Entry
+	for _, e := range entries {
+		if e.Kind == ledger.UsageSettled && strings.HasSuffix(e.Lease, "/"+l.Name) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// A payment carries the provider agent's signed report; when the report
+// claims more than could have run, the entry is marked disputed, an event
+// says so, and the hub pays only what it observed.
+func TestBankComparesProviderReports(t *testing.T) {
+	ctx := context.Background()
+	const ns, suite, prov = "tenant-dispute", "dispute", "dispute-a"
+	p := readyProvider(t, prov, prov)
+	key := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
+	p.Spec.PublicKey = base64.StdEncoding.EncodeToString(key.Public().(ed25519.PublicKey))
+	if err := env.Client.Update(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	createOffer(t, prov, "std", suite, "8", "0.6")
+	account(t, ns, "10")
+	if err := env.Client.Create(ctx, newWorkload(ns, "web", suite, 1, "1")); err != nil {
+		t.Fatal(err)
+	}
+	stop := startEconomy(t)
+	defer stop()
+
+	var l flotillav1.Lease
+	hubenv.Await(t, 20*time.Second, "a lease", func() (bool, string) {
+		ls := leasesOfWorkload(t, ns, "web")
+		if len(ls) == 1 {
+			l = ls[0]
+		}
+		return len(ls) == 1, fmt.Sprint(len(ls), " leases")
+	})
+	meter(t, &l, "0.05", 300)
+	report(t, key, prov, &l, 310)
+	hubenv.Await(t, 10*time.Second, "a payment with the provider's report", func() (bool, string) {
+		es := settledEntries(t, &l)
+		return len(es) == 1 && len(es[0].ProviderSig) > 0, fmt.Sprintf("%+v", es)
+	})
+	if es := settledEntries(t, &l); es[0].Disputed || es[0].Amount+es[0].Fee != money.MustParse("0.05") {
+		t.Errorf("honest report: %+v", es[0])
+	}
+
+	meter(t, &l, "0.06", 360)
+	report(t, key, prov, &l, 3600)
+	hubenv.Await(t, 10*time.Second, "a disputed payment", func() (bool, string) {
+		es := settledEntries(t, &l)
+		return len(es) == 2 && es[1].Disputed, fmt.Sprintf("%+v", es)
+	})
+	if es := settledEntries(t, &l); es[1].Amount+es[1].Fee != money.MustParse("0.01") {
+		t.Errorf("disputed payment %s, want the 0.01 the hub observed", es[1].Amount+es[1].Fee)
+	}
+	hubenv.Await(t, 10*time.Second, "a UsageDisputed event", func() (bool, string) {
+		var evs corev1.EventList
+		_ = env.Client.List(ctx, &evs, client.InNamespace(ns))
+		for _, e := range evs.Items {
+			if e.Reason == "UsageDisputed" && e.InvolvedObject.Name == l.Name && strings.Contains(e.Message, "reports 3600 replica-seconds, the hub observed 360") {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprint(len(evs.Items), " events")
 	})
 }

@@ -6,6 +6,8 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"flag"
 	"fmt"
 	"io"
@@ -21,6 +23,7 @@ import (
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/agent"
+	"github.com/flotilla-dev/flotilla/internal/keys"
 	"github.com/flotilla-dev/flotilla/internal/remote"
 	"github.com/flotilla-dev/flotilla/internal/version"
 )
@@ -103,12 +106,13 @@ func run(ctx context.Context, kubeconfig, hubKubeconfig, namespace string) error
 	if err != nil {
 		return err
 	}
-	pub, err := agent.EnsureKey(ctx, local, namespace)
+	key, err := keys.Ensure(ctx, local, namespace, agent.KeySecretName)
 	if err != nil {
 		return err
 	}
 	host, _ := os.Hostname()
 	a := &agent.Agent{Log: ctrl.Log.WithName("agent"), Namespace: namespace, Local: local, Hub: hub, Config: settings,
-		PublicKey: pub, Identity: settings.Provider.Name + "/" + host}
+		PublicKey: base64.StdEncoding.EncodeToString(key.Public().(ed25519.PublicKey)), Key: key,
+		Identity: settings.Provider.Name + "/" + host}
 	return a.Run(ctx)
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/flotilla-dev/flotilla/internal/capacity"
 	"github.com/flotilla-dev/flotilla/internal/keys"
 	"github.com/flotilla-dev/flotilla/internal/remote"
+	"github.com/flotilla-dev/flotilla/internal/usage"
 )
 
 // Names of the agent's objects on the provider, as the chart creates them.
@@ -122,8 +123,12 @@ type Agent struct {
 	Config    *Config
 	// PublicKey is the agent's ed25519 public key, base64 encoded.
 	PublicKey string
+	// Key signs the agent's usage reports.
+	Key ed25519.PrivateKey
 	// Identity holds the heartbeat Lease.
 	Identity string
+
+	tracker *usage.Tracker
 }
 
 // LoadConfig reads the chart's ConfigMap.
@@ -298,6 +303,90 @@ func (a *Agent) PublishOffer(ctx context.Context) error {
 	return nil
 }
 
+// ObserveUsage counts the ready pods of each Lease of the hub on this
+// cluster, for the usage report.
+func (a *Agent) ObserveUsage(ctx context.Context) error {
+	if a.tracker == nil {
+		a.tracker = usage.NewTracker(a.lastReport(ctx))
+	}
+	sel := flotillav1.LabelManaged + "=true"
+	if a.Config.HubID != "" {
+		sel += "," + flotillav1.LabelHub + "=" + a.Config.HubID
+	}
+	pods, err := a.Local.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		return fmt.Errorf("listing lease pods: %w", err)
+	}
+	ready := map[string]int32{}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		lease := p.Labels[flotillav1.LabelLease]
+		if lease == "" || p.DeletionTimestamp != nil {
+			continue
+		}
+		if _, seen := ready[lease]; !seen {
+			ready[lease] = 0
+		}
+		if p.Status.Phase == corev1.PodRunning && podReady(p) {
+			ready[lease]++
+		}
+	}
+	a.tracker.Observe(time.Now(), ready)
+	return nil
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// lastReport reads the report the agent published last, if any.
+func (a *Agent) lastReport(ctx context.Context) *usage.Report {
+	cm := &corev1.ConfigMap{}
+	key := client.ObjectKey{Namespace: flotillav1.ProviderNamespace(a.Config.Provider.Name), Name: usage.ConfigMapName}
+	if err := a.Hub.Get(ctx, key, cm); err != nil {
+		return nil
+	}
+	r, err := usage.Parse([]byte(cm.Data[usage.DataKey]))
+	if err != nil || r.Provider != a.Config.Provider.Name {
+		return nil
+	}
+	return r
+}
+
+// PublishUsage signs and publishes the usage report on the hub, where the
+// hub compares it with its own metering.
+func (a *Agent) PublishUsage(ctx context.Context) error {
+	if a.tracker == nil || a.Key == nil {
+		return nil
+	}
+	r := a.tracker.Report(a.Key, a.Config.Provider.Name)
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	key := client.ObjectKey{Namespace: flotillav1.ProviderNamespace(a.Config.Provider.Name), Name: usage.ConfigMapName}
+	cm := &corev1.ConfigMap{}
+	switch err := a.Hub.Get(ctx, key, cm); {
+	case apierrors.IsNotFound(err):
+		// issue-join makes it; an administrator's credential may not have.
+		cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace},
+			Data: map[string]string{usage.DataKey: string(b)}}
+		return a.Hub.Create(ctx, cm)
+	case err != nil:
+		return fmt.Errorf("reading the usage report: %w", err)
+	}
+	cm.Data = map[string]string{usage.DataKey: string(b)}
+	if err := a.Hub.Update(ctx, cm); err != nil {
+		return fmt.Errorf("publishing the usage report: %w", err)
+	}
+	return nil
+}
+
 // Run joins, then heartbeats and refreshes the Offer until ctx ends.
 // Failures are logged and retried on the next tick: a hub that is away for
 // a while must not stop the agent.
@@ -331,13 +420,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	do("Heartbeat", a.Heartbeat)
 	do("Publishing offer", a.PublishOffer)
+	do("Observing usage", a.ObserveUsage)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-beat.C:
 			do("Heartbeat", a.Heartbeat)
+			do("Observing usage", a.ObserveUsage)
 		case <-refresh.C:
+			do("Publishing usage", a.PublishUsage)
 			if cfg, err := LoadConfig(ctx, a.Local, a.Namespace); err != nil {
 				a.Log.Error(err, "Reloading settings; keeping the previous ones")
 			} else {

@@ -26,6 +26,7 @@ import (
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/remote"
+	"github.com/flotilla-dev/flotilla/internal/usage"
 )
 
 // Options describe the provider a credential is issued for.
@@ -84,9 +85,16 @@ func Issue(ctx context.Context, c client.Client, o Options) ([]byte, error) {
 		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: roleName(name), Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name}},
 			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: roleName(name)},
 			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: sys}}},
+		// The agent's signed usage report; made here because RBAC cannot
+		// limit create to one name.
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: usage.ConfigMapName, Namespace: ns, Labels: map[string]string{flotillav1.LabelProvider: name}}},
 		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-join", Namespace: ns},
-			Rules: []rbacv1.PolicyRule{{APIGroups: []string{flotillav1.GroupVersion.Group}, Resources: []string{"offers"},
-				Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}}}},
+			Rules: []rbacv1.PolicyRule{
+				{APIGroups: []string{flotillav1.GroupVersion.Group}, Resources: []string{"offers"},
+					Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}},
+				{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{usage.ConfigMapName},
+					Verbs: []string{"get", "update", "patch"}},
+			}},
 		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-join", Namespace: ns},
 			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "flotilla-join"},
 			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: sys}}},

@@ -78,6 +78,10 @@ var (
 		Namespace: namespace, Subsystem: "ledger", Name: "entries_appended_total",
 		Help: "Ledger entries signed and stored by the hub.",
 	})
+	usageDisputes = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: "ledger", Name: "disputed_payments_total",
+		Help: "Payments whose provider's signed usage report differed from the hub's count beyond the tolerance.",
+	})
 	settlementDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: namespace, Subsystem: "bank", Name: "settlement_duration_seconds",
 		Help:    "Duration of one settlement: reading accounts, Leases and Workloads, appending and storing entries.",
@@ -92,7 +96,7 @@ var (
 
 func init() {
 	crmetrics.Registry.MustRegister(schedulingCycleDuration, pendingReplicas, leasesCreated, leaseCreateErrors, unschedulableWorkloads,
-		providers, leases, failovers, fencingDeletions, holdDowns, leasesThrottled, verifications, dissents, reputationScore, ledgerEntries, settlementDuration, remoteLatency)
+		providers, leases, failovers, fencingDeletions, holdDowns, leasesThrottled, verifications, dissents, reputationScore, ledgerEntries, usageDisputes, settlementDuration, remoteLatency)
 }
 
 // Phases sets the providers and leases gauges from counts by phase; every
@@ -161,3 +165,6 @@ func LedgerAppended(n int) { ledgerEntries.Add(float64(n)) }
 
 // SettlementCycle records how long one settlement took.
 func SettlementCycle(d time.Duration) { settlementDuration.Observe(d.Seconds()) }
+
+// UsageDisputed counts a disputed payment.
+func UsageDisputed() { usageDisputes.Inc() }

@@ -34,6 +34,7 @@ import (
 	"github.com/flotilla-dev/flotilla/internal/ledger"
 	"github.com/flotilla-dev/flotilla/internal/metering"
 	"github.com/flotilla-dev/flotilla/internal/money"
+	"github.com/flotilla-dev/flotilla/internal/usage"
 )
 
 // Hub is the account fees go to.
@@ -162,6 +163,9 @@ type Policy struct {
 	Grace time.Duration
 	// FeeBPS is the hub's fee in basis points of each payment.
 	FeeBPS int64
+	// Tolerance between the hub's count and a provider's report before a
+	// payment is marked disputed; zero means usage.DefaultTolerance.
+	Tolerance usage.Tolerance
 }
 
 // Lease is what the hub observes of one Lease now.
@@ -175,6 +179,11 @@ type Lease struct {
 	ReplicaSeconds int64
 	// PerHour is the Lease's price per hour for all its replicas.
 	PerHour money.Micro
+	// Replicas and MeteredUntil (the end of the hub's count) are compared
+	// with the provider's Report, a Line whose signature was checked.
+	Replicas     int32
+	MeteredUntil time.Time
+	Report       *usage.Line
 }
 
 // Ref is the Lease's reference in the ledger.
@@ -228,6 +237,16 @@ type Output struct {
 	Stops map[string]Stop
 	// Refused deposits by namespace, with why.
 	Refused map[string]string
+	// Disputed payments: the provider's report differs from the hub's
+	// count beyond the tolerance. The hub paid what it observed.
+	Disputed []Dispute
+}
+
+// Dispute is one payment the provider's report disagrees with.
+type Dispute struct {
+	Lease                  Lease
+	HubReplicaSeconds      int64
+	ProviderReplicaSeconds int64
 }
 
 // Settle computes one settlement and applies its entries to b.
@@ -295,8 +314,20 @@ func Settle(b *Book, p Policy, in Input) Output {
 			if pay > 0 {
 				fee := money.Micro(int64(pay) / 10000 * p.FeeBPS)
 				fee += money.Micro(int64(pay) % 10000 * p.FeeBPS / 10000)
-				add(ledger.Entry{Kind: ledger.UsageSettled, Lease: ref, From: escrow, To: Provider(l.Provider),
-					Amount: pay - fee, Fee: fee, ReplicaSeconds: l.ReplicaSeconds})
+				e := ledger.Entry{Kind: ledger.UsageSettled, Lease: ref, From: escrow, To: Provider(l.Provider),
+					Amount: pay - fee, Fee: fee, ReplicaSeconds: l.ReplicaSeconds}
+				if r := l.Report; r != nil {
+					tol := p.Tolerance
+					if tol == (usage.Tolerance{}) {
+						tol = usage.DefaultTolerance
+					}
+					e.ProviderReport, e.ProviderSig = r.Canonical(l.Provider), r.Sig
+					e.Disputed = usage.Disputed(*r, l.ReplicaSeconds, l.MeteredUntil, l.Replicas, tol)
+					if e.Disputed {
+						out.Disputed = append(out.Disputed, Dispute{Lease: *l, HubReplicaSeconds: l.ReplicaSeconds, ProviderReplicaSeconds: r.ReplicaSeconds})
+					}
+				}
+				add(e)
 			}
 			if pay < due {
 				if capped && b.Charged[wl] >= budget {

@@ -1,6 +1,7 @@
 package settle
 
 import (
+	"crypto/ed25519"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/flotilla-dev/flotilla/internal/ledger"
 	"github.com/flotilla-dev/flotilla/internal/money"
+	"github.com/flotilla-dev/flotilla/internal/usage"
 )
 
 var t0 = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
@@ -275,5 +277,44 @@ func BenchmarkSettle(b *testing.B) {
 			leases[i].Metered += c("0.004")
 		}
 		Settle(book, policy, Input{Now: now, Credited: credited, Leases: leases})
+	}
+}
+
+// A payment carries the provider's signed report when there is one, and is
+// marked disputed when the report differs from the hub's count beyond the
+// tolerance; either way the hub pays what it observed.
+func TestSettleComparesProviderReports(t *testing.T) {
+	key := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
+	line := func(rs int64) *usage.Line {
+		l := &usage.Line{Lease: "uid-1", ReplicaSeconds: rs, Until: t0}
+		l.Sign(key, "p1")
+		return l
+	}
+	b := NewBook()
+	wants := map[string]Workload{"team/web": {Wants: true}}
+	credited := map[string]money.Micro{"team": c("10")}
+	lease := func(metered string, rs int64, r *usage.Line) Lease {
+		l := web(metered, true)
+		l.ReplicaSeconds, l.Replicas, l.MeteredUntil, l.Report = rs, 1, t0, r
+		return l
+	}
+	Settle(b, policy, Input{Now: t0, Credited: credited, Workloads: wants, Leases: []Lease{lease("0", 0, nil)}})
+
+	out := Settle(b, policy, Input{Now: t0.Add(time.Minute), Credited: credited, Workloads: wants, Leases: []Lease{lease("0.05", 300, line(310))}})
+	paid := out.Entries[0]
+	if paid.Kind != ledger.UsageSettled || paid.Disputed || len(paid.ProviderSig) == 0 || string(paid.ProviderReport) != string(line(310).Canonical("p1")) {
+		t.Fatalf("honest report: entry %+v", paid)
+	}
+	if len(out.Disputed) != 0 {
+		t.Errorf("honest report disputed: %+v", out.Disputed)
+	}
+
+	out = Settle(b, policy, Input{Now: t0.Add(2 * time.Minute), Credited: credited, Workloads: wants, Leases: []Lease{lease("0.06", 360, line(3600))}})
+	paid = out.Entries[0]
+	if !paid.Disputed || paid.Amount+paid.Fee != c("0.01") {
+		t.Fatalf("inflated report: entry %+v, want disputed and 0.01 paid (the hub's count)", paid)
+	}
+	if len(out.Disputed) != 1 || out.Disputed[0].ProviderReplicaSeconds != 3600 || out.Disputed[0].HubReplicaSeconds != 360 {
+		t.Errorf("disputes %+v", out.Disputed)
 	}
 }
