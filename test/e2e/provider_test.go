@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"os/exec"
@@ -29,6 +31,9 @@ import (
 	"github.com/flotilla-dev/flotilla/controllers"
 	"github.com/flotilla-dev/flotilla/internal/agent"
 	"github.com/flotilla-dev/flotilla/internal/join"
+	"github.com/flotilla-dev/flotilla/internal/ledger"
+	"github.com/flotilla-dev/flotilla/internal/ledgerstore"
+	"github.com/flotilla-dev/flotilla/internal/usage"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
 	"github.com/flotilla-dev/flotilla/test/testbed"
 )
@@ -193,7 +198,7 @@ func TestProviderJoin(t *testing.T) {
 		}
 		h.providers[p.Name] = cs
 	}
-	h.opts = controllers.Options{HubID: joinHubID}
+	h.opts = controllers.Options{HubID: joinHubID, SettlementInterval: 2 * time.Second}
 	h.start(t)
 
 	alice := joinProvider(t, h, fed.Provider("alice-1"), "eu-west")
@@ -249,6 +254,8 @@ func TestProviderJoin(t *testing.T) {
 	// namespace, quota, limits, network policy, a copied ConfigMap and the
 	// Deployment all pass its RBAC and admission policy.
 	mustCreate(t, h.client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "tenant-a"}})
+	mustCreate(t, h.client, &flotillav1.Account{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.AccountName, Namespace: "tenant-a"},
+		Spec: flotillav1.AccountSpec{Credited: "10"}})
 	mustCreate(t, h.client, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "web-config", Namespace: "tenant-a"}, Data: map[string]string{"k": "v"}})
 	w := newWorkload("tenant-a", "web", flotillav1.ClassService, 2)
 	w.Spec.Placement.MaxReplicasPerProvider = ptr.To[int32](1)
@@ -269,6 +276,35 @@ func TestProviderJoin(t *testing.T) {
 		}
 		return got.Status.ReadyReplicas == 2 && a == 1 && b == 1, fmt.Sprintf("ready %d, running alice %d bob %d, lease errors %q",
 			got.Status.ReadyReplicas, a, b, errs)
+	})
+
+	// Both agents sign what they observed; the hub's payments carry their
+	// reports, which agree with the hub's own count.
+	hubenv.Await(t, 90*time.Second, "payments to alice and bob with their agents' signed reports", func() (bool, string) {
+		store := &ledgerstore.Store{Client: h.client, Reader: h.client, Namespace: flotillav1.SystemNamespace}
+		entries, err := store.Load(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		signed := map[string]bool{}
+		var notes []string
+		for _, e := range entries {
+			if e.Kind != ledger.UsageSettled || len(e.ProviderSig) == 0 {
+				continue
+			}
+			name := strings.TrimPrefix(e.To, "provider:")
+			p := &flotillav1.Provider{}
+			if err := h.client.Get(ctx, client.ObjectKey{Name: name}, p); err != nil {
+				return false, err.Error()
+			}
+			pub, _ := base64.StdEncoding.DecodeString(p.Spec.PublicKey)
+			ok := len(pub) == ed25519.PublicKeySize && ed25519.Verify(pub, e.ProviderReport, e.ProviderSig)
+			notes = append(notes, fmt.Sprintf("%s signed=%v disputed=%v %q", name, ok, e.Disputed, e.ProviderReport))
+			if ok && !e.Disputed {
+				signed[name] = true
+			}
+		}
+		return signed["alice-1"] && signed["bob-1"], strings.Join(notes, "; ")
 	})
 
 	t.Run("federation identity is confined", func(t *testing.T) {
@@ -469,6 +505,12 @@ func testJoinIsolation(t *testing.T, h *hub, alice, bob *joinedProvider) {
 	refused(t, "alice lists Providers", a.List(ctx, &providers), "forbidden")
 	var offers flotillav1.OfferList
 	refused(t, "alice lists bob's Offers", a.List(ctx, &offers, client.InNamespace(bobNS)), "forbidden")
+	report := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: usage.ConfigMapName, Namespace: bobNS},
+		Data: map[string]string{usage.DataKey: `{"provider":"bob-1","lines":[]}`}}
+	refused(t, "alice rewrites bob's usage report", a.Update(ctx, report), "forbidden")
+	refused(t, "alice reads bob's usage report", a.Get(ctx, client.ObjectKeyFromObject(report), &corev1.ConfigMap{}), "forbidden")
+	own := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: flotillav1.ProviderNamespace(alice.name)}}
+	refused(t, "alice creates another ConfigMap in her own namespace", a.Create(ctx, own), "forbidden")
 	refused(t, "alice publishes an Offer in bob's namespace", a.Create(ctx, &flotillav1.Offer{
 		ObjectMeta: metav1.ObjectMeta{Name: "cheap", Namespace: bobNS},
 		Spec: flotillav1.OfferSpec{ProviderRef: flotillav1.ProviderReference{Name: bob.name},
