@@ -37,9 +37,13 @@ const (
 	HeadName = "flotilla-ledger-head"
 	// KeySecret holds the hub's signing key.
 	KeySecret = "flotilla-ledger-key"
-	// DefaultChunkEntries keeps a chunk near 500 KB, under the API server's
-	// 1 MiB object limit.
-	DefaultChunkEntries = 1000
+	// DefaultChunkEntries caps the entries of a chunk; typical entries take
+	// about 400 bytes, so a chunk holds some 800 KB.
+	DefaultChunkEntries = 2000
+	// MaxChunkBytes keeps a chunk under the API server's 1 MiB object limit
+	// whatever its entries: a payment carrying a provider's report with
+	// the longest names takes about 1.3 KB.
+	MaxChunkBytes = 800 << 10
 	dataKey             = "entries.jsonl"
 	chunkPrefix         = "flotilla-ledger-"
 )
@@ -115,16 +119,24 @@ func (s *Store) Append(ctx context.Context, entries []ledger.Entry) error {
 		return fmt.Errorf("appending sequence number %d after %d entries", entries[0].Seq, s.total)
 	}
 	for len(entries) > 0 {
-		if s.last == nil || s.count >= s.chunkEntries() {
+		if s.last == nil || s.count >= s.chunkEntries() || len(s.last.Data[dataKey]) >= MaxChunkBytes {
 			if err := s.newChunk(ctx); err != nil {
 				s.last = nil
 				return err
 			}
 		}
-		n := min(len(entries), s.chunkEntries()-s.count)
 		var buf bytes.Buffer
-		if err := ledger.WriteJSONL(&buf, entries[:n]); err != nil {
-			return err
+		size, n := len(s.last.Data[dataKey]), 0
+		for n < len(entries) && s.count+n < s.chunkEntries() {
+			var line bytes.Buffer
+			if err := ledger.WriteJSONL(&line, entries[n:n+1]); err != nil {
+				return err
+			}
+			if n > 0 && size+buf.Len()+line.Len() > MaxChunkBytes {
+				break
+			}
+			buf.Write(line.Bytes())
+			n++
 		}
 		cm := s.last.DeepCopy()
 		if cm.Data == nil {
