@@ -43,5 +43,8 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := c.List(ctx, &ls, opts...); err != nil {
 		return err
 	}
-	return status.Render(stdout, status.Snapshot{Now: time.Now(), Providers: ps.Items, Workloads: ws.Items, Leases: ls.Items})
+	// Accounts are shown to whoever may read them.
+	var as flotillav1.AccountList
+	_ = c.List(ctx, &as, opts...)
+	return status.Render(stdout, status.Snapshot{Now: time.Now(), Providers: ps.Items, Workloads: ws.Items, Leases: ls.Items, Accounts: as.Items})
 }

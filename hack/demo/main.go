@@ -192,7 +192,8 @@ func demoUp(ctx context.Context, dir string, failover bool) error {
 		return err
 	}
 	pid, err := startProcess(dir, "manager", filepath.Join(bin, "manager"), "--kubeconfig", fed.Hub.Kubeconfig, "--hub-id", hubID,
-		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--provider-grace-period", "10s")
+		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--provider-grace-period", "10s",
+		"--settlement-interval", "5s", "--fee-bps", "200")
 	if err != nil {
 		return err
 	}
@@ -274,13 +275,13 @@ func demoUp(ctx context.Context, dir string, failover bool) error {
 		return err
 	}
 
-	say("4/6 tenants apply the samples: a web Service spread across owners, a batch job verified by copies on distinct owners, a GPU job only carol can run")
+	say("4/6 an administrator credits team-a and team-b; tenants apply the samples: a web Service spread across owners, a batch job verified by copies on distinct owners, a GPU job only carol can run")
 	for _, ns := range []string{"team-a", "team-b"} {
 		if err := hub.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); client.IgnoreAlreadyExists(err) != nil {
 			return err
 		}
 	}
-	for _, f := range []string{"flotilla_v1alpha1_workload_service.yaml", "flotilla_v1alpha1_workload_batch.yaml", "flotilla_v1alpha1_workload_gpu.yaml"} {
+	for _, f := range []string{"flotilla_v1alpha1_account.yaml", "flotilla_v1alpha1_workload_service.yaml", "flotilla_v1alpha1_workload_batch.yaml", "flotilla_v1alpha1_workload_gpu.yaml"} {
 		objs, err := hubenv.ReadObjects(filepath.Join(root, "config", "samples", f))
 		if err != nil {
 			return err
@@ -423,13 +424,14 @@ func printStatus(ctx context.Context, c client.Client) error {
 	var ps flotillav1.ProviderList
 	var ws flotillav1.WorkloadList
 	var ls flotillav1.LeaseList
-	for _, l := range []client.ObjectList{&ps, &ws, &ls} {
+	var as flotillav1.AccountList
+	for _, l := range []client.ObjectList{&ps, &ws, &ls, &as} {
 		if err := c.List(ctx, l); err != nil {
 			return err
 		}
 	}
 	fmt.Println()
-	err := status.Render(os.Stdout, status.Snapshot{Now: time.Now(), Providers: ps.Items, Workloads: ws.Items, Leases: ls.Items})
+	err := status.Render(os.Stdout, status.Snapshot{Now: time.Now(), Providers: ps.Items, Workloads: ws.Items, Leases: ls.Items, Accounts: as.Items})
 	fmt.Println()
 	return err
 }

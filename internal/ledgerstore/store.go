@@ -44,8 +44,8 @@ const (
 	// whatever its entries: a payment carrying a provider's report with
 	// the longest names takes about 1.3 KB.
 	MaxChunkBytes = 800 << 10
-	dataKey             = "entries.jsonl"
-	chunkPrefix         = "flotilla-ledger-"
+	dataKey       = "entries.jsonl"
+	chunkPrefix   = "flotilla-ledger-"
 )
 
 // Store reads and appends the ledger. It is not safe for concurrent use:

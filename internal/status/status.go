@@ -24,6 +24,8 @@ type Snapshot struct {
 	Providers []flotillav1.Provider
 	Workloads []flotillav1.Workload
 	Leases    []flotillav1.Lease
+	// Accounts, when any are shown, add a table of credits.
+	Accounts []flotillav1.Account
 }
 
 // Render writes the three tables.
@@ -101,6 +103,17 @@ func Render(w io.Writer, s Snapshot) error {
 	}
 	if len(leases) == 0 {
 		fmt.Fprintln(tw, "(no live leases)")
+	}
+	if len(s.Accounts) > 0 {
+		accounts := slices.Clone(s.Accounts)
+		slices.SortFunc(accounts, func(a, b flotillav1.Account) int { return cmp.Compare(a.Namespace, b.Namespace) })
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "ACCOUNT\tAVAILABLE\tHELD\tSPENT\tEARNED")
+		for _, a := range accounts {
+			st := a.Status
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.Namespace, dash(string(st.Available)), dash(string(st.Held)),
+				dash(string(st.Spent)), dash(string(st.Earned)))
+		}
 	}
 	return tw.Flush()
 }

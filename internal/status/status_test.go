@@ -47,6 +47,12 @@ func TestRender(t *testing.T) {
 			lease("a", "alice-1", 2, "0.005", time.Hour, flotillav1.LeaseActive),
 			closed,
 		},
+		Accounts: []flotillav1.Account{
+			{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: "team-a"},
+				Status: flotillav1.AccountStatus{Available: "99.5", Held: "0.4", Spent: "0.1"}},
+			{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: "provider-alice-1"},
+				Status: flotillav1.AccountStatus{Earned: "0.0975"}},
+		},
 	}
 	var out bytes.Buffer
 	if err := Render(&out, s); err != nil {
@@ -61,6 +67,9 @@ func TestRender(t *testing.T) {
 		"team-a/web     Service  Running    4/4        alice-1:2,alice-1:2  0.022       0.02",
 		// a verified Workload counts agreeing copies against its quorum
 		"team-b/frames  Batch    Succeeded  2/2 agree  -",
+		// accounts sorted by namespace: a provider's earnings, a tenant's credits
+		"provider-alice-1  -          -     -      0.0975",
+		"team-a            99.5       0.4   0.1    -",
 		// one line per live Lease, closed ones left out
 		"team-a/web   alice-1   alice  2         2      1      0.005               1h0m0s       0.01",
 	} {

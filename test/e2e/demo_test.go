@@ -52,6 +52,8 @@ func TestDemo(t *testing.T) {
 		"team-a/web            Service  Ready      6/6        alice-1:3,carol-1:3",
 		"team-b/render-frames  Batch    Succeeded  2/2 agree",
 		"team-b/train          Batch    Succeeded  1/1 done",
+		"ACCOUNT",
+		"applied Account team-a/default",
 		"export KUBECONFIG=",
 		"make demo-down",
 	} {

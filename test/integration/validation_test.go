@@ -142,7 +142,7 @@ func TestSamplesAreAccepted(t *testing.T) {
 			kinds[u.GetKind()] = true
 		}
 	}
-	for _, k := range []string{"Provider", "Offer", "Workload", "Lease"} {
+	for _, k := range []string{"Provider", "Offer", "Workload", "Lease", "Account"} {
 		if !kinds[k] {
 			t.Errorf("config/samples has no %s", k)
 		}
@@ -193,6 +193,10 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 			w.Spec.Verification = &flotillav1.VerificationSpec{Redundancy: 2, Quorum: 3}
 			return w
 		}(), "spec.verification.quorum"},
+		"account not named default": {&flotillav1.Account{ObjectMeta: metav1.ObjectMeta{Name: "mine", Namespace: testNS}},
+			"an Account must be named default"},
+		"negative credit": {&flotillav1.Account{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.AccountName, Namespace: testNS},
+			Spec: flotillav1.AccountSpec{Credited: "-5"}}, "spec.credited"},
 		"verification of several replicas": {func() client.Object {
 			w := validBatch()
 			w.Spec.Replicas = 2
