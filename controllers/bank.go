@@ -237,6 +237,9 @@ func (b *Bank) cycle(ctx context.Context) (time.Duration, error) {
 			sl.PerHour = p * money.Micro(l.Spec.Replicas)
 		}
 		sl.Replicas = l.Spec.Replicas
+		if l.Status.Verdict == flotillav1.VerdictDissented {
+			sl.Dissent = orNone(l.Status.Digest)
+		}
 		if u := l.Status.Usage.MeteredUntil; u != nil {
 			sl.MeteredUntil = u.Time
 			sl.Report = reports[l.Spec.ProviderRef.Name][string(l.UID)]

@@ -64,6 +64,9 @@ type Book struct {
 // LeaseBook is one Lease's part of the ledger.
 type LeaseBook struct {
 	Opened, Closed bool
+	// Dissented: a Dispute entry records that its result disagreed with
+	// its Workload's verified digest.
+	Dissented bool
 	// Settled is the usage paid for it so far, fees included.
 	Settled money.Micro
 	// ReplicaSeconds metered when it was last settled.
@@ -106,6 +109,7 @@ func (b *Book) Apply(e *ledger.Entry) error {
 		b.Len++
 		return nil
 	case ledger.Dispute:
+		b.lease(e.Lease).Dissented = true
 		b.Len++
 		return nil
 	}
@@ -184,6 +188,9 @@ type Lease struct {
 	Replicas     int32
 	MeteredUntil time.Time
 	Report       *usage.Line
+	// Dissent is the result digest this copy of a verified Workload
+	// reported when it disagreed with the quorum ("none" for no digest).
+	Dissent string
 }
 
 // Ref is the Lease's reference in the ledger.
@@ -282,6 +289,11 @@ func Settle(b *Book, p Policy, in Input) Output {
 	for i := range leases {
 		l := &leases[i]
 		ref, wl := l.Ref(), l.Namespace+"/"+l.Workload
+		if l.Dissent != "" && !b.lease(ref).Dissented {
+			// Recorded for every namespace: it is about the provider.
+			add(ledger.Entry{Kind: ledger.Dispute, Lease: ref, To: Provider(l.Provider),
+				ProviderReport: []byte("result " + l.Dissent + " disagreed with the quorum")})
+		}
 		if _, accounted := in.Credited[l.Namespace]; !accounted {
 			continue
 		}

@@ -318,3 +318,34 @@ func TestSettleComparesProviderReports(t *testing.T) {
 		t.Errorf("disputes %+v", out.Disputed)
 	}
 }
+
+// A copy that dissented from its quorum gets one Dispute entry naming its
+// provider, in any namespace, moving no credits.
+func TestSettleRecordsDissentOnce(t *testing.T) {
+	b := NewBook()
+	l := web("0", false)
+	l.Dissent = "sha256:ff"
+	var all []ledger.Entry
+	for i := range 3 {
+		out := Settle(b, policy, Input{Now: t0.Add(time.Duration(i) * time.Minute), Credited: map[string]money.Micro{}, Leases: []Lease{l}})
+		all = append(all, out.Entries...)
+		want := ""
+		if i == 0 {
+			want = "Dispute >provider:p1 0"
+		}
+		if got := lines(out.Entries); got != want {
+			t.Errorf("settlement %d: %q, want %q", i, got, want)
+		}
+		if i == 0 && string(out.Entries[0].ProviderReport) != "result sha256:ff disagreed with the quorum" {
+			t.Errorf("dispute entry %+v", out.Entries[0])
+		}
+	}
+	// A restarted hub, replaying the ledger, does not record it again.
+	replayed, err := Replay(all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := Settle(replayed, policy, Input{Now: t0.Add(time.Hour), Credited: map[string]money.Micro{}, Leases: []Lease{l}}); len(out.Entries) != 0 {
+		t.Errorf("after a replay: %s", lines(out.Entries))
+	}
+}

@@ -15,6 +15,8 @@ import (
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/controllers"
+	"github.com/flotilla-dev/flotilla/internal/ledger"
+	"github.com/flotilla-dev/flotilla/internal/ledgerstore"
 	"github.com/flotilla-dev/flotilla/internal/reputation"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
 	"github.com/flotilla-dev/flotilla/test/testbed"
@@ -196,5 +198,21 @@ func TestVerifiedResultsWithLyingProviders(t *testing.T) {
 			}
 		}
 		return h.provider(t, "lou-1").Status.Reputation.VerificationsFailed == 1 && bestLiar < worstHonest, strings.Join(s, " ")
+	})
+
+	// Each dissent is in the ledger too: kim twice, lou once, nobody else.
+	hubenv.Await(t, 30*time.Second, "the dissents recorded in the ledger", func() (bool, string) {
+		store := &ledgerstore.Store{Client: h.client, Reader: h.client, Namespace: flotillav1.SystemNamespace}
+		entries, err := store.Load(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		disputes := map[string]int{}
+		for _, e := range entries {
+			if e.Kind == ledger.Dispute {
+				disputes[e.To]++
+			}
+		}
+		return len(disputes) == 2 && disputes["provider:kim-1"] == 2 && disputes["provider:lou-1"] == 1, fmt.Sprint(disputes)
 	})
 }
