@@ -379,3 +379,118 @@ func TestBankComparesProviderReports(t *testing.T) {
 		return false, fmt.Sprint(len(evs.Items), " events")
 	})
 }
+
+// A namespace that runs out of credits has its Workload stopped and kept
+// from new replicas; a deposit brings it back.
+func TestInsufficientFundsStopsAndResumesAWorkload(t *testing.T) {
+	ctx := context.Background()
+	const ns, suite = "tenant-funds", "funds"
+	readyProvider(t, "funds-a", "funds-a")
+	createOffer(t, "funds-a", "std", suite, "8", "0.6")
+	account(t, ns, "0.004") // 24 seconds at 0.6 an hour
+	w := newWorkload(ns, "web", suite, 1, "1")
+	if err := env.Client.Create(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	stop := startEconomy(t)
+	defer stop()
+
+	var l flotillav1.Lease
+	hubenv.Await(t, 20*time.Second, "a lease holding every credit in escrow", func() (bool, string) {
+		ls := leasesOfWorkload(t, ns, "web")
+		if len(ls) == 1 {
+			l = ls[0]
+		}
+		a := getAccount(ns)
+		return len(ls) == 1 && a.Status.Held == "0.004" && a.Status.Available == "0", fmt.Sprintf("%d leases %+v", len(ls), a.Status)
+	})
+	meter(t, &l, "0.005", 30) // more than there is
+	got := &flotillav1.Workload{}
+	hubenv.Await(t, 10*time.Second, "the workload stopped for want of credits", func() (bool, string) {
+		_ = env.Client.Get(ctx, client.ObjectKeyFromObject(w), got)
+		c := apimeta.FindStatusCondition(got.Status.Conditions, flotillav1.WorkloadBudgetExhausted)
+		cur := &flotillav1.Lease{}
+		_ = env.Client.Get(ctx, client.ObjectKeyFromObject(&l), cur)
+		return c != nil && c.Status == metav1.ConditionTrue && c.Reason == "InsufficientFunds" && cur.DeletionTimestamp != nil,
+			fmt.Sprintf("%+v; lease deleting %v", c, cur.DeletionTimestamp)
+	})
+	if a := getAccount(ns); a.Status.Spent != "0.004" || a.Status.Available != "0" {
+		t.Errorf("spent %s, available %s: want every credit and no more", a.Status.Spent, a.Status.Available)
+	}
+	time.Sleep(time.Second)
+	if n := len(leasesOfWorkload(t, ns, "web")); n != 1 {
+		t.Fatalf("%d leases while out of credits, want only the one closing", n)
+	}
+
+	a := getAccount(ns)
+	a.Spec.Credited = "1"
+	if err := env.Client.Update(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	hubenv.Await(t, 10*time.Second, "the workload to resume with a new lease", func() (bool, string) {
+		_ = env.Client.Get(ctx, client.ObjectKeyFromObject(w), got)
+		c := apimeta.FindStatusCondition(got.Status.Conditions, flotillav1.WorkloadBudgetExhausted)
+		return c != nil && c.Status == metav1.ConditionFalse && len(leasesOfWorkload(t, ns, "web")) == 2, fmt.Sprintf("%+v", c)
+	})
+}
+
+// Two managers that both believe they lead cannot both append: the second
+// write conflicts, and the loser sees the winner's entries once it reloads.
+func TestLedgerStoreRefusesASecondWriter(t *testing.T) {
+	ctx := context.Background()
+	namespace(t, flotillav1.SystemNamespace)
+	priv, err := ledgerKey(t)(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func() (*ledgerstore.Store, *ledger.Chain) {
+		s := &ledgerstore.Store{Client: env.Client, Reader: env.Client, Namespace: flotillav1.SystemNamespace, ChunkEntries: 7}
+		entries, err := s.Load(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var last *ledger.Entry
+		if len(entries) > 0 {
+			last = &entries[len(entries)-1]
+		}
+		return s, ledger.NewChain(priv, last)
+	}
+	a, chainA := open()
+	b, chainB := open()
+	entry := func(c *ledger.Chain, ns string) []ledger.Entry {
+		e, err := c.Append(ledger.Entry{Kind: ledger.Deposit, To: "tenant:" + ns, Amount: 1, Time: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []ledger.Entry{e}
+	}
+	if err := a.Append(ctx, entry(chainA, "writer-a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Append(ctx, entry(chainB, "writer-b")); err == nil {
+		t.Fatal("a second writer appended over the first")
+	}
+	stored := func() []ledger.Entry {
+		t.Helper()
+		s, _ := open()
+		entries, err := s.Load(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ledger.Verify(entries, priv.Public().(ed25519.PublicKey), ledger.Hash{}); err != nil {
+			t.Fatal(err)
+		}
+		return entries
+	}
+	entries := stored()
+	if last := entries[len(entries)-1]; last.To != "tenant:writer-a" {
+		t.Fatalf("the ledger ends with %+v, want writer-a's deposit", last)
+	}
+	b, chainB = open()
+	if err := b.Append(ctx, entry(chainB, "writer-b")); err != nil {
+		t.Fatalf("after reloading: %v", err)
+	}
+	if entries := stored(); entries[len(entries)-1].To != "tenant:writer-b" || entries[len(entries)-2].To != "tenant:writer-a" {
+		t.Fatalf("the ledger ends %+v", entries[len(entries)-2:])
+	}
+}
