@@ -99,8 +99,12 @@ func (b *Bank) Start(ctx context.Context) error {
 			return fmt.Errorf("getting informer for %T: %w", obj, err)
 		}
 		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { b.Trigger() },
-			UpdateFunc: func(o, n any) { b.Trigger() },
+			AddFunc: func(any) { b.Trigger() },
+			UpdateFunc: func(o, n any) {
+				if bankInputChanged(o, n) {
+					b.Trigger()
+				}
+			},
 			DeleteFunc: func(any) { b.Trigger() },
 		}); err != nil {
 			return fmt.Errorf("watching %T: %w", obj, err)
@@ -133,6 +137,26 @@ func (b *Bank) Start(ctx context.Context) error {
 		case <-time.After(b.MinInterval):
 		}
 	}
+}
+
+// bankInputChanged passes the updates a settlement could act on: Leases
+// sync their status every few seconds, and each would otherwise cost a
+// settlement for nothing.
+func bankInputChanged(o, n any) bool {
+	switch ov := o.(type) {
+	case *flotillav1.Lease:
+		nv, ok := n.(*flotillav1.Lease)
+		return !ok || ov.Status.Phase != nv.Status.Phase || ov.Status.Usage.Cost != nv.Status.Usage.Cost ||
+			ov.Status.Verdict != nv.Status.Verdict || !ov.DeletionTimestamp.Equal(nv.DeletionTimestamp) ||
+			len(ov.Finalizers) != len(nv.Finalizers)
+	case *flotillav1.Workload:
+		nv, ok := n.(*flotillav1.Workload)
+		return !ok || ov.Generation != nv.Generation || ov.Status.Phase != nv.Status.Phase ||
+			!ov.DeletionTimestamp.Equal(nv.DeletionTimestamp) ||
+			apimeta.IsStatusConditionTrue(ov.Status.Conditions, flotillav1.WorkloadBudgetExhausted) !=
+				apimeta.IsStatusConditionTrue(nv.Status.Conditions, flotillav1.WorkloadBudgetExhausted)
+	}
+	return true
 }
 
 // load replays the stored ledger.
