@@ -13,7 +13,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -93,25 +92,9 @@ func (b *Bank) Trigger() {
 func (b *Bank) Start(ctx context.Context) error {
 	log := ctrl.LoggerFrom(ctx).WithName("bank")
 	ctx = ctrl.LoggerInto(ctx, log)
-	for _, obj := range []client.Object{&flotillav1.Account{}, &flotillav1.Lease{}, &flotillav1.Workload{}} {
-		inf, err := b.Cache.GetInformer(ctx, obj)
-		if err != nil {
-			return fmt.Errorf("getting informer for %T: %w", obj, err)
-		}
-		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			AddFunc: func(any) { b.Trigger() },
-			UpdateFunc: func(o, n any) {
-				if bankInputChanged(o, n) {
-					b.Trigger()
-				}
-			},
-			DeleteFunc: func(any) { b.Trigger() },
-		}); err != nil {
-			return fmt.Errorf("watching %T: %w", obj, err)
-		}
-	}
-	if !b.Cache.WaitForCacheSync(ctx) {
-		return fmt.Errorf("cache did not sync")
+	if err := watchChanges(ctx, b.Cache, bankInputChanged, b.Trigger,
+		&flotillav1.Account{}, &flotillav1.Lease{}, &flotillav1.Workload{}); err != nil {
+		return err
 	}
 	var wake <-chan time.Time
 	for {

@@ -17,11 +17,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/keys"
@@ -37,11 +34,7 @@ import (
 func startEconomy(t *testing.T) (stop func()) {
 	t.Helper()
 	namespace(t, flotillav1.SystemNamespace)
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mgr := newTestManager(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := SetupIndexes(ctx, mgr); err != nil {
 		t.Fatal(err)
@@ -60,14 +53,7 @@ func startEconomy(t *testing.T) (stop func()) {
 	if err := mgr.Add(bank); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	return func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("manager exited with %v", err)
-		}
-	}
+	return run(t, mgr, ctx, cancel)
 }
 
 func ledgerKey(t *testing.T) func(context.Context) (ed25519.PrivateKey, error) {
@@ -243,14 +229,7 @@ func TestBudgetStopsAndResumesAWorkload(t *testing.T) {
 	stop := startEconomy(t)
 	defer stop()
 
-	var l flotillav1.Lease
-	hubenv.Await(t, 20*time.Second, "a lease", func() (bool, string) {
-		ls := leasesOfWorkload(t, ns, "web")
-		if len(ls) == 1 {
-			l = ls[0]
-		}
-		return len(ls) == 1, fmt.Sprint(len(ls), " leases")
-	})
+	l := awaitOneLease(t, ns, "web")
 	meter(t, &l, "0.08", 480) // beyond the budget
 	got := &flotillav1.Workload{}
 	hubenv.Await(t, 10*time.Second, "the workload stopped for its budget", func() (bool, string) {
@@ -341,14 +320,7 @@ func TestBankComparesProviderReports(t *testing.T) {
 	stop := startEconomy(t)
 	defer stop()
 
-	var l flotillav1.Lease
-	hubenv.Await(t, 20*time.Second, "a lease", func() (bool, string) {
-		ls := leasesOfWorkload(t, ns, "web")
-		if len(ls) == 1 {
-			l = ls[0]
-		}
-		return len(ls) == 1, fmt.Sprint(len(ls), " leases")
-	})
+	l := awaitOneLease(t, ns, "web")
 	meter(t, &l, "0.05", 300)
 	report(t, key, prov, &l, 310)
 	hubenv.Await(t, 10*time.Second, "a payment with the provider's report", func() (bool, string) {

@@ -131,25 +131,9 @@ func (s *Scheduler) Verdict(namespace, name string) (market.Unplaced, bool) {
 func (s *Scheduler) Start(ctx context.Context) error {
 	log := ctrl.LoggerFrom(ctx).WithName("scheduler")
 	ctx = ctrl.LoggerInto(ctx, log)
-	for _, obj := range []client.Object{&flotillav1.Workload{}, &flotillav1.Offer{}, &flotillav1.Provider{}, &flotillav1.Lease{}} {
-		inf, err := s.Cache.GetInformer(ctx, obj)
-		if err != nil {
-			return fmt.Errorf("getting informer for %T: %w", obj, err)
-		}
-		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			AddFunc: func(any) { s.Trigger() },
-			UpdateFunc: func(o, n any) {
-				if schedulingInputChanged(o, n) {
-					s.Trigger()
-				}
-			},
-			DeleteFunc: func(any) { s.Trigger() },
-		}); err != nil {
-			return fmt.Errorf("watching %T: %w", obj, err)
-		}
-	}
-	if !s.Cache.WaitForCacheSync(ctx) {
-		return fmt.Errorf("cache did not sync")
+	if err := watchChanges(ctx, s.Cache, schedulingInputChanged, s.Trigger,
+		&flotillav1.Workload{}, &flotillav1.Offer{}, &flotillav1.Provider{}, &flotillav1.Lease{}); err != nil {
+		return err
 	}
 	log.Info("Starting scheduling loop")
 	resync := time.NewTicker(s.Resync)
@@ -311,6 +295,33 @@ func (s *Scheduler) cycle(ctx context.Context) error {
 	if len(res.Assignments) > 0 || len(res.Unplaced) > 0 {
 		log.V(1).Info("Scheduling cycle done", "assignments", len(res.Assignments), "unplaced", len(res.Unplaced),
 			"pendingReplicas", pending, "duration", time.Since(start))
+	}
+	return nil
+}
+
+// watchChanges calls trigger on every add and delete of the kinds, and on
+// the updates changed passes, then waits for the cache to sync: the single
+// loops (scheduler, bank) wake on events rather than poll.
+func watchChanges(ctx context.Context, ca cache.Cache, changed func(o, n any) bool, trigger func(), objs ...client.Object) error {
+	for _, obj := range objs {
+		inf, err := ca.GetInformer(ctx, obj)
+		if err != nil {
+			return fmt.Errorf("getting informer for %T: %w", obj, err)
+		}
+		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc: func(any) { trigger() },
+			UpdateFunc: func(o, n any) {
+				if changed(o, n) {
+					trigger()
+				}
+			},
+			DeleteFunc: func(any) { trigger() },
+		}); err != nil {
+			return fmt.Errorf("watching %T: %w", obj, err)
+		}
+	}
+	if !ca.WaitForCacheSync(ctx) {
+		return fmt.Errorf("cache did not sync")
 	}
 	return nil
 }

@@ -196,8 +196,9 @@ func TestNoDoubleBookingAcrossRestart(t *testing.T) {
 		return observed
 	}
 
-	// Lease creations are slowed so the restart lands in the middle of a cycle.
-	m := startManager(t, testHooks{createDelay: 40 * time.Millisecond})
+	// Lease creations stall after the first 8, so the restart lands in the
+	// middle of a cycle.
+	m := startManager(t, testHooks{createLimit: 8})
 	for i := range 50 {
 		w := newWorkload(namespaces[i%len(namespaces)], fmt.Sprintf("job-%02d", i), suite, 1, "1")
 		if err := env.Client.Create(ctx, w); err != nil {

@@ -7,6 +7,7 @@ import (
 	"github.com/go-logr/logr"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -61,10 +62,48 @@ func (m *runningManager) stop(t *testing.T) {
 	}
 }
 
+// newTestManager makes a manager on the test API server, without metrics.
+func newTestManager(t *testing.T) ctrl.Manager {
+	t.Helper()
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mgr
+}
+
+// run starts mgr; the returned function stops it and waits.
+func run(t *testing.T, mgr ctrl.Manager, ctx context.Context, cancel context.CancelFunc) (stop func()) {
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager exited with %v", err)
+		}
+	}
+}
+
+// awaitOneLease waits for the Workload's single Lease and returns it.
+func awaitOneLease(t *testing.T, ns, workload string) flotillav1.Lease {
+	t.Helper()
+	var l flotillav1.Lease
+	hubenv.Await(t, 20*time.Second, "a lease of "+workload, func() (bool, string) {
+		ls := leasesOfWorkload(t, ns, workload)
+		if len(ls) == 1 {
+			l = ls[0]
+		}
+		return len(ls) == 1, fmt.Sprint(len(ls), " leases")
+	})
+	return l
+}
+
 // testHooks bend the scheduler's client to provoke races.
 type testHooks struct {
-	// createDelay slows every Lease creation, to stop a manager mid-cycle.
-	createDelay time.Duration
+	// createLimit lets this many Lease creations through; the next ones
+	// block until the manager stops, which stops it mid-cycle.
+	createLimit int
 	// leaseListLag serves Lease lists up to this old, like a lagging informer.
 	leaseListLag time.Duration
 	// leaseRate and leaseBurst replace the per-provider lease rate limit.
@@ -75,33 +114,23 @@ type testHooks struct {
 // startManager runs the hub controllers against the envtest API server.
 func startManager(t *testing.T, hooks testHooks) *runningManager {
 	t.Helper()
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme:     env.Scheme,
-		Metrics:    metricsserver.Options{BindAddress: "0"},
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mgr := newTestManager(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := SetupIndexes(ctx, mgr); err != nil {
 		t.Fatal(err)
 	}
 	c := mgr.GetClient()
-	createDelay := hooks.createDelay
-	if createDelay > 0 || hooks.leaseListLag > 0 {
+	var created atomic.Int32
+	if hooks.createLimit > 0 || hooks.leaseListLag > 0 {
 		direct, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme, Cache: &client.CacheOptions{Reader: mgr.GetCache()}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		c = interceptor.NewClient(direct, interceptor.Funcs{
 			Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
-				if _, ok := obj.(*flotillav1.Lease); ok {
-					select {
-					case <-time.After(createDelay):
-					case <-ctx.Done():
-						return ctx.Err()
-					}
+				if _, ok := obj.(*flotillav1.Lease); ok && hooks.createLimit > 0 && int(created.Add(1)) > hooks.createLimit {
+					<-ctx.Done()
+					return ctx.Err()
 				}
 				return c.Create(ctx, obj, opts...)
 			},
