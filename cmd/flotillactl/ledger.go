@@ -74,6 +74,14 @@ func fromHub(ctx context.Context, kubeconfig string, withAccounts bool) ([]ledge
 	if err != nil {
 		return nil, ledgerstore.Head{}, nil, err
 	}
+	// In the reverse of the order the hub writes them (entries, head,
+	// Accounts), so that each read covers everything the one before it saw.
+	var accounts flotillav1.AccountList
+	if withAccounts {
+		if err := c.List(ctx, &accounts); err != nil {
+			return nil, ledgerstore.Head{}, nil, fmt.Errorf("listing accounts: %w", err)
+		}
+	}
 	head, err := ledgerstore.ReadHead(ctx, c, flotillav1.SystemNamespace)
 	if err != nil {
 		return nil, head, nil, err
@@ -82,12 +90,6 @@ func fromHub(ctx context.Context, kubeconfig string, withAccounts bool) ([]ledge
 	entries, err := store.Load(ctx)
 	if err != nil {
 		return nil, head, nil, err
-	}
-	var accounts flotillav1.AccountList
-	if withAccounts {
-		if err := c.List(ctx, &accounts); err != nil {
-			return nil, head, nil, fmt.Errorf("listing accounts: %w", err)
-		}
 	}
 	return entries, head, accounts.Items, nil
 }
