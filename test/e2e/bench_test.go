@@ -270,7 +270,7 @@ func TestBenchE2E(t *testing.T) {
 	obs.mu.Unlock()
 	t.Logf("create to all Running: p50 %.2fs p99 %.2fs max %.2fs; stages %v", res.CreateToRunningP50Sec, res.CreateToRunningP99Sec, res.CreateToRunningMaxSec, res.Stages)
 	for k, v := range histogramMeans("workqueue_queue_duration_seconds", "workqueue_work_duration_seconds",
-		"flotilla_scheduler_cycle_duration_seconds", "flotilla_remote_request_duration_seconds") {
+		"flotilla_scheduler_cycle_duration_seconds", "flotilla_bank_settlement_duration_seconds", "flotilla_remote_request_duration_seconds") {
 		t.Logf("  %s: %s", k, v)
 	}
 
