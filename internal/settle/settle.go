@@ -286,10 +286,11 @@ func Settle(b *Book, p Policy, in Input) Output {
 	slices.SortFunc(leases, func(x, y Lease) int { return cmp.Compare(x.Ref(), y.Ref()) })
 	unpaid := map[string]string{} // workload -> reason
 	perHour := map[string]money.Micro{}
+	held := map[string]money.Micro{} // escrow of live Leases, by workload
 	for i := range leases {
 		l := &leases[i]
 		ref, wl := l.Ref(), l.Namespace+"/"+l.Workload
-		if l.Dissent != "" && !b.lease(ref).Dissented {
+		if lb := b.Leases[ref]; l.Dissent != "" && (lb == nil || !lb.Dissented) {
 			// Recorded for every namespace: it is about the provider.
 			add(ledger.Entry{Kind: ledger.Dispute, Lease: ref, To: Provider(l.Provider),
 				ProviderReport: []byte("result " + l.Dissent + " disagreed with the quorum")})
@@ -357,6 +358,8 @@ func Settle(b *Book, p Policy, in Input) Output {
 		if top := min(target-b.Balances[escrow], max(b.Balances[tenant], 0)); top > 0 {
 			move(ledger.EscrowMoved, ref, tenant, escrow, top)
 		}
+		// No later entry of this settlement touches this escrow.
+		held[wl] += max(b.Balances[escrow], 0)
 	}
 
 	for _, wl := range slices.Sorted(maps.Keys(in.Workloads)) {
@@ -364,22 +367,11 @@ func Settle(b *Book, p Policy, in Input) Output {
 		if rate == 0 && !w.Wants {
 			continue
 		}
-		if st, ok := stop(b, p, in.Now, wl, w, rate, unpaid[wl], held(b, leases, wl)); ok {
+		if st, ok := stop(b, p, in.Now, wl, w, rate, unpaid[wl], held[wl]); ok {
 			out.Stops[wl] = st
 		}
 	}
 	return out
-}
-
-// held is the escrow of a Workload's live Leases.
-func held(b *Book, leases []Lease, wl string) money.Micro {
-	var h money.Micro
-	for i := range leases {
-		if l := &leases[i]; l.Live && l.Namespace+"/"+l.Workload == wl {
-			h += max(b.Balances[Escrow(l.Namespace, l.Name)], 0)
-		}
-	}
-	return h
 }
 
 // stop decides whether a Workload running at rate an hour (0: nothing
