@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
@@ -194,9 +195,13 @@ func lastHash(entries []ledger.Entry) ledger.Hash {
 }
 
 // compareAccounts checks each Account's status against the ledger as it
-// stood when the status was written (status.ledgerEntries entries in).
+// stood when the status was written (status.ledgerEntries entries in). The
+// ledger is replayed once, the Accounts checked in order of that count.
 func compareAccounts(entries []ledger.Entry, accounts []flotillav1.Account) ([]string, error) {
 	var diffs []string
+	accounts = slices.Clone(accounts)
+	slices.SortStableFunc(accounts, func(a, b flotillav1.Account) int { return cmp.Compare(a.Status.LedgerEntries, b.Status.LedgerEntries) })
+	book, replayed := settle.NewBook(), 0
 	for _, a := range accounts {
 		n := int(a.Status.LedgerEntries)
 		if n == 0 && a.Status.Available == "" && a.Status.Earned == "" {
@@ -206,9 +211,10 @@ func compareAccounts(entries []ledger.Entry, accounts []flotillav1.Account) ([]s
 			diffs = append(diffs, fmt.Sprintf("account %s counts %d entries, the ledger has %d", a.Namespace, n, len(entries)))
 			continue
 		}
-		book, err := settle.Replay(entries[:n])
-		if err != nil {
-			return nil, err
+		for ; replayed < n; replayed++ {
+			if err := book.Apply(&entries[replayed]); err != nil {
+				return nil, err
+			}
 		}
 		check := func(field string, live flotillav1.Amount, want money.Micro) {
 			got, err := money.Parse(string(live))
