@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -96,7 +97,6 @@ func (b *Bank) Start(ctx context.Context) error {
 		&flotillav1.Account{}, &flotillav1.Lease{}, &flotillav1.Workload{}); err != nil {
 		return err
 	}
-	var wake <-chan time.Time
 	for {
 		next, err := b.cycle(ctx)
 		if err != nil {
@@ -105,13 +105,12 @@ func (b *Bank) Start(ctx context.Context) error {
 			next = time.Second
 		}
 		tick := time.NewTimer(next)
-		wake = tick.C
 		select {
 		case <-ctx.Done():
 			tick.Stop()
 			return nil
 		case <-b.trigger:
-		case <-wake:
+		case <-tick.C:
 		}
 		tick.Stop()
 		select {
@@ -500,9 +499,10 @@ func (b *Bank) mirror(ctx context.Context, tenants map[string]*flotillav1.Accoun
 }
 
 func (b *Bank) writeAccount(ctx context.Context, a *flotillav1.Account, st *flotillav1.AccountStatus) error {
-	cmp := *st
-	cmp.LedgerEntries = a.Status.LedgerEntries
-	if equalAccountStatus(&cmp, &a.Status) {
+	// The entry count alone changing is no reason to write.
+	unchanged := *st
+	unchanged.LedgerEntries = a.Status.LedgerEntries
+	if equality.Semantic.DeepEqual(&unchanged, &a.Status) {
 		return nil
 	}
 	patch := client.MergeFrom(a.DeepCopy())
@@ -511,20 +511,6 @@ func (b *Bank) writeAccount(ctx context.Context, a *flotillav1.Account, st *flot
 		return fmt.Errorf("writing the status of account %s: %w", a.Namespace, err)
 	}
 	return nil
-}
-
-func equalAccountStatus(x, y *flotillav1.AccountStatus) bool {
-	if x.Available != y.Available || x.Held != y.Held || x.Deposited != y.Deposited || x.Spent != y.Spent ||
-		x.Earned != y.Earned || x.ObservedGeneration != y.ObservedGeneration || len(x.Conditions) != len(y.Conditions) {
-		return false
-	}
-	for i := range x.Conditions {
-		a, c := x.Conditions[i], y.Conditions[i]
-		if a.Type != c.Type || a.Status != c.Status || a.Reason != c.Reason || a.Message != c.Message {
-			return false
-		}
-	}
-	return true
 }
 
 func amount(m money.Micro) flotillav1.Amount { return flotillav1.Amount(max(m, 0).String()) }
