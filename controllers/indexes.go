@@ -15,6 +15,9 @@ const (
 	indexLeaseWorkload = "spec.workloadRef.name"
 	indexLeaseOffer    = "spec.offerRef"
 	indexLeaseUID      = "metadata.uid"
+	// indexLeaseReputationPending holds the provider of a Lease with an
+	// outcome or verdict its reputation has not counted yet.
+	indexLeaseReputationPending = "reputation.pending"
 )
 
 func offerKey(namespace, name string) string { return namespace + "/" + name }
@@ -24,6 +27,15 @@ func SetupIndexes(ctx context.Context, mgr manager.Manager) error {
 	idx := mgr.GetFieldIndexer()
 	if err := idx.IndexField(ctx, &flotillav1.Lease{}, indexLeaseWorkload, func(o client.Object) []string {
 		return []string{o.(*flotillav1.Lease).Spec.WorkloadRef.Name}
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &flotillav1.Lease{}, indexLeaseReputationPending, func(o client.Object) []string {
+		l := o.(*flotillav1.Lease)
+		if len(unrecorded(l)) == 0 {
+			return nil
+		}
+		return []string{l.Spec.ProviderRef.Name}
 	}); err != nil {
 		return err
 	}

@@ -61,6 +61,20 @@ func leaseOutcome(l *flotillav1.Lease) (reputation.Outcome, bool) {
 	return 0, false
 }
 
+// unrecorded lists the Lease's events that carry evidence and are not
+// marked as counted yet.
+func unrecorded(l *flotillav1.Lease) []string {
+	done := recordedEvents(l)
+	var out []string
+	if _, ok := leaseOutcome(l); ok && !slices.Contains(done, eventOutcome) {
+		out = append(out, eventOutcome)
+	}
+	if l.Status.Verdict != "" && !slices.Contains(done, eventVerdict) {
+		out = append(out, eventVerdict)
+	}
+	return out
+}
+
 func recordedEvents(l *flotillav1.Lease) []string {
 	v := l.Annotations[flotillav1.AnnotationReputationRecorded]
 	if v == "" {
@@ -99,37 +113,35 @@ func (r *ProviderReconciler) updateReputation(ctx context.Context, p *flotillav1
 	}
 	s = s.Decay(now, half)
 
+	// Only Leases with something left to count: closed Leases are kept, and
+	// a provider's would otherwise be walked at every probe.
 	var leases flotillav1.LeaseList
-	if err := r.Client.List(ctx, &leases, client.MatchingLabels{flotillav1.LabelProvider: p.Name}); err != nil {
+	if err := r.Client.List(ctx, &leases, client.MatchingFields{indexLeaseReputationPending: p.Name}); err != nil {
 		return nil, fmt.Errorf("listing leases of provider %s: %w", p.Name, err)
 	}
 	var marks []leaseMark
 	for i := range leases.Items {
 		l := &leases.Items[i]
-		done := recordedEvents(l)
-		if o, ok := leaseOutcome(l); ok && !slices.Contains(done, eventOutcome) {
-			marks = append(marks, leaseMark{l, eventOutcome})
-			if key := string(l.UID) + "/" + eventOutcome; !slices.Contains(rep.Recorded, key) {
-				s = s.Add(o, now, half)
-				if o == reputation.LeaseCompleted {
-					rep.LeasesCompleted++
-				} else {
-					rep.LeasesFailed++
-				}
-				rep.Recorded = append(rep.Recorded, key)
+		for _, ev := range unrecorded(l) {
+			marks = append(marks, leaseMark{l, ev})
+			key := string(l.UID) + "/" + ev
+			if slices.Contains(rep.Recorded, key) {
+				continue // counted before a restart; only the mark was missing
 			}
-		}
-		if v := l.Status.Verdict; v != "" && !slices.Contains(done, eventVerdict) {
-			marks = append(marks, leaseMark{l, eventVerdict})
-			if key := string(l.UID) + "/" + eventVerdict; !slices.Contains(rep.Recorded, key) {
-				if v == flotillav1.VerdictAgreed {
-					s = s.Add(reputation.VerificationPassed, now, half)
-					rep.VerificationsPassed++
-				} else {
-					s = s.Add(reputation.VerificationFailed, now, half)
-					rep.VerificationsFailed++
-				}
-				rep.Recorded = append(rep.Recorded, key)
+			rep.Recorded = append(rep.Recorded, key)
+			switch o, _ := leaseOutcome(l); {
+			case ev == eventOutcome && o == reputation.LeaseCompleted:
+				s = s.Add(o, now, half)
+				rep.LeasesCompleted++
+			case ev == eventOutcome:
+				s = s.Add(o, now, half)
+				rep.LeasesFailed++
+			case l.Status.Verdict == flotillav1.VerdictAgreed:
+				s = s.Add(reputation.VerificationPassed, now, half)
+				rep.VerificationsPassed++
+			default:
+				s = s.Add(reputation.VerificationFailed, now, half)
+				rep.VerificationsFailed++
 			}
 		}
 		if len(marks) >= maxEventsPerUpdate {
