@@ -233,15 +233,7 @@ func TestBudgetStopsAndResumesAWorkload(t *testing.T) {
 
 	l := awaitOneLease(t, ns, "web")
 	meter(t, &l, "0.08", 480) // beyond the budget
-	got := &flotillav1.Workload{}
-	hubenv.Await(t, 10*time.Second, "the workload stopped for its budget", func() (bool, string) {
-		_ = env.Client.Get(ctx, client.ObjectKeyFromObject(w), got)
-		c := apimeta.FindStatusCondition(got.Status.Conditions, flotillav1.WorkloadBudgetExhausted)
-		cur := &flotillav1.Lease{}
-		_ = env.Client.Get(ctx, client.ObjectKeyFromObject(&l), cur)
-		return c != nil && c.Status == metav1.ConditionTrue && c.Reason == "BudgetExhausted" && cur.DeletionTimestamp != nil,
-			fmt.Sprintf("%+v; lease deleting %v", c, cur.DeletionTimestamp)
-	})
+	got := awaitStopped(t, w, &l, "BudgetExhausted")
 	if a := getAccount(ns); a.Status.Spent != "0.05" {
 		t.Errorf("spent %s with a budget of 0.05", a.Status.Spent)
 	}
@@ -263,10 +255,35 @@ func TestBudgetStopsAndResumesAWorkload(t *testing.T) {
 	if err := env.Client.Update(ctx, got); err != nil {
 		t.Fatal(err)
 	}
-	hubenv.Await(t, 10*time.Second, "the workload to resume with a new lease", func() (bool, string) {
+	awaitResumed(t, w)
+}
+
+// awaitStopped waits for the bank to stop the Workload for reason: the
+// condition set and its Lease l closing.
+func awaitStopped(t *testing.T, w *flotillav1.Workload, l *flotillav1.Lease, reason string) *flotillav1.Workload {
+	t.Helper()
+	ctx := context.Background()
+	got := &flotillav1.Workload{}
+	hubenv.Await(t, 10*time.Second, "the workload stopped for "+reason, func() (bool, string) {
 		_ = env.Client.Get(ctx, client.ObjectKeyFromObject(w), got)
 		c := apimeta.FindStatusCondition(got.Status.Conditions, flotillav1.WorkloadBudgetExhausted)
-		return c != nil && c.Status == metav1.ConditionFalse && len(leasesOfWorkload(t, ns, "web")) == 2, fmt.Sprintf("%+v", c)
+		cur := &flotillav1.Lease{}
+		_ = env.Client.Get(ctx, client.ObjectKeyFromObject(l), cur)
+		return c != nil && c.Status == metav1.ConditionTrue && c.Reason == reason && cur.DeletionTimestamp != nil,
+			fmt.Sprintf("%+v; lease deleting %v", c, cur.DeletionTimestamp)
+	})
+	return got
+}
+
+// awaitResumed waits for the Workload's stop to be lifted and a second Lease
+// to replace the closed one.
+func awaitResumed(t *testing.T, w *flotillav1.Workload) {
+	t.Helper()
+	hubenv.Await(t, 10*time.Second, "the workload to resume with a new lease", func() (bool, string) {
+		got := &flotillav1.Workload{}
+		_ = env.Client.Get(context.Background(), client.ObjectKeyFromObject(w), got)
+		c := apimeta.FindStatusCondition(got.Status.Conditions, flotillav1.WorkloadBudgetExhausted)
+		return c != nil && c.Status == metav1.ConditionFalse && len(leasesOfWorkload(t, w.Namespace, w.Name)) == 2, fmt.Sprintf("%+v", c)
 	})
 }
 
@@ -379,15 +396,7 @@ func TestInsufficientFundsStopsAndResumesAWorkload(t *testing.T) {
 		return len(ls) == 1 && a.Status.Held == "0.004" && a.Status.Available == "0", fmt.Sprintf("%d leases %+v", len(ls), a.Status)
 	})
 	meter(t, &l, "0.005", 30) // more than there is
-	got := &flotillav1.Workload{}
-	hubenv.Await(t, 10*time.Second, "the workload stopped for want of credits", func() (bool, string) {
-		_ = env.Client.Get(ctx, client.ObjectKeyFromObject(w), got)
-		c := apimeta.FindStatusCondition(got.Status.Conditions, flotillav1.WorkloadBudgetExhausted)
-		cur := &flotillav1.Lease{}
-		_ = env.Client.Get(ctx, client.ObjectKeyFromObject(&l), cur)
-		return c != nil && c.Status == metav1.ConditionTrue && c.Reason == "InsufficientFunds" && cur.DeletionTimestamp != nil,
-			fmt.Sprintf("%+v; lease deleting %v", c, cur.DeletionTimestamp)
-	})
+	awaitStopped(t, w, &l, "InsufficientFunds")
 	if a := getAccount(ns); a.Status.Spent != "0.004" || a.Status.Available != "0" {
 		t.Errorf("spent %s, available %s: want every credit and no more", a.Status.Spent, a.Status.Available)
 	}
@@ -401,11 +410,7 @@ func TestInsufficientFundsStopsAndResumesAWorkload(t *testing.T) {
 	if err := env.Client.Update(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	hubenv.Await(t, 10*time.Second, "the workload to resume with a new lease", func() (bool, string) {
-		_ = env.Client.Get(ctx, client.ObjectKeyFromObject(w), got)
-		c := apimeta.FindStatusCondition(got.Status.Conditions, flotillav1.WorkloadBudgetExhausted)
-		return c != nil && c.Status == metav1.ConditionFalse && len(leasesOfWorkload(t, ns, "web")) == 2, fmt.Sprintf("%+v", c)
-	})
+	awaitResumed(t, w)
 }
 
 // Two managers that both believe they lead cannot both append: the second

@@ -213,17 +213,7 @@ func TestBenchE2E(t *testing.T) {
 	h := setupHub(t, fed, prices, controllers.Options{HubID: "bench"})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	hubenv.Await(t, 120*time.Second, "every provider Ready", func() (bool, string) {
-		var ps flotillav1.ProviderList
-		_ = h.client.List(ctx, &ps)
-		n := 0
-		for _, p := range ps.Items {
-			if p.Status.Phase == flotillav1.ProviderReady {
-				n++
-			}
-		}
-		return n == nProviders, fmt.Sprint(n)
-	})
+	h.awaitProvidersReady(t, nProviders, 120*time.Second)
 	obs := newPodObserver()
 	if err := obs.run(ctx, h); err != nil {
 		t.Fatal(err)

@@ -157,6 +157,22 @@ func (h *hub) start(t *testing.T) {
 	t.Cleanup(h.stop)
 }
 
+// awaitProvidersReady waits until n Providers are Ready.
+func (h *hub) awaitProvidersReady(t *testing.T, n int, within time.Duration) {
+	t.Helper()
+	hubenv.Await(t, within, "every provider Ready", func() (bool, string) {
+		var ps flotillav1.ProviderList
+		_ = h.client.List(context.Background(), &ps)
+		ready := 0
+		for _, p := range ps.Items {
+			if p.Status.Phase == flotillav1.ProviderReady {
+				ready++
+			}
+		}
+		return ready == n, fmt.Sprint(ready, " ready")
+	})
+}
+
 // leaseNames lists the names of every Lease on the hub.
 func (h *hub) leaseNames(t *testing.T) []string {
 	t.Helper()

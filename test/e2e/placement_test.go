@@ -37,17 +37,7 @@ func placementFederation(t *testing.T) *hub {
 	}})
 	prices := map[string]string{"alice-1": "0.010", "bob-1": "0.011", "carol-1": "0.012", "dave-1": "0.050"}
 	h := setupHub(t, fed, prices, controllers.Options{HubID: "e2e", SettlementInterval: 2 * time.Second, FeeBPS: 250})
-	hubenv.Await(t, 60*time.Second, "every provider Ready", func() (bool, string) {
-		var ps flotillav1.ProviderList
-		_ = h.client.List(context.Background(), &ps)
-		ready := 0
-		for _, p := range ps.Items {
-			if p.Status.Phase == flotillav1.ProviderReady {
-				ready++
-			}
-		}
-		return ready == 4, fmt.Sprint(ready, " ready")
-	})
+	h.awaitProvidersReady(t, 4, 60*time.Second)
 	return h
 }
 

@@ -76,17 +76,7 @@ func TestVerifiedResultsWithLyingProviders(t *testing.T) {
 	}})
 	prices := map[string]string{"kim-1": "0.010", "lou-1": "0.011", "hana-1": "0.020", "ivan-1": "0.030", "jay-1": "0.040"}
 	h := setupHub(t, fed, prices, controllers.Options{HubID: "e2e"})
-	hubenv.Await(t, 60*time.Second, "every provider Ready", func() (bool, string) {
-		var ps flotillav1.ProviderList
-		_ = h.client.List(ctx, &ps)
-		ready := 0
-		for _, p := range ps.Items {
-			if p.Status.Phase == flotillav1.ProviderReady {
-				ready++
-			}
-		}
-		return ready == 5, fmt.Sprint(ready, " ready")
-	})
+	h.awaitProvidersReady(t, 5, 60*time.Second)
 	mustCreate(t, h.client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "science"}})
 
 	awaitDecided := func(name string) *flotillav1.Workload {
