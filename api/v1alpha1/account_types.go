@@ -16,6 +16,15 @@ type AccountSpec struct {
 	// difference in the ledger as a deposit. It can never go down.
 	// +optional
 	Credited Amount `json:"credited,omitempty"`
+
+	// maxPriority is the highest spec.priority a Workload of this
+	// namespace may have; one above it is refused at admission. Raising it
+	// lets a tenant's Workloads go before others' for the same capacity.
+	// +optional
+	// +kubebuilder:default=0
+	// +kubebuilder:validation:Minimum=-1000
+	// +kubebuilder:validation:Maximum=1000
+	MaxPriority *int32 `json:"maxPriority,omitempty"`
 }
 
 // AccountStatus is the namespace's standing in the ledger.

@@ -113,6 +113,9 @@ const (
 	// LabelOwner carries, on a Lease, the owner of its provider when it was
 	// placed: copies of a verified Workload must have distinct owners.
 	LabelOwner = "flotilla.dev/owner"
+	// AnnotationWorkloadGeneration on a Lease is the Workload's generation
+	// it was placed for.
+	AnnotationWorkloadGeneration = "flotilla.dev/workload-generation"
 	// AnnotationReputationRecorded lists the events of a Lease its
 	// provider's reputation has counted ("outcome", "verdict").
 	AnnotationReputationRecorded = "flotilla.dev/reputation-recorded"

@@ -72,6 +72,34 @@ const (
 	LeaseClosed LeasePhase = "Closed"
 )
 
+// LeaseOutcome is how a closed Lease ended.
+// +kubebuilder:validation:Enum=Completed;Failed;FailedOver;ProgressDeadlineExceeded
+type LeaseOutcome string
+
+const (
+	// OutcomeCompleted: the Lease's Job completed (Batch).
+	OutcomeCompleted LeaseOutcome = "Completed"
+	// OutcomeFailed: the Lease's Job failed (Batch).
+	OutcomeFailed LeaseOutcome = "Failed"
+	// OutcomeFailedOver: its provider stayed Lost past the Workload's
+	// failover grace period; its replicas were placed elsewhere.
+	OutcomeFailedOver LeaseOutcome = "FailedOver"
+	// OutcomeProgressDeadlineExceeded: its replicas were not ready within
+	// the Workload's progress deadline; they were placed elsewhere.
+	OutcomeProgressDeadlineExceeded LeaseOutcome = "ProgressDeadlineExceeded"
+)
+
+// Finished reports an outcome that ends the Lease's share of the work for
+// good (its Job ran to an end), as opposed to one whose replicas are
+// replaced.
+func (o LeaseOutcome) Finished() bool { return o == OutcomeCompleted || o == OutcomeFailed }
+
+// Replaced reports an outcome whose replicas the scheduler places again
+// elsewhere, under a new epoch.
+func (o LeaseOutcome) Replaced() bool {
+	return o == OutcomeFailedOver || o == OutcomeProgressDeadlineExceeded
+}
+
 // Verdict is how a copy's result compared with the quorum.
 // +kubebuilder:validation:Enum=Agreed;Dissented
 type Verdict string
@@ -85,7 +113,8 @@ const (
 
 // LeaseUsage is metered usage of a Lease.
 type LeaseUsage struct {
-	// replicaSeconds integrates observed ready replicas over time.
+	// replicaSeconds integrates the running replicas the hub observed over
+	// time; time it did not observe is never charged.
 	// +optional
 	ReplicaSeconds int64 `json:"replicaSeconds,omitempty"`
 
@@ -105,13 +134,23 @@ type LeaseStatus struct {
 	// +optional
 	Phase LeasePhase `json:"phase,omitempty"`
 
+	// outcome is how the Lease ended, once it is Closed; unset for Leases
+	// deleted before (scaled down, drained, stopped by the bank).
+	// +optional
+	Outcome LeaseOutcome `json:"outcome,omitempty"`
+
 	// namespace on the provider holding the Lease's objects.
 	// +optional
 	Namespace string `json:"namespace,omitempty"`
 
-	// readyReplicas reported by the provider.
+	// readyReplicas reported by the provider, at most spec.replicas.
 	// +optional
 	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+
+	// runningReplicas are pods the provider reports bound to a node and not
+	// finished, at most spec.replicas: what is charged, ready or not.
+	// +optional
+	RunningReplicas int32 `json:"runningReplicas,omitempty"`
 
 	// succeededReplicas reported by the provider (Batch).
 	// +optional
@@ -120,6 +159,19 @@ type LeaseStatus struct {
 	// failedReplicas reported by the provider (Batch).
 	// +optional
 	FailedReplicas int32 `json:"failedReplicas,omitempty"`
+
+	// notReadySince is when the Lease last had fewer replicas ready than
+	// leased (or was created); unset while all are. Past the Workload's
+	// progressDeadlineSeconds the Lease is closed and its replicas placed
+	// elsewhere.
+	// +optional
+	NotReadySince *metav1.Time `json:"notReadySince,omitempty"`
+
+	// failedSyncs counts the syncs in a row that could not apply or read
+	// the Lease on its provider; the next try waits longer after each.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	FailedSyncs int32 `json:"failedSyncs,omitempty"`
 
 	// usage metered so far.
 	// +optional
@@ -149,7 +201,8 @@ type LeaseStatus struct {
 	// +optional
 	LastApplyTime *metav1.Time `json:"lastApplyTime,omitempty"`
 
-	// lastError is the last error applying or reading the Lease.
+	// lastError is the last error applying or reading the Lease, cut to
+	// 1024 characters.
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
 	LastError string `json:"lastError,omitempty"`

@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -29,11 +30,13 @@ type OfferSpec struct {
 	// +kubebuilder:validation:MaxProperties=5
 	Prices PriceList `json:"prices"`
 
-	// attributes describe the capacity (region, gpu-model, arch, tier) for
-	// Workloads' attribute selectors. The provider's own attributes, region
-	// and zone are added when matching.
+	// attributes describe the capacity (gpu-model, arch, tier) for
+	// Workloads' attribute selectors. The keys owner, region and zone are
+	// the hub administrator's record on the Provider and cannot be set here.
 	// +optional
 	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule="!self.exists(k, k in ['owner', 'region', 'zone'])",message="spec.attributes: owner, region and zone are recorded by the hub administrator on the Provider and cannot be set by an Offer"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 63 && size(self[k]) <= 63)",message="spec.attributes: keys and values are at most 63 characters"
 	Attributes map[string]string `json:"attributes,omitempty"`
 
 	// classes of Workload this offer accepts.
@@ -62,9 +65,51 @@ type OfferSpec struct {
 	// +kubebuilder:validation:Minimum=1
 	MaxLeaseSeconds *int64 `json:"maxLeaseSeconds,omitempty"`
 
-	// allowEgress lets Workloads that ask for it reach beyond DNS.
+	// allowEgress lets Workloads that ask for it (spec.network.egress:
+	// Internet) reach public addresses beyond the cluster's DNS service;
+	// private, link-local and loopback ranges stay closed.
 	// +optional
 	AllowEgress bool `json:"allowEgress,omitempty"`
+
+	// priorityClasses a Workload's template may name
+	// (priorityClassName) on this provider. Without one listed, pods run at
+	// the provider's default priority.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.all(c, !c.startsWith('system-'))",message="spec.priorityClasses: the system- classes preempt the provider's own components and cannot be offered"
+	PriorityClasses []string `json:"priorityClasses,omitempty"`
+
+	// runtimeClasses a Workload's template may name (runtimeClassName),
+	// such as a sandboxed runtime.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=253
+	RuntimeClasses []string `json:"runtimeClasses,omitempty"`
+
+	// storage classes a Workload's template may claim ephemeral volumes of,
+	// and how large one may be.
+	// +optional
+	// +listType=map
+	// +listMapKey=className
+	// +kubebuilder:validation:MaxItems=4
+	Storage []StorageOffer `json:"storage,omitempty"`
+}
+
+// StorageOffer lets Workloads claim ephemeral volumes of one storage class.
+type StorageOffer struct {
+	// className of the StorageClass on the provider.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	ClassName string `json:"className"`
+
+	// maxSize of one volume claim.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0')) && quantity(string(self)).compareTo(quantity('64Ti')) <= 0",message="maxSize must be more than 0 and at most 64Ti"
+	MaxSize resource.Quantity `json:"maxSize"`
 }
 
 // Offer condition types.

@@ -28,15 +28,29 @@ type ProviderSpec struct {
 	Zone string `json:"zone,omitempty"`
 
 	// attributes are free-form facts about the provider (gpu model, arch,
-	// tier) that Offers inherit and Workloads can select on.
+	// tier) that Offers inherit and Workloads can select on. The keys owner,
+	// region and zone always come from the fields above.
 	// +optional
 	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule="!self.exists(k, k in ['owner', 'region', 'zone'])",message="spec.attributes: owner, region and zone are set by spec.owner, spec.region and spec.zone"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 63 && size(self[k]) <= 63)",message="spec.attributes: keys and values are at most 63 characters"
 	Attributes map[string]string `json:"attributes,omitempty"`
 
 	// kubeconfigSecretRef names the Secret in flotilla-system that holds the
-	// kubeconfig of the provider's federation identity.
+	// kubeconfig of the provider's federation identity. The hub reads only
+	// its server, CA data and a bearer token or client certificate data.
 	// +required
 	KubeconfigSecretRef SecretKeyReference `json:"kubeconfigSecretRef"`
+
+	// apiServerURL is the provider's API server as the administrator
+	// recorded it when issuing the join credential. The hub connects to no
+	// other address: a kubeconfig naming another server is refused until
+	// the administrator changes this record. A join credential cannot
+	// change it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^https://[^/?#@\s]+(/[^?#\s]*)?$`
+	APIServerURL string `json:"apiServerURL,omitempty"`
 
 	// publicKey is the provider agent's ed25519 public key, base64 encoded,
 	// used to verify its signed usage reports.
@@ -79,9 +93,9 @@ type ProviderPhase string
 const (
 	// ProviderPending has not been reached yet.
 	ProviderPending ProviderPhase = "Pending"
-	// ProviderReady answers probes and heartbeats and accepts Leases.
+	// ProviderReady answers the hub's probes and accepts Leases.
 	ProviderReady ProviderPhase = "Ready"
-	// ProviderLost missed probes and heartbeats for longer than the grace period.
+	// ProviderLost did not answer the hub for longer than the grace period.
 	ProviderLost ProviderPhase = "Lost"
 	// ProviderCordoned is reachable but takes no new Leases.
 	ProviderCordoned ProviderPhase = "Cordoned"
@@ -183,9 +197,16 @@ type ProviderStatus struct {
 	// +kubebuilder:validation:MaxItems=16
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
-	// lastHeartbeatTime is when the provider's agent last renewed its heartbeat.
+	// lastHeartbeatTime is when the hub, by its own clock, saw the agent
+	// renew its heartbeat. The time the agent writes is never trusted.
 	// +optional
 	LastHeartbeatTime *metav1.Time `json:"lastHeartbeatTime,omitempty"`
+
+	// observedHeartbeat is the agent's heartbeat as last seen, kept only to
+	// tell a new heartbeat from an old one across restarts of the hub.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	ObservedHeartbeat string `json:"observedHeartbeat,omitempty"`
 
 	// lastProbeTime is when the hub last reached the provider's API server.
 	// +optional

@@ -38,15 +38,31 @@ type WorkloadSpec struct {
 	// +optional
 	Placement PlacementSpec `json:"placement,omitempty"`
 
-	// priority orders Workloads competing for the same capacity; higher first.
+	// priority orders Workloads competing for the same capacity; higher
+	// first. It may not exceed the namespace Account's maxPriority.
 	// +optional
 	// +kubebuilder:validation:Minimum=-1000
 	// +kubebuilder:validation:Maximum=1000
 	Priority int32 `json:"priority,omitempty"`
 
+	// progressDeadlineSeconds is how long a Lease's replicas may stay not
+	// ready (from its creation, or from when one stopped being ready) before
+	// the Lease is closed, nothing more is charged for it, and its replicas
+	// are placed elsewhere. After three such Leases at one generation the
+	// Workload stops being placed until its spec changes.
+	// +optional
+	// +kubebuilder:default=600
+	// +kubebuilder:validation:Minimum=30
+	// +kubebuilder:validation:Maximum=86400
+	ProgressDeadlineSeconds *int32 `json:"progressDeadlineSeconds,omitempty"`
+
 	// failover tunes how replicas on a lost provider are replaced.
 	// +optional
 	Failover FailoverSpec `json:"failover,omitempty"`
+
+	// network says what the replicas may reach.
+	// +optional
+	Network NetworkSpec `json:"network,omitempty"`
 
 	// budget caps the total cost of this Workload in credits; unset means
 	// limited only by the namespace's balance.
@@ -119,13 +135,34 @@ type PlacementSpec struct {
 type FailoverSpec struct {
 	// gracePeriodSeconds is how long a replica may be out of the hub's reach
 	// before it is replaced elsewhere, counted from its provider's last
-	// successful probe or heartbeat. Replacement never starts before the
+	// successful probe. Replacement never starts before the
 	// provider is Lost (the hub's --provider-grace-period).
 	// +optional
 	// +kubebuilder:default=5
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=86400
 	GracePeriodSeconds *int32 `json:"gracePeriodSeconds,omitempty"`
+}
+
+// Egress is what a Workload's replicas may reach.
+// +kubebuilder:validation:Enum=None;Internet
+type Egress string
+
+const (
+	// EgressNone allows the cluster's DNS service only.
+	EgressNone Egress = "None"
+	// EgressInternet adds public addresses; only Offers with allowEgress
+	// take such a Workload.
+	EgressInternet Egress = "Internet"
+)
+
+// NetworkSpec says what a Workload's replicas may reach.
+type NetworkSpec struct {
+	// egress is None (the cluster's DNS service only) or Internet (public
+	// addresses too, never the provider's private ranges).
+	// +optional
+	// +kubebuilder:default=None
+	Egress Egress `json:"egress,omitempty"`
 }
 
 // VerificationSpec asks for redundant execution with a quorum.
@@ -313,8 +350,13 @@ type WorkloadStatus struct {
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 }
 
+// MaxWorkloadName is the longest Workload name: every name and label
+// derived from it (its Leases' names, the workload label) must fit.
+const MaxWorkloadName = 52
+
 // Workload is a tenant's pod template with replicas, constraints, a price
 // ceiling and a budget, run on the providers of the federation.
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 52",message="metadata.name: a Workload name is at most 52 characters, so that the names and labels derived from it fit"
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=wl;wls,categories=flotilla
