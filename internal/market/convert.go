@@ -15,7 +15,20 @@ var resourceKeys = [NumResources]corev1.ResourceName{
 	GPU: flotillav1.ResourceGPU, Pods: corev1.ResourcePods,
 }
 
+// quantityOf converts q into the market's unit for r, clamped to
+// [0, maxQuantity]: a negative or absurd quantity from another party never
+// wraps around.
 func quantityOf(r Resource, q resource.Quantity) int64 {
+	if q.Sign() <= 0 {
+		return 0
+	}
+	limit := resource.NewQuantity(maxQuantity, resource.DecimalSI)
+	if r == CPU {
+		limit = resource.NewMilliQuantity(maxQuantity, resource.DecimalSI)
+	}
+	if q.Cmp(*limit) >= 0 {
+		return maxQuantity
+	}
 	if r == CPU {
 		return q.MilliValue()
 	}
@@ -62,9 +75,11 @@ func (v Vector) List() corev1.ResourceList {
 }
 
 // PodRequest is what one replica of spec reserves, as the Kubernetes
-// scheduler counts it: the larger of the containers' summed requests and
-// any single init container's, plus pod overhead, with a container's limits
-// standing in for requests it does not set. Pods is 1.
+// scheduler counts it: the containers' requests plus those of sidecars
+// (init containers that keep running), or more when an init container
+// needs more while it runs beside the sidecars started before it; plus pod
+// overhead. A container's limits stand in for requests it does not set.
+// Pods is 1.
 func PodRequest(spec *corev1.PodSpec) Vector {
 	containerReq := func(c *corev1.Container) Vector {
 		v := FromList(c.Resources.Limits)
@@ -75,25 +90,42 @@ func PodRequest(spec *corev1.PodSpec) Vector {
 		}
 		return v
 	}
-	var sum Vector
+	var sum, sidecars, initPeak Vector
+	for i := range spec.InitContainers {
+		c := &spec.InitContainers[i]
+		req := containerReq(c)
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			sidecars.add(&req)
+			initPeak.atLeast(&sidecars)
+			continue
+		}
+		req.add(&sidecars)
+		initPeak.atLeast(&req)
+	}
 	for i := range spec.Containers {
 		c := containerReq(&spec.Containers[i])
-		for r := range sum {
-			sum[r] += c[r]
-		}
+		sum.add(&c)
 	}
-	for i := range spec.InitContainers {
-		c := containerReq(&spec.InitContainers[i])
-		for r := range sum {
-			sum[r] = max(sum[r], c[r])
-		}
-	}
+	sum.add(&sidecars)
+	sum.atLeast(&initPeak)
 	over := FromList(spec.Overhead)
-	for r := range sum {
-		sum[r] += over[r]
-	}
+	sum.add(&over)
 	sum[Pods] = 1
 	return sum
+}
+
+// add adds r to v, saturating at maxQuantity.
+func (v *Vector) add(r *Vector) {
+	for i := range v {
+		v[i] = min(v[i]+r[i], maxQuantity)
+	}
+}
+
+// atLeast raises each entry of v to r's.
+func (v *Vector) atLeast(r *Vector) {
+	for i := range v {
+		v[i] = max(v[i], r[i])
+	}
 }
 
 // Prices parses an API price list into micro-credits per unit-hour.

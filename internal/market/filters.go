@@ -19,6 +19,10 @@ const (
 	reputationLow
 	notValidNow
 	classRejected
+	priorityClassNotOffered
+	runtimeClassNotOffered
+	storageNotOffered
+	egressNotOffered
 	attributesMismatch
 	priceAbove
 	offerShort
@@ -33,22 +37,26 @@ const (
 // reasonCodes name the filters for metrics and condition reasons; the set is
 // fixed so label cardinality stays bounded.
 var reasonCodes = [...]string{
-	accepted:           "Accepted",
-	providerMissing:    "ProviderNotRegistered",
-	providerNotReady:   "ProviderNotReady",
-	providerCordoned:   "ProviderCordoned",
-	reputationLow:      "ReputationBelowMinimum",
-	notValidNow:        "OfferNotValid",
-	classRejected:      "ClassNotAccepted",
-	attributesMismatch: "AttributesMismatch",
-	priceAbove:         "PriceAboveCeiling",
-	offerShort:         "InsufficientCapacity",
-	providerShort:      "InsufficientProviderCapacity",
-	noChunk:            "NoNodeFits",
-	spreadProvider:     "SpreadPerProvider",
-	spreadOwner:        "SpreadPerOwner",
-	rateLimited:        "ProviderRateLimited",
-	leaseCap:           "ProviderAtMaxLeases",
+	accepted:                "Accepted",
+	providerMissing:         "ProviderNotRegistered",
+	providerNotReady:        "ProviderNotReady",
+	providerCordoned:        "ProviderCordoned",
+	reputationLow:           "ReputationBelowMinimum",
+	notValidNow:             "OfferNotValid",
+	classRejected:           "ClassNotAccepted",
+	priorityClassNotOffered: "PriorityClassNotOffered",
+	runtimeClassNotOffered:  "RuntimeClassNotOffered",
+	storageNotOffered:       "StorageNotOffered",
+	egressNotOffered:        "EgressNotOffered",
+	attributesMismatch:      "AttributesMismatch",
+	priceAbove:              "PriceAboveCeiling",
+	offerShort:              "InsufficientCapacity",
+	providerShort:           "InsufficientProviderCapacity",
+	noChunk:                 "NoNodeFits",
+	spreadProvider:          "SpreadPerProvider",
+	spreadOwner:             "SpreadPerOwner",
+	rateLimited:             "ProviderRateLimited",
+	leaseCap:                "ProviderAtMaxLeases",
 }
 
 // ReasonCodes lists every Reason.Code Match can return.
@@ -77,6 +85,14 @@ func (m *matcher) staticReject(w *workloadState, o *offerState) rejection {
 		return rejection{kind: notValidNow}
 	case o.Classes&w.Class == 0:
 		return rejection{kind: classRejected}
+	case w.Needs.PriorityClass != "" && !slices.Contains(o.Allows.PriorityClasses, w.Needs.PriorityClass):
+		return rejection{kind: priorityClassNotOffered}
+	case w.Needs.RuntimeClass != "" && !slices.Contains(o.Allows.RuntimeClasses, w.Needs.RuntimeClass):
+		return rejection{kind: runtimeClassNotOffered}
+	case !storageAllowed(w.Needs.Storage, o.Allows.Storage):
+		return rejection{kind: storageNotOffered}
+	case w.Needs.Egress && !o.Allows.Egress:
+		return rejection{kind: egressNotOffered}
 	case w.Selector != nil && !w.Selector.Matches(o.Attributes):
 		return rejection{kind: attributesMismatch}
 	}
@@ -87,6 +103,15 @@ func (m *matcher) staticReject(w *workloadState, o *offerState) rejection {
 		}
 	}
 	return rejection{}
+}
+
+func storageAllowed(needs []StorageNeed, allowed map[string]int64) bool {
+	for _, n := range needs {
+		if most, ok := allowed[n.Class]; !ok || n.Bytes > most {
+			return false
+		}
+	}
+	return true
 }
 
 // dynamicReject applies the filters that depend on what was placed so far.
@@ -202,6 +227,14 @@ func offerMessage(w *workloadState, k rejectKind, r Resource) string {
 			return "do not accept class Batch"
 		}
 		return "do not accept class Service"
+	case priorityClassNotOffered:
+		return fmt.Sprintf("do not offer priority class %q", w.Needs.PriorityClass)
+	case runtimeClassNotOffered:
+		return fmt.Sprintf("do not offer runtime class %q", w.Needs.RuntimeClass)
+	case storageNotOffered:
+		return "do not offer the storage classes and sizes the template claims"
+	case egressNotOffered:
+		return "do not allow egress to the internet"
 	case attributesMismatch:
 		return "attributes do not match the selector"
 	case priceAbove:

@@ -90,7 +90,8 @@ func (b *workloadB) selector(s string) *workloadB {
 	b.w.Selector = sel
 	return b
 }
-func (b *workloadB) obj() Workload { return b.w }
+func (b *workloadB) needs(n Needs) *workloadB { b.w.Needs = n; return b }
+func (b *workloadB) obj() Workload            { return b.w }
 
 // placements sums assignments as workload -> provider -> replicas.
 func placements(r Result) map[string]map[string]int32 {

@@ -40,6 +40,9 @@ func checkInvariants(t *testing.T, s *Snapshot, r Result) {
 		if o.Classes&w.Class == 0 {
 			t.Fatalf("assignment %+v: offer does not accept the class", a)
 		}
+		if !w.Needs.allowedBy(&o.Allows) {
+			t.Fatalf("assignment %+v: offer does not allow what the workload needs", a)
+		}
 		if w.Selector != nil && !w.Selector.Matches(o.Attributes) {
 			t.Fatalf("assignment %+v: selector does not match", a)
 		}

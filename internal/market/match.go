@@ -273,7 +273,15 @@ func (w *workloadState) admits(i int32, o *offerState) bool {
 	return o.Classes&w.Class != 0 &&
 		(w.matches == nil || w.matches[i]) &&
 		(w.MaxPrice < 0 || w.prices[i] <= w.MaxPrice) &&
-		o.provider.Reputation >= w.MinReputation
+		o.provider.Reputation >= w.MinReputation &&
+		w.Needs.allowedBy(&o.Allows)
+}
+
+// allowedBy reports whether an Offer allows every feature a replica needs.
+func (n *Needs) allowedBy(a *Features) bool {
+	return (n.PriorityClass == "" || slices.Contains(a.PriorityClasses, n.PriorityClass)) &&
+		(n.RuntimeClass == "" || slices.Contains(a.RuntimeClasses, n.RuntimeClass)) &&
+		storageAllowed(n.Storage, a.Storage) && (!n.Egress || a.Egress)
 }
 
 // placeOne places one replica of w and reports whether it could.

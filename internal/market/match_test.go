@@ -76,6 +76,39 @@ func TestFilters(t *testing.T) {
 			workload:   wl("a/w", 1, req(1000, 1)).class(ClassBatch),
 			wantReason: "1 offer: do not accept class Batch",
 		},
+		"priority class offered": {
+			mutate:     func(s *Snapshot) { s.Offers[0].Allows.PriorityClasses = []string{"batch-low"} },
+			workload:   wl("a/w", 1, req(1000, 1)).needs(Needs{PriorityClass: "batch-low"}),
+			wantPlaced: true,
+		},
+		"T5.priority-class-not-offered": {
+			workload:   wl("a/w", 1, req(1000, 1)).needs(Needs{PriorityClass: "high"}),
+			wantReason: "1 offer: do not offer priority class \"high\"",
+		},
+		"T5.runtime-class-not-offered": {
+			mutate:     func(s *Snapshot) { s.Offers[0].Allows.RuntimeClasses = []string{"kata"} },
+			workload:   wl("a/w", 1, req(1000, 1)).needs(Needs{RuntimeClass: "gvisor"}),
+			wantReason: "1 offer: do not offer runtime class \"gvisor\"",
+		},
+		"storage within the offered size": {
+			mutate:     func(s *Snapshot) { s.Offers[0].Allows.Storage = map[string]int64{"fast": 10 * gib} },
+			workload:   wl("a/w", 1, req(1000, 1)).needs(Needs{Storage: []StorageNeed{{"fast", 10 * gib}}}),
+			wantPlaced: true,
+		},
+		"T5.storage-not-offered": {
+			mutate:     func(s *Snapshot) { s.Offers[0].Allows.Storage = map[string]int64{"fast": 10 * gib} },
+			workload:   wl("a/w", 1, req(1000, 1)).needs(Needs{Storage: []StorageNeed{{"fast", 11 * gib}}}),
+			wantReason: "1 offer: do not offer the storage classes and sizes the template claims",
+		},
+		"T7.egress-not-offered": {
+			workload:   wl("a/w", 1, req(1000, 1)).needs(Needs{Egress: true}),
+			wantReason: "1 offer: do not allow egress to the internet",
+		},
+		"egress allowed": {
+			mutate:     func(s *Snapshot) { s.Offers[0].Allows.Egress = true },
+			workload:   wl("a/w", 1, req(1000, 1)).needs(Needs{Egress: true}),
+			wantPlaced: true,
+		},
 		"attributes match": {
 			workload:   wl("a/w", 1, req(1000, 1)).selector("tier in (gold,silver)"),
 			wantPlaced: true,

@@ -121,6 +121,34 @@ type Offer struct {
 	// ValidFrom and ValidUntil bound when new replicas may be placed; zero
 	// means unbounded.
 	ValidFrom, ValidUntil time.Time
+	// Allows is what the owner opted into beyond plain pods.
+	Allows Features
+}
+
+// Features are what a pod may use beyond plain compute, each only where
+// its owner opted in: a priority class, a runtime class, ephemeral volumes
+// of a storage class up to a size, egress to public addresses.
+type Features struct {
+	PriorityClasses []string
+	RuntimeClasses  []string
+	// Storage is the largest volume, in bytes, of each storage class.
+	Storage map[string]int64
+	Egress  bool
+}
+
+// Needs is what one replica of a Workload uses that an Offer must allow.
+type Needs struct {
+	PriorityClass string
+	RuntimeClass  string
+	// Storage lists each volume's storage class and size in bytes.
+	Storage []StorageNeed
+	Egress  bool
+}
+
+// StorageNeed is one ephemeral volume a replica claims.
+type StorageNeed struct {
+	Class string
+	Bytes int64
 }
 
 // Workload is a tenant's request with replicas still to place.
@@ -144,8 +172,10 @@ type Workload struct {
 	MinReputation int32
 	// PreferredRegions, best first.
 	PreferredRegions []string
-	Priority         int32
-	Created          time.Time
+	// Needs must each be allowed by an Offer for it to take a replica.
+	Needs    Needs
+	Priority int32
+	Created  time.Time
 	// Placed counts replicas already running per provider; they stay where
 	// they are and count towards the spread limits.
 	Placed map[string]int32
