@@ -1,15 +1,18 @@
 // Package render turns a Lease into the objects that run it on a provider:
 // a namespace of its own, a ResourceQuota equal to what was leased, a
-// LimitRange, a default-deny NetworkPolicy that lets DNS out, copies of the
-// ConfigMaps and Secrets the pod template references, and a Deployment
-// (class Service) or Job (class Batch). It is pure: the caller fetches the
-// inputs and applies the output.
+// LimitRange, a default-deny NetworkPolicy that lets DNS queries to the
+// cluster's DNS service out (and one for public addresses when the Offer
+// allows it and the Workload asks), copies of the ConfigMaps and Secrets
+// the pod template references, and a Deployment (class Service) or Job
+// (class Batch) whose pod is built from an allow-list of the template. It
+// is pure: the caller fetches the inputs and applies the output.
 package render
 
 import (
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -36,6 +39,25 @@ const NamespacePrefix = "flotilla-"
 // WorkloadName is the name of the Deployment or Job in a lease namespace.
 const WorkloadName = "workload"
 
+// MaxReferences and MaxReferencedBytes bound the ConfigMaps and Secrets one
+// Lease copies to its provider.
+const (
+	MaxReferences      = 16
+	MaxReferencedBytes = 1 << 20
+)
+
+// secretType keeps the types of Secret that are only data; any other
+// (a service account token, say) is copied as Opaque, so that nothing on
+// the provider acts on it.
+func secretType(t corev1.SecretType) corev1.SecretType {
+	switch t {
+	case corev1.SecretTypeDockerConfigJson, corev1.SecretTypeDockercfg, corev1.SecretTypeTLS,
+		corev1.SecretTypeBasicAuth, corev1.SecretTypeSSHAuth:
+		return t
+	}
+	return corev1.SecretTypeOpaque
+}
+
 // Input is everything needed to render one Lease.
 type Input struct {
 	// HubID identifies the hub; it is part of namespace names and labels so
@@ -43,9 +65,34 @@ type Input struct {
 	HubID    string
 	Lease    *flotillav1.Lease
 	Workload *flotillav1.Workload
+	// Offer the Lease was placed on; nil when it is gone, which opts into
+	// nothing.
+	Offer *flotillav1.OfferSpec
 	// ConfigMaps and Secrets are the tenant's objects the template refers to.
 	ConfigMaps []corev1.ConfigMap
 	Secrets    []corev1.Secret
+}
+
+// renderVersion changes whenever Lease renders differently from the same
+// input, so that every Lease is applied again after an upgrade.
+const renderVersion = "2"
+
+// InputHash identifies what in is rendered from, but for the referenced
+// ConfigMaps and Secrets (read only when applying): when it is unchanged,
+// so are the objects.
+func InputHash(in Input) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00", renderVersion, in.HubID)
+	if in.Lease != nil {
+		fmt.Fprintf(h, "%s\x00", in.Lease.UID)
+		b, _ := json.Marshal(&in.Lease.Spec)
+		h.Write(b)
+	}
+	if in.Workload != nil {
+		fmt.Fprintf(h, "\x00%s\x00%d", in.Workload.UID, in.Workload.Generation)
+	}
+	fmt.Fprintf(h, "\x00egress=%t", in.Offer != nil && in.Offer.AllowEgress)
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // Namespace returns the provider-side namespace of a lease: deterministic in
@@ -98,29 +145,41 @@ func Lease(in Input) ([]client.Object, error) {
 		DefaultRequest: corev1.ResourceList{
 			corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi"),
 		},
+		Default: corev1.ResourceList{
+			corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi"),
+		},
 	}}}})
 
 	tm, om = meta("NetworkPolicy", "networking.k8s.io/v1", "default-deny")
-	udp, tcp := corev1.ProtocolUDP, corev1.ProtocolTCP
-	dns := intstr.FromInt32(53)
-	objs = append(objs, &networkingv1.NetworkPolicy{TypeMeta: tm, ObjectMeta: om, Spec: networkingv1.NetworkPolicySpec{
-		PodSelector: metav1.LabelSelector{},
-		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
-		Egress: []networkingv1.NetworkPolicyEgressRule{{
-			Ports: []networkingv1.NetworkPolicyPort{{Protocol: &udp, Port: &dns}, {Protocol: &tcp, Port: &dns}},
-		}},
-	}})
+	objs = append(objs, &networkingv1.NetworkPolicy{TypeMeta: tm, ObjectMeta: om, Spec: DefaultDeny()})
+	if w.Spec.Network.Egress == flotillav1.EgressInternet && in.Offer != nil && in.Offer.AllowEgress {
+		tm, om = meta("NetworkPolicy", "networking.k8s.io/v1", "internet-egress")
+		objs = append(objs, &networkingv1.NetworkPolicy{TypeMeta: tm, ObjectMeta: om, Spec: InternetEgress()})
+	}
 
+	size := 0
 	for _, cm := range sortedConfigMaps(in.ConfigMaps) {
 		tm, om := meta("ConfigMap", "v1", cm.Name)
 		objs = append(objs, &corev1.ConfigMap{TypeMeta: tm, ObjectMeta: om, Data: cm.Data, BinaryData: cm.BinaryData})
+		for k, v := range cm.Data {
+			size += len(k) + len(v)
+		}
+		for k, v := range cm.BinaryData {
+			size += len(k) + len(v)
+		}
 	}
 	for _, s := range sortedSecrets(in.Secrets) {
 		tm, om := meta("Secret", "v1", s.Name)
-		objs = append(objs, &corev1.Secret{TypeMeta: tm, ObjectMeta: om, Type: s.Type, Data: s.Data})
+		objs = append(objs, &corev1.Secret{TypeMeta: tm, ObjectMeta: om, Type: secretType(s.Type), Data: s.Data})
+		for k, v := range s.Data {
+			size += len(k) + len(v)
+		}
+	}
+	if size > MaxReferencedBytes {
+		return nil, fmt.Errorf("render: the ConfigMaps and Secrets the template refers to hold %d bytes, more than the %d a Lease may copy to a provider", size, MaxReferencedBytes)
 	}
 
-	tmpl := podTemplate(w.Spec.Template, labels)
+	tmpl := podTemplate(w.Spec.Template, labels, in.Offer)
 	selector := &metav1.LabelSelector{MatchLabels: map[string]string{flotillav1.LabelLease: string(l.UID)}}
 	if l.Spec.Class == flotillav1.ClassBatch {
 		tm, om := meta("Job", "batch/v1", WorkloadName)
@@ -156,7 +215,9 @@ func Lease(in Input) ([]client.Object, error) {
 	return objs, nil
 }
 
-// quota is the leased resources: replicas times the per-replica requests.
+// quota is the leased resources: replicas times the per-replica requests,
+// as requests and as limits (every container's limits equal its requests,
+// and a quota on limits makes the provider refuse a pod without them).
 func quota(l *flotillav1.Lease) corev1.ResourceList {
 	hard := corev1.ResourceList{corev1.ResourcePods: *resource.NewQuantity(int64(l.Spec.Replicas), resource.DecimalSI)}
 	for _, name := range slices.Sorted(maps.Keys(l.Spec.ResourcesPerReplica)) {
@@ -166,61 +227,59 @@ func quota(l *flotillav1.Lease) corev1.ResourceList {
 		}
 		total := q.DeepCopy()
 		total.Mul(int64(l.Spec.Replicas))
-		key := corev1.ResourceName("requests." + string(name))
-		if name == flotillav1.ResourceGPU {
-			key = "requests.nvidia.com/gpu"
+		hard[corev1.ResourceName("requests."+string(name))] = total
+		if name == corev1.ResourceCPU || name == corev1.ResourceMemory || name == corev1.ResourceEphemeralStorage {
+			hard[corev1.ResourceName("limits."+string(name))] = total.DeepCopy()
 		}
-		hard[key] = total
 	}
 	return hard
 }
 
-// podTemplate makes the tenant's template fit Pod Security "restricted" and
-// the lease: lease labels, no service account token, no service links, and
-// restricted security defaults where the tenant left them unset.
-func podTemplate(in corev1.PodTemplateSpec, labels map[string]string) corev1.PodTemplateSpec {
-	t := *in.DeepCopy()
-	if t.Labels == nil {
-		t.Labels = map[string]string{}
+// The cluster DNS service every provider runs, by the labels kubeadm,
+// k3s, kind and the managed offerings give it; the provider's admission
+// policy admits DNS egress to it and nowhere else.
+var (
+	dnsNamespace = map[string]string{"kubernetes.io/metadata.name": "kube-system"}
+	dnsPods      = map[string]string{"k8s-app": "kube-dns"}
+)
+
+// PrivateRanges are never reachable from a Lease's pods, even with
+// internet egress: the provider's nodes, pods, services, metadata
+// endpoints and LAN live there.
+var PrivateRanges = map[string][]string{
+	"0.0.0.0/0": {"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16"},
+	"::/0":      {"::1/128", "fc00::/7", "fe80::/10"},
+}
+
+// DefaultDeny closes a lease namespace's pods to all ingress and to all
+// egress but DNS queries to the cluster's DNS service.
+func DefaultDeny() networkingv1.NetworkPolicySpec {
+	udp, tcp := corev1.ProtocolUDP, corev1.ProtocolTCP
+	dns := intstr.FromInt32(53)
+	return networkingv1.NetworkPolicySpec{
+		PodSelector: metav1.LabelSelector{},
+		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
+		Egress: []networkingv1.NetworkPolicyEgressRule{{
+			To: []networkingv1.NetworkPolicyPeer{{
+				NamespaceSelector: &metav1.LabelSelector{MatchLabels: maps.Clone(dnsNamespace)},
+				PodSelector:       &metav1.LabelSelector{MatchLabels: maps.Clone(dnsPods)},
+			}},
+			Ports: []networkingv1.NetworkPolicyPort{{Protocol: &udp, Port: &dns}, {Protocol: &tcp, Port: &dns}},
+		}},
 	}
-	maps.Copy(t.Labels, labels)
-	t.Namespace = ""
-	s := &t.Spec
-	s.ServiceAccountName = ""
-	s.DeprecatedServiceAccount = ""
-	s.AutomountServiceAccountToken = ptr.To(false)
-	s.EnableServiceLinks = ptr.To(false)
-	s.NodeName = ""
-	if s.SecurityContext == nil {
-		s.SecurityContext = &corev1.PodSecurityContext{}
+}
+
+// InternetEgress lets a lease namespace's pods reach public addresses.
+func InternetEgress() networkingv1.NetworkPolicySpec {
+	var to []networkingv1.NetworkPolicyPeer
+	for _, cidr := range slices.Sorted(maps.Keys(PrivateRanges)) {
+		to = append(to, networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: cidr, Except: slices.Clone(PrivateRanges[cidr])}})
 	}
-	if s.SecurityContext.RunAsNonRoot == nil {
-		s.SecurityContext.RunAsNonRoot = ptr.To(true)
+	return networkingv1.NetworkPolicySpec{
+		PodSelector: metav1.LabelSelector{},
+		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+		Egress:      []networkingv1.NetworkPolicyEgressRule{{To: to}},
 	}
-	if s.SecurityContext.SeccompProfile == nil {
-		s.SecurityContext.SeccompProfile = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}
-	}
-	harden := func(c *corev1.Container) {
-		if c.SecurityContext == nil {
-			c.SecurityContext = &corev1.SecurityContext{}
-		}
-		if c.SecurityContext.AllowPrivilegeEscalation == nil {
-			c.SecurityContext.AllowPrivilegeEscalation = ptr.To(false)
-		}
-		if c.SecurityContext.Capabilities == nil {
-			c.SecurityContext.Capabilities = &corev1.Capabilities{}
-		}
-		if len(c.SecurityContext.Capabilities.Drop) == 0 {
-			c.SecurityContext.Capabilities.Drop = []corev1.Capability{"ALL"}
-		}
-	}
-	for i := range s.InitContainers {
-		harden(&s.InitContainers[i])
-	}
-	for i := range s.Containers {
-		harden(&s.Containers[i])
-	}
-	return t
 }
 
 // References lists the ConfigMaps and Secrets a pod spec uses, sorted.

@@ -2,13 +2,17 @@ package render
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -54,7 +58,9 @@ func workload(class flotillav1.WorkloadClass) *flotillav1.Workload {
 						EnvFrom: []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "settings"}}}},
 						Env: []corev1.EnvVar{{Name: "TOKEN", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
 							LocalObjectReference: corev1.LocalObjectReference{Name: "api-token"}, Key: "token"}}}},
-						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m")}},
+						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+							corev1.ResourceCPU: resource.MustParse("500m"), corev1.ResourceMemory: resource.MustParse("512Mi")},
+							Limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4")}}, // bursting past the lease: capped
 						SecurityContext: &corev1.SecurityContext{Capabilities: &corev1.Capabilities{
 							Add: []corev1.Capability{"NET_BIND_SERVICE"}, Drop: []corev1.Capability{"ALL"}}},
 					}},
@@ -147,4 +153,220 @@ func TestReferences(t *testing.T) {
 	if strings.Join(cms, ",") != "files,projected,settings" || strings.Join(secs, ",") != "api-token,pull,tls" {
 		t.Fatalf("configmaps %v, secrets %v", cms, secs)
 	}
+}
+
+// hostileTemplate sets every pod field a tenant could use to reach beyond
+// its Lease on a provider.
+func hostileTemplate() corev1.PodTemplateSpec {
+	w := workload(flotillav1.ClassService)
+	t := w.Spec.Template
+	t.Finalizers = []string{"tenant.example/hold"}
+	t.Labels["pod-security.kubernetes.io/enforce"] = "privileged"
+	t.Labels[flotillav1.LabelLease] = "someone-elses-lease"
+	t.Annotations = map[string]string{"cluster-autoscaler.kubernetes.io/safe-to-evict": "false", "team": "a"}
+	s := &t.Spec
+	s.NodeName = "control-plane"
+	s.NodeSelector = map[string]string{"node-role.kubernetes.io/control-plane": ""}
+	s.Tolerations = []corev1.Toleration{{Operator: corev1.TolerationOpExists}}
+	s.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{}}
+	s.TopologySpreadConstraints = []corev1.TopologySpreadConstraint{{MaxSkew: 1}}
+	s.SchedulerName = "my-scheduler"
+	s.PriorityClassName = "system-node-critical"
+	s.RuntimeClassName = ptr.To("runc-unconfined")
+	s.HostNetwork, s.HostPID, s.HostIPC = true, true, true
+	s.HostUsers = ptr.To(true)
+	s.HostAliases = []corev1.HostAlias{{IP: "10.0.0.1", Hostnames: []string{"kubernetes.default"}}}
+	s.DNSPolicy = corev1.DNSNone
+	s.DNSConfig = &corev1.PodDNSConfig{Nameservers: []string{"10.0.0.53"}}
+	s.TerminationGracePeriodSeconds = ptr.To[int64](86400 * 365)
+	s.ServiceAccountName, s.AutomountServiceAccountToken = "default", ptr.To(true)
+	s.EnableServiceLinks = ptr.To(true)
+	s.ShareProcessNamespace = ptr.To(true)
+	s.Overhead = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("-10")}
+	s.Resources = &corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("64")}}
+	s.SecurityContext = &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(false), RunAsUser: ptr.To[int64](0),
+		Sysctls:        []corev1.Sysctl{{Name: "net.ipv4.ip_forward", Value: "1"}},
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined}}
+	s.Volumes = []corev1.Volume{
+		{Name: "host", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}},
+		{Name: "csi", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: "secrets-store.csi.k8s.io"}}},
+		{Name: "claim", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "owner-data"}}},
+		{Name: "token", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
+			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", Audience: "vault"}}}}}},
+		{Name: "bind", VolumeSource: corev1.VolumeSource{Ephemeral: &corev1.EphemeralVolumeSource{VolumeClaimTemplate: &corev1.PersistentVolumeClaimTemplate{
+			Spec: corev1.PersistentVolumeClaimSpec{StorageClassName: ptr.To("fast"), VolumeName: "owner-pv",
+				Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Pi")}}}}}}},
+	}
+	c := &s.Containers[0]
+	c.Ports = []corev1.ContainerPort{{ContainerPort: 80, HostPort: 80, HostIP: "0.0.0.0"}}
+	c.SecurityContext = &corev1.SecurityContext{Privileged: ptr.To(true), AllowPrivilegeEscalation: ptr.To(true),
+		Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"SYS_ADMIN", "NET_BIND_SERVICE"}}, ProcMount: ptr.To(corev1.UnmaskedProcMount)}
+	c.VolumeMounts = []corev1.VolumeMount{{Name: "host", MountPath: "/host", MountPropagation: ptr.To(corev1.MountPropagationBidirectional)}}
+	c.VolumeDevices = []corev1.VolumeDevice{{Name: "claim", DevicePath: "/dev/sda"}}
+	c.LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Host: "169.254.169.254", Path: "/latest/meta-data"}}}
+	c.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{TCPSocket: &corev1.TCPSocketAction{Host: "10.0.0.1"}}}
+	c.Stdin, c.TTY = true, true
+	return t
+}
+
+// TestTemplateAllowList plays a tenant whose template sets every field that
+// would reach beyond its Lease: none of them reaches the provider.
+func TestTemplateAllowList(t *testing.T) {
+	w := workload(flotillav1.ClassService)
+	w.Spec.Template = hostileTemplate()
+	objs, err := Lease(Input{HubID: "hub1", Lease: lease(flotillav1.ClassService), Workload: w,
+		Offer: &flotillav1.OfferSpec{PriorityClasses: []string{"batch-low"}, Storage: []flotillav1.StorageOffer{{ClassName: "fast", MaxSize: resource.MustParse("10Gi")}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d *appsv1.Deployment
+	for _, o := range objs {
+		if dep, ok := o.(*appsv1.Deployment); ok {
+			d = dep
+		}
+	}
+	tmpl := d.Spec.Template
+	s := tmpl.Spec
+	c := s.Containers[0]
+	checks := map[string]bool{
+		"T5.finalizers":           len(tmpl.Finalizers) == 0,
+		"T5.reserved-labels":      tmpl.Labels["pod-security.kubernetes.io/enforce"] == "" && tmpl.Labels[flotillav1.LabelLease] == string(lease("").UID),
+		"T5.reserved-annotations": tmpl.Annotations["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "" && tmpl.Annotations["team"] == "a",
+		"T5.node-name":            s.NodeName == "",
+		"T5.node-selector":        s.NodeSelector == nil && s.Affinity == nil && s.TopologySpreadConstraints == nil,
+		"T5.tolerations":          s.Tolerations == nil,
+		"T5.scheduler-name":       s.SchedulerName == "",
+		"T5.priority-class":       s.PriorityClassName == "",
+		"T5.runtime-class":        s.RuntimeClassName == nil,
+		"T5.host-namespaces":      !s.HostNetwork && !s.HostPID && !s.HostIPC && s.HostUsers == nil,
+		"T5.host-aliases":         s.HostAliases == nil,
+		"T5.dns-config":           s.DNSConfig == nil && s.DNSPolicy == corev1.DNSClusterFirst,
+		"T5.grace-period":         *s.TerminationGracePeriodSeconds == MaxGracePeriodSeconds,
+		"T5.service-account":      s.ServiceAccountName == "" && !*s.AutomountServiceAccountToken && !*s.EnableServiceLinks,
+		"T5.share-pid":            s.ShareProcessNamespace == nil,
+		"T5.overhead":             s.Overhead == nil && s.Resources == nil,
+		"T5.root":                 *s.SecurityContext.RunAsNonRoot == false && s.SecurityContext.Sysctls == nil && s.SecurityContext.SeccompProfile.Type == corev1.SeccompProfileTypeRuntimeDefault,
+		"T5.volumes":              len(s.Volumes) == 1 && s.Volumes[0].Name == "token" && len(s.Volumes[0].Projected.Sources) == 0,
+		"T5.host-port":            c.Ports[0].HostPort == 0 && c.Ports[0].HostIP == "",
+		"T5.privileged":           c.SecurityContext.Privileged == nil && !*c.SecurityContext.AllowPrivilegeEscalation && c.SecurityContext.ProcMount == nil,
+		"T5.capabilities":         len(c.SecurityContext.Capabilities.Add) == 1 && c.SecurityContext.Capabilities.Add[0] == "NET_BIND_SERVICE",
+		"T5.mount-propagation":    c.VolumeMounts[0].MountPropagation == nil && c.VolumeDevices == nil,
+		"T5.probe-host":           c.LivenessProbe.HTTPGet.Host == "" && c.Lifecycle.PreStop.TCPSocket.Host == "",
+		"T5.stdin":                !c.Stdin && !c.TTY,
+		"T4.limits-set":           c.Resources.Limits.Cpu().Cmp(*c.Resources.Requests.Cpu()) == 0 && c.Resources.Limits.Memory().Cmp(*c.Resources.Requests.Memory()) == 0,
+	}
+	for id, ok := range checks {
+		if !ok {
+			t.Errorf("%s: reached the provider:\n%+v", id, s)
+		}
+	}
+	// RunAsNonRoot false is the tenant's own choice; Pod Security
+	// "restricted" on the provider refuses the pod, which the progress
+	// deadline then ends.
+}
+
+// TestOptInsFollowTheOffer: fields an owner opts into reach the provider
+// only when this Lease's Offer lists the value asked for.
+func TestOptInsFollowTheOffer(t *testing.T) {
+	w := workload(flotillav1.ClassService)
+	s := &w.Spec.Template.Spec
+	s.PriorityClassName, s.RuntimeClassName = "batch-low", ptr.To("gvisor")
+	s.Volumes = []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{Ephemeral: &corev1.EphemeralVolumeSource{
+		VolumeClaimTemplate: &corev1.PersistentVolumeClaimTemplate{Spec: corev1.PersistentVolumeClaimSpec{StorageClassName: ptr.To("fast"),
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("5Gi")}}}}}}}}
+	w.Spec.Network.Egress = flotillav1.EgressInternet
+	render := func(o *flotillav1.OfferSpec) (corev1.PodSpec, int) {
+		objs, err := Lease(Input{HubID: "h", Lease: lease(flotillav1.ClassService), Workload: w, Offer: o})
+		if err != nil {
+			t.Fatal(err)
+		}
+		policies := 0
+		var spec corev1.PodSpec
+		for _, obj := range objs {
+			switch v := obj.(type) {
+			case *appsv1.Deployment:
+				spec = v.Spec.Template.Spec
+			case *networkingv1.NetworkPolicy:
+				policies++
+			}
+		}
+		return spec, policies
+	}
+	all := &flotillav1.OfferSpec{AllowEgress: true, PriorityClasses: []string{"batch-low"}, RuntimeClasses: []string{"gvisor"},
+		Storage: []flotillav1.StorageOffer{{ClassName: "fast", MaxSize: resource.MustParse("10Gi")}}}
+	got, policies := render(all)
+	if got.PriorityClassName != "batch-low" || *got.RuntimeClassName != "gvisor" || len(got.Volumes) != 1 || policies != 2 {
+		t.Errorf("offered: priority %q runtime %v volumes %d policies %d", got.PriorityClassName, got.RuntimeClassName, len(got.Volumes), policies)
+	}
+	small := all.DeepCopy()
+	small.Storage[0].MaxSize = resource.MustParse("1Gi")
+	small.AllowEgress = false
+	if got, policies := render(small); len(got.Volumes) != 0 || policies != 1 {
+		t.Errorf("T7.egress-opt-in: a claim larger than offered or egress not allowed reached the provider: volumes %d policies %d", len(got.Volumes), policies)
+	}
+	if got, policies := render(nil); got.PriorityClassName != "" || got.RuntimeClassName != nil || policies != 1 {
+		t.Errorf("no offer opts into nothing: %+v", got)
+	}
+}
+
+// FuzzRender renders arbitrary templates (as JSON) and checks that what
+// reaches the provider stays within the allow-list.
+func FuzzRender(f *testing.F) {
+	for _, tmpl := range []corev1.PodTemplateSpec{hostileTemplate(), workload(flotillav1.ClassService).Spec.Template} {
+		b, _ := json.Marshal(tmpl)
+		f.Add(b, false)
+	}
+	f.Add([]byte(`{"spec":{"containers":[{"name":"a","resources":{"requests":{"cpu":"-1e30"}}}],"volumes":[{"name":"x","ephemeral":{}}]}}`), true)
+	f.Fuzz(func(t *testing.T, data []byte, batch bool) {
+		var tmpl corev1.PodTemplateSpec
+		if json.Unmarshal(data, &tmpl) != nil {
+			return
+		}
+		class := flotillav1.ClassService
+		if batch {
+			class = flotillav1.ClassBatch
+		}
+		w := workload(class)
+		w.Spec.Template = tmpl
+		objs, err := Lease(Input{HubID: "h", Lease: lease(class), Workload: w, Offer: &flotillav1.OfferSpec{}})
+		if err != nil {
+			return
+		}
+		for _, o := range objs {
+			var spec *corev1.PodSpec
+			switch v := o.(type) {
+			case *appsv1.Deployment:
+				spec = &v.Spec.Template.Spec
+			case *batchv1.Job:
+				spec = &v.Spec.Template.Spec
+			default:
+				continue
+			}
+			if spec.HostNetwork || spec.HostPID || spec.HostIPC || spec.NodeName != "" || spec.Tolerations != nil || spec.NodeSelector != nil ||
+				spec.ServiceAccountName != "" || *spec.AutomountServiceAccountToken || spec.PriorityClassName != "" {
+				t.Fatalf("host or scheduling settings reached the provider: %+v", spec)
+			}
+			for _, v := range spec.Volumes {
+				if v.HostPath != nil || v.CSI != nil || v.PersistentVolumeClaim != nil || v.NFS != nil || v.Ephemeral != nil {
+					t.Fatalf("volume %s reached the provider: %+v", v.Name, v)
+				}
+			}
+			for _, c := range append(spec.InitContainers, spec.Containers...) {
+				sc := c.SecurityContext
+				if sc == nil || sc.Privileged != nil || *sc.AllowPrivilegeEscalation || len(sc.Capabilities.Add) > 1 {
+					t.Fatalf("container %s escalates: %+v", c.Name, sc)
+				}
+				for _, p := range c.Ports {
+					if p.HostPort != 0 {
+						t.Fatalf("container %s binds host port %d", c.Name, p.HostPort)
+					}
+				}
+				for name, q := range c.Resources.Limits {
+					if r := c.Resources.Requests[name]; r.Cmp(q) != 0 {
+						t.Fatalf("container %s: limit %s of %s differs from its request %s", c.Name, q.String(), name, r.String())
+					}
+				}
+			}
+		}
+	})
 }
