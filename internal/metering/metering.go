@@ -1,11 +1,13 @@
-// Package metering integrates observed ready replicas over time into
+// Package metering integrates observed running replicas over time into
 // replica-seconds, and prices them exactly. Pure: the Lease controller
 // feeds it what it reads back from providers.
 //
-// Only time the hub observed counts: an interval is charged at the ready
-// count observed at its start, and the hub closes an interval whenever that
-// count changes, so the integral is exact for what was observed. Time while
-// a provider is Lost is not charged: nobody can say what ran.
+// Only time the hub observed counts: an interval is charged at the count
+// observed at its start, and the hub closes an interval whenever that count
+// changes, so the integral is exact for what was observed. After a gap in
+// the hub's observations (a restart, a provider that did not answer, a
+// provider Lost) metering restarts from the first new observation: nobody
+// can say what ran in between.
 package metering
 
 import (
@@ -45,6 +47,22 @@ func Advance(u Usage, ready int32, now time.Time) (Usage, bool) {
 		}
 	}
 	return u, true
+}
+
+// Observe is Advance for an observation at now whose previous one was at
+// prev (zero when there was none since the hub started). When the two are
+// more than maxGap apart the hub did not watch the time between: only the
+// time up to prev is charged and the clock restarts at now.
+func Observe(u Usage, count int32, prev, now time.Time, maxGap time.Duration) (Usage, bool) {
+	if u.Until.IsZero() || (!prev.IsZero() && now.Sub(prev) <= maxGap) {
+		return Advance(u, count, now)
+	}
+	if prev.After(u.Until) {
+		u, _ = Advance(u, count, prev)
+	}
+	changed := !u.Until.Equal(now)
+	u.Until = now
+	return u, changed
 }
 
 // Cost of replica-seconds at a price per replica-hour, rounded down to the

@@ -41,6 +41,35 @@ func TestAdvance(t *testing.T) {
 	}
 }
 
+// TestObserveChargesOnlyObservedTime: after a gap in the hub's
+// observations, the time between is never charged.
+func TestObserveChargesOnlyObservedTime(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	gap := 15 * time.Second
+	for name, tc := range map[string]struct {
+		u           Usage
+		prev, now   time.Time
+		wantRS      int64
+		wantUntil   time.Time
+		wantChanged bool
+	}{
+		"watched throughout":         {Usage{Until: at(0)}, at(27), at(30), 60, at(30), true},
+		"first observation":          {Usage{}, time.Time{}, at(30), 0, at(30), true},
+		"P3.hub-restart":             {Usage{ReplicaSeconds: 7, Until: at(0)}, time.Time{}, at(600), 7, at(600), true},
+		"P3.unobserved-gap":          {Usage{Until: at(0)}, at(9), at(100), 18, at(100), true},
+		"gap right after a flush":    {Usage{ReplicaSeconds: 4, Until: at(50)}, at(50), at(100), 4, at(100), true},
+		"exactly the gap is watched": {Usage{Until: at(0)}, at(15), at(30), 60, at(30), true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			u, changed := Observe(tc.u, 2, tc.prev, tc.now, gap)
+			if u.ReplicaSeconds != tc.wantRS || !u.Until.Equal(tc.wantUntil) || changed != tc.wantChanged {
+				t.Errorf("got %+v changed %v, want %d replica-seconds until %s, changed %v", u, changed, tc.wantRS, tc.wantUntil, tc.wantChanged)
+			}
+		})
+	}
+}
+
 func TestCost(t *testing.T) {
 	cases := []struct {
 		rs    int64

@@ -1,5 +1,6 @@
 // Package usage is the provider's side of metering: the agent counts the
-// ready pods of each Lease on its own cluster, integrates them into
+// running pods (bound to a node, not finished) of each Lease on its own
+// cluster, as the hub charges them, integrates them into
 // replica-seconds, and signs a report per Lease with its ed25519 key. The
 // hub pays on what it observed itself; a report only confirms it, or marks
 // the ledger entry disputed when the two differ beyond a tolerance.
@@ -25,7 +26,7 @@ const (
 )
 
 // Line is the provider's claim about one Lease: replica-seconds observed
-// ready on its cluster from the Lease's start until Until.
+// running on its cluster from the Lease's start until Until.
 type Line struct {
 	Lease          string    `json:"lease"` // the Lease's UID
 	ReplicaSeconds int64     `json:"replicaSeconds"`
@@ -55,16 +56,42 @@ func (l *Line) Verify(pub ed25519.PublicKey, provider string) bool {
 	return len(pub) == ed25519.PublicKeySize && ed25519.Verify(pub, l.Canonical(provider), l.Sig)
 }
 
-// Parse reads a report.
+// Bounds of a report: it comes from a provider and is read by the hub at
+// every settlement.
+const (
+	MaxReportBytes = 1 << 20
+	MaxLines       = 5000
+	maxLeaseID     = 64
+)
+
+// Parse reads a report, refusing one that is too large or malformed, with
+// the field named.
 func Parse(data []byte) (*Report, error) {
+	if len(data) > MaxReportBytes {
+		return nil, fmt.Errorf("usage report: %d bytes, more than the %d read", len(data), MaxReportBytes)
+	}
 	var r Report
 	if err := json.Unmarshal(data, &r); err != nil {
 		return nil, fmt.Errorf("usage report: %w", err)
 	}
+	if len(r.Lines) > MaxLines {
+		return nil, fmt.Errorf("usage report: lines: %d, more than the %d read", len(r.Lines), MaxLines)
+	}
+	for i := range r.Lines {
+		l := &r.Lines[i]
+		switch {
+		case l.Lease == "" || len(l.Lease) > maxLeaseID:
+			return nil, fmt.Errorf("usage report: lines[%d].lease: must be a Lease UID of 1 to %d characters", i, maxLeaseID)
+		case l.ReplicaSeconds < 0:
+			return nil, fmt.Errorf("usage report: lines[%d].replicaSeconds: %d is negative", i, l.ReplicaSeconds)
+		case len(l.Sig) != ed25519.SignatureSize:
+			return nil, fmt.Errorf("usage report: lines[%d].sig: not an ed25519 signature", i)
+		}
+	}
 	return &r, nil
 }
 
-// Tracker integrates ready pods per Lease, as the agent observes them.
+// Tracker integrates running pods per Lease, as the agent observes them.
 type Tracker struct {
 	leases map[string]metering.Usage
 	ready  map[string]int32
@@ -82,7 +109,7 @@ func NewTracker(last *Report) *Tracker {
 	return t
 }
 
-// Observe records the ready pods per Lease at now: the time since the last
+// Observe records the running pods per Lease at now: the time since the last
 // observation is counted at the count seen then. Leases no longer seen are
 // forgotten.
 func (t *Tracker) Observe(now time.Time, ready map[string]int32) {

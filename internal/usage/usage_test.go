@@ -49,6 +49,64 @@ func TestSignedLines(t *testing.T) {
 	}
 }
 
+// TestParseRefusesHostileReports plays a provider writing a report meant to
+// slow the bank down or confuse it: each is refused naming the field.
+func TestParseRefusesHostileReports(t *testing.T) {
+	sig := bytes.Repeat([]byte{1}, ed25519.SignatureSize)
+	line := func(mutate func(*Line)) []byte {
+		l := Line{Lease: "uid-1", ReplicaSeconds: 1, Until: t0, Sig: sig}
+		mutate(&l)
+		b, _ := json.Marshal(Report{Provider: "p", Lines: []Line{l}})
+		return b
+	}
+	many, _ := json.Marshal(Report{Provider: "p", Lines: make([]Line, MaxLines+1)})
+	for id, tc := range map[string]struct {
+		data []byte
+		want string
+	}{
+		"P4.report-too-large":     {append([]byte(`{"provider":"p","x":"`), append(bytes.Repeat([]byte("a"), MaxReportBytes), '"', '}')...), "bytes"},
+		"P4.report-too-many":      {many, "lines:"},
+		"P4.report-negative":      {line(func(l *Line) { l.ReplicaSeconds = -5 }), "lines[0].replicaSeconds"},
+		"P4.report-long-lease-id": {line(func(l *Line) { l.Lease = string(bytes.Repeat([]byte("u"), 65)) }), "lines[0].lease"},
+		"P4.report-no-signature":  {line(func(l *Line) { l.Sig = nil }), "lines[0].sig"},
+		"P4.report-not-json":      {[]byte(`{"lines":[{"replicaSeconds":"lots"}]}`), "usage report"},
+	} {
+		t.Run(id, func(t *testing.T) {
+			_, err := Parse(tc.data)
+			if err == nil || !bytes.Contains([]byte(err.Error()), []byte(tc.want)) {
+				t.Fatalf("got %v, want a refusal naming %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzParse reads any report a provider may write: no panic, and what is
+// accepted is within bounds.
+func FuzzParse(f *testing.F) {
+	k := key(4)
+	l := Line{Lease: "uid-1", ReplicaSeconds: 60, Until: t0}
+	l.Sign(k, "p")
+	good, _ := json.Marshal(Report{Provider: "p", Lines: []Line{l}})
+	f.Add(good)
+	f.Add([]byte(`{"provider":"p","lines":[{"lease":"x","replicaSeconds":-1}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := Parse(data)
+		if err != nil {
+			return
+		}
+		if len(r.Lines) > MaxLines {
+			t.Fatalf("%d lines accepted", len(r.Lines))
+		}
+		for _, l := range r.Lines {
+			if l.ReplicaSeconds < 0 || l.Lease == "" || len(l.Lease) > maxLeaseID || len(l.Sig) != ed25519.SignatureSize {
+				t.Fatalf("line out of bounds accepted: %+v", l)
+			}
+			_ = l.Verify(k.Public().(ed25519.PublicKey), r.Provider)
+			_ = Disputed(l, 100, t0, 3, DefaultTolerance)
+		}
+	})
+}
+
 func TestTracker(t *testing.T) {
 	k := key(3)
 	tr := NewTracker(nil)
