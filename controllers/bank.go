@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -21,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/bound"
 	"github.com/flotilla-dev/flotilla/internal/ledger"
 	"github.com/flotilla-dev/flotilla/internal/ledgerstore"
 	"github.com/flotilla-dev/flotilla/internal/metrics"
@@ -55,20 +57,27 @@ const (
 // a change of leader it replays the stored entries and carries on, so
 // nothing is paid twice or lost.
 type Bank struct {
-	Client   client.Client
-	Cache    cache.Cache
-	Store    *ledgerstore.Store
-	Key      func(context.Context) (ed25519.PrivateKey, error)
-	Recorder record.EventRecorder
-	Policy   settle.Policy
+	Client client.Client
+	// APIReader reads providers' usage reports, which are not cached.
+	APIReader client.Reader
+	Cache     cache.Cache
+	Store     *ledgerstore.Store
+	Key       func(context.Context) (ed25519.PrivateKey, error)
+	Recorder  record.EventRecorder
+	Policy    settle.Policy
 	// MinInterval between two cycles, so a burst of changes costs one.
 	MinInterval time.Duration
 	Now         func() time.Time
 
 	trigger chan struct{}
-	book    *settle.Book
-	chain   *ledger.Chain
-	key     ed25519.PrivateKey
+	// unavailable says why the last cycle could not settle; "" once one
+	// did. It starts as "loading" so that nothing is placed unbilled
+	// before the ledger is read.
+	unavailable atomic.Pointer[string]
+	failures    int
+	book        *settle.Book
+	chain       *ledger.Chain
+	key         ed25519.PrivateKey
 }
 
 // NewBank returns a Bank with the default economics.
@@ -79,6 +88,14 @@ func NewBank(c client.Client, ca cache.Cache, store *ledgerstore.Store, rec reco
 		Policy:      settle.Policy{EscrowPeriod: DefaultEscrowPeriod, Interval: DefaultSettlementInterval, Grace: DefaultFundsGrace},
 		MinInterval: 200 * time.Millisecond, Now: time.Now, trigger: make(chan struct{}, 1),
 	}
+}
+
+// Unavailable says why the bank cannot settle now, or "" when it can.
+func (b *Bank) Unavailable() string {
+	if p := b.unavailable.Load(); p != nil {
+		return *p
+	}
+	return "the ledger has not been loaded yet"
 }
 
 // Trigger asks for a cycle soon.
@@ -100,9 +117,19 @@ func (b *Bank) Start(ctx context.Context) error {
 	for {
 		next, err := b.cycle(ctx)
 		if err != nil {
-			log.Error(err, "Settlement cycle failed; reloading the ledger")
+			// Retry with a growing wait, not a reload every second; the
+			// scheduler places nothing in accounted namespaces meanwhile.
+			b.failures++
+			next = min(time.Second<<min(b.failures-1, 6), time.Minute)
+			log.Error(err, "Settlement cycle failed; reloading the ledger", "failures", b.failures, "retryIn", next)
 			b.book = nil
-			next = time.Second
+			why := bound.Error(err)
+			b.unavailable.Store(&why)
+			metrics.SettlementFailed(true)
+		} else if b.failures > 0 || b.Unavailable() != "" {
+			b.failures = 0
+			b.unavailable.Store(new(string))
+			metrics.SettlementFailed(false)
 		}
 		tick := time.NewTimer(next)
 		select {
@@ -352,7 +379,7 @@ func (b *Bank) reports(ctx context.Context, leases []flotillav1.Lease) map[strin
 		p := &flotillav1.Provider{}
 		cm := &corev1.ConfigMap{}
 		if b.Client.Get(ctx, client.ObjectKey{Name: name}, p) != nil || p.Spec.PublicKey == "" ||
-			b.Client.Get(ctx, client.ObjectKey{Namespace: flotillav1.ProviderNamespace(name), Name: usage.ConfigMapName}, cm) != nil {
+			b.reader().Get(ctx, client.ObjectKey{Namespace: flotillav1.ProviderNamespace(name), Name: usage.ConfigMapName}, cm) != nil {
 			continue
 		}
 		pub, err := base64.StdEncoding.DecodeString(p.Spec.PublicKey)
@@ -369,6 +396,13 @@ func (b *Bank) reports(ctx context.Context, leases []flotillav1.Lease) map[strin
 		out[name] = lines
 	}
 	return out
+}
+
+func (b *Bank) reader() client.Reader {
+	if b.APIReader != nil {
+		return b.APIReader
+	}
+	return b.Client
 }
 
 // wantsToRun reports a Workload that would have replicas running.
@@ -397,7 +431,7 @@ func (b *Bank) setFunds(ctx context.Context, w *flotillav1.Workload, st settle.S
 		cond.ObservedGeneration = old.ObservedGeneration
 	}
 	patch := client.MergeFromWithOptions(w.DeepCopy(), client.MergeFromWithOptimisticLock{})
-	apimeta.SetStatusCondition(&w.Status.Conditions, cond)
+	setCondition(&w.Status.Conditions, cond)
 	if err := b.Client.Status().Patch(ctx, w, patch); err != nil {
 		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 			return false, nil
@@ -465,7 +499,7 @@ func (b *Bank) mirror(ctx context.Context, tenants map[string]*flotillav1.Accoun
 		if why, bad := refused[ns]; bad {
 			ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ReasonCreditRefused, why
 		}
-		apimeta.SetStatusCondition(&st.Conditions, ready)
+		setCondition(&st.Conditions, ready)
 		if err := b.writeAccount(ctx, a, st); err != nil {
 			return err
 		}

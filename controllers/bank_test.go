@@ -49,6 +49,7 @@ func startEconomy(t *testing.T) (stop func()) {
 	}
 	store := &ledgerstore.Store{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: flotillav1.SystemNamespace, ChunkEntries: 7}
 	bank := NewBank(mgr.GetClient(), mgr.GetCache(), store, mgr.GetEventRecorderFor("bank"), ledgerKey(t))
+	bank.APIReader = mgr.GetAPIReader()
 	bank.Policy.Interval, bank.Policy.FeeBPS = time.Second, 250
 	if err := mgr.Add(bank); err != nil {
 		t.Fatal(err)
@@ -66,12 +67,13 @@ func ledgerKey(t *testing.T) func(context.Context) (ed25519.PrivateKey, error) {
 	}
 }
 
+// account grants ns credited credits on its Account.
 func account(t *testing.T, ns, credited string) {
 	t.Helper()
 	namespace(t, ns)
-	a := &flotillav1.Account{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.AccountName, Namespace: ns},
-		Spec: flotillav1.AccountSpec{Credited: flotillav1.Amount(credited)}}
-	if err := env.Client.Create(context.Background(), a); err != nil {
+	a := getAccount(ns)
+	a.Spec.Credited = flotillav1.Amount(credited)
+	if err := env.Client.Update(context.Background(), a); err != nil {
 		t.Fatal(err)
 	}
 }

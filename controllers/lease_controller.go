@@ -2,26 +2,18 @@ package controllers
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
-	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -34,9 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
-	"github.com/flotilla-dev/flotilla/internal/metering"
 	"github.com/flotilla-dev/flotilla/internal/metrics"
-	"github.com/flotilla-dev/flotilla/internal/money"
 	"github.com/flotilla-dev/flotilla/internal/remote"
 	"github.com/flotilla-dev/flotilla/internal/render"
 )
@@ -51,40 +41,55 @@ const LeaseFinalizer = "flotilla.dev/provider-cleanup"
 const (
 	ReasonApplied      = "Applied"
 	ReasonApplyFailed  = "ApplyFailed"
+	ReasonReadFailed   = "ReadFailed"
 	ReasonProviderLost = "ProviderLost"
 	ReasonFailedOver   = "FailedOver"
 	ReasonJobCompleted = "Completed"
 	ReasonJobFailed    = "JobFailed"
 	ReasonWaitProvider = "WaitingForProvider"
 	ReasonRenderFailed = "RenderFailed"
+	ReasonNoProgress   = "ProgressDeadlineExceeded"
 	leaseSyncInterval  = 3 * time.Second
 	// leaseConvergeInterval is the sync period while replicas are not all
 	// ready yet.
 	leaseConvergeInterval = time.Second
-	// leaseReapplyInterval bounds how long drift on a provider may last.
+	// leaseReapplyInterval bounds how long drift on a provider may last,
+	// and how long a changed ConfigMap or Secret of the tenant takes to
+	// reach it.
 	leaseReapplyInterval = 2 * time.Minute
 	// leaseSyncRefresh is how stale status.lastSyncTime may get while
 	// nothing else changes.
 	leaseSyncRefresh = 30 * time.Second
-	// leaseMeterFlush is how often usage is written while nothing changes.
-	leaseMeterFlush     = 30 * time.Second
+	// leaseMaxBackoff caps the wait after syncs that keep failing.
+	leaseMaxBackoff     = 5 * time.Minute
 	cleanupRetryBackoff = 10 * time.Second
+	// defaultProgressDeadline when a Workload leaves it unset.
+	defaultProgressDeadline = 10 * time.Minute
 )
 
 // LeaseReconciler makes a Lease real on its provider: it renders the
-// Lease's objects and applies them with server-side apply, reads back ready,
-// succeeded and failed replicas, marks the Lease Lost while its provider is,
-// fails it over after the Workload's grace period, and removes its namespace
-// on the provider when the Lease closes or is deleted.
+// Lease's objects and applies them with server-side apply, reads back how
+// many replicas run and are ready, meters them, marks the Lease Lost while
+// its provider is, fails it over after the Workload's grace period, closes
+// it when its replicas miss the progress deadline, and removes its
+// namespace on the provider when the Lease closes or is deleted.
 type LeaseReconciler struct {
-	Client   client.Client
-	Remote   *remote.Cache
-	Recorder record.EventRecorder
-	HubID    string
-	Now      func() time.Time
+	Client client.Client
+	// APIReader reads the tenant's ConfigMaps and Secrets a Lease refers
+	// to, when it is rendered: the manager caches none of them.
+	APIReader client.Reader
+	Remote    *remote.Cache
+	Recorder  record.EventRecorder
+	HubID     string
+	Now       func() time.Time
+
+	// seen is when each Lease was last read on its provider, by UID. It
+	// only ever stops charging (after a gap, or a restart that emptied
+	// it), so losing it is safe.
+	seen sync.Map
 }
 
-// Reconcile drives one Lease.
+// Reconcile drives one Lease and writes its status once.
 func (r *LeaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	l := &flotillav1.Lease{}
 	if err := r.Client.Get(ctx, req.NamespacedName, l); err != nil {
@@ -115,54 +120,14 @@ func (r *LeaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	return res, err
 }
 
-// meter charges the replicas that were ready since the last metering, at
-// the count last observed (old), and prices them. It writes only every
-// leaseMeterFlush, when the ready count changed, or when the Lease closes,
-// so that a quiet Lease stays quiet; whole seconds not yet written are
-// charged with the next write. Time while the provider is Lost is never
-// charged: lost() zeroes the ready count it would be charged at.
-func (r *LeaseReconciler) meter(l *flotillav1.Lease, st, old *flotillav1.LeaseStatus, now time.Time) {
-	if m := st.Usage.MeteredUntil; m != nil && now.Sub(m.Time) < leaseMeterFlush &&
-		st.ReadyReplicas == old.ReadyReplicas && st.Phase != flotillav1.LeaseClosed {
-		return
-	}
-	r.meterTo(l, st, old.ReadyReplicas, now)
-}
-
-// meterTo charges ready replicas from the end of the metered time to t.
-func (r *LeaseReconciler) meterTo(l *flotillav1.Lease, st *flotillav1.LeaseStatus, ready int32, t time.Time) {
-	u := metering.Usage{ReplicaSeconds: st.Usage.ReplicaSeconds}
-	if st.Usage.MeteredUntil != nil {
-		u.Until = st.Usage.MeteredUntil.Time
-	}
-	// Status keeps whole seconds; so does the metered time.
-	u, changed := metering.Advance(u, ready, t.Truncate(time.Second))
-	if !changed {
-		return
-	}
-	price, err := money.Parse(string(l.Spec.PricePerReplicaHour))
-	if err != nil {
-		price = 0 // validated at admission; never charge on a parse error
-	}
-	st.Usage.ReplicaSeconds = u.ReplicaSeconds
-	st.Usage.MeteredUntil = &metav1.Time{Time: u.Until}
-	st.Usage.Cost = flotillav1.Amount(metering.Cost(u.ReplicaSeconds, price).String())
-}
-
-// syncedStatusEqual compares two statuses but for lastSyncTime.
-func syncedStatusEqual(a, b *flotillav1.LeaseStatus) bool {
-	x, y := *a, *b
-	x.LastSyncTime, y.LastSyncTime = nil, nil
-	return equality.Semantic.DeepEqual(x, y)
-}
-
-func (r *LeaseReconciler) reconcile(ctx context.Context, l *flotillav1.Lease, st *flotillav1.LeaseStatus, old *flotillav1.LeaseStatus) (ctrl.Result, error) {
+func (r *LeaseReconciler) reconcile(ctx context.Context, l *flotillav1.Lease, st, old *flotillav1.LeaseStatus) (ctrl.Result, error) {
 	now := r.Now()
 	p := &flotillav1.Provider{}
 	perr := r.Client.Get(ctx, client.ObjectKey{Name: l.Spec.ProviderRef.Name}, p)
 	if st.Phase == flotillav1.LeaseClosed {
 		// Closed for good; the provider's namespace goes when it can be
 		// reached (fencing catches it otherwise).
+		r.seen.Delete(l.UID)
 		if perr == nil {
 			if cl, _, err := providerClient(ctx, r.Client, r.Remote, p); err == nil {
 				_ = r.deleteNamespace(ctx, cl, l)
@@ -176,69 +141,62 @@ func (r *LeaseReconciler) reconcile(ctx context.Context, l *flotillav1.Lease, st
 		}
 		return ctrl.Result{}, perr
 	}
+	w := &flotillav1.Workload{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Namespace, Name: l.Spec.WorkloadRef.Name}, w); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
 	switch p.Status.Phase {
 	case flotillav1.ProviderLost:
-		return r.lost(ctx, l, st, now, "provider "+p.Name+" is Lost", latest(p.Status.LastProbeTime, p.Status.LastHeartbeatTime))
+		return r.lost(ctx, l, st, now, "provider "+p.Name+" is Lost", latest(p.Status.LastProbeTime))
 	case "", flotillav1.ProviderPending:
 		if st.Phase == "" {
 			st.Phase = flotillav1.LeasePending
 		}
 		setLeaseReady(st, l, metav1.ConditionFalse, ReasonWaitProvider, "waiting for provider "+p.Name+" to become Ready")
-		return ctrl.Result{RequeueAfter: leaseSyncInterval}, nil
+		return r.progress(l, w, st, now, ctrl.Result{RequeueAfter: leaseSyncInterval}), nil
 	}
 	st.LostTime = nil
+	res := r.sync(ctx, l, w, p, st, old, now)
+	return r.progress(l, w, st, now, res), nil
+}
 
-	w := &flotillav1.Workload{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Namespace, Name: l.Spec.WorkloadRef.Name}, w); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
+// sync applies the Lease's objects when they are due and reads its state
+// back from the provider.
+func (r *LeaseReconciler) sync(ctx context.Context, l *flotillav1.Lease, w *flotillav1.Workload, p *flotillav1.Provider,
+	st, old *flotillav1.LeaseStatus, now time.Time) ctrl.Result {
 	cl, _, err := providerClient(ctx, r.Client, r.Remote, p)
 	if err != nil {
-		st.LastError = err.Error()
-		setLeaseReady(st, l, metav1.ConditionFalse, ReasonWaitProvider, err.Error())
-		return ctrl.Result{RequeueAfter: leaseSyncInterval}, nil
+		return r.failSync(l, st, ReasonWaitProvider, err)
 	}
-	objs, hash, err := r.render(ctx, l, w)
-	if err != nil {
-		st.LastError = err.Error()
-		if st.Phase == "" {
-			st.Phase = flotillav1.LeasePending
-		}
-		setLeaseReady(st, l, metav1.ConditionFalse, ReasonRenderFailed, err.Error())
-		return ctrl.Result{RequeueAfter: leaseSyncInterval}, nil
+	offer := &flotillav1.Offer{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Spec.OfferRef.Namespace, Name: l.Spec.OfferRef.Name}, offer); err != nil {
+		offer = nil // withdrawn: the Lease keeps what it has, and nothing the Offer opted into
 	}
+	in := r.renderInput(l, w, offer)
 	// Re-applying every object on every sync would cost each provider a
-	// handful of writes per Lease every few seconds; apply only when the
-	// objects changed, when the provider lost one, or to undo drift.
-	stale := st.AppliedHash != hash || st.LastApplyTime == nil || now.Sub(st.LastApplyTime.Time) >= leaseReapplyInterval
+	// handful of writes per Lease every few seconds; apply only when what
+	// they are rendered from changed, when the provider lost one, or to
+	// undo drift.
+	hash := render.InputHash(in)
+	due := st.AppliedHash != hash || st.LastApplyTime == nil || now.Sub(st.LastApplyTime.Time) >= leaseReapplyInterval
 	for attempt := 0; ; attempt++ {
-		if stale {
-			start := time.Now()
-			err = r.apply(ctx, cl, objs)
-			metrics.RemoteRequest(p.Name, "apply", time.Since(start))
-			if err != nil {
-				st.LastError = err.Error()
-				if st.Phase == "" {
-					st.Phase = flotillav1.LeasePending
-				}
-				setLeaseReady(st, l, metav1.ConditionFalse, ReasonApplyFailed, err.Error())
-				r.Recorder.Eventf(l, "Warning", ReasonApplyFailed, "Applying on provider %s: %v", p.Name, err)
-				return ctrl.Result{RequeueAfter: leaseSyncInterval}, nil
+		if due {
+			if res, failed := r.applyObjects(ctx, cl, l, p, in, st); failed {
+				return res
 			}
 			st.AppliedHash, st.LastApplyTime = hash, &metav1.Time{Time: now}
 		}
-		st.LastError = ""
-		err = r.readBack(ctx, cl, l, st)
+		obs, err := r.readBack(ctx, cl, l)
 		if err == nil {
+			r.observe(l, st, old, obs, now)
 			break
 		}
-		if !apierrors.IsNotFound(err) || stale || attempt > 0 {
-			st.LastError = err.Error()
-			return ctrl.Result{RequeueAfter: leaseSyncInterval}, nil
+		if !apierrors.IsNotFound(err) || due || attempt > 0 {
+			return r.failSync(l, st, ReasonReadFailed, err)
 		}
-		stale = true // removed on the provider: put it back now
+		due = true // removed on the provider: put it back now
 	}
-	r.meter(l, st, old, now)
+	st.FailedSyncs, st.LastError = 0, ""
 	// Refreshing the time on every sync would write status (and wake every
 	// watcher) each second for nothing; it moves when something else does,
 	// or once per leaseSyncRefresh.
@@ -247,7 +205,7 @@ func (r *LeaseReconciler) reconcile(ctx context.Context, l *flotillav1.Lease, st
 	}
 	if st.Phase == flotillav1.LeaseClosed {
 		_ = r.deleteNamespace(ctx, cl, l)
-		return ctrl.Result{}, nil
+		return ctrl.Result{}
 	}
 	st.Phase = flotillav1.LeaseActive
 	if l.Spec.Class != flotillav1.ClassBatch && st.ReadyReplicas >= l.Spec.Replicas {
@@ -257,9 +215,33 @@ func (r *LeaseReconciler) reconcile(ctx context.Context, l *flotillav1.Lease, st
 	}
 	if st.ReadyReplicas < l.Spec.Replicas {
 		// Converging: look again soon so the Workload turns Ready promptly.
-		return ctrl.Result{RequeueAfter: leaseConvergeInterval}, nil
+		return ctrl.Result{RequeueAfter: leaseConvergeInterval}
 	}
-	return ctrl.Result{RequeueAfter: leaseSyncInterval}, nil
+	return ctrl.Result{RequeueAfter: leaseSyncInterval}
+}
+
+// failSync records a sync that could not apply or read the Lease and waits
+// longer before each next try: a provider that refuses an object is not
+// sent it again every few seconds forever (the progress deadline ends the
+// Lease if it never runs).
+func (r *LeaseReconciler) failSync(l *flotillav1.Lease, st *flotillav1.LeaseStatus, reason string, err error) ctrl.Result {
+	st.FailedSyncs = min(st.FailedSyncs+1, 1<<20)
+	setLastError(st, err)
+	if st.Phase == "" {
+		st.Phase = flotillav1.LeasePending
+	}
+	setLeaseReady(st, l, metav1.ConditionFalse, reason, err.Error())
+	return ctrl.Result{RequeueAfter: syncBackoff(st.FailedSyncs)}
+}
+
+// syncBackoff is the wait after n failed syncs in a row: 3s, doubling, up
+// to leaseMaxBackoff.
+func syncBackoff(n int32) time.Duration {
+	d := leaseSyncInterval
+	for i := int32(1); i < n && d < leaseMaxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, leaseMaxBackoff)
 }
 
 // lost marks the Lease Lost and, once its Workload's failover grace period
@@ -271,13 +253,11 @@ func (r *LeaseReconciler) lost(ctx context.Context, l *flotillav1.Lease, st *flo
 	if st.LostTime == nil {
 		st.LostTime = &metav1.Time{Time: now}
 		r.Recorder.Eventf(l, "Warning", ReasonProviderLost, "Lease lost: %s", why)
-		// Charge what was observed up to the last contact; nothing after.
-		if lastContact != nil && st.Usage.MeteredUntil != nil && lastContact.After(st.Usage.MeteredUntil.Time) {
-			r.meterTo(l, st, st.ReadyReplicas, *lastContact)
-		}
+		// Charge what the hub saw of this Lease; nothing after.
+		r.meterUntilLastSeen(l, st)
 	}
 	st.Phase = flotillav1.LeaseLost
-	st.ReadyReplicas = 0
+	st.ReadyReplicas, st.RunningReplicas = 0, 0
 	grace := 5 * time.Second
 	w := &flotillav1.Workload{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Namespace, Name: l.Spec.WorkloadRef.Name}, w); err == nil &&
@@ -292,7 +272,7 @@ func (r *LeaseReconciler) lost(ctx context.Context, l *flotillav1.Lease, st *flo
 		setLeaseReady(st, l, metav1.ConditionFalse, ReasonProviderLost, fmt.Sprintf("%s; failing over in %s", why, wait.Round(time.Second)))
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
-	st.Phase = flotillav1.LeaseClosed
+	st.Phase, st.Outcome = flotillav1.LeaseClosed, flotillav1.OutcomeFailedOver
 	setLeaseReady(st, l, metav1.ConditionFalse, ReasonFailedOver, why+"; replicas replaced elsewhere under a new epoch")
 	metrics.Failover()
 	r.Recorder.Eventf(w, "Warning", ReasonFailedOver, "Replacing %d replicas of lease %s: %s", l.Spec.Replicas, l.Name, why)
@@ -300,157 +280,16 @@ func (r *LeaseReconciler) lost(ctx context.Context, l *flotillav1.Lease, st *flo
 }
 
 func setLeaseReady(st *flotillav1.LeaseStatus, l *flotillav1.Lease, s metav1.ConditionStatus, reason, msg string) {
-	apimeta.SetStatusCondition(&st.Conditions, metav1.Condition{
+	setCondition(&st.Conditions, metav1.Condition{
 		Type: flotillav1.ConditionReady, Status: s, Reason: reason, Message: msg, ObservedGeneration: l.Generation,
 	})
 }
 
-// render reads what the template references and renders the Lease's
-// objects, with a hash of them to tell whether they changed.
-func (r *LeaseReconciler) render(ctx context.Context, l *flotillav1.Lease, w *flotillav1.Workload) ([]*unstructured.Unstructured, string, error) {
-	in := render.Input{HubID: r.HubID, Lease: l, Workload: w}
-	cms, secs := render.References(&w.Spec.Template.Spec)
-	for _, name := range cms {
-		cm := corev1.ConfigMap{}
-		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Namespace, Name: name}, &cm); err != nil {
-			return nil, "", fmt.Errorf("reading ConfigMap %s referenced by the template: %w", name, err)
-		}
-		in.ConfigMaps = append(in.ConfigMaps, cm)
-	}
-	for _, name := range secs {
-		s := corev1.Secret{}
-		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Namespace, Name: name}, &s); err != nil {
-			return nil, "", fmt.Errorf("reading Secret %s referenced by the template: %w", name, err)
-		}
-		in.Secrets = append(in.Secrets, s)
-	}
-	objs, err := render.Lease(in)
-	if err != nil {
-		return nil, "", err
-	}
-	h := sha256.New()
-	out := make([]*unstructured.Unstructured, 0, len(objs))
-	for _, o := range objs {
-		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
-		if err != nil {
-			return nil, "", err
-		}
-		delete(u, "status")
-		unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
-		b, err := json.Marshal(u)
-		if err != nil {
-			return nil, "", err
-		}
-		h.Write(b)
-		out = append(out, &unstructured.Unstructured{Object: u})
-	}
-	return out, hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// apply server-side applies the objects: the namespace first, then what
-// constrains and configures pods (quota, limits, network policy, config) in
-// parallel, and the Deployment or Job last, so that no pod starts before its
-// quota and limits exist.
-func (r *LeaseReconciler) apply(ctx context.Context, cl *remote.Client, objs []*unstructured.Unstructured) error {
-	one := func(obj *unstructured.Unstructured) error {
-		if err := cl.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
-			return fmt.Errorf("applying %s %s: %w", obj.GetKind(), obj.GetName(), err)
-		}
-		return nil
-	}
-	var first, middle, last []*unstructured.Unstructured
-	for _, o := range objs {
-		switch o.GetKind() {
-		case "Namespace":
-			first = append(first, o)
-		case "Deployment", "Job":
-			last = append(last, o)
-		default:
-			middle = append(middle, o)
-		}
-	}
-	for _, o := range first {
-		if err := one(o); err != nil {
-			return err
-		}
-	}
-	errs := make([]error, len(middle))
-	var wg sync.WaitGroup
-	for i, o := range middle {
-		wg.Go(func() { errs[i] = one(o) })
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	for _, o := range last {
-		if err := one(o); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// readBack copies the provider's view of the Lease's workload into status;
-// a finished Job closes the Lease.
-func (r *LeaseReconciler) readBack(ctx context.Context, cl *remote.Client, l *flotillav1.Lease, st *flotillav1.LeaseStatus) error {
-	ns := render.Namespace(r.HubID, l.UID)
-	key := client.ObjectKey{Namespace: ns, Name: render.WorkloadName}
-	if l.Spec.Class != flotillav1.ClassBatch {
-		d := &appsv1.Deployment{}
-		if err := cl.Get(ctx, key, d); err != nil {
-			return fmt.Errorf("reading deployment: %w", err)
-		}
-		st.ReadyReplicas = d.Status.ReadyReplicas
-		return nil
-	}
-	j := &batchv1.Job{}
-	if err := cl.Get(ctx, key, j); err != nil {
-		return fmt.Errorf("reading job: %w", err)
-	}
-	st.ReadyReplicas, st.SucceededReplicas, st.FailedReplicas = j.Status.Active, j.Status.Succeeded, j.Status.Failed
-	for _, c := range j.Status.Conditions {
-		if c.Status != corev1.ConditionTrue {
-			continue
-		}
-		switch c.Type {
-		case batchv1.JobComplete:
-			st.Digest = r.digest(ctx, cl, ns)
-			st.Phase = flotillav1.LeaseClosed
-			setLeaseReady(st, l, metav1.ConditionTrue, ReasonJobCompleted, fmt.Sprintf("%d replicas succeeded", j.Status.Succeeded))
-		case batchv1.JobFailed:
-			st.Phase = flotillav1.LeaseClosed
-			setLeaseReady(st, l, metav1.ConditionFalse, ReasonJobFailed, c.Message)
-		}
-	}
-	return nil
-}
-
-// digest is the termination message of the first container of a succeeded
-// pod, when it looks like "sha256:<hex>".
-func (r *LeaseReconciler) digest(ctx context.Context, cl *remote.Client, ns string) string {
-	var pods corev1.PodList
-	if err := cl.List(ctx, &pods, client.InNamespace(ns)); err != nil {
-		return ""
-	}
-	for _, p := range pods.Items {
-		if p.Status.Phase != corev1.PodSucceeded || len(p.Status.ContainerStatuses) == 0 {
-			continue
-		}
-		if t := p.Status.ContainerStatuses[0].State.Terminated; t != nil && strings.HasPrefix(t.Message, "sha256:") && len(t.Message) <= 128 {
-			return strings.TrimSpace(t.Message)
-		}
-	}
-	return ""
-}
-
-func (r *LeaseReconciler) deleteNamespace(ctx context.Context, cl *remote.Client, l *flotillav1.Lease) error {
-	ns := &corev1.Namespace{}
-	ns.Name = render.Namespace(r.HubID, l.UID)
-	start := time.Now()
-	err := cl.Delete(ctx, ns)
-	metrics.RemoteRequest(l.Spec.ProviderRef.Name, "cleanup", time.Since(start))
-	return client.IgnoreNotFound(err)
+// syncedStatusEqual compares two statuses but for lastSyncTime.
+func syncedStatusEqual(a, b *flotillav1.LeaseStatus) bool {
+	x, y := *a, *b
+	x.LastSyncTime, y.LastSyncTime = nil, nil
+	return equality.Semantic.DeepEqual(x, y)
 }
 
 // reconcileDelete removes the Lease's namespace on the provider, then the
@@ -481,10 +320,10 @@ func (r *LeaseReconciler) reconcileDelete(ctx context.Context, l *flotillav1.Lea
 		}
 	}
 	if l.Status.Phase != flotillav1.LeaseClosed {
-		// Charge up to the deletion what was running; the bank settles it
-		// once this finalizer is gone.
+		// Charge what the hub saw running up to the deletion; the bank
+		// settles it once this finalizer is gone.
 		st := l.Status.DeepCopy()
-		r.meterTo(l, st, st.ReadyReplicas, r.Now())
+		r.meterUntilLastSeen(l, st)
 		if !equality.Semantic.DeepEqual(st, &l.Status) {
 			patch := client.MergeFrom(l.DeepCopy())
 			l.Status = *st
@@ -493,11 +332,28 @@ func (r *LeaseReconciler) reconcileDelete(ctx context.Context, l *flotillav1.Lea
 			}
 		}
 	}
+	r.seen.Delete(l.UID)
 	controllerutil.RemoveFinalizer(l, LeaseFinalizer)
 	if err := r.Client.Update(ctx, l); client.IgnoreNotFound(err) != nil {
 		return ctrl.Result{}, fmt.Errorf("removing finalizer from lease %s/%s: %w", l.Namespace, l.Name, err)
 	}
 	return ctrl.Result{}, nil
+}
+
+func (r *LeaseReconciler) deleteNamespace(ctx context.Context, cl *remote.Client, l *flotillav1.Lease) error {
+	ns := &corev1.Namespace{}
+	ns.Name = render.Namespace(r.HubID, l.UID)
+	start := time.Now()
+	err := cl.Delete(ctx, ns)
+	metrics.RemoteRequest(l.Spec.ProviderRef.Name, "cleanup", time.Since(start))
+	return client.IgnoreNotFound(err)
+}
+
+func (r *LeaseReconciler) lastSeen(uid types.UID) time.Time {
+	if v, ok := r.seen.Load(uid); ok {
+		return v.(time.Time)
+	}
+	return time.Time{}
 }
 
 // providerPhaseChanged passes Provider updates that matter to its Leases: a

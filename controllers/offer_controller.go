@@ -8,7 +8,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -118,10 +117,10 @@ func computeOfferStatus(o *flotillav1.Offer, leases []flotillav1.Lease, now time
 	if requeue == 0 && o.Spec.ValidUntil != nil && now.Before(o.Spec.ValidUntil.Time) {
 		requeue = o.Spec.ValidUntil.Sub(now)
 	}
-	apimeta.SetStatusCondition(&st.Conditions, c)
+	setCondition(&st.Conditions, c)
 	ready := c
 	ready.Type = flotillav1.ConditionReady
-	apimeta.SetStatusCondition(&st.Conditions, ready)
+	setCondition(&st.Conditions, ready)
 	return st, requeue
 }
 

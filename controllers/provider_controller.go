@@ -12,7 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/record"
@@ -35,7 +34,6 @@ import (
 const (
 	ReasonProbeSucceeded     = "ProbeSucceeded"
 	ReasonKubeconfigMissing  = "KubeconfigMissing"
-	ReasonKubeconfigInvalid  = "KubeconfigInvalid"
 	ReasonLost               = "Lost"
 	ReasonProviderCordoned   = "Cordoned"
 	ReasonProviderPending    = "NeverReached"
@@ -59,7 +57,7 @@ type ProviderReconciler struct {
 	Remote   *remote.Cache
 	Recorder record.EventRecorder
 	HubID    string
-	// GracePeriod without a successful probe or heartbeat before Lost.
+	// GracePeriod without a successful probe before Lost.
 	GracePeriod time.Duration
 	// ProbeInterval between two probes of one provider.
 	ProbeInterval time.Duration
@@ -120,12 +118,19 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if err != nil {
 		reach.Status, reach.Reason, reach.Message = metav1.ConditionFalse, reason, err.Error()
 	}
-	apimeta.SetStatusCondition(&st.Conditions, reach)
+	setCondition(&st.Conditions, reach)
 
-	if hb := r.heartbeat(ctx, p.Name); hb != nil && (st.LastHeartbeatTime == nil || hb.After(st.LastHeartbeatTime.Time)) {
-		st.LastHeartbeatTime = &metav1.Time{Time: *hb}
+	// The agent writes its heartbeat's time itself; the hub only notes, by
+	// its own clock, that it changed.
+	if hb := r.heartbeat(ctx, p.Name); hb != "" && hb != st.ObservedHeartbeat {
+		st.ObservedHeartbeat = hb
+		st.LastHeartbeatTime = &metav1.Time{Time: now}
 	}
-	lastContact := latest(st.LastProbeTime, st.LastHeartbeatTime)
+	// A push-mode provider is alive when the hub reaches it: an agent that
+	// heartbeats while the hub cannot reach its cluster (a one-way
+	// partition, a revoked federation token) keeps nothing running for the
+	// hub.
+	lastContact := latest(st.LastProbeTime)
 
 	ready := metav1.Condition{Type: flotillav1.ConditionReady, ObservedGeneration: p.Generation}
 	next := r.interval()
@@ -182,12 +187,12 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		}
 		st.Phase = flotillav1.ProviderLost
 		ready.Status, ready.Reason = metav1.ConditionFalse, ReasonLost
-		ready.Message = fmt.Sprintf("no successful probe or heartbeat for %s: %s", now.Sub(*lastContact).Round(time.Second), reach.Message)
+		ready.Message = fmt.Sprintf("no successful probe for %s: %s", now.Sub(*lastContact).Round(time.Second), reach.Message)
 	default:
 		st.Phase = flotillav1.ProviderPending
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ReasonProviderPending, reach.Message
 	}
-	apimeta.SetStatusCondition(&st.Conditions, ready)
+	setCondition(&st.Conditions, ready)
 
 	if st.Phase != old.Phase {
 		typ := "Normal"
@@ -310,24 +315,24 @@ func providerClient(ctx context.Context, c client.Client, cache *remote.Cache, p
 	if !ok {
 		return nil, ReasonKubeconfigMissing, fmt.Errorf("kubeconfig Secret %s/%s has no key %q", flotillav1.SystemNamespace, ref.Name, key)
 	}
-	cl, err := cache.Get(p.Name, sec.ResourceVersion, data)
+	cl, err := cache.Get(p.Name, sec.ResourceVersion, data, p.Spec.APIServerURL)
 	if err != nil {
-		return nil, ReasonKubeconfigInvalid, fmt.Errorf("kubeconfig Secret %s/%s: %w", flotillav1.SystemNamespace, ref.Name, err)
+		return nil, remote.Classify(err), fmt.Errorf("kubeconfig Secret %s/%s: %w", flotillav1.SystemNamespace, ref.Name, err)
 	}
 	return cl, "", nil
 }
 
-// heartbeat returns the renew time of the agent's coordination Lease.
-func (r *ProviderReconciler) heartbeat(ctx context.Context, provider string) *time.Time {
+// heartbeat returns the renew time of the agent's coordination Lease as
+// written, to compare with the last one seen; "" when there is none.
+func (r *ProviderReconciler) heartbeat(ctx context.Context, provider string) string {
 	l := &coordinationv1.Lease{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: heartbeatLeasePrefix + provider}, l); err != nil {
-		return nil
+		return ""
 	}
 	if l.Spec.RenewTime == nil {
-		return nil
+		return ""
 	}
-	t := l.Spec.RenewTime.Time
-	return &t
+	return l.Spec.RenewTime.UTC().Format(time.RFC3339Nano)
 }
 
 func latest(ts ...*metav1.Time) *time.Time {

@@ -4,9 +4,12 @@ package controllers
 // The manager's permissions, generated into config/rbac by `make manifests`.
 // It reads the Flotilla kinds everywhere and writes only their status (and
 // Leases, which it owns, and providers' Accounts, which it makes). In
-// flotilla-system it writes the ledger's ConfigMaps and its key's Secret. It reads Secrets and ConfigMaps in every namespace: tenants' pod templates
-// refer to them and the hub copies them into the lease's namespace on the
-// provider, and providers' kubeconfigs live in flotilla-system.
+// flotilla-system it writes the ledger's ConfigMaps and its key's Secret,
+// and lists and watches Secrets and ConfigMaps (providers' kubeconfigs).
+// Elsewhere it may only get a Secret or ConfigMap by name: the ones a
+// Lease's template refers to, copied into the lease's namespace on the
+// provider, and providers' usage reports. It never lists or caches a
+// tenant's.
 
 // +kubebuilder:rbac:groups=flotilla.dev,resources=offers;workloads,verbs=get;list;watch
 // +kubebuilder:rbac:groups=flotilla.dev,resources=accounts,verbs=get;list;watch;create
@@ -17,7 +20,8 @@ package controllers
 // +kubebuilder:rbac:groups=flotilla.dev,resources=leases,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get
+// +kubebuilder:rbac:groups="",namespace=flotilla-system,resources=secrets;configmaps,verbs=get;list;watch
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=flotilla-system,resources=leases,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups="",namespace=flotilla-system,resources=configmaps,verbs=create;update
 // +kubebuilder:rbac:groups="",namespace=flotilla-system,resources=secrets,verbs=create

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -19,9 +18,9 @@ import (
 )
 
 const (
-	// maxObservationGap caps the time credited as up or down between two
+	// maxReputationGap caps the time credited as up or down between two
 	// updates: after a manager outage nobody watched the provider.
-	maxObservationGap = time.Minute
+	maxReputationGap = time.Minute
 	// maxEventsPerUpdate bounds the Lease events counted in one status write,
 	// so that the recorded list always covers the last write's events.
 	maxEventsPerUpdate = 32
@@ -42,20 +41,14 @@ type leaseMark struct {
 }
 
 // leaseOutcome is the reputation evidence of a Lease's end, if it has one:
-// Batch completion, a failed Job, or a failover. Service Leases that are
-// scaled down or deleted end without an outcome; their providers' uptime
-// speaks for them.
+// Batch completion, or a Lease that failed, failed over or never got its
+// replicas ready. Service Leases that are scaled down or deleted end
+// without an outcome; their providers' uptime speaks for them.
 func leaseOutcome(l *flotillav1.Lease) (reputation.Outcome, bool) {
-	if l.Status.Phase != flotillav1.LeaseClosed {
-		return 0, false
-	}
-	c := apimeta.FindStatusCondition(l.Status.Conditions, flotillav1.ConditionReady)
-	switch {
-	case c == nil:
-		return 0, false
-	case c.Reason == ReasonJobCompleted:
+	switch l.Status.Outcome {
+	case flotillav1.OutcomeCompleted:
 		return reputation.LeaseCompleted, true
-	case c.Reason == ReasonJobFailed, c.Reason == ReasonFailedOver:
+	case flotillav1.OutcomeFailed, flotillav1.OutcomeFailedOver, flotillav1.OutcomeProgressDeadlineExceeded:
 		return reputation.LeaseFailed, true
 	}
 	return 0, false
@@ -103,7 +96,7 @@ func (r *ProviderReconciler) updateReputation(ctx context.Context, p *flotillav1
 	}
 	half := r.halfLife()
 	if rep.UpdatedTime != nil {
-		dt := min(now.Sub(rep.UpdatedTime.Time), maxObservationGap)
+		dt := min(now.Sub(rep.UpdatedTime.Time), maxReputationGap)
 		switch was {
 		case flotillav1.ProviderReady, flotillav1.ProviderCordoned:
 			s = s.Observe(true, dt, now, half)

@@ -47,7 +47,7 @@ func reachableProvider(t *testing.T, name string) {
 		t.Fatal(err)
 	}
 	p := &flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: flotillav1.ProviderSpec{
-		Owner: name, Region: "eu-west", KubeconfigSecretRef: flotillav1.SecretKeyReference{Name: sec.Name}}}
+		Owner: name, Region: "eu-west", APIServerURL: env.Config.Host, KubeconfigSecretRef: flotillav1.SecretKeyReference{Name: sec.Name}}}
 	if err := env.Client.Create(ctx, p); err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func reachableProvider(t *testing.T, name string) {
 
 // endedLease creates a Lease on the provider that ended with the reason
 // and, if not empty, a verdict on its result.
-func endedLease(t *testing.T, ns, name, provider, reason string, verdict flotillav1.Verdict) *flotillav1.Lease {
+func endedLease(t *testing.T, ns, name, provider string, outcome flotillav1.LeaseOutcome, verdict flotillav1.Verdict) *flotillav1.Lease {
 	t.Helper()
 	ctx := context.Background()
 	l := &flotillav1.Lease{
@@ -72,7 +72,12 @@ func endedLease(t *testing.T, ns, name, provider, reason string, verdict flotill
 		t.Fatal(err)
 	}
 	l.Status.Phase = flotillav1.LeaseClosed
+	l.Status.Outcome = outcome
 	l.Status.Verdict = verdict
+	reason := string(outcome)
+	if reason == "" {
+		reason = "ScaledDown"
+	}
 	apimeta.SetStatusCondition(&l.Status.Conditions, metav1.Condition{Type: flotillav1.ConditionReady, Status: metav1.ConditionFalse, Reason: reason, Message: "ended"})
 	if err := env.Client.Status().Update(ctx, l); err != nil {
 		t.Fatal(err)
@@ -100,10 +105,10 @@ func TestReputationCountsEachLeaseEventOnce(t *testing.T) {
 		return p.Status.Phase == flotillav1.ProviderReady && p.Status.Reputation.Score == "0.500", fmt.Sprintf("%+v", p.Status.Reputation)
 	})
 
-	endedLease(t, ns, "done-agreed", prov, ReasonJobCompleted, flotillav1.VerdictAgreed)
-	endedLease(t, ns, "lost", prov, ReasonFailedOver, "")
-	endedLease(t, ns, "done-dissented", prov, ReasonJobCompleted, flotillav1.VerdictDissented)
-	endedLease(t, ns, "running", prov, ReasonApplied, "") // no outcome: not Closed for a reason that counts
+	endedLease(t, ns, "done-agreed", prov, flotillav1.OutcomeCompleted, flotillav1.VerdictAgreed)
+	endedLease(t, ns, "lost", prov, flotillav1.OutcomeFailedOver, "")
+	endedLease(t, ns, "done-dissented", prov, flotillav1.OutcomeCompleted, flotillav1.VerdictDissented)
+	endedLease(t, ns, "running", prov, "", "") // no outcome: Closed without one (scaled down)
 
 	counts := func(r flotillav1.Reputation) string {
 		return fmt.Sprintf("completed %d failed %d passed %d dissented %d", r.LeasesCompleted, r.LeasesFailed, r.VerificationsPassed, r.VerificationsFailed)

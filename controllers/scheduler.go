@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/bound"
 	"github.com/flotilla-dev/flotilla/internal/market"
 	"github.com/flotilla-dev/flotilla/internal/metrics"
 )
@@ -63,6 +65,12 @@ type Scheduler struct {
 	// work gradually rather than all at once; LeaseBurst 0 turns it off.
 	LeaseRate  rate.Limit
 	LeaseBurst int
+	// AllowUnaccounted places Workloads of namespaces without an Account,
+	// free of charge: for a private federation. By default they wait.
+	AllowUnaccounted bool
+	// Settlement, when set, says why the bank cannot settle now; while it
+	// cannot, Workloads of accounted namespaces get no new replicas.
+	Settlement func() string
 	Now        func() time.Time
 
 	limiters map[string]*rate.Limiter // by provider; used by the loop only
@@ -70,10 +78,26 @@ type Scheduler struct {
 	// Events tells the Workload controller which Workloads to look at again.
 	Events chan event.GenericEvent
 
-	mu       sync.Mutex
-	assumed  map[types.NamespacedName]assumedLease
+	mu      sync.Mutex
+	assumed map[types.NamespacedName]assumedLease
+	// failing holds Workloads whose last Lease creation failed, until
+	// when they wait: one tenant's Workload that cannot be created must
+	// not take the capacity (or the providers' rate of new Leases) others
+	// could use, cycle after cycle.
+	failing  map[string]createFailure
 	verdicts map[string]market.Unplaced
 	reported map[string]string // last FailedScheduling message per workload
+}
+
+type createFailure struct {
+	n     int
+	until time.Time
+	err   string
+}
+
+// createBackoff is the wait after n failed creations in a row.
+func createBackoff(n int) time.Duration {
+	return min(time.Second<<min(n-1, 9), 5*time.Minute)
 }
 
 type assumedLease struct {
@@ -104,6 +128,7 @@ func NewScheduler(c client.Client, apiReader client.Reader, ca cache.Cache, rec 
 		trigger:  make(chan struct{}, 1),
 		Events:   make(chan event.GenericEvent, 1024),
 		assumed:  map[types.NamespacedName]assumedLease{},
+		failing:  map[string]createFailure{},
 		verdicts: map[string]market.Unplaced{},
 		reported: map[string]string{},
 	}
@@ -164,7 +189,8 @@ func (s *Scheduler) cycle(ctx context.Context) error {
 	var offers flotillav1.OfferList
 	var workloads flotillav1.WorkloadList
 	var leaseList flotillav1.LeaseList
-	for _, l := range []client.ObjectList{&providers, &offers, &workloads, &leaseList} {
+	var accounts flotillav1.AccountList
+	for _, l := range []client.ObjectList{&providers, &offers, &workloads, &leaseList, &accounts} {
 		if err := s.Client.List(ctx, l); err != nil {
 			return fmt.Errorf("listing %T: %w", l, err)
 		}
@@ -176,6 +202,7 @@ func (s *Scheduler) cycle(ctx context.Context) error {
 	for _, sk := range skips {
 		log.V(1).Info("Left out of the market", "kind", sk.kind, "key", sk.key, "reason", sk.reason)
 	}
+	s.gate(snap, states, accounts.Items, start)
 	if err := s.scaleDown(ctx, states); err != nil {
 		log.Error(err, "Scaling down Leases")
 	}
@@ -190,11 +217,6 @@ func (s *Scheduler) cycle(ctx context.Context) error {
 	if throttled && len(res.Unplaced) > 0 {
 		// No event comes when tokens refill.
 		time.AfterFunc(time.Duration(float64(time.Second)/float64(s.LeaseRate)), s.Trigger)
-	}
-	for _, a := range res.Assignments {
-		if lim := s.limiters[a.Provider]; lim != nil {
-			lim.AllowN(start, 1)
-		}
 	}
 
 	notify := map[string]bool{}
@@ -228,11 +250,17 @@ func (s *Scheduler) cycle(ctx context.Context) error {
 				if err := s.createLease(ctx, st, a, offerByKey[a.Offer], owners[a.Provider]); err != nil {
 					log.Error(err, "Creating Lease", "workload", a.Workload, "offer", a.Offer)
 					metrics.LeaseCreateFailed()
+					s.createFailed(key, err, start)
 					if st != nil {
-						s.Recorder.Eventf(st.workload, "Warning", "FailedCreate", "Creating a Lease on offer %s: %v", a.Offer, err)
+						s.Recorder.Eventf(st.workload, "Warning", "FailedCreate", "Creating a Lease on offer %s: %s", a.Offer, bound.Error(err))
 					}
-					continue
+					break // the rest of this Workload waits too
 				}
+				// A rate token is spent only on a Lease that exists.
+				if lim := s.limiters[a.Provider]; lim != nil {
+					lim.AllowN(start, 1)
+				}
+				s.createSucceeded(key)
 				mu.Lock()
 				createdFor[a.Workload] = true
 				notify[a.Workload] = true
@@ -492,6 +520,7 @@ func (s *Scheduler) createLease(ctx context.Context, st *workloadState, a market
 				flotillav1.LabelProvider: a.Provider,
 				flotillav1.LabelOwner:    owner,
 			},
+			Annotations: map[string]string{flotillav1.AnnotationWorkloadGeneration: strconv.FormatInt(w.Generation, 10)},
 			// Set at creation, which saves the Lease controller a write
 			// before it can act; it adds the finalizer too for Leases made
 			// otherwise.

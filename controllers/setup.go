@@ -30,7 +30,7 @@ type Options struct {
 	SchedulerResync time.Duration
 	// HubID names this hub on providers (namespace names, labels).
 	HubID string
-	// ProviderGracePeriod without a successful probe or heartbeat before a
+	// ProviderGracePeriod without a successful probe before a
 	// provider is Lost.
 	ProviderGracePeriod time.Duration
 	// ProbeInterval between two probes of a provider.
@@ -54,15 +54,22 @@ type Options struct {
 	FeeBPS             int64
 	// LedgerChunkEntries is how many ledger entries one stored chunk holds.
 	LedgerChunkEntries int
+	// AllowUnaccounted runs Workloads of namespaces without an Account,
+	// free: for a private federation.
+	AllowUnaccounted bool
 }
 
-// CacheOptions keep the ledger's chunks out of the manager's cache: the hub
-// watches ConfigMaps everywhere for pod templates, and a large ledger would
-// otherwise sit in memory twice. The bank reads them directly.
+// CacheOptions keep the manager's cache to what it must watch. Secrets and
+// ConfigMaps are cached only in flotilla-system (provider kubeconfigs), and
+// not the ledger's chunks there: a tenant filling its namespace with large
+// Secrets must not fill the hub's memory. Tenants' ConfigMaps and Secrets
+// are read straight from the API server, only when a Lease refers to them.
 func CacheOptions() cache.Options {
 	notLedger, _ := labels.NewRequirement(ledgerstore.ChunkLabel, selection.DoesNotExist, nil)
+	system := map[string]cache.Config{flotillav1.SystemNamespace: {}}
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.ConfigMap{}: {Label: labels.NewSelector().Add(*notLedger)},
+		&corev1.ConfigMap{}: {Label: labels.NewSelector().Add(*notLedger), Namespaces: system},
+		&corev1.Secret{}:    {Namespaces: system},
 	}}
 }
 
@@ -84,6 +91,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Scheduler, err
 	if opts.LeaseBurst != 0 {
 		s.LeaseBurst = max(0, opts.LeaseBurst)
 	}
+	s.AllowUnaccounted = opts.AllowUnaccounted
 	if err := mgr.Add(s); err != nil {
 		return nil, err
 	}
@@ -106,7 +114,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Scheduler, err
 		return nil, err
 	}
 	if err := (&LeaseReconciler{
-		Client: mgr.GetClient(), Remote: rc, Recorder: mgr.GetEventRecorderFor("flotilla-lease"), HubID: hubID, Now: time.Now,
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Remote: rc, Recorder: mgr.GetEventRecorderFor("flotilla-lease"), HubID: hubID, Now: time.Now,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
@@ -120,6 +128,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Scheduler, err
 		return keys.Ensure(ctx, cs, flotillav1.SystemNamespace, ledgerstore.KeySecret)
 	}
 	bank := NewBank(mgr.GetClient(), mgr.GetCache(), store, mgr.GetEventRecorderFor("flotilla-bank"), key)
+	bank.APIReader = mgr.GetAPIReader()
+	s.Settlement = bank.Unavailable
 	if opts.SettlementInterval > 0 {
 		bank.Policy.Interval = opts.SettlementInterval
 	}

@@ -1,18 +1,35 @@
 package controllers
 
 import (
+	"fmt"
 	"maps"
+	"math"
 	"strconv"
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/market"
 	"github.com/flotilla-dev/flotilla/internal/money"
+)
+
+// identityKeys are the attributes only a Provider's recorded identity sets.
+var identityKeys = []string{"owner", "region", "zone"}
+
+// maxProgressFailures is how many Leases of one generation may miss their
+// progress deadline before the Workload is no longer placed: a template
+// that cannot run must not hop from provider to provider forever.
+const maxProgressFailures = 3
+
+// Scheduling reasons the snapshot gives Workloads it keeps off the market.
+const (
+	ReasonInvalidTemplate = "InvalidTemplate"
 )
 
 // neutralReputation is what a provider without a measured score gets.
@@ -75,6 +92,10 @@ func buildSnapshot(now time.Time, providers []flotillav1.Provider, offers []flot
 			st.epoch = max(st.epoch, l.Spec.Epoch)
 			if failedOver(l) {
 				st.failedOverEpoch = max(st.failedOverEpoch, l.Spec.Epoch)
+			}
+			if l.Status.Outcome == flotillav1.OutcomeProgressDeadlineExceeded &&
+				l.Annotations[flotillav1.AnnotationWorkloadGeneration] == strconv.FormatInt(st.workload.Generation, 10) {
+				st.progressFailures++
 			}
 		}
 		if !leaseLive(l) {
@@ -140,24 +161,36 @@ func buildSnapshot(now time.Time, providers []flotillav1.Provider, offers []flot
 			continue
 		}
 		prices, err := market.Prices(o.Spec.Prices)
+		if err == nil {
+			err = market.CheckOffer(o.Spec.Resources)
+		}
 		if err != nil {
 			skips = append(skips, skipped{"Offer", key, err.Error()})
 			continue
 		}
 		avail := market.OfferCapacity(o.Spec.Resources)
 		avail.Sub(ptrTo(used[key]), 1)
+		// Identity comes from the Provider as the administrator recorded it,
+		// last, so that neither an Offer nor the provider's own attributes
+		// can claim another owner, region or zone.
 		attrs := labels.Set{}
+		maps.Copy(attrs, o.Spec.Attributes)
 		if p != nil {
 			maps.Copy(attrs, p.Spec.Attributes)
+		}
+		for _, k := range identityKeys {
+			delete(attrs, k)
+		}
+		if p != nil {
 			setIf(attrs, "region", p.Spec.Region)
 			setIf(attrs, "zone", p.Spec.Zone)
 			setIf(attrs, "owner", p.Spec.Owner)
 		}
-		maps.Copy(attrs, o.Spec.Attributes)
 		mo := market.Offer{
 			Key: key, Provider: o.Spec.ProviderRef.Name, Available: avail, Prices: prices,
 			Classes: classesOf(o.Spec.Classes), Attributes: attrs,
 			ValidFrom: timeOf(o.Spec.ValidFrom), ValidUntil: timeOf(o.Spec.ValidUntil),
+			Allows: allowsOf(&o.Spec),
 		}
 		s.Offers = append(s.Offers, mo)
 	}
@@ -176,11 +209,24 @@ func buildSnapshot(now time.Time, providers []flotillav1.Provider, offers []flot
 			st.blocked = &market.Unplaced{Pending: pending, Reasons: []market.Reason{{Code: c.Reason, Count: 1, Message: c.Message}}}
 			continue
 		}
+		if err := market.CheckRequest(&w.Spec.Template.Spec); err != nil {
+			// Refused at admission; one written before that rule gets no
+			// capacity until it is fixed.
+			st.blocked = &market.Unplaced{Pending: pending, Reasons: []market.Reason{{Code: ReasonInvalidTemplate, Count: 1,
+				Message: "spec.template." + err.Error()}}}
+			continue
+		}
+		if n := st.progressFailures; n >= maxProgressFailures {
+			st.blocked = &market.Unplaced{Pending: pending, Reasons: []market.Reason{{Code: ReasonNoProgress, Count: 1,
+				Message: fmt.Sprintf("%d leases of this generation did not get their replicas ready within spec.progressDeadlineSeconds; "+
+					"fix the template (its image, probes or requests) to place it again", n)}}}
+			continue
+		}
 		mw := market.Workload{
 			Key: key, Namespace: w.Namespace, Class: classOf(w.Spec.Class), Pending: pending,
 			Request: market.PodRequest(&w.Spec.Template.Spec), MaxPrice: -1,
 			Priority: w.Spec.Priority, Created: w.CreationTimestamp.Time, Placed: st.placed,
-			PreferredRegions: w.Spec.Placement.PreferredRegions,
+			PreferredRegions: w.Spec.Placement.PreferredRegions, Needs: needsOf(w),
 		}
 		pl := w.Spec.Placement
 		if pl.MaxPricePerReplicaHour != nil {
@@ -226,26 +272,22 @@ type workloadState struct {
 	draining []*flotillav1.Lease
 
 	failedOverEpoch int64
+	// progressFailures counts Leases of the current generation closed
+	// because their replicas never got ready.
+	progressFailures int
 	// blocked says why the bank keeps it from getting new replicas.
 	blocked *market.Unplaced
 }
 
-// failedOver reports a Lease closed because its provider stayed Lost.
+// failedOver reports a Lease closed so that its replicas run elsewhere: its
+// provider stayed Lost, or they never got ready.
 func failedOver(l *flotillav1.Lease) bool {
-	if l.Status.Phase != flotillav1.LeaseClosed {
-		return false
-	}
-	c := apimeta.FindStatusCondition(l.Status.Conditions, flotillav1.ConditionReady)
-	return c != nil && c.Reason == ReasonFailedOver
+	return l.Status.Phase == flotillav1.LeaseClosed && l.Status.Outcome.Replaced()
 }
 
 // finished reports a Batch Lease closed because its Job completed or failed.
 func finished(l *flotillav1.Lease) bool {
-	if l.Status.Phase != flotillav1.LeaseClosed {
-		return false
-	}
-	c := apimeta.FindStatusCondition(l.Status.Conditions, flotillav1.ConditionReady)
-	return c != nil && (c.Reason == ReasonJobCompleted || c.Reason == ReasonJobFailed)
+	return l.Status.Phase == flotillav1.LeaseClosed && l.Status.Outcome.Finished()
 }
 
 // desiredReplicas is how many replicas a Workload should have leased.
@@ -297,3 +339,41 @@ func setIf(s labels.Set, k, v string) {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// needsOf is what one replica of w uses that its Offer must allow.
+func needsOf(w *flotillav1.Workload) market.Needs {
+	spec := &w.Spec.Template.Spec
+	n := market.Needs{PriorityClass: spec.PriorityClassName, Egress: w.Spec.Network.Egress == flotillav1.EgressInternet}
+	if spec.RuntimeClassName != nil {
+		n.RuntimeClass = *spec.RuntimeClassName
+	}
+	for _, v := range spec.Volumes {
+		if v.Ephemeral == nil || v.Ephemeral.VolumeClaimTemplate == nil {
+			continue
+		}
+		claim := &v.Ephemeral.VolumeClaimTemplate.Spec
+		need := market.StorageNeed{Bytes: math.MaxInt64}
+		if claim.StorageClassName != nil {
+			need.Class = *claim.StorageClassName
+		}
+		if q, ok := claim.Resources.Requests[corev1.ResourceStorage]; ok && q.Sign() > 0 && q.Cmp(*resource.NewQuantity(1<<62, resource.BinarySI)) < 0 {
+			need.Bytes = q.Value()
+		}
+		n.Storage = append(n.Storage, need)
+	}
+	return n
+}
+
+// allowsOf is what an Offer's owner opted into.
+func allowsOf(o *flotillav1.OfferSpec) market.Features {
+	f := market.Features{PriorityClasses: o.PriorityClasses, RuntimeClasses: o.RuntimeClasses, Egress: o.AllowEgress}
+	for _, s := range o.Storage {
+		if f.Storage == nil {
+			f.Storage = map[string]int64{}
+		}
+		if s.MaxSize.Sign() > 0 && s.MaxSize.Cmp(*resource.NewQuantity(1<<62, resource.BinarySI)) < 0 {
+			f.Storage[s.ClassName] = s.MaxSize.Value()
+		}
+	}
+	return f
+}

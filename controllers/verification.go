@@ -54,11 +54,10 @@ func copyState(l *flotillav1.Lease) string {
 	if leaseLive(l) {
 		return copyRunning
 	}
-	c := apimeta.FindStatusCondition(l.Status.Conditions, flotillav1.ConditionReady)
-	switch {
-	case c != nil && c.Reason == ReasonJobCompleted:
+	switch o := l.Status.Outcome; {
+	case o == flotillav1.OutcomeCompleted:
 		return copyReported
-	case c != nil && c.Reason == ReasonFailedOver:
+	case o.Replaced():
 		return copyReplaced
 	default:
 		return copyFailed

@@ -33,6 +33,7 @@ func verifiedWorkload(ns, name, suite string, redundancy, q, extra int32) *floti
 func completeLease(t *testing.T, l *flotillav1.Lease, digest string) {
 	t.Helper()
 	l.Status.Phase = flotillav1.LeaseClosed
+	l.Status.Outcome = flotillav1.OutcomeCompleted
 	l.Status.Digest = digest
 	l.Status.SucceededReplicas = 1
 	apimeta.SetStatusCondition(&l.Status.Conditions, metav1.Condition{Type: flotillav1.ConditionReady, Status: metav1.ConditionTrue,

@@ -40,8 +40,12 @@ func computeWorkloadStatus(w *flotillav1.Workload, leases []flotillav1.Lease, su
 		if finished(l) {
 			st.ScheduledReplicas += l.Spec.Replicas
 			st.SucceededReplicas += l.Status.SucceededReplicas
-			if c := apimeta.FindStatusCondition(l.Status.Conditions, flotillav1.ConditionReady); c != nil && c.Reason == ReasonJobFailed {
-				failed = "lease " + l.Name + " on " + l.Spec.ProviderRef.Name + ": " + c.Message
+			if l.Status.Outcome == flotillav1.OutcomeFailed {
+				msg := ""
+				if c := apimeta.FindStatusCondition(l.Status.Conditions, flotillav1.ConditionReady); c != nil {
+					msg = c.Message
+				}
+				failed = "lease " + l.Name + " on " + l.Spec.ProviderRef.Name + ": " + msg
 			}
 			continue
 		}
@@ -99,7 +103,7 @@ func computeWorkloadStatus(w *flotillav1.Workload, leases []flotillav1.Lease, su
 		sched.Status, sched.Reason = metav1.ConditionFalse, ReasonWaitingScheduler
 		sched.Message = pluralReplicas(st.PendingReplicas) + " waiting for the next scheduling cycle"
 	}
-	apimeta.SetStatusCondition(&st.Conditions, sched)
+	setCondition(&st.Conditions, sched)
 
 	ready := metav1.Condition{Type: flotillav1.ConditionReady, ObservedGeneration: w.Generation}
 	batch := w.Spec.Class == flotillav1.ClassBatch
@@ -132,7 +136,7 @@ func computeWorkloadStatus(w *flotillav1.Workload, leases []flotillav1.Lease, su
 			ready.Message = fmt.Sprintf("%d of %d replicas ready", done, w.Spec.Replicas)
 		}
 	}
-	apimeta.SetStatusCondition(&st.Conditions, ready)
+	setCondition(&st.Conditions, ready)
 	if vd == nil {
 		apimeta.RemoveStatusCondition(&st.Conditions, flotillav1.WorkloadVerified)
 	}
@@ -146,7 +150,7 @@ func computeWorkloadStatus(w *flotillav1.Workload, leases []flotillav1.Lease, su
 		if sched.Status == metav1.ConditionTrue {
 			rec.Reason, rec.Message = ready.Reason, ready.Message
 		}
-		apimeta.SetStatusCondition(&st.Conditions, rec)
+		setCondition(&st.Conditions, rec)
 	}
 	if len(st.Conditions) == 0 {
 		st.Conditions = nil
@@ -193,5 +197,5 @@ func setVerification(st *flotillav1.WorkloadStatus, w *flotillav1.Workload, d *q
 		v.Message = fmt.Sprintf("%d of %d agreeing results so far; %d copies", d.Votes, need, d.Copies)
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ReasonAwaitingResults, v.Message
 	}
-	apimeta.SetStatusCondition(&st.Conditions, v)
+	setCondition(&st.Conditions, v)
 }

@@ -53,6 +53,7 @@ func hubCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		region := fs.String("region", "", "Region of the provider.")
 		zone := fs.String("zone", "", "Zone of the provider.")
 		server := fs.String("server", "", "Hub API server URL as the provider reaches it (default: the one in the kubeconfig).")
+		apiServer := fs.String("provider-api-server", "", "The provider's API server URL (https://...), as the hub reaches it (required); the hub connects to no other address for this provider.")
 		out := fs.String("o", "", "Write the join kubeconfig to this file instead of standard output.")
 		name, err := parseWithName(fs, args[1:])
 		if err != nil {
@@ -72,7 +73,8 @@ func hubCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if srv == "" {
 			srv = cfg.Host
 		}
-		kc, err := join.Issue(ctx, c, join.Options{Name: name, Owner: *owner, Region: *region, Zone: *zone, Server: srv, CAData: ca})
+		kc, err := join.Issue(ctx, c, join.Options{Name: name, Owner: *owner, Region: *region, Zone: *zone,
+			APIServerURL: *apiServer, Server: srv, CAData: ca})
 		if err != nil {
 			return err
 		}

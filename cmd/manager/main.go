@@ -34,7 +34,7 @@ func main() {
 	flag.DurationVar(&ctrlOpts.SchedulerInterval, "scheduler-interval", 100*time.Millisecond, "Least time between two scheduling cycles.")
 	flag.DurationVar(&ctrlOpts.SchedulerResync, "scheduler-resync", 30*time.Second, "Run a scheduling cycle at least this often.")
 	flag.StringVar(&ctrlOpts.HubID, "hub-id", "hub", "Name of this hub on providers: part of lease namespace names and labels (1-20 lowercase letters and digits).")
-	flag.DurationVar(&ctrlOpts.ProviderGracePeriod, "provider-grace-period", 20*time.Second, "Time without a successful probe or heartbeat before a provider is Lost.")
+	flag.DurationVar(&ctrlOpts.ProviderGracePeriod, "provider-grace-period", 20*time.Second, "Time without a successful probe of its API server before a provider is Lost.")
 	flag.DurationVar(&ctrlOpts.ProbeInterval, "probe-interval", 3*time.Second, "Time between two probes of a provider.")
 	flag.DurationVar(&ctrlOpts.Remote.RequestTimeout, "remote-timeout", 5*time.Second, "Timeout of one request to a provider's API server.")
 	flag.DurationVar(&ctrlOpts.Remote.ConnectTimeout, "remote-connect-timeout", 5*time.Second, "Timeout of connecting to a provider's API server.")
@@ -47,6 +47,7 @@ func main() {
 	flag.DurationVar(&ctrlOpts.SettlementInterval, "settlement-interval", controllers.DefaultSettlementInterval, "How often usage is settled; a Workload whose budget or credits would not last this long is stopped when they run out.")
 	flag.DurationVar(&ctrlOpts.EscrowPeriod, "escrow-period", controllers.DefaultEscrowPeriod, "A Lease's price is held in escrow for this long, topped up at every settlement.")
 	flag.DurationVar(&ctrlOpts.FundsGrace, "funds-grace-period", controllers.DefaultFundsGrace, "How long a Workload short of credits keeps running, while its escrow lasts, before its Leases close.")
+	flag.BoolVar(&ctrlOpts.AllowUnaccounted, "allow-unaccounted-namespaces", false, "Place Workloads of namespaces without an Account, free of charge (a private federation); the hub chart's accounts.required=false also lets them past admission.")
 	flag.Int64Var(&ctrlOpts.FeeBPS, "fee-bps", 0, "The hub's fee on every payment to a provider, in basis points (100 = 1%).")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)

@@ -220,7 +220,12 @@ func demoUp(ctx context.Context, dir string, failover bool) error {
 	say("3/6 each owner installs the provider chart and runs the agent")
 	for _, o := range owners {
 		c := fed.Provider(o.provider)
-		joinKC, err := join.Issue(ctx, hub, join.Options{Name: o.provider, Owner: o.owner, Region: o.region, Server: hubCfg.Host, CAData: ca})
+		server, err := c.APIServerURL()
+		if err != nil {
+			return err
+		}
+		joinKC, err := join.Issue(ctx, hub, join.Options{Name: o.provider, Owner: o.owner, Region: o.region, APIServerURL: server,
+			Server: hubCfg.Host, CAData: ca})
 		if err != nil {
 			return err
 		}

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -58,12 +59,20 @@ type Config struct {
 		Prices          map[string]any `json:"prices"`
 		Reserve         map[string]any `json:"reserve"`
 		RefreshInterval string         `json:"refreshInterval"`
+		AllowEgress     bool           `json:"allowEgress"`
+		PriorityClasses []string       `json:"priorityClasses"`
+		RuntimeClasses  []string       `json:"runtimeClasses"`
+		Storage         []struct {
+			ClassName string `json:"className"`
+			MaxSize   string `json:"maxSize"`
+		} `json:"storage"`
 	} `json:"offer"`
 	HeartbeatInterval     string `json:"heartbeatInterval"`
 	FederationTokenSecret string `json:"federationTokenSecret"`
 	HubJoinSecret         string `json:"hubJoinSecret"`
 
 	heartbeat, refresh time.Duration
+	storage            []flotillav1.StorageOffer
 	prices             flotillav1.PriceList
 	reserve            corev1.ResourceList
 	classes            []flotillav1.WorkloadClass
@@ -110,6 +119,19 @@ func ParseConfig(b []byte) (*Config, error) {
 	}
 	for _, cl := range c.Offer.Classes {
 		c.classes = append(c.classes, flotillav1.WorkloadClass(cl))
+	}
+	for _, pc := range c.Offer.PriorityClasses {
+		if strings.HasPrefix(pc, "system-") {
+			errs = append(errs, fmt.Errorf("offer.priorityClasses: %s preempts the cluster's own components and cannot be offered", pc))
+		}
+	}
+	for i, st := range c.Offer.Storage {
+		q, err := resource.ParseQuantity(st.MaxSize)
+		if err != nil || st.ClassName == "" {
+			errs = append(errs, fmt.Errorf("offer.storage[%d]: a className and a maxSize quantity are required", i))
+			continue
+		}
+		c.storage = append(c.storage, flotillav1.StorageOffer{ClassName: st.ClassName, MaxSize: q})
 	}
 	return c, errors.Join(errs...)
 }
@@ -198,11 +220,18 @@ func (a *Agent) Register(ctx context.Context, kubeconfig []byte) error {
 	return a.SyncProvider(ctx)
 }
 
+// providerSpec is the spec the agent wants, starting from old. What the
+// administrator recorded at join (owner, region, zone, API server URL) is
+// kept: the agent sets it only when it registers the Provider itself, with
+// an administrator's credential.
 func (a *Agent) providerSpec(old flotillav1.ProviderSpec) flotillav1.ProviderSpec {
 	spec := old
-	spec.Owner = a.Config.Provider.Owner
-	spec.Region = a.Config.Provider.Region
-	spec.Zone = a.Config.Provider.Zone
+	if old.Owner == "" {
+		spec.Owner = a.Config.Provider.Owner
+		spec.Region = a.Config.Provider.Region
+		spec.Zone = a.Config.Provider.Zone
+		spec.APIServerURL = a.Config.Provider.APIServerURL
+	}
 	spec.Attributes = maps.Clone(a.Config.Provider.Attributes)
 	if len(spec.Attributes) == 0 {
 		spec.Attributes = nil
@@ -274,10 +303,14 @@ func (a *Agent) PublishOffer(ctx context.Context) error {
 		return fmt.Errorf("listing pods: %w", err)
 	}
 	spec := flotillav1.OfferSpec{
-		ProviderRef: flotillav1.ProviderReference{Name: a.Config.Provider.Name},
-		Resources:   capacity.Offer(nodes.Items, pods.Items, a.Config.reserve),
-		Prices:      a.Config.prices,
-		Classes:     slices.Clone(a.Config.classes),
+		ProviderRef:     flotillav1.ProviderReference{Name: a.Config.Provider.Name},
+		Resources:       capacity.Offer(nodes.Items, pods.Items, a.Config.reserve),
+		Prices:          a.Config.prices,
+		Classes:         slices.Clone(a.Config.classes),
+		AllowEgress:     a.Config.Offer.AllowEgress,
+		PriorityClasses: slices.Clone(a.Config.Offer.PriorityClasses),
+		RuntimeClasses:  slices.Clone(a.Config.Offer.RuntimeClasses),
+		Storage:         slices.Clone(a.Config.storage),
 	}
 	o := &flotillav1.Offer{}
 	key := client.ObjectKey{Namespace: flotillav1.ProviderNamespace(a.Config.Provider.Name), Name: a.Config.Offer.Name}
@@ -303,8 +336,9 @@ func (a *Agent) PublishOffer(ctx context.Context) error {
 	return nil
 }
 
-// ObserveUsage counts the ready pods of each Lease of the hub on this
-// cluster, for the usage report.
+// ObserveUsage counts the running pods (bound to a node, not finished) of
+// each Lease of the hub on this cluster, for the usage report: what the
+// hub charges.
 func (a *Agent) ObserveUsage(ctx context.Context) error {
 	if a.tracker == nil {
 		a.tracker = usage.NewTracker(a.lastReport(ctx))
@@ -317,31 +351,22 @@ func (a *Agent) ObserveUsage(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listing lease pods: %w", err)
 	}
-	ready := map[string]int32{}
+	running := map[string]int32{}
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		lease := p.Labels[flotillav1.LabelLease]
-		if lease == "" || p.DeletionTimestamp != nil {
+		if lease == "" {
 			continue
 		}
-		if _, seen := ready[lease]; !seen {
-			ready[lease] = 0
+		if _, seen := running[lease]; !seen {
+			running[lease] = 0
 		}
-		if p.Status.Phase == corev1.PodRunning && podReady(p) {
-			ready[lease]++
+		if p.Spec.NodeName != "" && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+			running[lease]++
 		}
 	}
-	a.tracker.Observe(time.Now(), ready)
+	a.tracker.Observe(time.Now(), running)
 	return nil
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // lastReport reads the report the agent published last, if any.

@@ -6,8 +6,9 @@
 // provider-<name> namespace. Nothing is granted by prefix or through a group
 // shared between providers, and issue-join creates the named objects first,
 // because RBAC cannot limit creation by name. The hub's admission policy
-// flotilla-join-identity keeps a join identity from changing its Provider's
-// owner or pointing it at another provider's Secret.
+// flotilla-join-identity keeps a join identity from changing what the
+// administrator recorded (owner, region, zone, API server URL) or pointing
+// its Provider at another provider's Secret.
 package join
 
 import (
@@ -25,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/kubeconfig"
 	"github.com/flotilla-dev/flotilla/internal/remote"
 	"github.com/flotilla-dev/flotilla/internal/usage"
 )
@@ -32,6 +34,9 @@ import (
 // Options describe the provider a credential is issued for.
 type Options struct {
 	Name, Owner, Region, Zone string
+	// APIServerURL is the provider's API server as the administrator knows
+	// it: the only address the hub will connect to for this provider.
+	APIServerURL string
 	// Server and CAData: where and how the provider reaches the hub's API
 	// server.
 	Server string
@@ -57,6 +62,10 @@ func Issue(ctx context.Context, c client.Client, o Options) ([]byte, error) {
 	if o.Owner == "" {
 		return nil, errors.New("an owner is required")
 	}
+	server, err := kubeconfig.NormalizeServer(o.APIServerURL)
+	if err != nil {
+		return nil, fmt.Errorf("the provider's API server URL %q %w", o.APIServerURL, err)
+	}
 	name, sys, ns := o.Name, flotillav1.SystemNamespace, flotillav1.ProviderNamespace(o.Name)
 	secretName, leaseName := name+"-kubeconfig", "provider-"+name
 	sa := ServiceAccountName(name)
@@ -64,7 +73,7 @@ func Issue(ctx context.Context, c client.Client, o Options) ([]byte, error) {
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: sys}},
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{flotillav1.LabelProvider: name}}},
 		&flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: flotillav1.ProviderSpec{
-			Owner: o.Owner, Region: o.Region, Zone: o.Zone,
+			Owner: o.Owner, Region: o.Region, Zone: o.Zone, APIServerURL: server,
 			KubeconfigSecretRef: flotillav1.SecretKeyReference{Name: secretName, Key: "kubeconfig"}}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secretName, Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name}}},
 		&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: leaseName, Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name}}},

@@ -50,6 +50,18 @@ var (
 		Namespace: namespace, Name: "failovers_total",
 		Help: "Leases closed because their provider stayed Lost past the workload's failover grace period.",
 	})
+	progressDeadlines = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "progress_deadlines_exceeded_total",
+		Help: "Leases closed because their replicas were not ready within the workload's progress deadline.",
+	})
+	settlementFailing = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Subsystem: "bank", Name: "settlement_failing",
+		Help: "1 while the bank cannot settle (the scheduler then places nothing in accounted namespaces), else 0.",
+	})
+	settlementFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: "bank", Name: "settlement_failures_total",
+		Help: "Settlement cycles that failed.",
+	})
 	fencingDeletions = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: namespace, Name: "fencing_deletions_total",
 		Help: "Stale lease namespaces deleted on providers that came back.",
@@ -96,7 +108,7 @@ var (
 
 func init() {
 	crmetrics.Registry.MustRegister(schedulingCycleDuration, pendingReplicas, leasesCreated, leaseCreateErrors, unschedulableWorkloads,
-		providers, leases, failovers, fencingDeletions, holdDowns, leasesThrottled, verifications, dissents, reputationScore, ledgerEntries, usageDisputes, settlementDuration, remoteLatency)
+		providers, leases, failovers, progressDeadlines, settlementFailing, settlementFailures, fencingDeletions, holdDowns, leasesThrottled, verifications, dissents, reputationScore, ledgerEntries, usageDisputes, settlementDuration, remoteLatency)
 }
 
 // Phases sets the providers and leases gauges from counts by phase; every
@@ -112,6 +124,20 @@ func Phases(providerPhases, leasePhases []string, providerCounts, leaseCounts ma
 
 // Failover counts a Lease closed for failover.
 func Failover() { failovers.Inc() }
+
+// SettlementFailed records whether the last settlement cycle failed.
+func SettlementFailed(failed bool) {
+	if failed {
+		settlementFailures.Inc()
+		settlementFailing.Set(1)
+		return
+	}
+	settlementFailing.Set(0)
+}
+
+// ProgressDeadlineExceeded counts a Lease closed because its replicas did
+// not get ready in time.
+func ProgressDeadlineExceeded() { progressDeadlines.Inc() }
 
 // ProviderHeldDown counts a hold-down of a flapping provider.
 func ProviderHeldDown() { holdDowns.Inc() }

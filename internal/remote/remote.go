@@ -1,14 +1,18 @@
 // Package remote keeps one API client per provider cluster, built from the
-// kubeconfig in the provider's Secret and rebuilt when that Secret changes.
-// Each client has its own connect and request timeouts and its own rate
-// limiter, and the cache's lock is never held across a network call, so a
-// provider that hangs slows down only the work that talks to it.
+// kubeconfig in the provider's Secret and rebuilt when that Secret or the
+// administrator's record of the provider's API server changes. The
+// kubeconfig is read through internal/kubeconfig's allow-list and must name
+// the recorded server; redirects are not followed. Each client has its own
+// connect and request timeouts and its own rate limiter, and the cache's
+// lock is never held across a network call, so a provider that hangs slows
+// down only the work that talks to it.
 package remote
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -18,8 +22,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/flotilla-dev/flotilla/internal/kubeconfig"
 )
 
 // Options tune every provider client.
@@ -47,8 +52,16 @@ type Client struct {
 	version string
 }
 
-// ErrInvalidKubeconfig wraps kubeconfigs that cannot be parsed or used.
+// ErrInvalidKubeconfig wraps kubeconfigs that cannot be parsed or used;
+// a *kubeconfig.FieldError inside names the refused field.
 var ErrInvalidKubeconfig = errors.New("invalid kubeconfig")
+
+// ErrServerNotRecorded: the administrator has not recorded the provider's
+// API server, so there is nothing a kubeconfig may name.
+var ErrServerNotRecorded = errors.New("no API server URL is recorded for this provider")
+
+// ErrServerMismatch: the kubeconfig names another server than the recorded one.
+var ErrServerMismatch = errors.New("the kubeconfig names another server than the one recorded for this provider")
 
 // Cache holds the clients.
 type Cache struct {
@@ -77,15 +90,17 @@ func NewCache(scheme *runtime.Scheme, opts Options) *Cache {
 }
 
 // Get returns the client of a provider, building it when the kubeconfig
-// (identified by version, such as the Secret's resourceVersion) changed.
-func (c *Cache) Get(provider, version string, kubeconfig []byte) (*Client, error) {
+// (identified by version, such as the Secret's resourceVersion) or the
+// recorded server changed.
+func (c *Cache) Get(provider, version string, kubeconfig []byte, server string) (*Client, error) {
+	version += "|" + server
 	c.mu.Lock()
 	cl, ok := c.clients[provider]
 	c.mu.Unlock()
 	if ok && cl.version == version {
 		return cl, nil
 	}
-	cl, err := c.build(provider, version, kubeconfig)
+	cl, err := c.build(provider, version, kubeconfig, server)
 	if err != nil {
 		return nil, err
 	}
@@ -102,14 +117,23 @@ func (c *Cache) Forget(provider string) {
 	delete(c.clients, provider)
 }
 
-func (c *Cache) build(provider, version string, kubeconfig []byte) (*Client, error) {
-	if len(kubeconfig) == 0 {
-		return nil, fmt.Errorf("%w: empty", ErrInvalidKubeconfig)
-	}
-	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+func (c *Cache) build(provider, version string, data []byte, server string) (*Client, error) {
+	cred, err := kubeconfig.Parse(data)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidKubeconfig, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidKubeconfig, err)
 	}
+	if server == "" {
+		return nil, ErrServerNotRecorded
+	}
+	want, err := kubeconfig.NormalizeServer(server)
+	if err != nil {
+		return nil, fmt.Errorf("%w: the recorded URL %w", ErrServerNotRecorded, err)
+	}
+	if cred.Server != want {
+		return nil, fmt.Errorf("%w: it names %s, the administrator recorded %s", ErrServerMismatch, cred.Server, want)
+	}
+	cfg := RESTConfig(cred)
+	cfg.WrapTransport = limitBodies(MaxResponseBytes)
 	cfg.Timeout = c.opts.RequestTimeout
 	cfg.QPS, cfg.Burst = c.opts.QPS, c.opts.Burst
 	dialer := &net.Dialer{Timeout: c.opts.ConnectTimeout, KeepAlive: 30 * time.Second}
@@ -118,6 +142,11 @@ func (c *Cache) build(provider, version string, kubeconfig []byte) (*Client, err
 	hc, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidKubeconfig, err)
+	}
+	// A provider's server may answer with a redirect to anywhere, which
+	// would make the hub a forwarder of its own requests.
+	hc.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
+		return fmt.Errorf("%w to %s", ErrRedirect, req.URL.Redacted())
 	}
 	cl, err := client.New(cfg, client.Options{Scheme: c.scheme, HTTPClient: hc})
 	if err != nil {
@@ -130,6 +159,64 @@ func (c *Cache) build(provider, version string, kubeconfig []byte) (*Client, err
 	return &Client{Provider: provider, Client: cl, Clientset: cs, Host: cfg.Host, version: version}, nil
 }
 
+// MaxResponseBytes bounds each response a provider's server sends: the hub
+// reads no more of one than this.
+const MaxResponseBytes = 32 << 20
+
+// ErrResponseTooLarge: a provider's response went past MaxResponseBytes.
+var ErrResponseTooLarge = errors.New("response from the provider is too large")
+
+func limitBodies(n int64) func(http.RoundTripper) http.RoundTripper {
+	return func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+			resp, err := rt.RoundTrip(req)
+			if err == nil && resp.Body != nil {
+				resp.Body = &limitedBody{rc: resp.Body, left: n}
+			}
+			return resp, err
+		})
+	}
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+type limitedBody struct {
+	rc   io.ReadCloser
+	left int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, ErrResponseTooLarge
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+func (b *limitedBody) Close() error { return b.rc.Close() }
+
+// ErrRedirect: the provider's server answered with a redirect, which the
+// hub does not follow.
+var ErrRedirect = errors.New("redirect refused")
+
+// RESTConfig is a client configuration with exactly the credentials given:
+// no plugin, file, proxy or impersonation can come in through it.
+func RESTConfig(c *kubeconfig.Credentials) *rest.Config {
+	return &rest.Config{
+		Host:        c.Server,
+		BearerToken: c.Token,
+		TLSClientConfig: rest.TLSClientConfig{
+			CAData: c.CAData, CertData: c.CertData, KeyData: c.KeyData,
+		},
+	}
+}
+
 // Classify names why a request to a provider failed, for condition reasons:
 // CredentialsRejected, Unreachable, Timeout or RequestFailed.
 func Classify(err error) string {
@@ -137,6 +224,14 @@ func Classify(err error) string {
 	switch {
 	case err == nil:
 		return ""
+	case errors.Is(err, ErrServerNotRecorded):
+		return "APIServerNotRecorded"
+	case errors.Is(err, ErrServerMismatch):
+		return "APIServerMismatch"
+	case errors.Is(err, ErrInvalidKubeconfig):
+		return "KubeconfigRefused"
+	case errors.Is(err, ErrRedirect):
+		return "RedirectRefused"
 	case apierrors.IsUnauthorized(err) || apierrors.IsForbidden(err):
 		return "CredentialsRejected"
 	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout()) || apierrors.IsTimeout(err):
