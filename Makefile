@@ -17,7 +17,7 @@ CONTROLLER_GEN := $(BIN)/controller-gen
 HELM := $(BIN)/helm
 
 UNIT_PKGS := ./api/... ./internal/... ./cmd/...
-INTEGRATION_PKGS := ./controllers/... ./test/integration/... ./test/charts/...
+INTEGRATION_PKGS := ./controllers/... ./test/integration/... ./test/hostile/... ./test/charts/...
 E2E_PKGS := ./test/testbed/... ./test/e2e/...
 TEST_TIMEOUT ?= 20m
 
@@ -101,6 +101,11 @@ test-integration: ## envtest suites against a real kube-apiserver.
 .PHONY: test-e2e
 test-e2e: tools ## End-to-end tests on the local federation.
 	$(GOTEST) -p 1 -timeout $(TEST_TIMEOUT) $(E2E_PKGS) | $(SUMMARY)
+
+.PHONY: fuzz
+FUZZTIME ?= 30s
+fuzz: ## Run every fuzz target for FUZZTIME each (default 30s); CI runs them for a few seconds.
+	FUZZTIME=$(FUZZTIME) hack/fuzz.sh
 
 .PHONY: bench
 BENCH_TIME ?= 5x

@@ -219,7 +219,7 @@ func TestBenchE2E(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	mustCreate(t, h.client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}})
+	h.tenant(t, "bench", "100000")
 	created := map[string]time.Time{}
 	for i := range nWorkloads {
 		name := fmt.Sprintf("w%02d", i)

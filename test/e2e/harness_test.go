@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -103,7 +102,11 @@ func setupHub(t *testing.T, fed *testbed.Federation, prices map[string]string, o
 	h := installHub(t, fed)
 	c := h.client
 	for _, p := range fed.Providers {
-		kc, err := os.ReadFile(p.Kubeconfig)
+		kc, err := p.InlineKubeconfig()
+		if err != nil {
+			t.Fatal(err)
+		}
+		server, err := p.APIServerURL()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -115,7 +118,8 @@ func setupHub(t *testing.T, fed *testbed.Federation, prices map[string]string, o
 		mustCreate(t, c, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: p.Name + "-kubeconfig", Namespace: flotillav1.SystemNamespace},
 			Data: map[string][]byte{"kubeconfig": kc}})
 		mustCreate(t, c, &flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: p.Name}, Spec: flotillav1.ProviderSpec{
-			Owner: p.Spec.Owner, Region: p.Spec.Region, KubeconfigSecretRef: flotillav1.SecretKeyReference{Name: p.Name + "-kubeconfig"}}})
+			Owner: p.Spec.Owner, Region: p.Spec.Region, APIServerURL: server,
+			KubeconfigSecretRef: flotillav1.SecretKeyReference{Name: p.Name + "-kubeconfig"}}})
 		mustCreate(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.ProviderNamespace(p.Name)}})
 		mustCreate(t, c, &flotillav1.Offer{
 			ObjectMeta: metav1.ObjectMeta{Name: "standard", Namespace: flotillav1.ProviderNamespace(p.Name)},
@@ -195,6 +199,15 @@ func (h *hub) stop() {
 	h.manager()
 	<-h.done
 	h.manager = nil
+}
+
+// tenant makes a tenant namespace with an Account credited with credits:
+// the hub places Workloads only in namespaces with an Account.
+func (h *hub) tenant(t *testing.T, ns, credits string) {
+	t.Helper()
+	mustCreate(t, h.client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	mustCreate(t, h.client, &flotillav1.Account{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.AccountName, Namespace: ns},
+		Spec: flotillav1.AccountSpec{Credited: flotillav1.Amount(credits)}})
 }
 
 func mustCreate(t *testing.T, c client.Client, o client.Object) {

@@ -62,9 +62,7 @@ func ready(w *flotillav1.Workload) bool {
 func TestPlacementFailoverAndFencing(t *testing.T) {
 	ctx := context.Background()
 	h := placementFederation(t)
-	mustCreate(t, h.client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a"}})
-	mustCreate(t, h.client, &flotillav1.Account{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.AccountName, Namespace: "team-a"},
-		Spec: flotillav1.AccountSpec{Credited: "100"}})
+	h.tenant(t, "team-a", "100")
 
 	// 1. Six replicas, at most two per provider, on the three cheapest.
 	web := newWorkload("team-a", "web", flotillav1.ClassService, 6)
@@ -364,7 +362,7 @@ func (h *hub) orphans(t *testing.T) (int, int) {
 func TestFreezeAndManagerKill(t *testing.T) {
 	ctx := context.Background()
 	h := placementFederation(t)
-	mustCreate(t, h.client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-b"}})
+	h.tenant(t, "team-b", "100")
 	web := newWorkload("team-b", "web", flotillav1.ClassService, 4)
 	web.Spec.Placement.MaxReplicasPerProvider = ptr.To[int32](2)
 	mustCreate(t, h.client, web)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,10 +18,12 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -33,6 +36,7 @@ import (
 	"github.com/flotilla-dev/flotilla/internal/join"
 	"github.com/flotilla-dev/flotilla/internal/ledger"
 	"github.com/flotilla-dev/flotilla/internal/ledgerstore"
+	"github.com/flotilla-dev/flotilla/internal/render"
 	"github.com/flotilla-dev/flotilla/internal/usage"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
 	"github.com/flotilla-dev/flotilla/test/testbed"
@@ -129,7 +133,12 @@ func joinProvider(t *testing.T, h *hub, c *testbed.Cluster, region string) *join
 			t.Fatal(err)
 		}
 	}
-	joinKC, err := join.Issue(ctx, h.client, join.Options{Name: c.Name, Owner: c.Spec.Owner, Region: region, Server: hubCfg.Host, CAData: ca})
+	server, err := c.APIServerURL()
+	if err != nil {
+		t.Fatal(err)
+	}
+	joinKC, err := join.Issue(ctx, h.client, join.Options{Name: c.Name, Owner: c.Spec.Owner, Region: region, APIServerURL: server,
+		Server: hubCfg.Host, CAData: ca})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +244,12 @@ func TestProviderJoin(t *testing.T) {
 	// carol runs no agent: the CLI issues her credential and joins her.
 	carol := fed.Provider("carol-1")
 	joinFile := filepath.Join(t.TempDir(), "carol.join")
-	flotillactl(t, "hub", "issue-join", "carol-1", "--owner", "carol", "--region", "eu-west", "--kubeconfig", fed.Hub.Kubeconfig, "-o", joinFile)
+	carolServer, err := carol.APIServerURL()
+	if err != nil {
+		t.Fatal(err)
+	}
+	flotillactl(t, "hub", "issue-join", "carol-1", "--owner", "carol", "--region", "eu-west", "--provider-api-server", carolServer,
+		"--kubeconfig", fed.Hub.Kubeconfig, "-o", joinFile)
 	helmInstallProvider(t, carol, "eu-west")
 	if out := flotillactl(t, "provider", "join", "carol-1", "--hub-kubeconfig", joinFile, "--provider-kubeconfig", carol.Kubeconfig); !strings.Contains(out, "joined") {
 		t.Errorf("provider join said %q", out)
@@ -253,9 +267,7 @@ func TestProviderJoin(t *testing.T) {
 	// A Workload runs across both providers through the confined identity:
 	// namespace, quota, limits, network policy, a copied ConfigMap and the
 	// Deployment all pass its RBAC and admission policy.
-	mustCreate(t, h.client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "tenant-a"}})
-	mustCreate(t, h.client, &flotillav1.Account{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.AccountName, Namespace: "tenant-a"},
-		Spec: flotillav1.AccountSpec{Credited: "10"}})
+	h.tenant(t, "tenant-a", "10")
 	mustCreate(t, h.client, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "web-config", Namespace: "tenant-a"}, Data: map[string]string{"k": "v"}})
 	w := newWorkload("tenant-a", "web", flotillav1.ClassService, 2)
 	w.Spec.Placement.MaxReplicasPerProvider = ptr.To[int32](1)
@@ -308,7 +320,7 @@ func TestProviderJoin(t *testing.T) {
 	})
 
 	t.Run("federation identity is confined", func(t *testing.T) {
-		testFederationConfinement(t, alice)
+		testFederationConfinement(t, h, alice)
 	})
 	t.Run("join credentials reach only their own provider", func(t *testing.T) {
 		testJoinIsolation(t, h, alice, bob)
@@ -364,7 +376,7 @@ func refused(t *testing.T, what string, err error, hint string) {
 }
 
 func deploymentWith(ns, name string, mutate func(*corev1.PodSpec)) *appsv1.Deployment {
-	spec := corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}}
+	spec := corev1.PodSpec{AutomountServiceAccountToken: ptr.To(false), Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}}
 	mutate(&spec)
 	labels := map[string]string{"app": name}
 	return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: appsv1.DeploymentSpec{
@@ -372,7 +384,10 @@ func deploymentWith(ns, name string, mutate func(*corev1.PodSpec)) *appsv1.Deplo
 		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: spec}}}
 }
 
-func testFederationConfinement(t *testing.T, p *joinedProvider) {
+// testFederationConfinement plays a hub (or a tenant's template) that
+// tries to use the federation identity beyond what rendering needs; every
+// case is refused by the provider's RBAC or its admission policy.
+func testFederationConfinement(t *testing.T, h *hub, p *joinedProvider) {
 	ctx := context.Background()
 	quiet := rest.CopyConfig(p.federation)
 	quiet.WarningHandler = rest.NoWarnings{} // Pod Security warns about every escape tried
@@ -380,41 +395,50 @@ func testFederationConfinement(t *testing.T, p *joinedProvider) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A managed namespace it may use, made by the identity itself.
-	managed := "flotilla-" + joinHubID + "-securitytest"
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: managed, Labels: map[string]string{
-		flotillav1.LabelManaged: "true", "pod-security.kubernetes.io/enforce": "restricted"}}}
-	if _, err := fed.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("the federation identity cannot create a proper managed namespace: %v", err)
-	}
-	// An owner's namespace it must leave alone.
-	if _, err := p.admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "owner-stuff"}}, metav1.CreateOptions{}); err != nil {
+	// A managed namespace it may use, made by the identity itself. It
+	// carries a live Lease of this provider, or the hub would fence it.
+	var live *flotillav1.Lease
+	var ls flotillav1.LeaseList
+	if err := h.client.List(ctx, &ls, client.MatchingLabels{flotillav1.LabelProvider: p.name}); err != nil {
 		t.Fatal(err)
 	}
-
-	_, err = fed.CoreV1().Secrets("kube-system").Get(ctx, "anything", metav1.GetOptions{})
-	refused(t, "read a Secret in kube-system", err, "forbidden")
-	_, err = fed.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{})
-	refused(t, "list Secrets in kube-system", err, "forbidden")
-	_, err = fed.CoreV1().Secrets("kube-system").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "planted"}}, metav1.CreateOptions{})
-	refused(t, "write a Secret in kube-system", err, "is not a Flotilla namespace")
-	_, err = fed.CoreV1().Pods("default").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "i"}}}}, metav1.CreateOptions{})
-	refused(t, "create a pod in default", err, "forbidden")
-	_, err = fed.AppsV1().Deployments("default").Create(ctx, deploymentWith("default", "d", func(*corev1.PodSpec) {}), metav1.CreateOptions{})
-	refused(t, "create a Deployment in default", err, "is not a Flotilla namespace")
-	_, err = fed.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-" + joinHubID + "-unlabelled"}}, metav1.CreateOptions{})
-	refused(t, "create a namespace without the managed label", err, "labelled flotilla.dev/managed=true")
-	_, err = fed.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "elsewhere",
-		Labels: map[string]string{flotillav1.LabelManaged: "true", "pod-security.kubernetes.io/enforce": "restricted"}}}, metav1.CreateOptions{})
-	refused(t, "create a managed namespace outside the hub's prefix", err, "must be named flotilla-"+joinHubID+"-")
-	err = fed.CoreV1().Namespaces().Delete(ctx, "owner-stuff", metav1.DeleteOptions{})
-	refused(t, "delete an unmanaged namespace", err, "may not delete namespace owner-stuff")
-
-	relabel := func(key, value string) error {
-		cur, err := fed.CoreV1().Namespaces().Get(ctx, managed, metav1.GetOptions{})
+	for i := range ls.Items {
+		if ls.Items[i].Status.Phase == flotillav1.LeaseActive {
+			live = &ls.Items[i]
+		}
+	}
+	if live == nil {
+		t.Fatalf("no live Lease on %s to borrow", p.name)
+	}
+	managed := "flotilla-" + joinHubID + "-securitytest"
+	managedLabels := map[string]string{flotillav1.LabelManaged: "true", flotillav1.LabelHub: joinHubID,
+		flotillav1.LabelLease: string(live.UID), flotillav1.LabelEpoch: strconv.FormatInt(live.Spec.Epoch, 10),
+		"pod-security.kubernetes.io/enforce": "restricted"}
+	if _, err := fed.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: managed, Labels: managedLabels}},
+		metav1.CreateOptions{}); err != nil {
+		t.Fatalf("the federation identity cannot create a proper managed namespace: %v", err)
+	}
+	// The owner's namespaces it must leave alone: one plain, one whose name
+	// happens to match the hub's prefix, one of another hub.
+	owned := "flotilla-" + joinHubID + "-owners-own"
+	otherHub := "flotilla-" + joinHubID + "-otherhub"
+	for _, ns := range []*corev1.Namespace{
+		{ObjectMeta: metav1.ObjectMeta{Name: "owner-stuff"}},
+		{ObjectMeta: metav1.ObjectMeta{Name: owned}},
+		{ObjectMeta: metav1.ObjectMeta{Name: otherHub, Labels: map[string]string{flotillav1.LabelManaged: "true", flotillav1.LabelHub: "other",
+			"pod-security.kubernetes.io/enforce": "restricted"}}},
+	} {
+		if _, err := p.admin.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	relabel := func(ns, key, value string) error {
+		cur, err := fed.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 		if err != nil {
 			return err
+		}
+		if cur.Labels == nil {
+			cur.Labels = map[string]string{}
 		}
 		if value == "" {
 			delete(cur.Labels, key)
@@ -424,62 +448,184 @@ func testFederationConfinement(t *testing.T, p *joinedProvider) {
 		_, err = fed.CoreV1().Namespaces().Update(ctx, cur, metav1.UpdateOptions{})
 		return err
 	}
-	refused(t, "relabel a managed namespace's Pod Security level", relabel("pod-security.kubernetes.io/enforce", "privileged"), "must keep pod-security.kubernetes.io/enforce=restricted")
-	refused(t, "pin a managed namespace to an old Pod Security version", relabel("pod-security.kubernetes.io/enforce-version", "v1.0"), "must keep pod-security.kubernetes.io/enforce=restricted")
-	refused(t, "remove a managed namespace's managed label", relabel(flotillav1.LabelManaged, ""), "labelled flotilla.dev/managed=true")
-
-	for what, c := range map[string]struct {
-		mutate func(*corev1.PodSpec)
-		hint   string
-	}{
-		"a privileged pod": {func(s *corev1.PodSpec) {
-			s.Containers[0].SecurityContext = &corev1.SecurityContext{Privileged: ptr.To(true)}
-		}, "privileged containers are not allowed"},
-		"a hostPath pod": {func(s *corev1.PodSpec) {
-			s.Volumes = []corev1.Volume{{Name: "root", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}}}
-		}, "hostPath volumes are not allowed"},
-		"a hostNetwork pod": {func(s *corev1.PodSpec) { s.HostNetwork = true }, "host network, PID and IPC namespaces are not allowed"},
-		"a hostPID pod":     {func(s *corev1.PodSpec) { s.HostPID = true }, "host network, PID and IPC namespaces are not allowed"},
-		"a hostPort pod": {func(s *corev1.PodSpec) {
-			s.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 80, HostPort: 80}}
-		}, "hostPort is not allowed"},
-		"a pod adding SYS_ADMIN": {func(s *corev1.PodSpec) {
-			s.Containers[0].SecurityContext = &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"SYS_ADMIN"}}}
-		}, "only the NET_BIND_SERVICE capability may be added"},
-		"a privileged init container": {func(s *corev1.PodSpec) {
-			s.InitContainers = []corev1.Container{{Name: "init", Image: "i", SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)}}}
-		}, "privileged containers are not allowed"},
-	} {
-		_, err := fed.AppsV1().Deployments(managed).Create(ctx, deploymentWith(managed, "escape", c.mutate), metav1.CreateOptions{})
-		refused(t, "create "+what+" in a managed namespace", err, c.hint)
+	netpol := func(spec networkingv1.NetworkPolicySpec) error {
+		_, err := fed.NetworkingV1().NetworkPolicies(managed).Create(ctx, &networkingv1.NetworkPolicy{
+			ObjectMeta: metav1.ObjectMeta{Name: "escape"}, Spec: spec}, metav1.CreateOptions{})
+		return err
 	}
-	_, err = fed.AppsV1().Deployments(managed).Create(ctx, deploymentWith(managed, "fine", func(s *corev1.PodSpec) {
+	deploy := func(mutate func(*corev1.PodSpec)) error {
+		_, err := fed.AppsV1().Deployments(managed).Create(ctx, deploymentWith(managed, "escape", mutate), metav1.CreateOptions{})
+		return err
+	}
+	tcp := corev1.ProtocolTCP
+	anyPort := intstr.FromInt32(53)
+	cases := []struct {
+		id, what, hint string
+		try            func() error
+	}{
+		{"P7.read-secret", "read a Secret in kube-system", "forbidden", func() error {
+			_, err := fed.CoreV1().Secrets("kube-system").Get(ctx, "anything", metav1.GetOptions{})
+			return err
+		}},
+		{"P7.list-secrets", "list Secrets in kube-system", "forbidden", func() error {
+			_, err := fed.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{})
+			return err
+		}},
+		{"P7.write-secret", "write a Secret in kube-system", "is not a Flotilla namespace", func() error {
+			_, err := fed.CoreV1().Secrets("kube-system").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "planted"}}, metav1.CreateOptions{})
+			return err
+		}},
+		{"P7.pod-in-default", "create a pod in default", "forbidden", func() error {
+			_, err := fed.CoreV1().Pods("default").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "i"}}}}, metav1.CreateOptions{})
+			return err
+		}},
+		{"P7.deployment-in-default", "create a Deployment in default", "is not a Flotilla namespace", func() error {
+			_, err := fed.AppsV1().Deployments("default").Create(ctx, deploymentWith("default", "d", func(*corev1.PodSpec) {}), metav1.CreateOptions{})
+			return err
+		}},
+		{"P7.unlabelled-namespace", "create a namespace without the managed label", "labelled flotilla.dev/managed=true", func() error {
+			_, err := fed.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-" + joinHubID + "-unlabelled"}}, metav1.CreateOptions{})
+			return err
+		}},
+		{"P7.namespace-outside-prefix", "create a managed namespace outside the hub's prefix", "must be named flotilla-" + joinHubID + "-", func() error {
+			_, err := fed.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "elsewhere", Labels: managedLabels}}, metav1.CreateOptions{})
+			return err
+		}},
+		{"P7.delete-owner-namespace", "delete an unmanaged namespace", "may not change or delete namespace owner-stuff", func() error {
+			return fed.CoreV1().Namespaces().Delete(ctx, "owner-stuff", metav1.DeleteOptions{})
+		}},
+		{"P7.adopt-owner-namespace", "label an owner's namespace that matches the prefix as managed", "may not change or delete namespace " + owned, func() error {
+			if err := relabel(owned, flotillav1.LabelHub, joinHubID); err != nil {
+				return err
+			}
+			return relabel(owned, flotillav1.LabelManaged, "true")
+		}},
+		{"P7.other-hub-namespace", "write in another hub's namespace", "is not a Flotilla namespace of hub " + joinHubID, func() error {
+			_, err := fed.CoreV1().ConfigMaps(otherHub).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "x"}}, metav1.CreateOptions{})
+			return err
+		}},
+		{"P7.pod-security-level", "relabel a managed namespace's Pod Security level", "must keep pod-security.kubernetes.io/enforce=restricted", func() error {
+			return relabel(managed, "pod-security.kubernetes.io/enforce", "privileged")
+		}},
+		{"P7.pod-security-version", "pin a managed namespace to an old Pod Security version", "must keep pod-security.kubernetes.io/enforce=restricted", func() error {
+			return relabel(managed, "pod-security.kubernetes.io/enforce-version", "v1.0")
+		}},
+		{"P7.drop-managed-label", "remove a managed namespace's managed label", "labelled flotilla.dev/managed=true", func() error {
+			return relabel(managed, flotillav1.LabelManaged, "")
+		}},
+		{"P7.service", "create a NodePort Service", "forbidden", func() error {
+			_, err := fed.CoreV1().Services(managed).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "open"},
+				Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: []corev1.ServicePort{{Port: 80}}}}, metav1.CreateOptions{})
+			return err
+		}},
+		{"P7.netpol-ingress", "admit ingress from everywhere", "may admit no ingress", func() error {
+			return netpol(networkingv1.NetworkPolicySpec{Ingress: []networkingv1.NetworkPolicyIngressRule{{}}})
+		}},
+		{"P7.netpol-egress-all", "let everything out", "network policies may let out only DNS queries", func() error {
+			return netpol(networkingv1.NetworkPolicySpec{Egress: []networkingv1.NetworkPolicyEgressRule{{}}})
+		}},
+		{"P7.netpol-dns-anywhere", "let port 53 out to any address", "network policies may let out only DNS queries", func() error {
+			return netpol(networkingv1.NetworkPolicySpec{Egress: []networkingv1.NetworkPolicyEgressRule{{
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &anyPort}}}}})
+		}},
+		{"P7.netpol-internet", "let public addresses out where the owner did not allow egress", "does not allow internet egress", func() error {
+			return netpol(render.InternetEgress())
+		}},
+		{"P7.privileged", "create a privileged pod", "privileged containers are not allowed", func() error {
+			return deploy(func(s *corev1.PodSpec) {
+				s.Containers[0].SecurityContext = &corev1.SecurityContext{Privileged: ptr.To(true)}
+			})
+		}},
+		{"P7.host-path", "create a hostPath pod", "hostPath volumes are not allowed", func() error {
+			return deploy(func(s *corev1.PodSpec) {
+				s.Volumes = []corev1.Volume{{Name: "root", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}}}
+			})
+		}},
+		{"P7.host-network", "create a hostNetwork pod", "host network, PID and IPC namespaces", func() error {
+			return deploy(func(s *corev1.PodSpec) { s.HostNetwork = true })
+		}},
+		{"P7.host-pid", "create a hostPID pod", "host network, PID and IPC namespaces", func() error {
+			return deploy(func(s *corev1.PodSpec) { s.HostPID = true })
+		}},
+		{"P7.host-port", "create a hostPort pod", "hostPort and hostIP are not allowed", func() error {
+			return deploy(func(s *corev1.PodSpec) {
+				s.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 80, HostPort: 80}}
+			})
+		}},
+		{"P7.capabilities", "create a pod adding SYS_ADMIN", "only the NET_BIND_SERVICE capability may be added", func() error {
+			return deploy(func(s *corev1.PodSpec) {
+				s.Containers[0].SecurityContext = &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"SYS_ADMIN"}}}
+			})
+		}},
+		{"P7.privileged-init", "create a privileged init container", "privileged containers are not allowed", func() error {
+			return deploy(func(s *corev1.PodSpec) {
+				s.InitContainers = []corev1.Container{{Name: "init", Image: "i", SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)}}}
+			})
+		}},
+		{"P7.tolerations", "create a pod that tolerates every taint", "may not choose their node, tolerate taints", func() error {
+			return deploy(func(s *corev1.PodSpec) { s.Tolerations = []corev1.Toleration{{Operator: corev1.TolerationOpExists}} })
+		}},
+		{"P7.node-selector", "pin a pod to the control plane", "may not choose their node", func() error {
+			return deploy(func(s *corev1.PodSpec) {
+				s.NodeSelector = map[string]string{"node-role.kubernetes.io/control-plane": ""}
+			})
+		}},
+		{"P7.priority-class", "run a pod at system-node-critical", "priority class system-node-critical is not offered", func() error {
+			return deploy(func(s *corev1.PodSpec) { s.PriorityClassName = "system-node-critical" })
+		}},
+		{"P7.service-account-token", "mount a service account token", "no service account token", func() error {
+			return deploy(func(s *corev1.PodSpec) { s.AutomountServiceAccountToken = ptr.To(true) })
+		}},
+		{"P7.csi-volume", "mount an inline CSI volume", "only emptyDir, configMap, secret", func() error {
+			return deploy(func(s *corev1.PodSpec) {
+				s.Volumes = []corev1.Volume{{Name: "v", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: "secrets-store.csi.k8s.io"}}}}
+			})
+		}},
+		{"P7.cluster-role-binding", "create a ClusterRoleBinding", "forbidden", func() error {
+			_, err := fed.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "grab"},
+				RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
+				Subjects: []rbacv1.Subject{{Kind: "User", Name: "me"}}}, metav1.CreateOptions{})
+			return err
+		}},
+		{"P7.role-binding", "create a RoleBinding in a managed namespace", "forbidden", func() error {
+			_, err := fed.RbacV1().RoleBindings(managed).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "grab"},
+				RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
+				Subjects: []rbacv1.Subject{{Kind: "User", Name: "me"}}}, metav1.CreateOptions{})
+			return err
+		}},
+		{"P7.impersonate", "impersonate another user", "cannot impersonate", func() error {
+			imp := rest.CopyConfig(p.federation)
+			imp.Impersonate = rest.ImpersonationConfig{UserName: "system:admin", Groups: []string{"system:masters"}}
+			impCS, err := kubernetes.NewForConfig(imp)
+			if err != nil {
+				return err
+			}
+			_, err = impCS.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{})
+			return err
+		}},
+	}
+	for _, c := range cases {
+		refused(t, c.id+": "+c.what, c.try(), c.hint)
+	}
+
+	// What rendering produces passes: the default-deny policy and a safe
+	// Deployment.
+	if err := netpol(render.DefaultDeny()); err != nil {
+		t.Errorf("the rendered default-deny policy was refused: %v", err)
+	}
+	if err := deploy(func(s *corev1.PodSpec) {
 		s.Containers[0].SecurityContext = &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_BIND_SERVICE"}}}
-	}), metav1.CreateOptions{})
-	if err != nil {
+	}); err != nil {
 		t.Errorf("a safe Deployment in a managed namespace was refused: %v", err)
 	}
-
-	_, err = fed.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "grab"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
-		Subjects: []rbacv1.Subject{{Kind: "User", Name: "me"}}}, metav1.CreateOptions{})
-	refused(t, "create a ClusterRoleBinding", err, "forbidden")
-	_, err = fed.RbacV1().RoleBindings(managed).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "grab"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
-		Subjects: []rbacv1.Subject{{Kind: "User", Name: "me"}}}, metav1.CreateOptions{})
-	refused(t, "create a RoleBinding in a managed namespace", err, "forbidden")
-
-	imp := rest.CopyConfig(p.federation)
-	imp.Impersonate = rest.ImpersonationConfig{UserName: "system:admin", Groups: []string{"system:masters"}}
-	impCS, err := kubernetes.NewForConfig(imp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = impCS.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{})
-	refused(t, "impersonate another user", err, "cannot impersonate")
-
 	if err := fed.CoreV1().Namespaces().Delete(ctx, managed, metav1.DeleteOptions{}); err != nil {
 		t.Errorf("the federation identity cannot delete its own managed namespace: %v", err)
+	}
+	for _, ns := range []string{"owner-stuff", owned, otherHub} {
+		if err := p.admin.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil {
+			t.Errorf("the owner deleting %s: %v", ns, err)
+		}
 	}
 }
 
@@ -542,13 +688,25 @@ func testJoinIsolation(t *testing.T, h *hub, alice, bob *joinedProvider) {
 	steal := mine.DeepCopy()
 	steal.Spec.KubeconfigSecretRef.Name = bob.name + "-kubeconfig"
 	refused(t, "alice points her Provider at bob's kubeconfig", a.Update(ctx, steal), "must be "+alice.name+"-kubeconfig")
+	region := mine.DeepCopy()
+	region.Spec.Region = "us-east"
+	refused(t, "P2.join-changes-region: alice moves her Provider to another region", a.Update(ctx, region), "cannot change spec.region")
+	zone := mine.DeepCopy()
+	zone.Spec.Zone = "us-east-1a"
+	refused(t, "P2.join-changes-zone: alice sets her own zone", a.Update(ctx, zone), "cannot change spec.zone")
+	server := mine.DeepCopy()
+	server.Spec.APIServerURL = "https://169.254.169.254"
+	refused(t, "P1.join-changes-server: alice points the hub at another address", a.Update(ctx, server), "cannot change spec.apiServerURL")
+	spoof := mine.DeepCopy()
+	spoof.Spec.Attributes = map[string]string{"owner": "bob"}
+	refused(t, "P2.provider-attributes-claim-owner: alice claims an owner in her attributes", a.Update(ctx, spoof), "spec.attributes")
 	var ws flotillav1.WorkloadList
 	refused(t, "alice lists tenants' Workloads", a.List(ctx, &ws), "forbidden")
 }
 
 func testTenantIsolation(t *testing.T, h *hub) {
 	ctx := context.Background()
-	mustCreate(t, h.client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "tenant-b"}})
+	h.tenant(t, "tenant-b", "10")
 	mustCreate(t, h.client, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "carol-tenant", Namespace: "tenant-b"},
 		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "flotilla-tenant"},
 		Subjects: []rbacv1.Subject{{Kind: "User", Name: "carol", APIGroup: rbacv1.GroupName}}})

@@ -77,7 +77,7 @@ func TestVerifiedResultsWithLyingProviders(t *testing.T) {
 	prices := map[string]string{"kim-1": "0.010", "lou-1": "0.011", "hana-1": "0.020", "ivan-1": "0.030", "jay-1": "0.040"}
 	h := setupHub(t, fed, prices, controllers.Options{HubID: "e2e"})
 	h.awaitProvidersReady(t, 5, 60*time.Second)
-	mustCreate(t, h.client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "science"}})
+	h.tenant(t, "science", "100")
 
 	awaitDecided := func(name string) *flotillav1.Workload {
 		t.Helper()

@@ -1,8 +1,10 @@
 package integration
 
 import (
+	"cmp"
 	"context"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -20,11 +23,17 @@ import (
 
 const testNS = "validation"
 
+// ensureNamespace makes a tenant namespace with its Account, which every
+// Workload's namespace needs.
 func ensureNamespace(t *testing.T, name string) {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	if err := env.Client.Create(context.Background(), ns); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatalf("creating namespace %s: %v", name, err)
+	}
+	a := &flotillav1.Account{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.AccountName, Namespace: name}}
+	if err := env.Client.Create(context.Background(), a); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("creating the account of %s: %v", name, err)
 	}
 }
 
@@ -39,7 +48,7 @@ func validWorkload() *flotillav1.Workload {
 					Name:  "app",
 					Image: "registry.example/app:1",
 					Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
-						corev1.ResourceCPU: resource.MustParse("100m"),
+						corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi"),
 					}},
 				}},
 			}},
@@ -127,20 +136,37 @@ func TestSamplesAreAccepted(t *testing.T) {
 		t.Fatalf("expected at least 4 samples, found %d (%v)", len(objs), err)
 	}
 	kinds := map[string]bool{}
+	var all []*unstructured.Unstructured
 	for _, f := range objs {
 		us, err := hubenv.ReadObjects(f)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, u := range us {
-			if ns := u.GetNamespace(); ns != "" {
+			u.SetAnnotations(map[string]string{"sample": filepath.Base(f)})
+			all = append(all, u)
+		}
+	}
+	// The samples' Accounts first: every other namespace gets an empty one.
+	rank := func(u *unstructured.Unstructured) int {
+		if u.GetKind() == "Account" {
+			return 0
+		}
+		return 1
+	}
+	slices.SortStableFunc(all, func(a, b *unstructured.Unstructured) int { return cmp.Compare(rank(a), rank(b)) })
+	for _, u := range all {
+		if ns := u.GetNamespace(); ns != "" {
+			if u.GetKind() == "Account" {
+				_ = env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+			} else {
 				ensureNamespace(t, ns)
 			}
-			if err := env.Client.Create(ctx, u); err != nil {
-				t.Errorf("sample %s (%s %s) rejected: %v", filepath.Base(f), u.GetKind(), u.GetName(), err)
-			}
-			kinds[u.GetKind()] = true
 		}
+		if err := env.Client.Create(ctx, u); err != nil {
+			t.Errorf("sample %s (%s %s) rejected: %v", u.GetAnnotations()["sample"], u.GetKind(), u.GetName(), err)
+		}
+		kinds[u.GetKind()] = true
 	}
 	for _, k := range []string{"Provider", "Offer", "Workload", "Lease", "Account"} {
 		if !kinds[k] {
@@ -167,7 +193,7 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 		"hostPath volume": {workload(func(w *flotillav1.Workload) {
 			w.Spec.Template.Spec.Volumes = []corev1.Volume{{Name: "root", VolumeSource: corev1.VolumeSource{
 				HostPath: &corev1.HostPathVolumeSource{Path: "/"}}}}
-		}), "spec.template.spec.volumes[root].hostPath"},
+		}), "spec.template.spec.volumes[root]"},
 		"hostNetwork": {workload(func(w *flotillav1.Workload) { w.Spec.Template.Spec.HostNetwork = true }),
 			"spec.template.spec.hostNetwork"},
 		"hostPID": {workload(func(w *flotillav1.Workload) { w.Spec.Template.Spec.HostPID = true }),

@@ -34,6 +34,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/remote"
@@ -59,13 +60,13 @@ type ProviderSpec struct {
 	Nodes  []NodeSet
 	// WrongDigest, when set, is the result every completed Job pod on this
 	// provider reports instead of the one its template asks for (the
-	// annotation testbed.flotilla.dev/result): a lying provider.
+	// annotation testbed.example/result): a lying provider.
 	WrongDigest string
 }
 
 // ResultAnnotation on a pod template is the termination message a completed
 // Job pod's first container reports on the testbed.
-const ResultAnnotation = "testbed.flotilla.dev/result"
+const ResultAnnotation = "testbed.example/result"
 
 //go:embed stages.yaml.tmpl
 var stagesTemplate string
@@ -468,6 +469,41 @@ func (c *Cluster) RESTConfig(timeout time.Duration) (*rest.Config, error) {
 	cfg.Timeout = timeout
 	cfg.QPS, cfg.Burst = 200, 400
 	return cfg, nil
+}
+
+// APIServerURL is the address of the cluster's API server.
+func (c *Cluster) APIServerURL() (string, error) {
+	cfg, err := c.RESTConfig(0)
+	if err != nil {
+		return "", err
+	}
+	return cfg.Host, nil
+}
+
+// InlineKubeconfig is the cluster's admin kubeconfig with its CA and
+// client certificate inlined: the only form the hub reads (no files).
+func (c *Cluster) InlineKubeconfig() ([]byte, error) {
+	cfg, err := clientcmd.LoadFromFile(c.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("loading kubeconfig of %s: %w", c.Name, err)
+	}
+	if err := clientcmdapi.FlattenConfig(cfg); err != nil {
+		return nil, fmt.Errorf("inlining kubeconfig of %s: %w", c.Name, err)
+	}
+	if err := clientcmdapi.MinifyConfig(cfg); err != nil {
+		return nil, fmt.Errorf("minifying kubeconfig of %s: %w", c.Name, err)
+	}
+	for _, u := range cfg.AuthInfos {
+		u.Extensions = nil
+	}
+	for _, cl := range cfg.Clusters {
+		cl.Extensions = nil
+	}
+	for _, cx := range cfg.Contexts {
+		cx.Extensions = nil
+	}
+	cfg.Extensions = nil
+	return clientcmd.Write(*cfg)
 }
 
 // Clientset returns a typed client for the cluster.
