@@ -114,6 +114,11 @@ bench: ## Go benchmarks of the pure packages on one core; JSON under bench/resul
 	GOMAXPROCS=1 $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCH_TIME) ./internal/... \
 	  | $(GO) run ./hack/benchjson -o bench/results/go-bench.json
 
+.PHONY: chaos-soak
+CHAOS_STEPS ?= 60
+chaos-soak: tools ## A long seeded chaos run on the local federation (CHAOS_STEPS, FLOTILLA_CHAOS_SEED to replay one).
+	FLOTILLA_CHAOS_STEPS=$(CHAOS_STEPS) $(GO) test -count=1 -run TestChaos -v -timeout 4h ./test/e2e/
+
 .PHONY: bench-e2e
 bench-e2e: tools ## Latency and failover on a local federation of 10 providers; JSON in bench/results/e2e.json.
 	FLOTILLA_BENCH_E2E=1 $(GO) test -count=1 -run TestBenchE2E -v -timeout 30m ./test/e2e/

@@ -245,7 +245,7 @@ func TestTemplateAllowList(t *testing.T) {
 		"T5.service-account":      s.ServiceAccountName == "" && !*s.AutomountServiceAccountToken && !*s.EnableServiceLinks,
 		"T5.share-pid":            s.ShareProcessNamespace == nil,
 		"T5.overhead":             s.Overhead == nil && s.Resources == nil,
-		"T5.root":                 *s.SecurityContext.RunAsNonRoot == false && s.SecurityContext.Sysctls == nil && s.SecurityContext.SeccompProfile.Type == corev1.SeccompProfileTypeRuntimeDefault,
+		"T5.pod-security-context": *s.SecurityContext.RunAsNonRoot == false && s.SecurityContext.Sysctls == nil && s.SecurityContext.SeccompProfile.Type == corev1.SeccompProfileTypeRuntimeDefault,
 		"T5.volumes":              len(s.Volumes) == 1 && s.Volumes[0].Name == "token" && len(s.Volumes[0].Projected.Sources) == 0,
 		"T5.host-port":            c.Ports[0].HostPort == 0 && c.Ports[0].HostIP == "",
 		"T5.privileged":           c.SecurityContext.Privileged == nil && !*c.SecurityContext.AllowPrivilegeEscalation && c.SecurityContext.ProcMount == nil,

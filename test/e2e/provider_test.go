@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
@@ -59,10 +58,11 @@ func buildCommand(name string) (string, error) {
 	return bin, nil
 }
 
-// The agent and flotillactl, built once per test binary.
+// The agent, flotillactl and the manager, built once per test binary.
 var (
 	buildAgent       = sync.OnceValues(func() (string, error) { return buildCommand("agent") })
 	buildFlotillactl = sync.OnceValues(func() (string, error) { return buildCommand("flotillactl") })
+	buildManager     = sync.OnceValues(func() (string, error) { return buildCommand("manager") })
 )
 
 // helmInstallProvider installs the provider chart on c with the real helm.
@@ -113,14 +113,26 @@ type joinedProvider struct {
 	admin      kubernetes.Interface
 	joinConfig *rest.Config // the hub join credential
 	federation *rest.Config // the federation identity, as the hub uses it
-	stopAgent  func()
-	exited     chan struct{} // closed when the agent process ends
+	// stopAgent ends the agent; restartAgent starts it again.
+	stopAgent, restartAgent func()
+	exited                  chan struct{} // closed when the agent process ends
 }
 
 // joinProvider issues a join credential on the hub, installs the provider
 // chart with the real helm binary, and starts the agent with the
 // credentials the chart created.
 func joinProvider(t *testing.T, h *hub, c *testbed.Cluster, region string) *joinedProvider {
+	t.Helper()
+	server, err := c.APIServerURL()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return joinProviderVia(t, h, c, region, server)
+}
+
+// joinProviderVia is joinProvider with the hub reaching the provider's API
+// server at server (a proxy in front of it, say), as recorded at join.
+func joinProviderVia(t *testing.T, h *hub, c *testbed.Cluster, region, server string) *joinedProvider {
 	t.Helper()
 	ctx := context.Background()
 	hubCfg, err := h.fed.Hub.RESTConfig(30 * time.Second)
@@ -133,10 +145,6 @@ func joinProvider(t *testing.T, h *hub, c *testbed.Cluster, region string) *join
 			t.Fatal(err)
 		}
 	}
-	server, err := c.APIServerURL()
-	if err != nil {
-		t.Fatal(err)
-	}
 	joinKC, err := join.Issue(ctx, h.client, join.Options{Name: c.Name, Owner: c.Spec.Owner, Region: region, APIServerURL: server,
 		Server: hubCfg.Host, CAData: ca})
 	if err != nil {
@@ -147,7 +155,8 @@ func joinProvider(t *testing.T, h *hub, c *testbed.Cluster, region string) *join
 	if err := os.WriteFile(joinFile, joinKC, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	helmInstallProvider(t, c, region, "--set", "offer.refreshInterval=2s", "--set", "agent.heartbeatInterval=2s")
+	helmInstallProvider(t, c, region, "--set", "offer.refreshInterval=2s", "--set", "agent.heartbeatInterval=2s",
+		"--set", "provider.apiServerURL="+server)
 	admin := h.providers[c.Name]
 	agentKC, _ := tokenKubeconfig(t, c, flotillav1.SystemNamespace, "flotilla-agent-token")
 	agentFile := filepath.Join(dir, "agent.kubeconfig")
@@ -159,33 +168,47 @@ func joinProvider(t *testing.T, h *hub, c *testbed.Cluster, region string) *join
 	if err != nil {
 		t.Fatal(err)
 	}
-
 	bin, err := buildAgent()
 	if err != nil {
 		t.Fatal(err)
 	}
-	actx, cancel := context.WithCancel(context.Background())
-	var logs bytes.Buffer
-	cmd := exec.CommandContext(actx, bin, "--kubeconfig", agentFile, "--hub-kubeconfig", joinFile, "--namespace", flotillav1.SystemNamespace)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	jp := &joinedProvider{name: c.Name, cluster: c, admin: admin, joinConfig: joinCfg, federation: fedCfg}
+	var logs lockedBuffer
+	var mu sync.Mutex
+	var cancel context.CancelFunc
+	start := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		actx, stop := context.WithCancel(context.Background())
+		cmd := exec.CommandContext(actx, bin, "--kubeconfig", agentFile, "--hub-kubeconfig", joinFile, "--namespace", flotillav1.SystemNamespace)
+		cmd.Stdout, cmd.Stderr = &logs, &logs
+		if err := cmd.Start(); err != nil {
+			stop()
+			t.Errorf("starting the agent of %s: %v", c.Name, err)
+			return
+		}
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		cancel, jp.exited = func() { stop(); <-exited }, exited
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
+	jp.stopAgent = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if cancel != nil {
 			cancel()
-			<-exited
-			if t.Failed() {
-				out := logs.String()
-				t.Logf("agent of %s (last lines):\n%s", c.Name, out[max(0, len(out)-4000):])
-			}
-		})
+			cancel = nil
+		}
 	}
-	t.Cleanup(stop)
-	return &joinedProvider{name: c.Name, cluster: c, admin: admin, joinConfig: joinCfg, federation: fedCfg, stopAgent: stop, exited: exited}
+	jp.restartAgent = start
+	start()
+	t.Cleanup(func() {
+		jp.stopAgent()
+		if t.Failed() {
+			out := logs.String()
+			t.Logf("agent of %s (last lines):\n%s", c.Name, out[max(0, len(out)-4000):])
+		}
+	})
+	return jp
 }
 
 // TestProviderJoin installs the provider chart on two clusters, joins them

@@ -198,7 +198,7 @@ func TestOptInsWaitForAnOffer(t *testing.T) {
 	w := workload("optin", "urgent", "optin")
 	w.Spec.Template.Spec.PriorityClassName = "batch-high"
 	create(t, w)
-	hubenv.Await(t, 20*time.Second, "the Workload waiting for an Offer with its priority class", func() (bool, string) {
+	hubenv.Await(t, 20*time.Second, "T5.opt-in-waits: the Workload waiting for an Offer with its priority class", func() (bool, string) {
 		got := get(t, &flotillav1.Workload{}, "optin", "urgent")
 		c := apimeta.FindStatusCondition(got.Status.Conditions, flotillav1.WorkloadScheduled)
 		return c != nil && c.Reason == "PriorityClassNotOffered" && strings.Contains(c.Message, `"batch-high"`), fmt.Sprintf("%+v", c)
