@@ -109,46 +109,57 @@ func TestKubeconfigIsReadNotRun(t *testing.T) {
 // hub shows is its own.
 func TestHeartbeatDoesNotOutrankReality(t *testing.T) {
 	startHub(t, "hb", nil)
-	provider(t, "hb-1", "hb", nil)
-	hubenv.Await(t, 20*time.Second, "hb-1 Ready", func() (bool, string) {
-		p := get(t, &flotillav1.Provider{}, "", "hb-1")
-		return p.Status.Phase == flotillav1.ProviderReady, string(p.Status.Phase)
-	})
-	future := metav1.NewMicroTime(time.Now().Add(365 * 24 * time.Hour))
-	hb := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "provider-hb-1", Namespace: flotillav1.SystemNamespace},
-		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("agent"), RenewTime: &future}}
-	create(t, hb)
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	go func() { // the agent keeps renewing, always a year ahead
-		for ctx.Err() == nil {
-			l := &coordinationv1.Lease{}
-			if env.Client.Get(ctx, client.ObjectKeyFromObject(hb), l) == nil {
-				l.Spec.RenewTime = ptr.To(metav1.NewMicroTime(time.Now().Add(365 * 24 * time.Hour)))
-				_ = env.Client.Update(ctx, l)
+	for id, cut := range map[string]func(*clientcmdapi.Config){
+		// One-way partition: the hub can no longer reach the provider's API
+		// server (its kubeconfig names a dead address), while the agent
+		// heartbeats on.
+		"P3.future-heartbeat": func(c *clientcmdapi.Config) { c.Clusters["c"].Server = "https://127.0.0.1:1" },
+		// The owner revoked the federation token, the documented way to
+		// leave, and the agent still runs.
+		"P3.revoked-token": func(c *clientcmdapi.Config) {
+			c.AuthInfos["u"] = &clientcmdapi.AuthInfo{Token: "revoked"}
+		},
+	} {
+		t.Run(id, func(t *testing.T) {
+			name := "hb-" + strings.TrimPrefix(id, "P3.")
+			provider(t, name, "hb", nil)
+			hubenv.Await(t, 20*time.Second, name+" Ready", func() (bool, string) {
+				p := get(t, &flotillav1.Provider{}, "", name)
+				return p.Status.Phase == flotillav1.ProviderReady, string(p.Status.Phase)
+			})
+			hb := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "provider-" + name, Namespace: flotillav1.SystemNamespace},
+				Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("agent"), RenewTime: ptr.To(metav1.NewMicroTime(time.Now().Add(365 * 24 * time.Hour)))}}
+			create(t, hb)
+			ctx, stop := context.WithCancel(context.Background())
+			defer stop()
+			go func() { // the agent keeps renewing, always a year ahead
+				for ctx.Err() == nil {
+					l := &coordinationv1.Lease{}
+					if env.Client.Get(ctx, client.ObjectKeyFromObject(hb), l) == nil {
+						l.Spec.RenewTime = ptr.To(metav1.NewMicroTime(time.Now().Add(365 * 24 * time.Hour)))
+						_ = env.Client.Update(ctx, l)
+					}
+					time.Sleep(300 * time.Millisecond)
+				}
+			}()
+			s := get(t, &corev1.Secret{}, flotillav1.SystemNamespace, name+"-kubeconfig")
+			s.Data["kubeconfig"] = kubeconfig(t, env.Config.Host, cut)
+			if err := env.Client.Update(context.Background(), s); err != nil {
+				t.Fatal(err)
 			}
-			time.Sleep(300 * time.Millisecond)
-		}
-	}()
-	// One-way partition: the hub can no longer reach the provider's API
-	// server (its kubeconfig now names a dead address, refused against the
-	// recorded one), while the agent heartbeats on.
-	s := get(t, &corev1.Secret{}, flotillav1.SystemNamespace, "hb-1-kubeconfig")
-	s.Data["kubeconfig"] = kubeconfig(t, "https://127.0.0.1:1", nil)
-	if err := env.Client.Update(context.Background(), s); err != nil {
-		t.Fatal(err)
-	}
-	cut := time.Now()
-	hubenv.Await(t, 15*time.Second, "P3.future-heartbeat: hb-1 Lost while its agent heartbeats", func() (bool, string) {
-		p := get(t, &flotillav1.Provider{}, "", "hb-1")
-		return p.Status.Phase == flotillav1.ProviderLost, string(p.Status.Phase)
-	})
-	p := get(t, &flotillav1.Provider{}, "", "hb-1")
-	if hbt := p.Status.LastHeartbeatTime; hbt == nil || hbt.After(time.Now().Add(time.Minute)) {
-		t.Errorf("P3.future-heartbeat: lastHeartbeatTime %v is the agent's clock, not the hub's", hbt)
-	}
-	if took := time.Since(cut); took < 2*time.Second {
-		t.Errorf("Lost %s after the cut, before the 3s grace period", took)
+			from := time.Now()
+			hubenv.Await(t, 15*time.Second, id+": "+name+" Lost while its agent heartbeats", func() (bool, string) {
+				p := get(t, &flotillav1.Provider{}, "", name)
+				return p.Status.Phase == flotillav1.ProviderLost, string(p.Status.Phase)
+			})
+			p := get(t, &flotillav1.Provider{}, "", name)
+			if hbt := p.Status.LastHeartbeatTime; hbt == nil || hbt.After(time.Now().Add(time.Minute)) {
+				t.Errorf("%s: lastHeartbeatTime %v is the agent's clock, not the hub's", id, hbt)
+			}
+			if took := time.Since(from); took < 2*time.Second {
+				t.Errorf("%s: Lost %s after the cut, before the 3s grace period", id, took)
+			}
+		})
 	}
 }
 
