@@ -121,6 +121,19 @@ const (
 	AnnotationReputationRecorded = "flotilla.dev/reputation-recorded"
 )
 
+// Finalizers the hub sets. A Lease is created with the first two: its
+// provider-side namespace is removed, and its usage settled, before it goes.
+const (
+	// FinalizerProviderCleanup keeps a Lease until its namespace on the
+	// provider is gone.
+	FinalizerProviderCleanup = "flotilla.dev/provider-cleanup"
+	// FinalizerSettlement keeps a Lease until its usage is settled.
+	FinalizerSettlement = "flotilla.dev/settlement"
+	// FinalizerDrain keeps a deregistered Provider until none of its Leases
+	// holds capacity.
+	FinalizerDrain = "flotilla.dev/drain"
+)
+
 // SystemNamespace is where the hub keeps provider kubeconfig Secrets.
 const SystemNamespace = "flotilla-system"
 
