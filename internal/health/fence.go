@@ -1,0 +1,30 @@
+package health
+
+import (
+	"fmt"
+	"strconv"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+)
+
+// Stale says why a namespace of this hub on provider must go, or "" when
+// its Lease still runs there: its Lease is gone, closed, being deleted,
+// bound to another provider, or of a newer epoch than the namespace. lease
+// is the Lease whose UID the namespace carries, nil when there is none.
+func Stale(provider string, namespaceLabels map[string]string, lease *flotillav1.Lease) string {
+	if lease == nil {
+		return "its lease no longer exists"
+	}
+	epoch, _ := strconv.ParseInt(namespaceLabels[flotillav1.LabelEpoch], 10, 64)
+	switch {
+	case lease.Status.Phase == flotillav1.LeaseClosed:
+		return "lease " + lease.Name + " is closed"
+	case lease.DeletionTimestamp != nil:
+		return "lease " + lease.Name + " is being deleted"
+	case lease.Spec.ProviderRef.Name != provider:
+		return "lease " + lease.Name + " is bound to provider " + lease.Spec.ProviderRef.Name
+	case epoch < lease.Spec.Epoch:
+		return fmt.Sprintf("epoch %d is older than lease epoch %d", epoch, lease.Spec.Epoch)
+	}
+	return ""
+}

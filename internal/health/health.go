@@ -1,0 +1,275 @@
+// Package health decides a provider's phase and conditions from what the
+// hub observed of it: the watch flow. Decide runs a chain of checks over
+// one Input, first match wins, with the clock injected; the Provider
+// controller gathers the Input (a probe of the API server, fencing, the
+// agent's heartbeat) and writes the Decision. Pure: no client.
+//
+// Freshness is the hub's own observation: a push-mode provider is alive
+// while the hub's probes succeed, whatever its agent's heartbeat says; the
+// heartbeat is shown by the time the hub saw it change.
+package health
+
+import (
+	"fmt"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/conditions"
+	"github.com/flotilla-dev/flotilla/internal/flap"
+)
+
+// Policy is how the hub watches providers; zero fields take the defaults.
+type Policy struct {
+	// Grace without a successful probe before a provider is Lost.
+	Grace time.Duration
+	// ProbeInterval between two probes.
+	ProbeInterval time.Duration
+	// Flap holds down providers that keep getting Lost.
+	Flap flap.Policy
+}
+
+// Defaults of Policy.
+const (
+	DefaultGrace         = 20 * time.Second
+	DefaultProbeInterval = 3 * time.Second
+)
+
+func (p Policy) grace() time.Duration {
+	if p.Grace > 0 {
+		return p.Grace
+	}
+	return DefaultGrace
+}
+
+func (p Policy) interval() time.Duration {
+	if p.ProbeInterval > 0 {
+		return p.ProbeInterval
+	}
+	return DefaultProbeInterval
+}
+
+// Probe is one look at a provider's API server.
+type Probe struct {
+	// OK when the API server answered and its capacity was measured.
+	OK bool
+	// Reason and Message of Reachable: why not, or what answered.
+	Reason, Message string
+	// KubernetesVersion and Capacity measured, when OK.
+	KubernetesVersion string
+	Capacity          flotillav1.ProviderCapacity
+}
+
+// Input is everything Decide looks at.
+type Input struct {
+	Now           time.Time
+	Generation    int64
+	Unschedulable bool
+	// Status as last written.
+	Status flotillav1.ProviderStatus
+	Probe  Probe
+	// FenceError says why deleting the provider's stale namespaces failed;
+	// "" when they are gone (fencing runs only when the probe succeeded).
+	FenceError string
+	// Heartbeat is the agent's renew time as it wrote it, "" when none.
+	Heartbeat string
+}
+
+// Event is what to record when the phase changes.
+type Event struct {
+	Warning         bool
+	Reason, Message string
+}
+
+// Decision is the provider's new status (its reputation untouched) and
+// when to look again.
+type Decision struct {
+	Status       flotillav1.ProviderStatus
+	RequeueAfter time.Duration
+	// HeldDown is set when a hold-down started with this decision.
+	HeldDown bool
+	// Event, when the phase changed.
+	Event *Event
+}
+
+// verdict is what one check decides.
+type verdict struct {
+	phase   flotillav1.ProviderPhase
+	reason  string
+	message string
+	state   conditions.State
+	// requeue, when sooner than the next probe.
+	requeue time.Duration
+}
+
+// eval carries a Decide call through the checks.
+type eval struct {
+	Input
+	p           Policy
+	st          *flotillav1.ProviderStatus
+	lastContact *time.Time
+	heldDown    bool
+}
+
+// check decides, or passes to the next one.
+type check func(*eval) (verdict, bool)
+
+// chain is the order of the checks: the first that decides wins.
+var chain = []struct {
+	name string
+	check
+}{
+	{"not fenced", notFenced},
+	{"held down", heldDown},
+	{"cordoned", cordoned},
+	{"reachable", reachable},
+	{"within grace", withinGrace},
+	{"lost", lost},
+	{"never reached", neverReached},
+}
+
+// Decide runs the chain over in.
+func Decide(in Input, p Policy) Decision {
+	st := in.Status.DeepCopy()
+	st.ObservedGeneration = in.Generation
+	e := &eval{Input: in, p: p, st: st}
+	if in.Probe.OK {
+		st.LastProbeTime = &metav1.Time{Time: in.Now}
+		st.KubernetesVersion = in.Probe.KubernetesVersion
+		st.Capacity = in.Probe.Capacity
+	}
+	conditions.Set(&st.Conditions, in.Generation, flotillav1.ProviderReachable, in.Probe.OK, in.Probe.Reason, in.Probe.Message)
+	// The agent writes its heartbeat's time itself; only that it changed
+	// is noted, by the hub's clock.
+	if in.Heartbeat != "" && in.Heartbeat != st.ObservedHeartbeat {
+		st.ObservedHeartbeat = in.Heartbeat
+		st.LastHeartbeatTime = &metav1.Time{Time: in.Now}
+	}
+	if st.LastProbeTime != nil {
+		t := st.LastProbeTime.Time
+		e.lastContact = &t
+	}
+	var v verdict
+	for _, c := range chain {
+		var ok bool
+		if v, ok = c.check(e); ok {
+			break
+		}
+	}
+	st.Phase = v.phase
+	conditions.Apply(&st.Conditions, in.Generation, conditions.Summary{State: v.state, Reason: v.reason, Message: v.message})
+	d := Decision{Status: *st, RequeueAfter: p.interval(), HeldDown: e.heldDown}
+	if v.requeue > 0 {
+		d.RequeueAfter = min(d.RequeueAfter, v.requeue)
+	}
+	if v.phase != in.Status.Phase {
+		d.Event = &Event{Warning: v.phase == flotillav1.ProviderLost, Reason: "Phase" + string(v.phase),
+			Message: fmt.Sprintf("Provider is %s: %s", v.phase, v.message)}
+	}
+	return d
+}
+
+func notFenced(e *eval) (verdict, bool) {
+	if !e.Probe.OK || e.FenceError == "" {
+		return verdict{}, false
+	}
+	phase := e.Status.Phase
+	if phase == "" || phase == flotillav1.ProviderReady || phase == flotillav1.ProviderCordoned {
+		phase = flotillav1.ProviderPending
+	}
+	return verdict{phase: phase, reason: flotillav1.ProviderReasonFencingIncomplete, state: conditions.InProgress,
+		message: "deleting stale lease namespaces: " + e.FenceError}, true
+}
+
+// heldDown keeps a provider back from being Lost waiting, after its second
+// loss in a row, for a hold-down that doubles with each further loss.
+func heldDown(e *eval) (verdict, bool) {
+	if !e.Probe.OK {
+		return verdict{}, false
+	}
+	st := e.st
+	if e.Status.Phase == flotillav1.ProviderLost && st.ReadmitTime == nil {
+		if d := e.p.Flap.HoldDown(st.RecentLosses); d > 0 {
+			st.ReadmitTime = &metav1.Time{Time: e.Now.Add(d)}
+			e.heldDown = true
+		}
+	}
+	if st.ReadmitTime == nil {
+		return verdict{}, false
+	}
+	hold := st.ReadmitTime.Sub(e.Now)
+	if hold <= 0 {
+		st.ReadmitTime = nil
+		return verdict{}, false
+	}
+	return verdict{phase: flotillav1.ProviderPending, reason: flotillav1.ProviderReasonBackingOff, state: conditions.Stalled,
+		requeue: hold + 10*time.Millisecond,
+		message: fmt.Sprintf("reachable again after %d losses in a row; takes work again in %s (at %s)",
+			st.RecentLosses, hold.Round(time.Second), st.ReadmitTime.UTC().Format(time.RFC3339))}, true
+}
+
+func cordoned(e *eval) (verdict, bool) {
+	if !e.Probe.OK || !e.Unschedulable {
+		return verdict{}, false
+	}
+	return verdict{phase: flotillav1.ProviderCordoned, reason: flotillav1.ProviderReasonCordoned, state: conditions.Current,
+		message: "spec.unschedulable is set: no new leases, replicas drain elsewhere"}, true
+}
+
+func reachable(e *eval) (verdict, bool) {
+	if !e.Probe.OK {
+		return verdict{}, false
+	}
+	return verdict{phase: flotillav1.ProviderReady, reason: flotillav1.ProviderReasonReady, state: conditions.Current,
+		message: e.Probe.Message}, true
+}
+
+// withinGrace keeps the phase of a provider the hub has not reached for
+// less than the grace period, and decides at its end, not a probe later.
+func withinGrace(e *eval) (verdict, bool) {
+	if e.lastContact == nil {
+		return verdict{}, false
+	}
+	since := e.Now.Sub(*e.lastContact)
+	if since >= e.p.grace() {
+		return verdict{}, false
+	}
+	phase := e.Status.Phase
+	switch {
+	case phase == "" || phase == flotillav1.ProviderLost:
+		phase = flotillav1.ProviderPending
+	case e.Unschedulable && phase == flotillav1.ProviderReady:
+		phase = flotillav1.ProviderCordoned
+	}
+	state := conditions.Current
+	if phase == flotillav1.ProviderPending {
+		state = conditions.InProgress
+	}
+	return verdict{phase: phase, reason: flotillav1.ProviderReasonWithinGracePeriod, state: state,
+		requeue: e.p.grace() - since + 10*time.Millisecond,
+		message: fmt.Sprintf("last contact %s ago (grace period %s): %s", since.Round(time.Second), e.p.grace(), e.Probe.Message)}, true
+}
+
+func lost(e *eval) (verdict, bool) {
+	if e.lastContact == nil {
+		return verdict{}, false
+	}
+	st := e.st
+	if e.Status.Phase != flotillav1.ProviderLost {
+		var prev *time.Time
+		if st.LastLostTime != nil {
+			prev = &st.LastLostTime.Time
+		}
+		st.RecentLosses = e.p.Flap.Lost(st.RecentLosses, prev, e.Now)
+		st.LastLostTime = &metav1.Time{Time: e.Now}
+		st.ReadmitTime = nil
+	}
+	return verdict{phase: flotillav1.ProviderLost, reason: flotillav1.ProviderReasonLost, state: conditions.Stalled,
+		message: fmt.Sprintf("no successful probe for %s: %s", e.Now.Sub(*e.lastContact).Round(time.Second), e.Probe.Message)}, true
+}
+
+func neverReached(e *eval) (verdict, bool) {
+	return verdict{phase: flotillav1.ProviderPending, reason: flotillav1.ProviderReasonNeverReached, state: conditions.InProgress,
+		message: e.Probe.Message}, true
+}

@@ -1,0 +1,171 @@
+package health
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/conditions"
+	"github.com/flotilla-dev/flotilla/internal/flap"
+)
+
+var t0 = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+
+var policy = Policy{Grace: 20 * time.Second, ProbeInterval: 3 * time.Second, Flap: flap.Policy{Window: 10 * time.Minute, Base: 30 * time.Second, Max: 10 * time.Minute}}
+
+func at(d time.Duration) *metav1.Time { return &metav1.Time{Time: t0.Add(d)} }
+
+var (
+	up   = Probe{OK: true, Reason: flotillav1.ProviderReasonProbeSucceeded, Message: "https://p answered; 2 schedulable nodes"}
+	down = Probe{Reason: flotillav1.ProviderReasonUnreachable, Message: "dial tcp: connection refused"}
+)
+
+// outcome is what a test compares: the phase, Ready, the kstatus
+// conditions and the requeue.
+type outcome struct {
+	Phase                flotillav1.ProviderPhase
+	Ready                string
+	Reconciling, Stalled string
+	// KStatus is what cli-utils computes from the status.
+	KStatus           string
+	RecentLosses      int32
+	Readmit, LastLost *metav1.Time
+	LastHeartbeat     *metav1.Time
+	RequeueAfter      time.Duration
+	Event             string
+}
+
+func summarize(t *testing.T, in Input, d Decision) outcome {
+	reason := func(typ string) string {
+		c := apimeta.FindStatusCondition(d.Status.Conditions, typ)
+		if c == nil {
+			return ""
+		}
+		return string(c.Status) + "/" + c.Reason
+	}
+	o := outcome{Phase: d.Status.Phase, Ready: reason(flotillav1.ConditionReady), Reconciling: reason(flotillav1.ConditionReconciling),
+		Stalled: reason(flotillav1.ConditionStalled), RecentLosses: d.Status.RecentLosses, Readmit: d.Status.ReadmitTime,
+		LastLost: d.Status.LastLostTime, LastHeartbeat: d.Status.LastHeartbeatTime, RequeueAfter: d.RequeueAfter, KStatus: "Current"}
+	if d.Event != nil {
+		o.Event = d.Event.Reason
+	}
+	p := &flotillav1.Provider{Status: d.Status}
+	p.Generation = in.Generation
+	ks, err := conditions.KStatus(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.KStatus = ks
+	return o
+}
+
+func TestDecide(t *testing.T) {
+	ready := flotillav1.ProviderStatus{Phase: flotillav1.ProviderReady, LastProbeTime: at(0)}
+	lostOnce := flotillav1.ProviderStatus{Phase: flotillav1.ProviderLost, LastProbeTime: at(0), RecentLosses: 1, LastLostTime: at(20 * time.Second)}
+	lostTwice := flotillav1.ProviderStatus{Phase: flotillav1.ProviderLost, LastProbeTime: at(0), RecentLosses: 2, LastLostTime: at(20 * time.Second)}
+	for name, tc := range map[string]struct {
+		in   Input
+		want outcome
+	}{
+		"first probe succeeds": {
+			in:   Input{Now: t0, Probe: up},
+			want: outcome{Phase: "Ready", Ready: "True/Ready", RequeueAfter: 3 * time.Second, Event: "PhaseReady", KStatus: "Current"},
+		},
+		"never reached": {
+			in:   Input{Now: t0, Probe: down},
+			want: outcome{Phase: "Pending", Ready: "False/NeverReached", Reconciling: "True/NeverReached", RequeueAfter: 3 * time.Second, Event: "PhasePending", KStatus: "InProgress"},
+		},
+		"unreachable within the grace period keeps Ready, decided at its end": {
+			in:   Input{Now: t0.Add(15 * time.Second), Status: ready, Probe: down},
+			want: outcome{Phase: "Ready", Ready: "True/WithinGracePeriod", RequeueAfter: 3 * time.Second, KStatus: "Current"},
+		},
+		"decided at the end of the grace period, not a probe later": {
+			in:   Input{Now: t0.Add(19 * time.Second), Status: ready, Probe: down},
+			want: outcome{Phase: "Ready", Ready: "True/WithinGracePeriod", RequeueAfter: time.Second + 10*time.Millisecond, KStatus: "Current"},
+		},
+		"lost after the grace period": {
+			in: Input{Now: t0.Add(20 * time.Second), Status: ready, Probe: down},
+			want: outcome{Phase: "Lost", Ready: "False/Lost", Stalled: "True/Lost", RecentLosses: 1, LastLost: at(20 * time.Second),
+				RequeueAfter: 3 * time.Second, Event: "PhaseLost", KStatus: "Failed"},
+		},
+		"P3.heartbeat-is-not-contact: an agent heartbeating a year ahead keeps nothing alive": {
+			in: Input{Now: t0.Add(30 * time.Second), Status: ready, Probe: down, Heartbeat: "2027-12-01T12:00:00Z"},
+			want: outcome{Phase: "Lost", Ready: "False/Lost", Stalled: "True/Lost", RecentLosses: 1, LastLost: at(30 * time.Second),
+				LastHeartbeat: at(30 * time.Second), RequeueAfter: 3 * time.Second, Event: "PhaseLost", KStatus: "Failed"},
+		},
+		"back after one loss: at once": {
+			in:   Input{Now: t0.Add(time.Minute), Status: lostOnce, Probe: up},
+			want: outcome{Phase: "Ready", Ready: "True/Ready", RecentLosses: 1, LastLost: at(20 * time.Second), RequeueAfter: 3 * time.Second, Event: "PhaseReady", KStatus: "Current"},
+		},
+		"back after a second loss: held down": {
+			in: Input{Now: t0.Add(time.Minute), Status: lostTwice, Probe: up},
+			want: outcome{Phase: "Pending", Ready: "False/BackingOff", Stalled: "True/BackingOff", RecentLosses: 2, LastLost: at(20 * time.Second),
+				Readmit: at(90 * time.Second), RequeueAfter: 3 * time.Second, Event: "PhasePending", KStatus: "Failed"},
+		},
+		"cordoned": {
+			in:   Input{Now: t0, Status: ready, Probe: up, Unschedulable: true},
+			want: outcome{Phase: "Cordoned", Ready: "True/Cordoned", RequeueAfter: 3 * time.Second, Event: "PhaseCordoned", KStatus: "Current"},
+		},
+		"stale namespaces left: not Ready until fenced": {
+			in:   Input{Now: t0, Status: ready, Probe: up, FenceError: "deleting namespace x: forbidden"},
+			want: outcome{Phase: "Pending", Ready: "False/FencingIncomplete", Reconciling: "True/FencingIncomplete", RequeueAfter: 3 * time.Second, Event: "PhasePending", KStatus: "InProgress"},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got := summarize(t, tc.in, Decide(tc.in, policy))
+			if tc.in.Probe.OK && got.Phase == "Ready" {
+				tc.want.LastHeartbeat = got.LastHeartbeat
+			}
+			if d := cmp.Diff(tc.want, got); d != "" {
+				t.Errorf("(-want +got)\n%s", d)
+			}
+		})
+	}
+}
+
+// TestHeartbeatTimeIsTheHubs: the time shown is when the hub saw the
+// heartbeat change, never what the agent wrote; the same value again is no
+// new heartbeat.
+func TestHeartbeatTimeIsTheHubs(t *testing.T) {
+	d := Decide(Input{Now: t0, Probe: up, Heartbeat: "2099-01-01T00:00:00Z"}, policy)
+	if !d.Status.LastHeartbeatTime.Time.Equal(t0) {
+		t.Fatalf("lastHeartbeatTime %v, want the hub's %v", d.Status.LastHeartbeatTime, t0)
+	}
+	again := Decide(Input{Now: t0.Add(time.Minute), Probe: up, Status: d.Status, Heartbeat: "2099-01-01T00:00:00Z"}, policy)
+	if !again.Status.LastHeartbeatTime.Time.Equal(t0) {
+		t.Errorf("an unchanged heartbeat moved lastHeartbeatTime to %v", again.Status.LastHeartbeatTime)
+	}
+}
+
+func TestStale(t *testing.T) {
+	lease := func(mutate func(*flotillav1.Lease)) *flotillav1.Lease {
+		l := &flotillav1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "web-1"},
+			Spec: flotillav1.LeaseSpec{ProviderRef: flotillav1.ProviderReference{Name: "bob-1"}, Epoch: 2}}
+		if mutate != nil {
+			mutate(l)
+		}
+		return l
+	}
+	epoch2 := map[string]string{flotillav1.LabelEpoch: "2"}
+	for name, tc := range map[string]struct {
+		labels map[string]string
+		lease  *flotillav1.Lease
+		want   string
+	}{
+		"live":            {epoch2, lease(nil), ""},
+		"gone":            {epoch2, nil, "its lease no longer exists"},
+		"closed":          {epoch2, lease(func(l *flotillav1.Lease) { l.Status.Phase = flotillav1.LeaseClosed }), "lease web-1 is closed"},
+		"deleting":        {epoch2, lease(func(l *flotillav1.Lease) { l.DeletionTimestamp = at(0) }), "lease web-1 is being deleted"},
+		"bound elsewhere": {epoch2, lease(func(l *flotillav1.Lease) { l.Spec.ProviderRef.Name = "carol-1" }), "lease web-1 is bound to provider carol-1"},
+		"older epoch":     {map[string]string{flotillav1.LabelEpoch: "1"}, lease(nil), "epoch 1 is older than lease epoch 2"},
+		"no epoch label":  {nil, lease(nil), "epoch 0 is older than lease epoch 2"},
+	} {
+		if got := Stale("bob-1", tc.labels, tc.lease); got != tc.want {
+			t.Errorf("%s: %q, want %q", name, got, tc.want)
+		}
+	}
+}

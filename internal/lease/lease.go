@@ -1,0 +1,328 @@
+// Package lease decides how a Lease goes on its provider, from what the hub
+// observed of it: its phase, conditions and outcome, when its replicas are
+// charged, when it fails over, when it misses its progress deadline, and
+// how long to wait after a failed sync. Pure: the Lease controller applies
+// and reads the Lease on its provider and writes what this decides; the
+// clock is the Input's.
+package lease
+
+import (
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/bound"
+	"github.com/flotilla-dev/flotilla/internal/conditions"
+	"github.com/flotilla-dev/flotilla/internal/metering"
+	"github.com/flotilla-dev/flotilla/internal/money"
+)
+
+// Timing of a Lease's syncs.
+const (
+	// SyncInterval between two syncs once every replica is ready.
+	SyncInterval = 3 * time.Second
+	// ConvergeInterval between two syncs while replicas are not all ready.
+	ConvergeInterval = time.Second
+	// MaxBackoff caps the wait after syncs that keep failing.
+	MaxBackoff = 5 * time.Minute
+	// SyncRefresh is how stale status.lastSyncTime may get while nothing
+	// else changes.
+	SyncRefresh = 30 * time.Second
+	// MeterFlush is how often usage is written while nothing changes.
+	MeterFlush = 30 * time.Second
+	// MaxObservationGap is the longest time between two looks at a Lease
+	// that still counts as watched; syncs come every 1-3 s, so a longer gap
+	// means the hub (or the provider) was away, and that time is not
+	// charged.
+	MaxObservationGap = 15 * time.Second
+	// DefaultProgressDeadline when a Workload leaves it unset.
+	DefaultProgressDeadline = 10 * time.Minute
+	// DefaultFailoverGrace when a Workload leaves it unset.
+	DefaultFailoverGrace = 5 * time.Second
+)
+
+// Input is a Lease as the hub knows it, and the Workload's timing.
+type Input struct {
+	Lease *flotillav1.Lease
+	Now   time.Time
+	// LastSeen is the hub's last look at the Lease on its provider before
+	// this one; zero when there was none since the hub started.
+	LastSeen time.Time
+	// ProgressDeadline and FailoverGrace are the Workload's.
+	ProgressDeadline, FailoverGrace time.Duration
+}
+
+// Workload's timing, with the defaults.
+func Timing(w *flotillav1.Workload) (progressDeadline, failoverGrace time.Duration) {
+	progressDeadline, failoverGrace = DefaultProgressDeadline, DefaultFailoverGrace
+	if w == nil {
+		return
+	}
+	if d := w.Spec.ProgressDeadlineSeconds; d != nil {
+		progressDeadline = time.Duration(*d) * time.Second
+	}
+	if g := w.Spec.Failover.GracePeriodSeconds; g != nil {
+		failoverGrace = time.Duration(*g) * time.Second
+	}
+	return
+}
+
+// Observation is one look at a Lease on its provider. Counts are the
+// provider's word, capped at what was leased.
+type Observation struct {
+	// Running pods are bound to a node and not finished: what is charged.
+	Running, Ready, Succeeded, Failed int32
+	// Complete or JobFailed: the Job ended (Batch); Message says why.
+	Complete, JobFailed bool
+	Message             string
+	Digest              string
+}
+
+// Event is what to record, on the Lease or on its Workload.
+type Event struct {
+	OnWorkload      bool
+	Warning         bool
+	Reason, Message string
+}
+
+// Result is what a decision asks of the controller besides the status.
+type Result struct {
+	RequeueAfter time.Duration
+	Events       []Event
+	// FailedOver and DeadlineExceeded: the Lease closed for that reason.
+	FailedOver, DeadlineExceeded bool
+}
+
+// Wait keeps a Lease on a provider not Ready yet waiting.
+func Wait(st *flotillav1.LeaseStatus, in Input, provider string) Result {
+	if st.Phase == "" {
+		st.Phase = flotillav1.LeasePending
+	}
+	ready(st, in, false, flotillav1.LeaseReasonWaitingForProvider, "waiting for provider "+provider+" to become Ready")
+	return Result{RequeueAfter: SyncInterval}
+}
+
+// SyncFailed records a sync that could not apply or read the Lease and
+// waits longer before each next try: a provider that refuses an object is
+// not sent it again every few seconds forever (the progress deadline ends
+// the Lease if it never runs).
+func SyncFailed(st *flotillav1.LeaseStatus, in Input, reason string, err error) Result {
+	st.FailedSyncs = min(st.FailedSyncs+1, 1<<20)
+	st.LastError = bound.Error(err)
+	if st.Phase == "" {
+		st.Phase = flotillav1.LeasePending
+	}
+	ready(st, in, false, reason, err.Error())
+	return Result{RequeueAfter: Backoff(st.FailedSyncs)}
+}
+
+// Backoff is the wait after n failed syncs in a row: 3s, doubling, up to
+// MaxBackoff.
+func Backoff(n int32) time.Duration {
+	d := SyncInterval
+	for i := int32(1); i < n && d < MaxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, MaxBackoff)
+}
+
+// Observed takes one look into status: counts, metering, the end of a
+// Batch Lease, and the Ready condition. old is the status before this
+// reconcile.
+func Observed(st, old *flotillav1.LeaseStatus, in Input, obs Observation, provider string) Result {
+	l := in.Lease
+	st.RunningReplicas, st.ReadyReplicas = obs.Running, obs.Ready
+	st.SucceededReplicas, st.FailedReplicas = obs.Succeeded, obs.Failed
+	st.FailedSyncs, st.LastError = 0, ""
+	switch {
+	case obs.Complete:
+		st.Digest = obs.Digest
+		st.Phase, st.Outcome = flotillav1.LeaseClosed, flotillav1.OutcomeCompleted
+		ready(st, in, true, flotillav1.LeaseReasonCompleted, fmt.Sprintf("%d replicas succeeded", obs.Succeeded))
+	case obs.JobFailed:
+		st.Phase, st.Outcome = flotillav1.LeaseClosed, flotillav1.OutcomeFailed
+		ready(st, in, false, flotillav1.LeaseReasonJobFailed, obs.Message)
+	}
+	Meter(st, old, in)
+	// Refreshing the time on every sync would write status (and wake every
+	// watcher) each second for nothing; it moves when something else does,
+	// or once per SyncRefresh.
+	if st.LastSyncTime == nil || in.Now.Sub(st.LastSyncTime.Time) >= SyncRefresh || !equalButSyncTime(st, old) {
+		st.LastSyncTime = &metav1.Time{Time: in.Now}
+	}
+	if st.Phase == flotillav1.LeaseClosed {
+		return Result{}
+	}
+	st.Phase = flotillav1.LeaseActive
+	if l.Spec.Class != flotillav1.ClassBatch && st.ReadyReplicas >= l.Spec.Replicas {
+		ready(st, in, true, flotillav1.LeaseReasonApplied, fmt.Sprintf("%d replicas ready on %s", st.ReadyReplicas, provider))
+		return Result{RequeueAfter: SyncInterval}
+	}
+	ready(st, in, false, flotillav1.LeaseReasonApplied, fmt.Sprintf("%d of %d replicas ready on %s", st.ReadyReplicas, l.Spec.Replicas, provider))
+	if st.ReadyReplicas < l.Spec.Replicas {
+		// Converging: look again soon so the Workload turns Ready promptly.
+		return Result{RequeueAfter: ConvergeInterval}
+	}
+	return Result{RequeueAfter: SyncInterval}
+}
+
+// Lost marks the Lease Lost and, once its Workload's failover grace period
+// has passed, closes it so that its replicas are placed again under a
+// higher epoch. The grace period counts from the provider's last contact,
+// not from the Lost verdict: the provider's own grace period has already
+// been waited out, and adding the two would double the outage.
+func Lost(st *flotillav1.LeaseStatus, in Input, why string, lastContact *time.Time) Result {
+	var res Result
+	if st.LostTime == nil {
+		st.LostTime = &metav1.Time{Time: in.Now}
+		res.Events = append(res.Events, Event{Warning: true, Reason: flotillav1.LeaseReasonProviderLost, Message: "Lease lost: " + why})
+		// Charge what the hub saw of this Lease; nothing after.
+		MeterUntilLastSeen(st, in)
+	}
+	st.Phase = flotillav1.LeaseLost
+	st.ReadyReplicas, st.RunningReplicas = 0, 0
+	from := st.LostTime.Time
+	if lastContact != nil && lastContact.Before(from) {
+		from = *lastContact
+	}
+	if wait := from.Add(in.FailoverGrace).Sub(in.Now); wait > 0 {
+		ready(st, in, false, flotillav1.LeaseReasonProviderLost, fmt.Sprintf("%s; failing over in %s", why, wait.Round(time.Second)))
+		res.RequeueAfter = wait
+		return res
+	}
+	st.Phase, st.Outcome = flotillav1.LeaseClosed, flotillav1.OutcomeFailedOver
+	ready(st, in, false, flotillav1.LeaseReasonFailedOver, why+"; replicas replaced elsewhere under a new epoch")
+	res.FailedOver = true
+	res.Events = append(res.Events, Event{OnWorkload: true, Warning: true, Reason: flotillav1.LeaseReasonFailedOver,
+		Message: fmt.Sprintf("Replacing %d replicas of lease %s: %s", in.Lease.Spec.Replicas, in.Lease.Name, why)})
+	return res
+}
+
+// Progress closes the Lease when its replicas have not been ready for the
+// Workload's progress deadline: a provider that never runs what it took,
+// or runs it without it ever turning ready, neither holds the capacity nor
+// is paid past it. Otherwise it returns res, sooner when the deadline
+// comes first.
+func Progress(st *flotillav1.LeaseStatus, in Input, res Result) Result {
+	l := in.Lease
+	if st.Phase == flotillav1.LeaseClosed {
+		return res
+	}
+	done := st.ReadyReplicas
+	if l.Spec.Class == flotillav1.ClassBatch {
+		done += st.SucceededReplicas
+	}
+	if done >= l.Spec.Replicas {
+		st.NotReadySince = nil
+		return res
+	}
+	if st.NotReadySince == nil {
+		since := in.Now
+		if st.Phase == "" || st.Phase == flotillav1.LeasePending {
+			since = l.CreationTimestamp.Time // never ran yet: the deadline counts from placement
+		}
+		st.NotReadySince = &metav1.Time{Time: since}
+	}
+	left := st.NotReadySince.Add(in.ProgressDeadline).Sub(in.Now)
+	if left > 0 {
+		if res.RequeueAfter == 0 || res.RequeueAfter > left {
+			res.RequeueAfter = left + 10*time.Millisecond
+		}
+		return res
+	}
+	MeterUntilLastSeen(st, in)
+	msg := fmt.Sprintf("%d of %d replicas ready on %s after %s (progress deadline %s); replicas placed elsewhere",
+		done, l.Spec.Replicas, l.Spec.ProviderRef.Name, in.Now.Sub(st.NotReadySince.Time).Round(time.Second), in.ProgressDeadline)
+	st.Phase, st.Outcome = flotillav1.LeaseClosed, flotillav1.OutcomeProgressDeadlineExceeded
+	st.ReadyReplicas, st.RunningReplicas = 0, 0
+	ready(st, in, false, flotillav1.LeaseReasonProgressDeadline, msg)
+	res.Events = append(res.Events, Event{OnWorkload: true, Warning: true, Reason: flotillav1.LeaseReasonProgressDeadline,
+		Message: fmt.Sprintf("Closed lease %s: %s", l.Name, msg)})
+	res.DeadlineExceeded, res.RequeueAfter = true, time.Millisecond
+	return res
+}
+
+// Meter charges the replicas that ran since the last metering, at the count
+// observed at the start of the interval (old), and prices them. It writes
+// only every MeterFlush, when the count changed, after a gap, or when the
+// Lease closes, so that a quiet Lease stays quiet; whole seconds not yet
+// written are charged with the next write.
+func Meter(st, old *flotillav1.LeaseStatus, in Input) {
+	now, prev := in.Now.Truncate(time.Second), in.LastSeen.Truncate(time.Second)
+	watched := !in.LastSeen.IsZero() && now.Sub(prev) <= MaxObservationGap
+	if m := st.Usage.MeteredUntil; m != nil && watched && now.Sub(m.Time) < MeterFlush &&
+		st.RunningReplicas == old.RunningReplicas && st.Phase != flotillav1.LeaseClosed {
+		return
+	}
+	if in.LastSeen.IsZero() {
+		prev = time.Time{}
+	}
+	charge(st, in.Lease, func(u metering.Usage) (metering.Usage, bool) {
+		return metering.Observe(u, old.RunningReplicas, prev, now, MaxObservationGap)
+	})
+}
+
+// MeterUntilLastSeen charges what ran up to the hub's last look at the
+// Lease, and nothing after: the Lease is ending or its provider is gone.
+func MeterUntilLastSeen(st *flotillav1.LeaseStatus, in Input) {
+	seen := in.LastSeen.Truncate(time.Second)
+	if in.LastSeen.IsZero() || st.Usage.MeteredUntil == nil || !seen.After(st.Usage.MeteredUntil.Time) {
+		return
+	}
+	charge(st, in.Lease, func(u metering.Usage) (metering.Usage, bool) {
+		return metering.Advance(u, st.RunningReplicas, seen)
+	})
+}
+
+// charge advances the Lease's usage with step and prices it at the locked
+// price.
+func charge(st *flotillav1.LeaseStatus, l *flotillav1.Lease, step func(metering.Usage) (metering.Usage, bool)) {
+	u := metering.Usage{ReplicaSeconds: st.Usage.ReplicaSeconds}
+	if st.Usage.MeteredUntil != nil {
+		u.Until = st.Usage.MeteredUntil.Time
+	}
+	u, changed := step(u)
+	if !changed {
+		return
+	}
+	price, err := money.Parse(string(l.Spec.PricePerReplicaHour))
+	if err != nil {
+		price = 0 // validated at admission; never charge on a parse error
+	}
+	st.Usage.ReplicaSeconds = u.ReplicaSeconds
+	st.Usage.MeteredUntil = &metav1.Time{Time: u.Until}
+	st.Usage.Cost = flotillav1.Amount(metering.Cost(u.ReplicaSeconds, price).String())
+}
+
+// ready sets the Lease's conditions: Ready, and Reconciling while it is
+// not yet where its spec asks (Pending, Lost, converging or retrying is
+// InProgress for kstatus; Active with every replica ready is Current). A
+// Closed Lease is over, and Current however it ended: it carries Closed,
+// whose reason says how, in place of the other three.
+func ready(st *flotillav1.LeaseStatus, in Input, isReady bool, reason, message string) {
+	gen := in.Lease.Generation
+	if st.Phase == flotillav1.LeaseClosed {
+		for _, t := range []string{flotillav1.ConditionReady, flotillav1.ConditionReconciling, flotillav1.ConditionStalled} {
+			apimeta.RemoveStatusCondition(&st.Conditions, t)
+		}
+		conditions.Set(&st.Conditions, gen, flotillav1.LeaseConditionClosed, true, reason, message)
+		return
+	}
+	apimeta.RemoveStatusCondition(&st.Conditions, flotillav1.LeaseConditionClosed)
+	state := conditions.InProgress
+	if isReady {
+		state = conditions.Current
+	}
+	conditions.Apply(&st.Conditions, gen, conditions.Summary{State: state, Reason: reason, Message: message})
+}
+
+// equalButSyncTime compares two statuses but for lastSyncTime.
+func equalButSyncTime(a, b *flotillav1.LeaseStatus) bool {
+	x, y := *a, *b
+	x.LastSyncTime, y.LastSyncTime = nil, nil
+	return equality.Semantic.DeepEqual(x, y)
+}

@@ -1,0 +1,253 @@
+package lease
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/conditions"
+)
+
+var t0 = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+
+func at(d time.Duration) *metav1.Time { return &metav1.Time{Time: t0.Add(d)} }
+
+// newLease is a Service Lease of 2 replicas at 3.6 per replica-hour (0.001
+// a replica-second), placed a minute before t0.
+func newLease(class flotillav1.WorkloadClass, st flotillav1.LeaseStatus) *flotillav1.Lease {
+	l := &flotillav1.Lease{Spec: flotillav1.LeaseSpec{Class: class, Replicas: 2, PricePerReplicaHour: "3.6",
+		ProviderRef: flotillav1.ProviderReference{Name: "bob-1"}}, Status: st}
+	l.Name, l.Namespace, l.Generation = "web-1", "team-a", 1
+	l.CreationTimestamp = metav1.Time{Time: t0.Add(-time.Minute)}
+	return l
+}
+
+func input(l *flotillav1.Lease, lastSeen time.Duration) Input {
+	in := Input{Lease: l, Now: t0, ProgressDeadline: 10 * time.Minute, FailoverGrace: 5 * time.Second}
+	if lastSeen != 0 {
+		in.LastSeen = t0.Add(lastSeen)
+	}
+	return in
+}
+
+// view is what a test compares of a decision.
+type view struct {
+	Phase                       flotillav1.LeasePhase
+	Outcome                     flotillav1.LeaseOutcome
+	Ready, Reconciling, Closed  string
+	KStatus                     string
+	ReplicaSeconds              int64
+	Cost                        flotillav1.Amount
+	MeteredUntil, NotReadySince *metav1.Time
+	LostTime, LastSyncTime      *metav1.Time
+	FailedSyncs                 int32
+	RequeueAfter                time.Duration
+	Events                      []string
+	FailedOver, Deadline        bool
+}
+
+func see(t *testing.T, l *flotillav1.Lease, st *flotillav1.LeaseStatus, res Result) view {
+	t.Helper()
+	cond := func(typ string) string {
+		if c := apimeta.FindStatusCondition(st.Conditions, typ); c != nil {
+			return string(c.Status) + "/" + c.Reason
+		}
+		return ""
+	}
+	out := *l
+	out.Status = *st
+	out.Status.ObservedGeneration = l.Generation
+	ks, err := conditions.KStatus(&out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := view{Phase: st.Phase, Outcome: st.Outcome, Ready: cond(flotillav1.ConditionReady), Reconciling: cond(flotillav1.ConditionReconciling),
+		Closed: cond(flotillav1.LeaseConditionClosed), KStatus: ks, ReplicaSeconds: st.Usage.ReplicaSeconds, Cost: st.Usage.Cost,
+		MeteredUntil: st.Usage.MeteredUntil, NotReadySince: st.NotReadySince, LostTime: st.LostTime, LastSyncTime: st.LastSyncTime,
+		FailedSyncs: st.FailedSyncs, RequeueAfter: res.RequeueAfter, FailedOver: res.FailedOver, Deadline: res.DeadlineExceeded}
+	for _, e := range res.Events {
+		who := "lease"
+		if e.OnWorkload {
+			who = "workload"
+		}
+		v.Events = append(v.Events, who+":"+e.Reason)
+	}
+	return v
+}
+
+func TestDecisions(t *testing.T) {
+	metered := func(rs int64, until time.Duration) flotillav1.LeaseUsage {
+		return flotillav1.LeaseUsage{ReplicaSeconds: rs, MeteredUntil: at(until), Cost: "0.01"}
+	}
+	active := flotillav1.LeaseStatus{Phase: flotillav1.LeaseActive, RunningReplicas: 2, ReadyReplicas: 2,
+		Usage: metered(10, -3*time.Second), LastSyncTime: at(-10 * time.Second)}
+	cases := map[string]struct {
+		class    flotillav1.WorkloadClass
+		status   flotillav1.LeaseStatus
+		lastSeen time.Duration
+		decide   func(st, old *flotillav1.LeaseStatus, in Input) Result
+		want     view
+	}{
+		"provider not Ready yet: Pending, InProgress": {
+			decide: func(st, _ *flotillav1.LeaseStatus, in Input) Result { return Wait(st, in, "bob-1") },
+			want: view{Phase: "Pending", Ready: "False/WaitingForProvider", Reconciling: "True/WaitingForProvider", KStatus: "InProgress",
+				RequeueAfter: 3 * time.Second},
+		},
+		"third failed sync in a row: waits 12s": {
+			status: flotillav1.LeaseStatus{Phase: flotillav1.LeasePending, FailedSyncs: 2},
+			decide: func(st, _ *flotillav1.LeaseStatus, in Input) Result {
+				return SyncFailed(st, in, flotillav1.LeaseReasonApplyFailed, errors.New("refused"))
+			},
+			want: view{Phase: "Pending", Ready: "False/ApplyFailed", Reconciling: "True/ApplyFailed", KStatus: "InProgress",
+				FailedSyncs: 3, RequeueAfter: 12 * time.Second},
+		},
+		"every replica ready, count unchanged: Current, nothing to write but the sync time": {
+			status: active, lastSeen: -3 * time.Second,
+			decide: observe(Observation{Running: 2, Ready: 2}),
+			want: view{Phase: "Active", Ready: "True/Applied", KStatus: "Current", ReplicaSeconds: 10, Cost: "0.01",
+				MeteredUntil: at(-3 * time.Second), LastSyncTime: at(-10 * time.Second), RequeueAfter: 3 * time.Second},
+		},
+		"a replica stopped: the interval is charged at the count at its start": {
+			status: active, lastSeen: -3 * time.Second,
+			decide: observe(Observation{Running: 1, Ready: 1}),
+			want: view{Phase: "Active", Ready: "False/Applied", Reconciling: "True/Applied", KStatus: "InProgress",
+				ReplicaSeconds: 16, Cost: "0.016", MeteredUntil: at(0), NotReadySince: at(0), LastSyncTime: at(0), RequeueAfter: time.Second},
+		},
+		"after a gap in the hub's looks: nothing charged for it": {
+			status: withUsage(active, metered(10, -60*time.Second)), lastSeen: -60 * time.Second,
+			decide: observe(Observation{Running: 2, Ready: 2}),
+			want: view{Phase: "Active", Ready: "True/Applied", KStatus: "Current", ReplicaSeconds: 10, Cost: "0.01",
+				MeteredUntil: at(0), LastSyncTime: at(0), RequeueAfter: 3 * time.Second},
+		},
+		"sync time stale past the refresh: moves": {
+			status: withSync(active, at(-31*time.Second)), lastSeen: -3 * time.Second,
+			decide: observe(Observation{Running: 2, Ready: 2}),
+			want: view{Phase: "Active", Ready: "True/Applied", KStatus: "Current", ReplicaSeconds: 10, Cost: "0.01",
+				MeteredUntil: at(-3 * time.Second), LastSyncTime: at(0), RequeueAfter: 3 * time.Second},
+		},
+		"batch job complete: Closed, Completed, Current": {
+			class: flotillav1.ClassBatch, status: active, lastSeen: -3 * time.Second,
+			decide: observe(Observation{Succeeded: 2, Complete: true, Digest: "sha256:ab"}),
+			want: view{Phase: "Closed", Outcome: "Completed", Closed: "True/Completed", KStatus: "Current",
+				ReplicaSeconds: 16, Cost: "0.016", MeteredUntil: at(0), LastSyncTime: at(0)},
+		},
+		"batch job failed: Closed, Failed, still Current (the Workload carries the failure)": {
+			class: flotillav1.ClassBatch, status: active, lastSeen: -3 * time.Second,
+			decide: observe(Observation{Failed: 2, JobFailed: true, Message: "BackoffLimitExceeded"}),
+			want: view{Phase: "Closed", Outcome: "Failed", Closed: "True/JobFailed", KStatus: "Current",
+				ReplicaSeconds: 16, Cost: "0.016", MeteredUntil: at(0), LastSyncTime: at(0)},
+		},
+		"provider lost, within the failover grace: Lost, charged up to the last look": {
+			status: withUsage(active, metered(10, -20*time.Second)), lastSeen: -5 * time.Second,
+			decide: lost(at(-2 * time.Second)),
+			want: view{Phase: "Lost", Ready: "False/ProviderLost", Reconciling: "True/ProviderLost", KStatus: "InProgress",
+				ReplicaSeconds: 40, Cost: "0.04", MeteredUntil: at(-5 * time.Second), LostTime: at(0), LastSyncTime: at(-10 * time.Second),
+				RequeueAfter: 3 * time.Second, Events: []string{"lease:ProviderLost"}},
+		},
+		"provider lost longer than the grace since its last contact: failed over at once": {
+			status: active, lastSeen: -3 * time.Second,
+			decide: lost(at(-10 * time.Second)),
+			want: view{Phase: "Closed", Outcome: "FailedOver", Closed: "True/FailedOver", KStatus: "Current",
+				ReplicaSeconds: 10, Cost: "0.01", MeteredUntil: at(-3 * time.Second), LostTime: at(0), LastSyncTime: at(-10 * time.Second),
+				Events: []string{"lease:ProviderLost", "workload:FailedOver"}, FailedOver: true},
+		},
+		"never ran: the progress deadline counts from placement": {
+			status: flotillav1.LeaseStatus{Phase: flotillav1.LeasePending},
+			decide: progress,
+			want:   view{Phase: "Pending", NotReadySince: at(-time.Minute), KStatus: "Current", RequeueAfter: 9*time.Minute + 10*time.Millisecond},
+		},
+		"not ready past the progress deadline: closed, placed elsewhere": {
+			status: flotillav1.LeaseStatus{Phase: flotillav1.LeaseActive, RunningReplicas: 2, ReadyReplicas: 1, NotReadySince: at(-10 * time.Minute),
+				Usage: metered(10, -3*time.Second)},
+			lastSeen: -time.Second,
+			decide:   progress,
+			want: view{Phase: "Closed", Outcome: "ProgressDeadlineExceeded", Closed: "True/ProgressDeadlineExceeded", KStatus: "Current",
+				ReplicaSeconds: 14, Cost: "0.014", MeteredUntil: at(-time.Second), NotReadySince: at(-10 * time.Minute),
+				RequeueAfter: time.Millisecond, Events: []string{"workload:ProgressDeadlineExceeded"}, Deadline: true},
+		},
+		"ready again: the deadline clock stops": {
+			status: flotillav1.LeaseStatus{Phase: flotillav1.LeaseActive, ReadyReplicas: 2, NotReadySince: at(-time.Minute)},
+			decide: progress,
+			want:   view{Phase: "Active", KStatus: "Current"},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			class := tc.class
+			if class == "" {
+				class = flotillav1.ClassService
+			}
+			l := newLease(class, tc.status)
+			old := l.Status.DeepCopy()
+			st := l.Status.DeepCopy()
+			res := tc.decide(st, old, input(l, tc.lastSeen))
+			if d := cmp.Diff(tc.want, see(t, l, st, res)); d != "" {
+				t.Errorf("(-want +got)\n%s", d)
+			}
+		})
+	}
+}
+
+func observe(obs Observation) func(st, old *flotillav1.LeaseStatus, in Input) Result {
+	return func(st, old *flotillav1.LeaseStatus, in Input) Result {
+		return Progress(st, in, Observed(st, old, in, obs, "bob-1"))
+	}
+}
+
+func lost(lastContact *metav1.Time) func(st, old *flotillav1.LeaseStatus, in Input) Result {
+	return func(st, _ *flotillav1.LeaseStatus, in Input) Result {
+		c := lastContact.Time
+		return Lost(st, in, "provider bob-1 is Lost", &c)
+	}
+}
+
+func progress(st, _ *flotillav1.LeaseStatus, in Input) Result { return Progress(st, in, Result{}) }
+
+func withUsage(st flotillav1.LeaseStatus, u flotillav1.LeaseUsage) flotillav1.LeaseStatus {
+	st.Usage = u
+	return st
+}
+
+func withSync(st flotillav1.LeaseStatus, t *metav1.Time) flotillav1.LeaseStatus {
+	st.LastSyncTime = t
+	return st
+}
+
+func TestBackoff(t *testing.T) {
+	for n, want := range map[int32]time.Duration{0: 3 * time.Second, 1: 3 * time.Second, 2: 6 * time.Second, 3: 12 * time.Second,
+		7: 192 * time.Second, 8: MaxBackoff, 1 << 20: MaxBackoff} {
+		if got := Backoff(n); got != want {
+			t.Errorf("Backoff(%d) = %s, want %s", n, got, want)
+		}
+	}
+}
+
+func TestTiming(t *testing.T) {
+	d, g := Timing(nil)
+	if d != DefaultProgressDeadline || g != DefaultFailoverGrace {
+		t.Errorf("defaults: %s %s", d, g)
+	}
+	w := &flotillav1.Workload{}
+	w.Spec.ProgressDeadlineSeconds = ptr(int32(60))
+	w.Spec.Failover.GracePeriodSeconds = ptr(int32(0))
+	if d, g := Timing(w); d != time.Minute || g != 0 {
+		t.Errorf("set: %s %s", d, g)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func BenchmarkObserved(b *testing.B) {
+	l := newLease(flotillav1.ClassService, flotillav1.LeaseStatus{Phase: flotillav1.LeaseActive, RunningReplicas: 2, ReadyReplicas: 2,
+		Usage: flotillav1.LeaseUsage{ReplicaSeconds: 10, MeteredUntil: at(-3 * time.Second)}, LastSyncTime: at(-time.Second)})
+	in := input(l, -3*time.Second)
+	for b.Loop() {
+		st := l.Status.DeepCopy()
+		Progress(st, in, Observed(st, &l.Status, in, Observation{Running: 2, Ready: 2}, "bob-1"))
+	}
+}
