@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -23,23 +24,13 @@ import (
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/bound"
+	"github.com/flotilla-dev/flotilla/internal/conditions"
 	"github.com/flotilla-dev/flotilla/internal/ledger"
 	"github.com/flotilla-dev/flotilla/internal/ledgerstore"
 	"github.com/flotilla-dev/flotilla/internal/metrics"
 	"github.com/flotilla-dev/flotilla/internal/money"
 	"github.com/flotilla-dev/flotilla/internal/settle"
 	"github.com/flotilla-dev/flotilla/internal/usage"
-)
-
-// SettlementFinalizer keeps an ended Lease until the bank has paid its last
-// usage and refunded its escrow.
-const SettlementFinalizer = "flotilla.dev/settlement"
-
-// Reasons of the BudgetExhausted condition and the Account's Ready.
-const (
-	ReasonWithinBudget  = "WithinBudget"
-	ReasonCreditRefused = "CreditRefused"
-	ReasonCredited      = "Credited"
 )
 
 // Default economics.
@@ -219,149 +210,100 @@ func (b *Bank) cycle(ctx context.Context) (time.Duration, error) {
 			return 0, fmt.Errorf("listing %T: %w", l, err)
 		}
 	}
-	in := settle.Input{Now: now, Credited: map[string]money.Micro{}, Workloads: map[string]settle.Workload{}}
-	tenants := map[string]*flotillav1.Account{}
-	for i := range accounts.Items {
-		a := &accounts.Items[i]
-		if a.Name != flotillav1.AccountName || strings.HasPrefix(a.Namespace, "provider-") {
+	obs := settle.Gather(now, accounts.Items, workloads.Items, leases.Items, b.reports(ctx, leases.Items))
+	out := settle.Settle(b.book, b.Policy, obs.Input)
+	if err := b.record(ctx, out.Entries); err != nil {
+		return 0, err
+	}
+	b.reportDisputes(out.Disputed, leases.Items)
+	// Only now that the entries are stored may ended Leases go.
+	for _, l := range obs.Ending {
+		if !obs.Releasable(b.book, l) {
 			continue
 		}
-		c, err := money.Parse(string(a.Spec.Credited))
-		if a.Spec.Credited == "" {
-			c, err = 0, nil
+		patch := client.MergeFrom(l.DeepCopy())
+		controllerutil.RemoveFinalizer(l, flotillav1.FinalizerSettlement)
+		if err := b.Client.Patch(ctx, l, patch); client.IgnoreNotFound(err) != nil {
+			return 0, fmt.Errorf("releasing lease %s/%s: %w", l.Namespace, l.Name, err)
 		}
-		if err != nil {
-			continue // refused at admission
-		}
-		in.Credited[a.Namespace] = c
-		tenants[a.Namespace] = a
 	}
-	for i := range workloads.Items {
-		w := &workloads.Items[i]
-		if _, ok := in.Credited[w.Namespace]; !ok || w.DeletionTimestamp != nil {
-			continue
-		}
-		sw := settle.Workload{Wants: wantsToRun(w), Generation: w.Generation}
-		if w.Spec.Budget != nil {
-			if bud, err := money.Parse(string(*w.Spec.Budget)); err == nil {
-				sw.Budget, sw.Capped = bud, true
-			}
-		}
-		if c := apimeta.FindStatusCondition(w.Status.Conditions, flotillav1.WorkloadBudgetExhausted); c != nil && c.Status == metav1.ConditionTrue {
-			sw.Stopped, sw.StoppedSince, sw.StoppedGeneration = c.Reason, c.LastTransitionTime.Time, c.ObservedGeneration
-		}
-		in.Workloads[w.Namespace+"/"+w.Name] = sw
+	next, err := b.enforce(ctx, &obs, &out, workloads.Items, leases.Items, now)
+	if err != nil {
+		return 0, err
 	}
-	reports := b.reports(ctx, leases.Items)
-	var release []*flotillav1.Lease
-	for i := range leases.Items {
-		l := &leases.Items[i]
-		deleting := l.DeletionTimestamp != nil
-		if deleting && controllerutil.ContainsFinalizer(l, LeaseFinalizer) {
-			continue // its last usage is metered when the provider side is gone
-		}
-		if deleting && controllerutil.ContainsFinalizer(l, SettlementFinalizer) {
-			release = append(release, l)
-		}
-		sl := settle.Lease{Namespace: l.Namespace, Workload: l.Spec.WorkloadRef.Name, Name: l.Name, Provider: l.Spec.ProviderRef.Name,
-			Live: leaseLive(l) && !deleting, ReplicaSeconds: l.Status.Usage.ReplicaSeconds}
-		sl.Metered, _ = money.Parse(string(l.Status.Usage.Cost))
-		if p, err := money.Parse(string(l.Spec.PricePerReplicaHour)); err == nil {
-			sl.PerHour = p * money.Micro(l.Spec.Replicas)
-		}
-		sl.Replicas = l.Spec.Replicas
-		if l.Status.Verdict == flotillav1.VerdictDissented {
-			sl.Dissent = orNone(l.Status.Digest)
-		}
-		if u := l.Status.Usage.MeteredUntil; u != nil {
-			sl.MeteredUntil = u.Time
-			sl.Report = reports[l.Spec.ProviderRef.Name][string(l.UID)]
-		}
-		in.Leases = append(in.Leases, sl)
+	if err := b.mirror(ctx, obs.Tenants, accounts.Items, out.Refused); err != nil {
+		return 0, err
 	}
+	metrics.SettlementCycle(time.Since(start))
+	return next, nil
+}
 
-	out := settle.Settle(b.book, b.Policy, in)
-	if len(out.Entries) > 0 {
-		signed := make([]ledger.Entry, 0, len(out.Entries))
-		for _, e := range out.Entries {
-			s, err := b.chain.Append(e)
-			if err != nil {
-				return 0, err
-			}
-			signed = append(signed, s)
-		}
-		if err := b.Store.Append(ctx, signed); err != nil {
-			return 0, err
-		}
-		if err := b.publish(ctx); err != nil {
-			return 0, fmt.Errorf("publishing the ledger head: %w", err)
-		}
-		metrics.LedgerAppended(len(signed))
+// record signs and stores a settlement's entries, then publishes the new
+// head.
+func (b *Bank) record(ctx context.Context, entries []ledger.Entry) error {
+	if len(entries) == 0 {
+		return nil
 	}
-	for _, d := range out.Disputed {
+	signed := make([]ledger.Entry, 0, len(entries))
+	for _, e := range entries {
+		s, err := b.chain.Append(e)
+		if err != nil {
+			return err
+		}
+		signed = append(signed, s)
+	}
+	if err := b.Store.Append(ctx, signed); err != nil {
+		return err
+	}
+	if err := b.publish(ctx); err != nil {
+		return fmt.Errorf("publishing the ledger head: %w", err)
+	}
+	metrics.LedgerAppended(len(signed))
+	return nil
+}
+
+func (b *Bank) reportDisputes(disputed []settle.Dispute, leases []flotillav1.Lease) {
+	for _, d := range disputed {
 		metrics.UsageDisputed()
-		for i := range leases.Items {
-			if l := &leases.Items[i]; l.Namespace == d.Lease.Namespace && l.Name == d.Lease.Name {
+		for i := range leases {
+			if l := &leases[i]; l.Namespace == d.Lease.Namespace && l.Name == d.Lease.Name {
 				b.Recorder.Eventf(l, "Warning", "UsageDisputed", "Provider %s reports %d replica-seconds, the hub observed %d: paid what the hub observed, entry marked disputed",
 					d.Lease.Provider, d.ProviderReplicaSeconds, d.HubReplicaSeconds)
 			}
 		}
 	}
+}
 
-	// Only now that the entries are stored may ended Leases go.
-	for _, l := range release {
-		if _, accounted := in.Credited[l.Namespace]; accounted {
-			if lb := b.book.Leases[settle.LeaseRef(l.Namespace, l.Spec.WorkloadRef.Name, l.Name)]; lb == nil || !lb.Closed {
-				continue
-			}
-		}
-		patch := client.MergeFrom(l.DeepCopy())
-		controllerutil.RemoveFinalizer(l, SettlementFinalizer)
-		if err := b.Client.Patch(ctx, l, patch); client.IgnoreNotFound(err) != nil {
-			return 0, fmt.Errorf("releasing lease %s/%s: %w", l.Namespace, l.Name, err)
-		}
-	}
-	next := b.Policy.Interval
-	retry := false
-	for i := range workloads.Items {
-		w := &workloads.Items[i]
-		key := w.Namespace + "/" + w.Name
-		if _, ok := in.Workloads[key]; !ok {
+// enforce tells each settled Workload whether its budget and funds hold,
+// closes the Leases of those stopped, and returns when to settle next.
+func (b *Bank) enforce(ctx context.Context, obs *settle.Observed, out *settle.Output, workloads []flotillav1.Workload,
+	leases []flotillav1.Lease, now time.Time) (time.Duration, error) {
+	next, retry := b.Policy.Interval, false
+	for i := range workloads {
+		w := &workloads[i]
+		if _, ok := obs.Input.Workloads[w.Namespace+"/"+w.Name]; !ok {
 			continue
 		}
-		st, stopping := out.Stops[key]
-		// Leases are closed only once the condition is in the cache the
-		// scheduler reads too: seeing the Leases go before it, the
-		// scheduler would replace them.
-		told := apimeta.FindStatusCondition(w.Status.Conditions, flotillav1.WorkloadBudgetExhausted)
-		visible := told != nil && told.Status == metav1.ConditionTrue && told.Reason == st.Reason
-		if ok, err := b.setFunds(ctx, w, st, stopping, now); err != nil {
+		e := settle.Enforce(now, w, out)
+		if ok, err := b.setFunds(ctx, w, e.Stop, e.Stopping, now); err != nil {
 			return 0, err
 		} else if !ok {
 			retry = true
 		}
-		if !stopping {
-			continue
-		}
-		if wait := st.At.Sub(now); wait > 0 {
-			next = min(next, wait)
-			continue
-		}
-		if !visible {
+		switch {
+		case e.Wait > 0:
+			next = min(next, e.Wait)
+		case e.Retry:
 			retry = true
-			continue
+		case e.CloseLeases:
+			if err := b.stopWorkload(ctx, w, leases, e.Stop); err != nil {
+				return 0, err
+			}
 		}
-		if err := b.stopWorkload(ctx, w, leases.Items, st); err != nil {
-			return 0, err
-		}
-	}
-	if err := b.mirror(ctx, tenants, accounts.Items, out.Refused); err != nil {
-		return 0, err
 	}
 	if retry {
 		next = min(next, time.Second)
 	}
-	metrics.SettlementCycle(time.Since(start))
 	return next, nil
 }
 
@@ -405,21 +347,13 @@ func (b *Bank) reader() client.Reader {
 	return b.Client
 }
 
-// wantsToRun reports a Workload that would have replicas running.
-func wantsToRun(w *flotillav1.Workload) bool {
-	if w.Spec.Replicas == 0 {
-		return false
-	}
-	return w.Status.Phase != flotillav1.WorkloadSucceeded && w.Status.Phase != flotillav1.WorkloadFailed
-}
-
 // setFunds writes the Workload's BudgetExhausted condition; false means a
 // conflicting write, to retry.
 func (b *Bank) setFunds(ctx context.Context, w *flotillav1.Workload, st settle.Stop, stopping bool, now time.Time) (bool, error) {
 	cond := metav1.Condition{Type: flotillav1.WorkloadBudgetExhausted, ObservedGeneration: w.Generation,
-		Status: metav1.ConditionFalse, Reason: ReasonWithinBudget, Message: "budget and credits cover the next settlement"}
+		Status: metav1.ConditionFalse, Reason: flotillav1.WorkloadReasonWithinBudget, Message: "budget and credits cover the next settlement"}
 	if stopping {
-		cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, st.Reason, st.Message
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, st.Reason, bound.Message(st.Message)
 	}
 	old := apimeta.FindStatusCondition(w.Status.Conditions, flotillav1.WorkloadBudgetExhausted)
 	if old != nil && old.Status == cond.Status && old.Reason == cond.Reason && old.Message == cond.Message {
@@ -430,9 +364,17 @@ func (b *Bank) setFunds(ctx context.Context, w *flotillav1.Workload, st settle.S
 		// generation it was told at, for a budget stop to hold.
 		cond.ObservedGeneration = old.ObservedGeneration
 	}
-	patch := client.MergeFromWithOptions(w.DeepCopy(), client.MergeFromWithOptimisticLock{})
-	setCondition(&w.Status.Conditions, cond)
-	if err := b.Client.Status().Patch(ctx, w, patch); err != nil {
+	cond.LastTransitionTime = metav1.Time{Time: now}
+	if old != nil && old.Status == cond.Status {
+		cond.LastTransitionTime = old.LastTransitionTime
+	}
+	// The bank owns this one condition of the Workload; the Workload
+	// controller owns the rest of its status.
+	c, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&cond)
+	if err != nil {
+		return false, err
+	}
+	if err := applyStatus(ctx, b.Client, w, map[string]any{"conditions": []any{c}}, ManagerBank, w.ResourceVersion); err != nil {
 		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 			return false, nil
 		}
@@ -441,7 +383,7 @@ func (b *Bank) setFunds(ctx context.Context, w *flotillav1.Workload, st settle.S
 	if stopping && (old == nil || old.Status != metav1.ConditionTrue || old.Reason != st.Reason) {
 		b.Recorder.Eventf(w, "Warning", st.Reason, "%s", st.Message)
 	} else if !stopping && old != nil && old.Status == metav1.ConditionTrue {
-		b.Recorder.Eventf(w, "Normal", "Resumed", "Budget and credits suffice again: %s", cond.Message)
+		b.Recorder.Eventf(w, "Normal", flotillav1.WorkloadReasonResumed, "Budget and credits suffice again: %s", cond.Message)
 	}
 	return true, nil
 }
@@ -453,7 +395,7 @@ func (b *Bank) stopWorkload(ctx context.Context, w *flotillav1.Workload, leases 
 	n := 0
 	for i := range leases {
 		l := &leases[i]
-		if l.Namespace != w.Namespace || l.Spec.WorkloadRef.Name != w.Name || !leaseLive(l) || l.DeletionTimestamp != nil {
+		if l.Namespace != w.Namespace || l.Spec.WorkloadRef.Name != w.Name || !l.Live() {
 			continue
 		}
 		if err := b.Client.Delete(ctx, l); client.IgnoreNotFound(err) != nil {
@@ -462,7 +404,7 @@ func (b *Bank) stopWorkload(ctx context.Context, w *flotillav1.Workload, leases 
 		n++
 	}
 	if n > 0 {
-		b.Recorder.Eventf(w, "Warning", "Stopped", "Closed %d leases: %s", n, st.Message)
+		b.Recorder.Eventf(w, "Warning", flotillav1.WorkloadReasonStopped, "Closed %d leases: %s", n, st.Message)
 	}
 	return nil
 }
@@ -494,12 +436,7 @@ func (b *Bank) mirror(ctx context.Context, tenants map[string]*flotillav1.Accoun
 		st.Held = amount(held[ns])
 		st.Spent = amount(spent[ns])
 		st.LedgerEntries = int64(b.book.Len)
-		ready := metav1.Condition{Type: flotillav1.ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonCredited,
-			Message: "credits are recorded in the ledger", ObservedGeneration: a.Generation}
-		if why, bad := refused[ns]; bad {
-			ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ReasonCreditRefused, why
-		}
-		setCondition(&st.Conditions, ready)
+		conditions.Apply(&st.Conditions, a.Generation, accountSummary(refused, ns))
 		if err := b.writeAccount(ctx, a, st); err != nil {
 			return err
 		}
@@ -524,7 +461,10 @@ func (b *Bank) mirror(ctx context.Context, tenants map[string]*flotillav1.Accoun
 			}
 		}
 		st := a.Status.DeepCopy()
+		st.ObservedGeneration = a.Generation
 		st.Earned, st.LedgerEntries = amount(v), int64(b.book.Len)
+		conditions.Apply(&st.Conditions, a.Generation, conditions.Summary{State: conditions.Current,
+			Reason: flotillav1.AccountReasonCredited, Message: "earnings are recorded in the ledger"})
 		if err := b.writeAccount(ctx, a, st); err != nil {
 			return err
 		}
@@ -539,12 +479,21 @@ func (b *Bank) writeAccount(ctx context.Context, a *flotillav1.Account, st *flot
 	if equality.Semantic.DeepEqual(&unchanged, &a.Status) {
 		return nil
 	}
-	patch := client.MergeFrom(a.DeepCopy())
-	a.Status = *st
-	if err := b.Client.Status().Patch(ctx, a, patch); client.IgnoreNotFound(err) != nil {
+	// Mirrored from the book, not added to: the last write wins.
+	if err := applyStatus(ctx, b.Client, a, st, ManagerBank, ""); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("writing the status of account %s: %w", a.Namespace, err)
 	}
 	return nil
+}
+
+// accountSummary is a tenant Account's Ready: a refused credit stalls it
+// until its owner corrects the deposit.
+func accountSummary(refused map[string]string, ns string) conditions.Summary {
+	if why, bad := refused[ns]; bad {
+		return conditions.Summary{State: conditions.Stalled, Reason: flotillav1.AccountReasonCreditRefused, Message: why}
+	}
+	return conditions.Summary{State: conditions.Current, Reason: flotillav1.AccountReasonCredited,
+		Message: "credits are recorded in the ledger"}
 }
 
 func amount(m money.Micro) flotillav1.Amount { return flotillav1.Amount(max(m, 0).String()) }

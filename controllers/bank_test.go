@@ -149,7 +149,7 @@ func TestBankSettlesLeasesAcrossRestart(t *testing.T) {
 		// 0.6 an hour for 10 minutes.
 		return len(ls) == 1 && a.Status.Held == "0.1" && a.Status.Available == "9.9", fmt.Sprintf("%d leases, %+v", len(ls), a.Status)
 	})
-	if !controllerutil.ContainsFinalizer(&l, SettlementFinalizer) {
+	if !controllerutil.ContainsFinalizer(&l, flotillav1.FinalizerSettlement) {
 		t.Errorf("lease %s lacks the settlement finalizer: %v", l.Name, l.Finalizers)
 	}
 	meter(t, &l, "0.05", 300)
@@ -183,7 +183,7 @@ func TestBankSettlesLeasesAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	patch := client.MergeFrom(l.DeepCopy())
-	controllerutil.RemoveFinalizer(&l, LeaseFinalizer)
+	controllerutil.RemoveFinalizer(&l, flotillav1.FinalizerProviderCleanup)
 	if err := env.Client.Patch(ctx, &l, patch); err != nil {
 		t.Fatal(err)
 	}

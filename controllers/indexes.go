@@ -7,6 +7,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/trust"
 )
 
 // Field indexes on Leases, so controllers find a Workload's or an Offer's
@@ -32,7 +33,7 @@ func SetupIndexes(ctx context.Context, mgr manager.Manager) error {
 	}
 	if err := idx.IndexField(ctx, &flotillav1.Lease{}, indexLeaseReputationPending, func(o client.Object) []string {
 		l := o.(*flotillav1.Lease)
-		if len(unrecorded(l)) == 0 {
+		if len(trust.Unrecorded(l)) == 0 {
 			return nil
 		}
 		return []string{l.Spec.ProviderRef.Name}
@@ -49,6 +50,3 @@ func SetupIndexes(ctx context.Context, mgr manager.Manager) error {
 		return []string{offerKey(l.Spec.OfferRef.Namespace, l.Spec.OfferRef.Name)}
 	})
 }
-
-// leaseLive reports a Lease that still holds capacity.
-func leaseLive(l *flotillav1.Lease) bool { return l.Status.Phase != flotillav1.LeaseClosed }

@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -12,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -26,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/lease"
 	"github.com/flotilla-dev/flotilla/internal/metrics"
 	"github.com/flotilla-dev/flotilla/internal/remote"
 	"github.com/flotilla-dev/flotilla/internal/render"
@@ -34,45 +33,20 @@ import (
 // FieldManager owns everything the hub applies on providers.
 const FieldManager = "flotilla"
 
-// LeaseFinalizer keeps a Lease until its namespace on the provider is gone.
-const LeaseFinalizer = "flotilla.dev/provider-cleanup"
-
-// Lease condition reasons.
 const (
-	ReasonApplied      = "Applied"
-	ReasonApplyFailed  = "ApplyFailed"
-	ReasonReadFailed   = "ReadFailed"
-	ReasonProviderLost = "ProviderLost"
-	ReasonFailedOver   = "FailedOver"
-	ReasonJobCompleted = "Completed"
-	ReasonJobFailed    = "JobFailed"
-	ReasonWaitProvider = "WaitingForProvider"
-	ReasonRenderFailed = "RenderFailed"
-	ReasonNoProgress   = "ProgressDeadlineExceeded"
-	leaseSyncInterval  = 3 * time.Second
-	// leaseConvergeInterval is the sync period while replicas are not all
-	// ready yet.
-	leaseConvergeInterval = time.Second
 	// leaseReapplyInterval bounds how long drift on a provider may last,
 	// and how long a changed ConfigMap or Secret of the tenant takes to
 	// reach it.
 	leaseReapplyInterval = 2 * time.Minute
-	// leaseSyncRefresh is how stale status.lastSyncTime may get while
-	// nothing else changes.
-	leaseSyncRefresh = 30 * time.Second
-	// leaseMaxBackoff caps the wait after syncs that keep failing.
-	leaseMaxBackoff     = 5 * time.Minute
-	cleanupRetryBackoff = 10 * time.Second
-	// defaultProgressDeadline when a Workload leaves it unset.
-	defaultProgressDeadline = 10 * time.Minute
+	cleanupRetryBackoff  = 10 * time.Second
 )
 
 // LeaseReconciler makes a Lease real on its provider: it renders the
 // Lease's objects and applies them with server-side apply, reads back how
-// many replicas run and are ready, meters them, marks the Lease Lost while
-// its provider is, fails it over after the Workload's grace period, closes
-// it when its replicas miss the progress deadline, and removes its
-// namespace on the provider when the Lease closes or is deleted.
+// many replicas run and are ready, and removes its namespace on the
+// provider when the Lease closes or is deleted. What the Lease's status
+// says of that (metering, Lost, failover, the progress deadline) is
+// decided by internal/lease.
 type LeaseReconciler struct {
 	Client client.Client
 	// APIReader reads the tenant's ConfigMaps and Secrets a Lease refers
@@ -99,29 +73,45 @@ func (r *LeaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	if l.DeletionTimestamp != nil {
 		return r.reconcileDelete(ctx, l)
 	}
-	if controllerutil.AddFinalizer(l, LeaseFinalizer) {
+	if controllerutil.AddFinalizer(l, flotillav1.FinalizerProviderCleanup) {
 		if err := r.Client.Update(ctx, l); err != nil {
 			return ctrl.Result{}, fmt.Errorf("adding finalizer to lease %s: %w", req, err)
 		}
 	}
 
-	old := l.Status.DeepCopy()
-	st := l.Status.DeepCopy()
+	old := ownStatus(&l.Status)
+	st := old.DeepCopy()
 	st.ObservedGeneration = l.Generation
 	st.Namespace = render.Namespace(r.HubID, l.UID)
 	res, err := r.reconcile(ctx, l, st, old)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	if !equality.Semantic.DeepEqual(st, old) {
-		patch := client.MergeFrom(l.DeepCopy())
-		l.Status = *st
-		if perr := r.Client.Status().Patch(ctx, l, patch); perr != nil {
-			return ctrl.Result{}, errors.Join(err, fmt.Errorf("patching status of lease %s: %w", req, perr))
+		// Usage adds to what status holds: writing over a newer status
+		// than the cache showed would charge an interval twice.
+		if err := applyStatus(ctx, r.Client, l, st, ManagerLease, l.ResourceVersion); err != nil {
+			if apierrors.IsConflict(err) {
+				return ctrl.Result{RequeueAfter: conflictRetry}, nil
+			}
+			return ctrl.Result{}, fmt.Errorf("writing the status of lease %s: %w", req, err)
 		}
 	}
-	return res, err
+	r.emit(ctx, l, res)
+	return ctrl.Result{RequeueAfter: res.RequeueAfter}, nil
 }
 
-func (r *LeaseReconciler) reconcile(ctx context.Context, l *flotillav1.Lease, st, old *flotillav1.LeaseStatus) (ctrl.Result, error) {
-	now := r.Now()
+// ownStatus is the part of a Lease's status this controller writes: the
+// verdict is the verification's.
+func ownStatus(s *flotillav1.LeaseStatus) *flotillav1.LeaseStatus {
+	own := s.DeepCopy()
+	own.Verdict = ""
+	return own
+}
+
+// reconcile decides the Lease's status from its provider's phase and, when
+// the provider is Ready, one sync with it.
+func (r *LeaseReconciler) reconcile(ctx context.Context, l *flotillav1.Lease, st, old *flotillav1.LeaseStatus) (lease.Result, error) {
 	p := &flotillav1.Provider{}
 	perr := r.Client.Get(ctx, client.ObjectKey{Name: l.Spec.ProviderRef.Name}, p)
 	if st.Phase == flotillav1.LeaseClosed {
@@ -133,211 +123,171 @@ func (r *LeaseReconciler) reconcile(ctx context.Context, l *flotillav1.Lease, st
 				_ = r.deleteNamespace(ctx, cl, l)
 			}
 		}
-		return ctrl.Result{}, nil
+		return lease.Result{}, nil
 	}
-	if perr != nil {
-		if apierrors.IsNotFound(perr) {
-			return r.lost(ctx, l, st, now, "provider "+l.Spec.ProviderRef.Name+" is not registered", nil)
-		}
-		return ctrl.Result{}, perr
+	if perr != nil && !apierrors.IsNotFound(perr) {
+		return lease.Result{}, perr
 	}
 	w := &flotillav1.Workload{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Namespace, Name: l.Spec.WorkloadRef.Name}, w); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	switch p.Status.Phase {
-	case flotillav1.ProviderLost:
-		return r.lost(ctx, l, st, now, "provider "+p.Name+" is Lost", latest(p.Status.LastProbeTime))
-	case "", flotillav1.ProviderPending:
-		if st.Phase == "" {
-			st.Phase = flotillav1.LeasePending
+		if !apierrors.IsNotFound(err) {
+			return lease.Result{}, err
 		}
-		setLeaseReady(st, l, metav1.ConditionFalse, ReasonWaitProvider, "waiting for provider "+p.Name+" to become Ready")
-		return r.progress(l, w, st, now, ctrl.Result{RequeueAfter: leaseSyncInterval}), nil
+		w = nil // deleted: the scheduler drains its Leases; the defaults time this one
+	}
+	in := lease.Input{Lease: l, Now: r.Now(), LastSeen: r.lastSeen(l.UID)}
+	in.ProgressDeadline, in.FailoverGrace = lease.Timing(w)
+	switch {
+	case apierrors.IsNotFound(perr):
+		return lease.Lost(st, in, "provider "+l.Spec.ProviderRef.Name+" is not registered", nil), nil
+	case p.Status.Phase == flotillav1.ProviderLost:
+		var lastContact *time.Time
+		if t := p.Status.LastProbeTime; t != nil {
+			lastContact = &t.Time
+		}
+		return lease.Lost(st, in, "provider "+p.Name+" is Lost", lastContact), nil
+	case p.Status.Phase == "" || p.Status.Phase == flotillav1.ProviderPending:
+		return lease.Progress(st, in, lease.Wait(st, in, p.Name)), nil
+	case w == nil:
+		return lease.Result{}, nil
 	}
 	st.LostTime = nil
-	res := r.sync(ctx, l, w, p, st, old, now)
-	return r.progress(l, w, st, now, res), nil
+	res := r.sync(ctx, l, w, p, st, old, &in)
+	return lease.Progress(st, in, res), nil
 }
 
 // sync applies the Lease's objects when they are due and reads its state
-// back from the provider.
+// back from the provider. A successful read moves in.LastSeen to now.
 func (r *LeaseReconciler) sync(ctx context.Context, l *flotillav1.Lease, w *flotillav1.Workload, p *flotillav1.Provider,
-	st, old *flotillav1.LeaseStatus, now time.Time) ctrl.Result {
+	st, old *flotillav1.LeaseStatus, in *lease.Input) lease.Result {
 	cl, _, err := providerClient(ctx, r.Client, r.Remote, p)
 	if err != nil {
-		return r.failSync(l, st, ReasonWaitProvider, err)
+		return lease.SyncFailed(st, *in, flotillav1.LeaseReasonWaitingForProvider, err)
 	}
 	offer := &flotillav1.Offer{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Spec.OfferRef.Namespace, Name: l.Spec.OfferRef.Name}, offer); err != nil {
 		offer = nil // withdrawn: the Lease keeps what it has, and nothing the Offer opted into
 	}
-	in := r.renderInput(l, w, offer)
+	rin := r.renderInput(l, w, offer)
 	// Re-applying every object on every sync would cost each provider a
 	// handful of writes per Lease every few seconds; apply only when what
 	// they are rendered from changed, when the provider lost one, or to
 	// undo drift.
-	hash := render.InputHash(in)
-	due := st.AppliedHash != hash || st.LastApplyTime == nil || now.Sub(st.LastApplyTime.Time) >= leaseReapplyInterval
+	hash := render.InputHash(rin)
+	due := st.AppliedHash != hash || st.LastApplyTime == nil || in.Now.Sub(st.LastApplyTime.Time) >= leaseReapplyInterval
 	for attempt := 0; ; attempt++ {
 		if due {
-			if res, failed := r.applyObjects(ctx, cl, l, p, in, st); failed {
+			if reason, err := r.applyObjects(ctx, cl, l, p, rin); err != nil {
+				res := lease.SyncFailed(st, *in, reason, err)
+				if reason == flotillav1.LeaseReasonApplyFailed {
+					res.Events = append(res.Events, lease.Event{Warning: true, Reason: reason,
+						Message: "Applying on provider " + p.Name + ": " + st.LastError})
+				}
 				return res
 			}
-			st.AppliedHash, st.LastApplyTime = hash, &metav1.Time{Time: now}
+			st.AppliedHash, st.LastApplyTime = hash, timePtr(in.Now)
 		}
 		obs, err := r.readBack(ctx, cl, l)
 		if err == nil {
-			r.observe(l, st, old, obs, now)
-			break
+			res := lease.Observed(st, old, *in, obs, p.Name)
+			r.seen.Store(l.UID, in.Now.Truncate(time.Second))
+			// What ran up to this look is charged if the Lease now ends.
+			in.LastSeen = in.Now
+			if st.Phase == flotillav1.LeaseClosed {
+				_ = r.deleteNamespace(ctx, cl, l)
+			}
+			return res
 		}
 		if !apierrors.IsNotFound(err) || due || attempt > 0 {
-			return r.failSync(l, st, ReasonReadFailed, err)
+			return lease.SyncFailed(st, *in, flotillav1.LeaseReasonReadFailed, err)
 		}
 		due = true // removed on the provider: put it back now
 	}
-	st.FailedSyncs, st.LastError = 0, ""
-	// Refreshing the time on every sync would write status (and wake every
-	// watcher) each second for nothing; it moves when something else does,
-	// or once per leaseSyncRefresh.
-	if st.LastSyncTime == nil || now.Sub(st.LastSyncTime.Time) >= leaseSyncRefresh || !syncedStatusEqual(st, old) {
-		st.LastSyncTime = &metav1.Time{Time: now}
-	}
-	if st.Phase == flotillav1.LeaseClosed {
-		_ = r.deleteNamespace(ctx, cl, l)
-		return ctrl.Result{}
-	}
-	st.Phase = flotillav1.LeaseActive
-	if l.Spec.Class != flotillav1.ClassBatch && st.ReadyReplicas >= l.Spec.Replicas {
-		setLeaseReady(st, l, metav1.ConditionTrue, ReasonApplied, fmt.Sprintf("%d replicas ready on %s", st.ReadyReplicas, p.Name))
-	} else {
-		setLeaseReady(st, l, metav1.ConditionFalse, ReasonApplied, fmt.Sprintf("%d of %d replicas ready on %s", st.ReadyReplicas, l.Spec.Replicas, p.Name))
-	}
-	if st.ReadyReplicas < l.Spec.Replicas {
-		// Converging: look again soon so the Workload turns Ready promptly.
-		return ctrl.Result{RequeueAfter: leaseConvergeInterval}
-	}
-	return ctrl.Result{RequeueAfter: leaseSyncInterval}
 }
 
-// failSync records a sync that could not apply or read the Lease and waits
-// longer before each next try: a provider that refuses an object is not
-// sent it again every few seconds forever (the progress deadline ends the
-// Lease if it never runs).
-func (r *LeaseReconciler) failSync(l *flotillav1.Lease, st *flotillav1.LeaseStatus, reason string, err error) ctrl.Result {
-	st.FailedSyncs = min(st.FailedSyncs+1, 1<<20)
-	setLastError(st, err)
-	if st.Phase == "" {
-		st.Phase = flotillav1.LeasePending
+// emit records the events and metrics of a decision once its status is
+// written, so that a write that fails and is retried records them once.
+func (r *LeaseReconciler) emit(ctx context.Context, l *flotillav1.Lease, res lease.Result) {
+	if res.FailedOver {
+		metrics.Failover()
 	}
-	setLeaseReady(st, l, metav1.ConditionFalse, reason, err.Error())
-	return ctrl.Result{RequeueAfter: syncBackoff(st.FailedSyncs)}
-}
-
-// syncBackoff is the wait after n failed syncs in a row: 3s, doubling, up
-// to leaseMaxBackoff.
-func syncBackoff(n int32) time.Duration {
-	d := leaseSyncInterval
-	for i := int32(1); i < n && d < leaseMaxBackoff; i++ {
-		d *= 2
+	if res.DeadlineExceeded {
+		metrics.ProgressDeadlineExceeded()
 	}
-	return min(d, leaseMaxBackoff)
-}
-
-// lost marks the Lease Lost and, once its Workload's failover grace period
-// has passed, closes it so that the scheduler replaces its replicas under a
-// higher epoch. The grace period counts from the provider's last contact,
-// not from the Lost verdict: the provider's own grace period has already
-// been waited out, and adding the two would double the outage.
-func (r *LeaseReconciler) lost(ctx context.Context, l *flotillav1.Lease, st *flotillav1.LeaseStatus, now time.Time, why string, lastContact *time.Time) (ctrl.Result, error) {
-	if st.LostTime == nil {
-		st.LostTime = &metav1.Time{Time: now}
-		r.Recorder.Eventf(l, "Warning", ReasonProviderLost, "Lease lost: %s", why)
-		// Charge what the hub saw of this Lease; nothing after.
-		r.meterUntilLastSeen(l, st)
+	for _, e := range res.Events {
+		typ := corev1.EventTypeNormal
+		if e.Warning {
+			typ = corev1.EventTypeWarning
+		}
+		if !e.OnWorkload {
+			r.Recorder.Event(l, typ, e.Reason, e.Message)
+			continue
+		}
+		w := &flotillav1.Workload{}
+		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Namespace, Name: l.Spec.WorkloadRef.Name}, w); err == nil {
+			r.Recorder.Event(w, typ, e.Reason, e.Message)
+		}
 	}
-	st.Phase = flotillav1.LeaseLost
-	st.ReadyReplicas, st.RunningReplicas = 0, 0
-	grace := 5 * time.Second
-	w := &flotillav1.Workload{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Namespace, Name: l.Spec.WorkloadRef.Name}, w); err == nil &&
-		w.Spec.Failover.GracePeriodSeconds != nil {
-		grace = time.Duration(*w.Spec.Failover.GracePeriodSeconds) * time.Second
-	}
-	from := st.LostTime.Time
-	if lastContact != nil && lastContact.Before(from) {
-		from = *lastContact
-	}
-	if wait := from.Add(grace).Sub(now); wait > 0 {
-		setLeaseReady(st, l, metav1.ConditionFalse, ReasonProviderLost, fmt.Sprintf("%s; failing over in %s", why, wait.Round(time.Second)))
-		return ctrl.Result{RequeueAfter: wait}, nil
-	}
-	st.Phase, st.Outcome = flotillav1.LeaseClosed, flotillav1.OutcomeFailedOver
-	setLeaseReady(st, l, metav1.ConditionFalse, ReasonFailedOver, why+"; replicas replaced elsewhere under a new epoch")
-	metrics.Failover()
-	r.Recorder.Eventf(w, "Warning", ReasonFailedOver, "Replacing %d replicas of lease %s: %s", l.Spec.Replicas, l.Name, why)
-	return ctrl.Result{}, nil
-}
-
-func setLeaseReady(st *flotillav1.LeaseStatus, l *flotillav1.Lease, s metav1.ConditionStatus, reason, msg string) {
-	setCondition(&st.Conditions, metav1.Condition{
-		Type: flotillav1.ConditionReady, Status: s, Reason: reason, Message: msg, ObservedGeneration: l.Generation,
-	})
-}
-
-// syncedStatusEqual compares two statuses but for lastSyncTime.
-func syncedStatusEqual(a, b *flotillav1.LeaseStatus) bool {
-	x, y := *a, *b
-	x.LastSyncTime, y.LastSyncTime = nil, nil
-	return equality.Semantic.DeepEqual(x, y)
 }
 
 // reconcileDelete removes the Lease's namespace on the provider, then the
 // finalizer. An unreachable provider keeps the Lease until it returns; a
 // deregistered one releases it at once.
 func (r *LeaseReconciler) reconcileDelete(ctx context.Context, l *flotillav1.Lease) (ctrl.Result, error) {
-	if !controllerutil.ContainsFinalizer(l, LeaseFinalizer) {
+	if !controllerutil.ContainsFinalizer(l, flotillav1.FinalizerProviderCleanup) {
 		return ctrl.Result{}, nil
 	}
-	p := &flotillav1.Provider{}
-	perr := r.Client.Get(ctx, client.ObjectKey{Name: l.Spec.ProviderRef.Name}, p)
-	var cl *remote.Client
-	var err error
-	if perr == nil {
-		cl, _, err = providerClient(ctx, r.Client, r.Remote, p)
-	}
-	switch {
-	case apierrors.IsNotFound(perr):
-		// The provider is gone: nobody can clean up there.
-	case perr == nil && p.DeletionTimestamp != nil && p.Status.Phase == flotillav1.ProviderLost:
-		// Deregistered while unreachable: it will not come back to be cleaned.
-	case perr != nil || err != nil:
+	if retry := r.cleanUp(ctx, l); retry {
 		return ctrl.Result{RequeueAfter: cleanupRetryBackoff}, nil
-	default:
-		if derr := r.deleteNamespace(ctx, cl, l); derr != nil {
-			ctrl.LoggerFrom(ctx).V(1).Info("Provider not reachable for cleanup, retrying", "error", derr.Error())
-			return ctrl.Result{RequeueAfter: cleanupRetryBackoff}, nil
-		}
 	}
 	if l.Status.Phase != flotillav1.LeaseClosed {
 		// Charge what the hub saw running up to the deletion; the bank
 		// settles it once this finalizer is gone.
-		st := l.Status.DeepCopy()
-		r.meterUntilLastSeen(l, st)
-		if !equality.Semantic.DeepEqual(st, &l.Status) {
-			patch := client.MergeFrom(l.DeepCopy())
-			l.Status = *st
-			if err := r.Client.Status().Patch(ctx, l, patch); client.IgnoreNotFound(err) != nil {
+		old := ownStatus(&l.Status)
+		st := old.DeepCopy()
+		lease.MeterUntilLastSeen(st, lease.Input{Lease: l, LastSeen: r.lastSeen(l.UID)})
+		if !equality.Semantic.DeepEqual(st, old) {
+			if err := applyStatus(ctx, r.Client, l, st, ManagerLease, l.ResourceVersion); client.IgnoreNotFound(err) != nil {
+				if apierrors.IsConflict(err) {
+					return ctrl.Result{RequeueAfter: conflictRetry}, nil
+				}
 				return ctrl.Result{}, fmt.Errorf("metering deleted lease %s/%s: %w", l.Namespace, l.Name, err)
 			}
+			// The finalizer goes with the next reconcile, on the Lease
+			// as written.
+			return ctrl.Result{RequeueAfter: conflictRetry}, nil
 		}
 	}
 	r.seen.Delete(l.UID)
-	controllerutil.RemoveFinalizer(l, LeaseFinalizer)
+	controllerutil.RemoveFinalizer(l, flotillav1.FinalizerProviderCleanup)
 	if err := r.Client.Update(ctx, l); client.IgnoreNotFound(err) != nil {
 		return ctrl.Result{}, fmt.Errorf("removing finalizer from lease %s/%s: %w", l.Namespace, l.Name, err)
 	}
 	return ctrl.Result{}, nil
+}
+
+// cleanUp removes the Lease's namespace on its provider and reports
+// whether it must be tried again.
+func (r *LeaseReconciler) cleanUp(ctx context.Context, l *flotillav1.Lease) (retry bool) {
+	p := &flotillav1.Provider{}
+	perr := r.Client.Get(ctx, client.ObjectKey{Name: l.Spec.ProviderRef.Name}, p)
+	switch {
+	case apierrors.IsNotFound(perr):
+		return false // the provider is gone: nobody can clean up there
+	case perr != nil:
+		return true
+	case p.DeletionTimestamp != nil && p.Status.Phase == flotillav1.ProviderLost:
+		return false // deregistered while unreachable: it will not come back to be cleaned
+	}
+	cl, _, err := providerClient(ctx, r.Client, r.Remote, p)
+	if err == nil {
+		err = r.deleteNamespace(ctx, cl, l)
+	}
+	if err != nil {
+		ctrl.LoggerFrom(ctx).V(1).Info("Provider not reachable for cleanup, retrying", "error", err.Error())
+		return true
+	}
+	return false
 }
 
 func (r *LeaseReconciler) deleteNamespace(ctx context.Context, cl *remote.Client, l *flotillav1.Lease) error {

@@ -14,11 +14,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
-	"github.com/flotilla-dev/flotilla/internal/bound"
+	"github.com/flotilla-dev/flotilla/internal/lease"
 	"github.com/flotilla-dev/flotilla/internal/metrics"
 	"github.com/flotilla-dev/flotilla/internal/remote"
 	"github.com/flotilla-dev/flotilla/internal/render"
@@ -36,25 +35,24 @@ func (r *LeaseReconciler) renderInput(l *flotillav1.Lease, w *flotillav1.Workloa
 }
 
 // applyObjects reads what the template references, renders the Lease's
-// objects and applies them; failed reports a sync that went wrong, with
-// the result to return.
+// objects and applies them; a failure comes with the Ready reason it
+// gives the Lease.
 func (r *LeaseReconciler) applyObjects(ctx context.Context, cl *remote.Client, l *flotillav1.Lease, p *flotillav1.Provider,
-	in render.Input, st *flotillav1.LeaseStatus) (ctrl.Result, bool) {
+	in render.Input) (string, error) {
 	if err := r.readReferences(ctx, l.Namespace, &in); err != nil {
-		return r.failSync(l, st, ReasonRenderFailed, err), true
+		return flotillav1.LeaseReasonRenderFailed, err
 	}
 	objs, err := render.Lease(in)
 	if err != nil {
-		return r.failSync(l, st, ReasonRenderFailed, err), true
+		return flotillav1.LeaseReasonRenderFailed, err
 	}
 	start := time.Now()
 	err = r.apply(ctx, cl, objs)
 	metrics.RemoteRequest(p.Name, "apply", time.Since(start))
 	if err != nil {
-		r.Recorder.Eventf(l, "Warning", ReasonApplyFailed, "Applying on provider %s: %s", p.Name, bound.Error(err))
-		return r.failSync(l, st, ReasonApplyFailed, err), true
+		return flotillav1.LeaseReasonApplyFailed, err
 	}
-	return ctrl.Result{}, false
+	return "", nil
 }
 
 // readReferences reads, straight from the API server, the ConfigMaps and
@@ -132,20 +130,9 @@ func (r *LeaseReconciler) apply(ctx context.Context, cl *remote.Client, objs []c
 	return nil
 }
 
-// leaseObservation is one look at a Lease on its provider. Counts are the
-// provider's word, capped at what was leased.
-type leaseObservation struct {
-	// running pods are bound to a node and not finished: what is charged.
-	running, ready, succeeded, failed int32
-	// complete and failedJob: the Job ended (Batch); message says why.
-	complete, failedJob bool
-	message             string
-	digest              string
-}
-
 // readBack reads the Lease's workload object and its pods on the provider.
-func (r *LeaseReconciler) readBack(ctx context.Context, cl *remote.Client, l *flotillav1.Lease) (leaseObservation, error) {
-	var obs leaseObservation
+func (r *LeaseReconciler) readBack(ctx context.Context, cl *remote.Client, l *flotillav1.Lease) (lease.Observation, error) {
+	var obs lease.Observation
 	ns := render.Namespace(r.HubID, l.UID)
 	key := client.ObjectKey{Namespace: ns, Name: render.WorkloadName}
 	var job *batchv1.Job
@@ -168,27 +155,27 @@ func (r *LeaseReconciler) readBack(ctx context.Context, cl *remote.Client, l *fl
 		p := &pods.Items[i]
 		finished := p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
 		if p.Spec.NodeName != "" && !finished {
-			obs.running++
+			obs.Running++
 			if podReady(p) {
-				obs.ready++
+				obs.Ready++
 			}
 		}
-		if obs.digest == "" && p.Status.Phase == corev1.PodSucceeded {
-			obs.digest = resultDigest(p)
+		if obs.Digest == "" && p.Status.Phase == corev1.PodSucceeded {
+			obs.Digest = resultDigest(p)
 		}
 	}
-	obs.running, obs.ready = min(obs.running, l.Spec.Replicas), min(obs.ready, l.Spec.Replicas)
+	obs.Running, obs.Ready = min(obs.Running, l.Spec.Replicas), min(obs.Ready, l.Spec.Replicas)
 	if job != nil {
-		obs.succeeded, obs.failed = min(max(job.Status.Succeeded, 0), l.Spec.Replicas), max(job.Status.Failed, 0)
+		obs.Succeeded, obs.Failed = min(max(job.Status.Succeeded, 0), l.Spec.Replicas), max(job.Status.Failed, 0)
 		for _, c := range job.Status.Conditions {
 			if c.Status != corev1.ConditionTrue {
 				continue
 			}
 			switch c.Type {
 			case batchv1.JobComplete:
-				obs.complete = true
+				obs.Complete = true
 			case batchv1.JobFailed:
-				obs.failedJob, obs.message = true, c.Message
+				obs.JobFailed, obs.Message = true, c.Message
 			}
 		}
 	}
@@ -220,67 +207,4 @@ func resultDigest(p *corev1.Pod) string {
 	return ""
 }
 
-// observe takes one look into status: counts, metering, and the end of a
-// Batch Lease.
-func (r *LeaseReconciler) observe(l *flotillav1.Lease, st, old *flotillav1.LeaseStatus, obs leaseObservation, now time.Time) {
-	st.RunningReplicas, st.ReadyReplicas = obs.running, obs.ready
-	st.SucceededReplicas, st.FailedReplicas = obs.succeeded, obs.failed
-	switch {
-	case obs.complete:
-		st.Digest = obs.digest
-		st.Phase, st.Outcome = flotillav1.LeaseClosed, flotillav1.OutcomeCompleted
-		setLeaseReady(st, l, metav1.ConditionTrue, ReasonJobCompleted, fmt.Sprintf("%d replicas succeeded", obs.succeeded))
-	case obs.failedJob:
-		st.Phase, st.Outcome = flotillav1.LeaseClosed, flotillav1.OutcomeFailed
-		setLeaseReady(st, l, metav1.ConditionFalse, ReasonJobFailed, obs.message)
-	}
-	r.meter(l, st, old, now)
-}
-
-// progress closes the Lease when its replicas have not been ready for the
-// Workload's progress deadline: a provider that never runs what it took,
-// or runs it without it ever turning ready, neither holds the capacity nor
-// is paid past it. Otherwise it returns res, sooner when the deadline
-// comes first.
-func (r *LeaseReconciler) progress(l *flotillav1.Lease, w *flotillav1.Workload, st *flotillav1.LeaseStatus, now time.Time, res ctrl.Result) ctrl.Result {
-	if st.Phase == flotillav1.LeaseClosed {
-		return res
-	}
-	done := st.ReadyReplicas
-	if l.Spec.Class == flotillav1.ClassBatch {
-		done += st.SucceededReplicas
-	}
-	if done >= l.Spec.Replicas {
-		st.NotReadySince = nil
-		return res
-	}
-	if st.NotReadySince == nil {
-		since := now
-		if st.Phase == "" || st.Phase == flotillav1.LeasePending {
-			since = l.CreationTimestamp.Time // never ran yet: the deadline counts from placement
-		}
-		st.NotReadySince = &metav1.Time{Time: since}
-	}
-	deadline := defaultProgressDeadline
-	if d := w.Spec.ProgressDeadlineSeconds; d != nil {
-		deadline = time.Duration(*d) * time.Second
-	}
-	left := st.NotReadySince.Add(deadline).Sub(now)
-	if left > 0 {
-		if res.RequeueAfter == 0 || res.RequeueAfter > left {
-			res.RequeueAfter = left + 10*time.Millisecond
-		}
-		return res
-	}
-	r.meterUntilLastSeen(l, st)
-	msg := fmt.Sprintf("%d of %d replicas ready on %s after %s (progress deadline %s); replicas placed elsewhere",
-		done, l.Spec.Replicas, l.Spec.ProviderRef.Name, now.Sub(st.NotReadySince.Time).Round(time.Second), deadline)
-	st.Phase, st.Outcome = flotillav1.LeaseClosed, flotillav1.OutcomeProgressDeadlineExceeded
-	st.ReadyReplicas, st.RunningReplicas = 0, 0
-	setLeaseReady(st, l, metav1.ConditionFalse, ReasonNoProgress, msg)
-	metrics.ProgressDeadlineExceeded()
-	r.Recorder.Eventf(w, "Warning", ReasonNoProgress, "Closed lease %s: %s", l.Name, msg)
-	return ctrl.Result{RequeueAfter: time.Millisecond}
-}
-
-func setLastError(st *flotillav1.LeaseStatus, err error) { st.LastError = bound.Error(err) }
+func timePtr(t time.Time) *metav1.Time { return &metav1.Time{Time: t} }

@@ -116,8 +116,8 @@ func TestFlappingProviderIsHeldDown(t *testing.T) {
 	back := time.Now()
 	held := awaitPhase(flotillav1.ProviderPending, 5*time.Second)
 	ready := apimeta.FindStatusCondition(held.Status.Conditions, flotillav1.ConditionReady)
-	if ready == nil || ready.Reason != ReasonBackingOff || held.Status.ReadmitTime == nil {
-		t.Fatalf("returning flapper: Ready %+v, readmitTime %v; want reason %s and a readmit time", ready, held.Status.ReadmitTime, ReasonBackingOff)
+	if ready == nil || ready.Reason != flotillav1.ProviderReasonBackingOff || held.Status.ReadmitTime == nil {
+		t.Fatalf("returning flapper: Ready %+v, readmitTime %v; want reason %s and a readmit time", ready, held.Status.ReadmitTime, flotillav1.ProviderReasonBackingOff)
 	}
 	if d := held.Status.ReadmitTime.Sub(back); d < 2*time.Second || d > 5*time.Second {
 		t.Errorf("readmitTime %s after the return, want about the 3s hold-down", d)

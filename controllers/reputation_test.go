@@ -78,7 +78,7 @@ func endedLease(t *testing.T, ns, name, provider string, outcome flotillav1.Leas
 	if reason == "" {
 		reason = "ScaledDown"
 	}
-	apimeta.SetStatusCondition(&l.Status.Conditions, metav1.Condition{Type: flotillav1.ConditionReady, Status: metav1.ConditionFalse, Reason: reason, Message: "ended"})
+	apimeta.SetStatusCondition(&l.Status.Conditions, metav1.Condition{Type: flotillav1.LeaseConditionClosed, Status: metav1.ConditionTrue, Reason: reason, Message: "ended"})
 	if err := env.Client.Status().Update(ctx, l); err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"k8s.io/utils/ptr"
+
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/market"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
@@ -32,7 +34,7 @@ func TestSchedulesAWorkloadAcrossProviders(t *testing.T) {
 	}
 	namespace(t, "tenant-spread")
 	w := newWorkload("tenant-spread", "web", suite, 6, "1")
-	w.Spec.Placement.MaxReplicasPerProvider = ptrTo[int32](2)
+	w.Spec.Placement.MaxReplicasPerProvider = ptr.To[int32](2)
 	if err := env.Client.Create(ctx, w); err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +115,7 @@ func TestUnschedulableWorkloadSaysWhy(t *testing.T) {
 	createOffer(t, "why-a", "dear", suite, "8", "5")
 	namespace(t, "tenant-why")
 	w := newWorkload("tenant-why", "cheap", suite, 2, "1")
-	w.Spec.Placement.MaxPricePerReplicaHour = ptrTo(flotillav1.Amount("1"))
+	w.Spec.Placement.MaxPricePerReplicaHour = ptr.To(flotillav1.Amount("1"))
 	if err := env.Client.Create(ctx, w); err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/quorum"
+	"github.com/flotilla-dev/flotilla/internal/trust"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
 )
 
@@ -36,8 +37,10 @@ func completeLease(t *testing.T, l *flotillav1.Lease, digest string) {
 	l.Status.Outcome = flotillav1.OutcomeCompleted
 	l.Status.Digest = digest
 	l.Status.SucceededReplicas = 1
-	apimeta.SetStatusCondition(&l.Status.Conditions, metav1.Condition{Type: flotillav1.ConditionReady, Status: metav1.ConditionTrue,
-		Reason: ReasonJobCompleted, Message: "1 replicas succeeded"})
+	apimeta.RemoveStatusCondition(&l.Status.Conditions, flotillav1.ConditionReady)
+	apimeta.RemoveStatusCondition(&l.Status.Conditions, flotillav1.ConditionReconciling)
+	apimeta.SetStatusCondition(&l.Status.Conditions, metav1.Condition{Type: flotillav1.LeaseConditionClosed, Status: metav1.ConditionTrue,
+		Reason: flotillav1.LeaseReasonCompleted, Message: "1 replicas succeeded"})
 	if err := env.Client.Status().Update(context.Background(), l); err != nil {
 		t.Fatal(err)
 	}
@@ -124,13 +127,13 @@ func TestVerifiedWorkloadRunsCopiesOnDistinctOwners(t *testing.T) {
 		t.Errorf("verified %q, phase %s; want %s, Succeeded", got.Status.VerifiedDigest, got.Status.Phase, digestOf('b'))
 	}
 	c := apimeta.FindStatusCondition(got.Status.Conditions, flotillav1.WorkloadVerified)
-	if c == nil || c.Status != metav1.ConditionTrue || c.Reason != ReasonQuorumReached {
+	if c == nil || c.Status != metav1.ConditionTrue || c.Reason != flotillav1.WorkloadReasonQuorumReached {
 		t.Errorf("Verified condition %+v", c)
 	}
 	want := map[string]flotillav1.Verdict{"va": flotillav1.VerdictDissented, "vb": flotillav1.VerdictAgreed,
 		"vc": flotillav1.VerdictDissented, "vd": flotillav1.VerdictAgreed}
 	for _, r := range got.Status.Verification.Results {
-		if r.Verdict != want[r.Owner] || r.State != copyReported {
+		if r.Verdict != want[r.Owner] || r.State != trust.CopyReported {
 			t.Errorf("result %+v: want verdict %s", r, want[r.Owner])
 		}
 	}

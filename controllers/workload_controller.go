@@ -16,79 +16,88 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
-	"github.com/flotilla-dev/flotilla/internal/market"
 	"github.com/flotilla-dev/flotilla/internal/metrics"
-	"github.com/flotilla-dev/flotilla/internal/quorum"
+	"github.com/flotilla-dev/flotilla/internal/placement"
 )
 
 // WorkloadReconciler keeps a Workload's status true to its Leases and to the
-// scheduler's last verdict. It never writes the spec, and it creates no
-// Lease itself: placement is the Scheduler's alone.
+// scheduler's last verdict (internal/placement derives it), and writes each
+// verified copy's verdict on its Lease. It never writes the spec, and it
+// creates no Lease itself: placement is the Scheduler's alone.
 type WorkloadReconciler struct {
 	Client    client.Client
 	Scheduler *Scheduler
 	Recorder  record.EventRecorder
 }
 
-// Reconcile computes the status and patches it once, only when it changed.
+// Reconcile computes the status and writes it once, only when it changed.
 func (r *WorkloadReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	w := &flotillav1.Workload{}
 	if err := r.Client.Get(ctx, req.NamespacedName, w); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	var leases flotillav1.LeaseList
-	if err := r.Client.List(ctx, &leases, client.InNamespace(w.Namespace), client.MatchingFields{indexLeaseWorkload: w.Name}); err != nil {
+	var list flotillav1.LeaseList
+	if err := r.Client.List(ctx, &list, client.InNamespace(w.Namespace), client.MatchingFields{indexLeaseWorkload: w.Name}); err != nil {
 		return ctrl.Result{}, fmt.Errorf("listing leases of workload %s: %w", req, err)
 	}
-	verdict, hasVerdict := r.Scheduler.Verdict(w.Namespace, w.Name)
-	status := computeWorkloadStatus(w, leases.Items, verdict.Summary(), firstCode(verdict.Reasons), hasVerdict)
-	if err := r.recordVerdicts(ctx, w, &status, leases.Items); err != nil {
+	leases := make([]*flotillav1.Lease, len(list.Items))
+	for i := range list.Items {
+		leases[i] = &list.Items[i]
+	}
+	status := placement.WorkloadStatus(w, leases, r.Scheduler.Verdict(w.Namespace, w.Name))
+	if err := r.recordVerdicts(ctx, w, &status, leases); err != nil {
 		return ctrl.Result{}, err
 	}
-	if equality.Semantic.DeepEqual(status, w.Status) {
+	// The bank owns the BudgetExhausted condition: compare without it.
+	mine := w.Status.DeepCopy()
+	apimeta.RemoveStatusCondition(&mine.Conditions, flotillav1.WorkloadBudgetExhausted)
+	if len(mine.Conditions) == 0 {
+		mine.Conditions = nil
+	}
+	if equality.Semantic.DeepEqual(&status, mine) {
 		return ctrl.Result{}, nil
 	}
-	// The bank writes the BudgetExhausted condition of the same list: a
-	// stale copy must not drop it.
-	patch := client.MergeFromWithOptions(w.DeepCopy(), client.MergeFromWithOptimisticLock{})
-	was := w.Status
-	w.Status = status
-	if err := r.Client.Status().Patch(ctx, w, patch); err != nil {
-		if apierrors.IsConflict(err) {
-			return ctrl.Result{RequeueAfter: conflictRetry}, nil
-		}
-		return ctrl.Result{}, fmt.Errorf("patching status of workload %s: %w", req, err)
+	if err := applyStatus(ctx, r.Client, w, &status, ManagerWorkload, ""); err != nil {
+		return ctrl.Result{}, fmt.Errorf("writing the status of workload %s: %w", req, err)
 	}
-	if status.VerifiedDigest != "" && was.VerifiedDigest == "" {
-		metrics.Verification(ReasonQuorumReached)
-		r.Recorder.Eventf(w, "Normal", ReasonQuorumReached, "Result verified: %s", apimeta.FindStatusCondition(status.Conditions, flotillav1.WorkloadVerified).Message)
-	}
-	if c := apimeta.FindStatusCondition(status.Conditions, flotillav1.WorkloadVerified); c != nil && c.Reason == quorum.ReasonNoQuorum &&
-		(was.Phase != flotillav1.WorkloadFailed) {
-		metrics.Verification(quorum.ReasonNoQuorum)
-		r.Recorder.Eventf(w, "Warning", quorum.ReasonNoQuorum, "Verification failed: %s", c.Message)
-	}
+	r.announce(w, mine, &status)
 	return ctrl.Result{}, nil
 }
 
-// recordVerdicts writes each copy's verdict on its Lease, once, so that its
-// provider's reputation counts it; a dissent is announced as an event.
-func (r *WorkloadReconciler) recordVerdicts(ctx context.Context, w *flotillav1.Workload, st *flotillav1.WorkloadStatus, leases []flotillav1.Lease) error {
+// announce records the verification's outcome once, when it changes.
+func (r *WorkloadReconciler) announce(w *flotillav1.Workload, was, now *flotillav1.WorkloadStatus) {
+	c := apimeta.FindStatusCondition(now.Conditions, flotillav1.WorkloadVerified)
+	switch {
+	case c == nil:
+	case now.VerifiedDigest != "" && was.VerifiedDigest == "":
+		metrics.Verification(flotillav1.WorkloadReasonQuorumReached)
+		r.Recorder.Eventf(w, "Normal", flotillav1.WorkloadReasonQuorumReached, "Result verified: %s", c.Message)
+	case c.Reason == flotillav1.WorkloadReasonQuorumNotReached && was.Phase != flotillav1.WorkloadFailed:
+		metrics.Verification(flotillav1.WorkloadReasonQuorumNotReached)
+		r.Recorder.Eventf(w, "Warning", flotillav1.WorkloadReasonQuorumNotReached, "Verification failed: %s", c.Message)
+	}
+}
+
+// recordVerdicts writes each copy's verdict on its Lease (its one field the
+// verification owns), once, so that its provider's reputation counts it; a
+// dissent is announced as an event.
+func (r *WorkloadReconciler) recordVerdicts(ctx context.Context, w *flotillav1.Workload, st *flotillav1.WorkloadStatus, leases []*flotillav1.Lease) error {
 	if st.Verification == nil {
 		return nil
 	}
 	byName := make(map[string]*flotillav1.Lease, len(leases))
-	for i := range leases {
-		byName[leases[i].Name] = &leases[i]
+	for _, l := range leases {
+		byName[l.Name] = l
 	}
 	for _, res := range st.Verification.Results {
 		l := byName[res.Lease]
 		if res.Verdict == "" || l == nil || l.Status.Verdict == res.Verdict {
 			continue
 		}
-		patch := client.MergeFrom(l.DeepCopy())
-		l.Status.Verdict = res.Verdict
-		if err := r.Client.Status().Patch(ctx, l, patch); err != nil {
+		if err := applyStatus(ctx, r.Client, l, map[string]any{"verdict": string(res.Verdict)}, ManagerVerification, l.ResourceVersion); client.IgnoreNotFound(err) != nil {
+			if apierrors.IsConflict(err) {
+				continue // the Lease changed; its verdict is written at the next reconcile
+			}
 			return fmt.Errorf("recording verdict on lease %s: %w", l.Name, err)
 		}
 		if res.Verdict == flotillav1.VerdictDissented {
@@ -105,13 +114,6 @@ func orNone(s string) string {
 		return "no digest"
 	}
 	return s
-}
-
-func firstCode(reasons []market.Reason) string {
-	if len(reasons) == 0 {
-		return ""
-	}
-	return reasons[0].Code
 }
 
 // SetupWithManager watches Workloads, their Leases and the scheduler's

@@ -393,7 +393,7 @@ func staleNamespaces(ctx context.Context, cs kubernetes.Interface, hub client.Cl
 	_ = hub.List(ctx, &ls)
 	live := map[string]bool{}
 	for i := range ls.Items {
-		if status.Live(&ls.Items[i]) {
+		if ls.Items[i].Live() {
 			live[string(ls.Items[i].UID)] = true
 		}
 	}
@@ -417,7 +417,7 @@ func placements(ctx context.Context, c client.Client, ns, name string) []string 
 	_ = c.List(ctx, &ls, client.InNamespace(ns), client.MatchingLabels{flotillav1.LabelWorkload: name})
 	var out []string
 	for i := range ls.Items {
-		if l := &ls.Items[i]; status.Live(l) {
+		if l := &ls.Items[i]; l.Live() {
 			out = append(out, fmt.Sprintf("%s:%d", l.Spec.ProviderRef.Name, l.Spec.Replicas))
 		}
 	}

@@ -34,7 +34,7 @@ func Render(w io.Writer, s Snapshot) error {
 	owner := map[string]string{}
 	live := map[string]int{}
 	for i := range s.Leases {
-		if Live(&s.Leases[i]) {
+		if s.Leases[i].Live() {
 			live[s.Leases[i].Spec.ProviderRef.Name]++
 		}
 	}
@@ -125,16 +125,10 @@ func votes(w *flotillav1.Workload) int32 {
 	return w.Status.Verification.Votes
 }
 
-// Live reports a Lease that still holds replicas: not closed, not being
-// deleted.
-func Live(l *flotillav1.Lease) bool {
-	return l.Status.Phase != flotillav1.LeaseClosed && l.DeletionTimestamp == nil
-}
-
 func liveLeases(ls []flotillav1.Lease) []flotillav1.Lease {
 	var out []flotillav1.Lease
 	for i := range ls {
-		if Live(&ls[i]) {
+		if ls[i].Live() {
 			out = append(out, ls[i])
 		}
 	}

@@ -76,7 +76,7 @@ func TestFailingCreateDoesNotStarveOthers(t *testing.T) {
 	})
 	hubenv.Await(t, 10*time.Second, "the hog saying why it waits", func() (bool, string) {
 		c := scheduled(t, "hogs", "hog")
-		return c != nil && c.Reason == controllers.ReasonLeaseCreateFailed && strings.Contains(c.Message, "no Leases for the hog"), fmt.Sprintf("%+v", c)
+		return c != nil && c.Reason == flotillav1.WorkloadReasonLeaseCreateFailed && strings.Contains(c.Message, "no Leases for the hog"), fmt.Sprintf("%+v", c)
 	})
 }
 
@@ -121,7 +121,7 @@ func TestBrokenBankStopsPlacement(t *testing.T) {
 	startHub(t, "bank", nil)
 	hubenv.Await(t, 20*time.Second, "T8.bank-cannot-settle: Scheduled=False SettlementUnavailable", func() (bool, string) {
 		c := scheduled(t, "billed", "w")
-		return c != nil && c.Reason == controllers.ReasonSettlementUnavailable && strings.Contains(c.Message, "ed25519"), fmt.Sprintf("%+v", c)
+		return c != nil && c.Reason == flotillav1.WorkloadReasonSettlementUnavailable && strings.Contains(c.Message, "ed25519"), fmt.Sprintf("%+v", c)
 	})
 	start := time.Now()
 	time.Sleep(10 * time.Second)

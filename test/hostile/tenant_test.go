@@ -16,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
-	"github.com/flotilla-dev/flotilla/controllers"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
 )
 
@@ -232,7 +231,7 @@ func TestUnaccountedNamespacesWait(t *testing.T) {
 	hubenv.Await(t, 20*time.Second, "T8.unaccounted: Scheduled=False NoAccount", func() (bool, string) {
 		got := get(t, &flotillav1.Workload{}, "lapsed", "w")
 		c := apimeta.FindStatusCondition(got.Status.Conditions, flotillav1.WorkloadScheduled)
-		return c != nil && c.Reason == controllers.ReasonNoAccount && strings.Contains(c.Message, "namespace lapsed has no Account"), fmt.Sprintf("%+v", c)
+		return c != nil && c.Reason == flotillav1.WorkloadReasonNoAccount && strings.Contains(c.Message, "namespace lapsed has no Account"), fmt.Sprintf("%+v", c)
 	})
 	if n := len(leasesOf(t, "lapsed", "w")); n != 0 {
 		t.Errorf("%d Leases placed for a namespace without an Account", n)

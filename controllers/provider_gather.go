@@ -1,0 +1,126 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/bound"
+	"github.com/flotilla-dev/flotilla/internal/health"
+	"github.com/flotilla-dev/flotilla/internal/metrics"
+	"github.com/flotilla-dev/flotilla/internal/remote"
+)
+
+// heartbeatLeasePrefix names the agent's heartbeat in flotilla-system.
+const heartbeatLeasePrefix = "provider-"
+
+// gather is what the hub observes of a provider now: a probe of its API
+// server, fencing of its stale namespaces when it answers, and its agent's
+// heartbeat.
+func (r *ProviderReconciler) gather(ctx context.Context, p *flotillav1.Provider) health.Input {
+	in := health.Input{Now: r.Now(), Generation: p.Generation, Unschedulable: p.Spec.Unschedulable, Status: p.Status,
+		Heartbeat: r.heartbeat(ctx, p.Name)}
+	cl, reason, err := providerClient(ctx, r.Client, r.Remote, p)
+	if err != nil {
+		in.Probe = health.Probe{Reason: reason, Message: err.Error()}
+		return in
+	}
+	probeCtx, cancel := context.WithTimeout(ctx, 2*remote.DefaultOptions.RequestTimeout)
+	start := time.Now()
+	obs, err := cl.Probe(probeCtx)
+	metrics.RemoteRequest(p.Name, "probe", time.Since(start))
+	cancel()
+	if err != nil {
+		in.Probe = health.Probe{Reason: remote.Classify(err), Message: err.Error()}
+		return in
+	}
+	in.Probe = health.Probe{OK: true, Reason: flotillav1.ProviderReasonProbeSucceeded,
+		Message:           fmt.Sprintf("%s answered; %d schedulable nodes", cl.Host, obs.Nodes),
+		KubernetesVersion: obs.KubernetesVersion,
+		Capacity: flotillav1.ProviderCapacity{Nodes: obs.Nodes, Allocatable: obs.Allocatable.List(), Allocated: obs.Allocated.List(),
+			Free: obs.Free.List(), LargestFreeChunk: obs.LargestChunk.List()},
+	}
+	if err := r.fence(ctx, p, cl); err != nil {
+		in.FenceError = bound.Error(err)
+	}
+	return in
+}
+
+// providerClient returns the provider's API client from its kubeconfig
+// Secret, and a Reachable reason when it cannot.
+func providerClient(ctx context.Context, c client.Client, cache *remote.Cache, p *flotillav1.Provider) (*remote.Client, string, error) {
+	ref := p.Spec.KubeconfigSecretRef
+	key := ref.Key
+	if key == "" {
+		key = "kubeconfig"
+	}
+	sec := &corev1.Secret{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: ref.Name}, sec); err != nil {
+		return nil, flotillav1.ProviderReasonKubeconfigMissing, fmt.Errorf("reading kubeconfig Secret %s/%s: %w", flotillav1.SystemNamespace, ref.Name, err)
+	}
+	data, ok := sec.Data[key]
+	if !ok {
+		return nil, flotillav1.ProviderReasonKubeconfigMissing, fmt.Errorf("kubeconfig Secret %s/%s has no key %q", flotillav1.SystemNamespace, ref.Name, key)
+	}
+	cl, err := cache.Get(p.Name, sec.ResourceVersion, data, p.Spec.APIServerURL)
+	if err != nil {
+		return nil, remote.Classify(err), fmt.Errorf("kubeconfig Secret %s/%s: %w", flotillav1.SystemNamespace, ref.Name, err)
+	}
+	return cl, "", nil
+}
+
+// heartbeat returns the renew time of the agent's coordination Lease as
+// written, to compare with the last one seen; "" when there is none.
+func (r *ProviderReconciler) heartbeat(ctx context.Context, provider string) string {
+	l := &coordinationv1.Lease{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: heartbeatLeasePrefix + provider}, l); err != nil {
+		return ""
+	}
+	if l.Spec.RenewTime == nil {
+		return ""
+	}
+	return l.Spec.RenewTime.UTC().Format(time.RFC3339Nano)
+}
+
+// fence deletes, on the provider, every namespace of this hub that
+// health.Stale says must go.
+func (r *ProviderReconciler) fence(ctx context.Context, p *flotillav1.Provider, cl *remote.Client) error {
+	var nss corev1.NamespaceList
+	sel := labels.SelectorFromSet(labels.Set{flotillav1.LabelManaged: "true", flotillav1.LabelHub: r.HubID})
+	if err := cl.List(ctx, &nss, client.MatchingLabelsSelector{Selector: sel}); err != nil {
+		return fmt.Errorf("listing managed namespaces: %w", err)
+	}
+	var errs []error
+	for i := range nss.Items {
+		ns := &nss.Items[i]
+		if ns.DeletionTimestamp != nil {
+			continue
+		}
+		var leases flotillav1.LeaseList
+		if err := r.Client.List(ctx, &leases, client.MatchingFields{indexLeaseUID: ns.Labels[flotillav1.LabelLease]}); err != nil {
+			continue // unknown: keep it, decide next time
+		}
+		var lease *flotillav1.Lease
+		if len(leases.Items) > 0 {
+			lease = &leases.Items[0]
+		}
+		why := health.Stale(p.Name, ns.Labels, lease)
+		if why == "" {
+			continue
+		}
+		if err := cl.Delete(ctx, ns); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, fmt.Errorf("deleting namespace %s: %w", ns.Name, err))
+			continue
+		}
+		metrics.FencingDeletion()
+		r.Recorder.Eventf(p, "Normal", "Fenced", "Deleted namespace %s on the provider: %s", ns.Name, why)
+	}
+	return errors.Join(errs...)
+}
