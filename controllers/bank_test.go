@@ -163,11 +163,10 @@ func TestBankSettlesLeasesAcrossRestart(t *testing.T) {
 	stop()
 	stop = startEconomy(t)
 	defer func() { stop() }()
-	time.Sleep(3 * time.Second) // three settlements with nothing new
-	after, _ := storedLedger(t)
-	if len(after) != len(before) {
-		t.Fatalf("after a restart with nothing new the ledger went from %d to %d entries", len(before), len(after))
-	}
+	hubenv.Holds(t, 3*time.Second, "the ledger unchanged over settlements with nothing new after a restart", func() (bool, string) {
+		after, _ := storedLedger(t)
+		return len(after) == len(before), fmt.Sprintf("from %d to %d entries", len(before), len(after))
+	})
 
 	// The Workload goes; its Lease is metered one last time, the provider
 	// side cleaned (the Lease controller's finalizer), and the bank pays,
@@ -236,6 +235,7 @@ func TestBudgetStopsAndResumesAWorkload(t *testing.T) {
 	l := awaitOneLease(t, ns, "web")
 	meter(t, &l, "0.08", 480) // beyond the budget
 	got := awaitStopped(t, w, &l, "BudgetExhausted")
+	awaitKStatus(t, got.DeepCopy(), "Failed") // until its owner raises the budget
 	if a := getAccount(ns); a.Status.Spent != "0.05" {
 		t.Errorf("spent %s with a budget of 0.05", a.Status.Spent)
 	}
@@ -245,10 +245,10 @@ func TestBudgetStopsAndResumesAWorkload(t *testing.T) {
 		sched = apimeta.FindStatusCondition(got.Status.Conditions, flotillav1.WorkloadScheduled)
 		return sched != nil && sched.Reason == "BudgetExhausted", fmt.Sprintf("%+v", sched)
 	})
-	time.Sleep(time.Second)
-	if n := len(leasesOfWorkload(t, ns, "web")); n != 1 {
-		t.Fatalf("%d leases while stopped for its budget, want only the one closing", n)
-	}
+	hubenv.Holds(t, time.Second, "only the closing lease while stopped for its budget", func() (bool, string) {
+		n := len(leasesOfWorkload(t, ns, "web"))
+		return n == 1, fmt.Sprint(n, " leases")
+	})
 
 	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(w), got); err != nil {
 		t.Fatal(err)
@@ -258,6 +258,7 @@ func TestBudgetStopsAndResumesAWorkload(t *testing.T) {
 		t.Fatal(err)
 	}
 	awaitResumed(t, w)
+	awaitKStatus(t, got, "InProgress") // placing again
 }
 
 // awaitStopped waits for the bank to stop the Workload for reason: the
@@ -398,14 +399,14 @@ func TestInsufficientFundsStopsAndResumesAWorkload(t *testing.T) {
 		return len(ls) == 1 && a.Status.Held == "0.004" && a.Status.Available == "0", fmt.Sprintf("%d leases %+v", len(ls), a.Status)
 	})
 	meter(t, &l, "0.005", 30) // more than there is
-	awaitStopped(t, w, &l, "InsufficientFunds")
+	awaitKStatus(t, awaitStopped(t, w, &l, "InsufficientFunds"), "Failed") // until credits arrive
 	if a := getAccount(ns); a.Status.Spent != "0.004" || a.Status.Available != "0" {
 		t.Errorf("spent %s, available %s: want every credit and no more", a.Status.Spent, a.Status.Available)
 	}
-	time.Sleep(time.Second)
-	if n := len(leasesOfWorkload(t, ns, "web")); n != 1 {
-		t.Fatalf("%d leases while out of credits, want only the one closing", n)
-	}
+	hubenv.Holds(t, time.Second, "only the closing lease while out of credits", func() (bool, string) {
+		n := len(leasesOfWorkload(t, ns, "web"))
+		return n == 1, fmt.Sprint(n, " leases")
+	})
 
 	a := getAccount(ns)
 	a.Spec.Credited = "1"
@@ -413,6 +414,7 @@ func TestInsufficientFundsStopsAndResumesAWorkload(t *testing.T) {
 		t.Fatal(err)
 	}
 	awaitResumed(t, w)
+	awaitKStatus(t, w.DeepCopy(), "InProgress") // placing again
 }
 
 // Two managers that both believe they lead cannot both append: the second

@@ -163,10 +163,10 @@ func TestReputationCountsEachLeaseEventOnce(t *testing.T) {
 		got := l.Annotations[flotillav1.AnnotationReputationRecorded]
 		return got == "outcome,verdict", got
 	})
-	time.Sleep(time.Second) // a few more probes
-	if got := counts(get().Status.Reputation); got != want {
-		t.Errorf("after a restart and a lost mark: %s, want %s", got, want)
-	}
+	hubenv.Holds(t, time.Second, "each event counted once over a few more probes, after a restart and a lost mark", func() (bool, string) {
+		got := counts(get().Status.Reputation)
+		return got == want, fmt.Sprintf("%s, want %s", got, want)
+	})
 	if v := metricValueFor(t, "flotilla_provider_reputation", "provider", prov); v <= 0 || v >= 1 {
 		t.Errorf("flotilla_provider_reputation = %v, want a score in (0, 1)", v)
 	}

@@ -57,6 +57,9 @@ type Options struct {
 	// AllowUnaccounted runs Workloads of namespaces without an Account,
 	// free: for a private federation.
 	AllowUnaccounted bool
+	// Clock is the time every decision is made at; time.Now when nil.
+	// Rate limits, back-offs and latency metrics keep the wall clock.
+	Clock func() time.Time
 }
 
 // CacheOptions keep the manager's cache to what it must watch. Secrets and
@@ -78,6 +81,10 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Scheduler, err
 	if err := SetupIndexes(ctx, mgr); err != nil {
 		return nil, err
 	}
+	now := opts.Clock
+	if now == nil {
+		now = time.Now
+	}
 	s := NewScheduler(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetCache(), mgr.GetEventRecorderFor("flotilla-scheduler"))
 	if opts.SchedulerInterval > 0 {
 		s.MinInterval = opts.SchedulerInterval
@@ -91,14 +98,14 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Scheduler, err
 	if opts.LeaseBurst != 0 {
 		s.LeaseBurst = max(0, opts.LeaseBurst)
 	}
-	s.AllowUnaccounted = opts.AllowUnaccounted
+	s.AllowUnaccounted, s.Now = opts.AllowUnaccounted, now
 	if err := mgr.Add(s); err != nil {
 		return nil, err
 	}
 	if err := (&WorkloadReconciler{Client: mgr.GetClient(), Scheduler: s, Recorder: mgr.GetEventRecorderFor("flotilla-workload")}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
-	if err := (&OfferReconciler{Client: mgr.GetClient(), Now: time.Now}).SetupWithManager(mgr); err != nil {
+	if err := (&OfferReconciler{Client: mgr.GetClient(), Now: now}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	hubID := opts.HubID
@@ -109,12 +116,12 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Scheduler, err
 	if err := (&ProviderReconciler{
 		Client: mgr.GetClient(), Remote: rc, Recorder: mgr.GetEventRecorderFor("flotilla-provider"), HubID: hubID,
 		GracePeriod: opts.ProviderGracePeriod, ProbeInterval: opts.ProbeInterval, Flap: opts.Flap,
-		ReputationHalfLife: opts.ReputationHalfLife, Now: time.Now,
+		ReputationHalfLife: opts.ReputationHalfLife, Now: now,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	if err := (&LeaseReconciler{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Remote: rc, Recorder: mgr.GetEventRecorderFor("flotilla-lease"), HubID: hubID, Now: time.Now,
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Remote: rc, Recorder: mgr.GetEventRecorderFor("flotilla-lease"), HubID: hubID, Now: now,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
@@ -128,7 +135,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Scheduler, err
 		return keys.Ensure(ctx, cs, flotillav1.SystemNamespace, ledgerstore.KeySecret)
 	}
 	bank := NewBank(mgr.GetClient(), mgr.GetCache(), store, mgr.GetEventRecorderFor("flotilla-bank"), key)
-	bank.APIReader = mgr.GetAPIReader()
+	bank.APIReader, bank.Now = mgr.GetAPIReader(), now
 	s.Settlement = bank.Unavailable
 	if opts.SettlementInterval > 0 {
 		bank.Policy.Interval = opts.SettlementInterval

@@ -192,6 +192,7 @@ func TestVerifiedWorkloadFailsWithoutQuorum(t *testing.T) {
 		_ = env.Client.Get(ctx, client.ObjectKeyFromObject(w), got)
 		return got.Status.Phase == flotillav1.WorkloadFailed, fmt.Sprintf("%+v", got.Status)
 	})
+	awaitKStatus(t, got, "Failed") // short of a quorum: a person must act
 	c := apimeta.FindStatusCondition(got.Status.Conditions, flotillav1.WorkloadVerified)
 	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != quorum.ReasonNoQuorum || !strings.Contains(c.Message, "2 needed") {
 		t.Errorf("Verified condition %+v, want False %s saying how many were needed", c, quorum.ReasonNoQuorum)
@@ -200,8 +201,8 @@ func TestVerifiedWorkloadFailsWithoutQuorum(t *testing.T) {
 		t.Errorf("verified %q without a quorum", got.Status.VerifiedDigest)
 	}
 	// No further copy is started for a failed run.
-	time.Sleep(500 * time.Millisecond)
-	if n := len(leasesOfWorkload(t, ns, "sum")); n != 2 {
-		t.Errorf("%d leases after the run failed, want 2", n)
-	}
+	hubenv.Holds(t, 500*time.Millisecond, "two leases after the run failed", func() (bool, string) {
+		n := len(leasesOfWorkload(t, ns, "sum"))
+		return n == 2, fmt.Sprint(n, " leases")
+	})
 }

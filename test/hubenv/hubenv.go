@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
 	"testing"
@@ -19,6 +20,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -142,6 +145,54 @@ func Eventually(ctx context.Context, timeout time.Duration, cond func(context.Co
 			return false
 		case <-t.C:
 		}
+	}
+}
+
+// Kubeconfig is a kubeconfig for the API server at server with the Env's
+// credentials.
+func (e *Env) Kubeconfig(server string) ([]byte, error) {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["c"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: e.Config.CAData}
+	cfg.AuthInfos["u"] = &clientcmdapi.AuthInfo{ClientCertificateData: e.Config.CertData, ClientKeyData: e.Config.KeyData, Token: e.Config.BearerToken}
+	cfg.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "u"}
+	cfg.CurrentContext = "c"
+	return clientcmd.Write(*cfg)
+}
+
+// Kubectl runs bin/kubectl (make tools) against the API server, as a
+// user would.
+func (e *Env) Kubectl(t testing.TB, args ...string) (string, error) {
+	t.Helper()
+	bin := filepath.Join(RepoRoot(), "bin", "kubectl")
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("kubectl not found at %s: run 'make tools'", bin)
+	}
+	b, err := e.Kubeconfig(e.Config.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kc, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, append([]string{"--kubeconfig", kc}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// Holds polls cond every 100ms for d and fails t, with what should have
+// held and the state cond reported, the first time it does not: "this
+// stays true for d", in place of a sleep and one look.
+func Holds(t testing.TB, d time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		if ok, state := cond(); !ok {
+			t.Fatalf("%s stopped holding after %s: %s", what, d-time.Until(deadline).Round(time.Millisecond), state)
+		}
+		if !time.Now().Before(deadline) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

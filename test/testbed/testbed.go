@@ -551,7 +551,37 @@ func (c *Cluster) signalAPIServer(sig syscall.Signal) error {
 	if err := syscall.Kill(pid, sig); err != nil {
 		return fmt.Errorf("signalling kube-apiserver of %s (pid %d): %w", c.Name, pid, err)
 	}
-	return nil
+	if sig != syscall.SIGSTOP {
+		return nil
+	}
+	// A stop is delivered asynchronously: a request sent at once could
+	// still be answered. Return once the process is stopped.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if stopped(pid) {
+			return nil
+		}
+	}
+	return fmt.Errorf("kube-apiserver of %s (pid %d) did not stop", c.Name, pid)
+}
+
+// stopped reports whether every thread of pid is stopped, from /proc.
+func stopped(pid int) bool {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if err != nil || len(tasks) == 0 {
+		return false
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			return false
+		}
+		// The state follows the command name, which is in parentheses.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 || i+2 >= len(b) || (b[i+2] != 'T' && b[i+2] != 't') {
+			return false
+		}
+	}
+	return true
 }
 
 func readPID(path string) (int, error) {
