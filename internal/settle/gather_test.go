@@ -13,7 +13,6 @@ import (
 	"github.com/flotilla-dev/flotilla/internal/usage"
 )
 
-
 func TestGather(t *testing.T) {
 	budget := flotillav1.Amount("5")
 	web := fixture.Workload("team-a", "web", fixture.Replicas(2), fixture.Identity("web-uid", 4))
