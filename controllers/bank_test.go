@@ -398,8 +398,9 @@ func TestInsufficientFundsStopsAndResumesAWorkload(t *testing.T) {
 		a := getAccount(ns)
 		return len(ls) == 1 && a.Status.Held == "0.004" && a.Status.Available == "0", fmt.Sprintf("%d leases %+v", len(ls), a.Status)
 	})
-	meter(t, &l, "0.005", 30)                                              // more than there is
-	awaitKStatus(t, awaitStopped(t, w, &l, "InsufficientFunds"), "Failed") // until credits arrive
+	meter(t, &l, "0.005", 30) // more than there is
+	// Failed until credits arrive.
+	awaitKStatus(t, awaitStopped(t, w, &l, "InsufficientFunds"), "Failed")
 	if a := getAccount(ns); a.Status.Spent != "0.004" || a.Status.Available != "0" {
 		t.Errorf("spent %s, available %s: want every credit and no more", a.Status.Spent, a.Status.Available)
 	}
