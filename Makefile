@@ -75,11 +75,11 @@ build: ## Build manager, agent and flotillactl into bin/.
 .PHONY: demo
 DEMO_FLAGS ?=
 demo: tools build ## A hub and three providers on this machine, with failover (DEMO_FLAGS=--no-failover to skip it); stays running.
-	$(GO) run ./hack/demo $(DEMO_FLAGS)
+	$(BIN)/flotillactl local up $(DEMO_FLAGS)
 
 .PHONY: demo-down
 demo-down: ## Remove everything make demo started.
-	$(GO) run ./hack/demo down
+	$(GO) run ./cmd/flotillactl local down
 
 ##@ Test
 
@@ -128,4 +128,4 @@ bench-e2e: tools ## Latency and failover on a local federation of 10 providers; 
 
 .PHONY: testbed-gc
 testbed-gc: ## Tear down federations left behind by killed test runs.
-	$(GO) run ./test/testbed/cmd/testbed-gc
+	$(GO) run ./cmd/flotillactl local gc

@@ -10,6 +10,10 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/go-logr/logr"
+	"k8s.io/klog/v2"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"github.com/flotilla-dev/flotilla/internal/version"
 )
 
@@ -37,6 +41,14 @@ Commands:
              prints balances and, with --accounts, checks the live ones
   ledger verify --hub [--kubeconfig F]
              the same against the hub's stored ledger and Accounts
+  local up [--no-failover] [--dir DIR]
+             run a hub and three provider clusters of fake nodes on this
+             machine (no root, no container engine), apply the samples,
+             show where everything runs and what it costs, and fail a
+             provider over; it keeps running
+  local down [--dir DIR]
+             stop and remove everything local up made
+  local gc   remove federations left by killed test runs
   version    print the version
 
 `
@@ -58,6 +70,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return sub(args[0], stderr, func(ctx context.Context) error { return hubCommand(ctx, args[1:], stdout, stderr) })
 	case "provider":
 		return sub(args[0], stderr, func(ctx context.Context) error { return providerCommand(ctx, args[1:], stdout, stderr) })
+	case "local":
+		return sub(args[0], stderr, func(ctx context.Context) error { return localCommand(ctx, args[1:], stdout, stderr) })
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -82,4 +96,11 @@ func sub(name string, stderr io.Writer, f func(context.Context) error) int {
 	return 0
 }
 
-func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+func main() {
+	// The command prints its progress and errors itself; the libraries'
+	// own logging (controller-runtime warns, with a stack trace, when no
+	// logger is set) is not for the person reading it.
+	ctrllog.SetLogger(logr.Discard())
+	klog.SetLogger(logr.Discard())
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}

@@ -24,6 +24,7 @@ import (
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/controllers"
+	"github.com/flotilla-dev/flotilla/internal/localfed"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
 	"github.com/flotilla-dev/flotilla/test/testbed"
 )
@@ -201,15 +202,15 @@ func TestBenchE2E(t *testing.T) {
 		t.Skip("measurement, not a test: run make bench-e2e")
 	}
 	const nProviders, nWorkloads, replicas = 10, 50, 2
-	var specs []testbed.ProviderSpec
+	var specs []localfed.ProviderSpec
 	prices := map[string]string{}
 	for i := range nProviders {
 		name := fmt.Sprintf("p%02d", i)
-		specs = append(specs, testbed.ProviderSpec{Name: name, Owner: fmt.Sprintf("o%02d", i), Region: "eu-west",
-			Nodes: []testbed.NodeSet{{Count: 2, CPU: "16", Memory: "64Gi"}}})
+		specs = append(specs, localfed.ProviderSpec{Name: name, Owner: fmt.Sprintf("o%02d", i), Region: "eu-west",
+			Nodes: []localfed.NodeSet{{Count: 2, CPU: "16", Memory: "64Gi"}}})
 		prices[name] = "0.010"
 	}
-	fed := testbed.NewForTest(t, testbed.Options{Providers: specs})
+	fed := testbed.NewForTest(t, localfed.Options{Providers: specs})
 	h := setupHub(t, fed, prices, controllers.Options{HubID: "bench"})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -26,6 +26,7 @@ import (
 	"github.com/flotilla-dev/flotilla/internal/keys"
 	"github.com/flotilla-dev/flotilla/internal/ledger"
 	"github.com/flotilla-dev/flotilla/internal/ledgerstore"
+	"github.com/flotilla-dev/flotilla/internal/localfed"
 	"github.com/flotilla-dev/flotilla/internal/market"
 	"github.com/flotilla-dev/flotilla/internal/money"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
@@ -71,8 +72,8 @@ func TestChaos(t *testing.T) {
 		}
 	}()
 	rng := rand.New(rand.NewPCG(seed, seed>>1|1))
-	nodes := []testbed.NodeSet{{Count: 2, CPU: "4", Memory: "8Gi"}}
-	fed := testbed.NewForTest(t, testbed.Options{Providers: []testbed.ProviderSpec{
+	nodes := []localfed.NodeSet{{Count: 2, CPU: "4", Memory: "8Gi"}}
+	fed := testbed.NewForTest(t, localfed.Options{Providers: []localfed.ProviderSpec{
 		{Name: "alice-1", Owner: "alice", Region: "eu-west", Nodes: nodes},
 		{Name: "bob-1", Owner: "bob", Region: "us-east", Nodes: nodes},
 		{Name: "carol-1", Owner: "carol", Region: "eu-west", Nodes: nodes},
@@ -175,7 +176,7 @@ func (c *chaos) killManager() {
 // join issues a join credential recording a proxy in front of the
 // provider's API server as its address, installs the chart, and runs the
 // agent, which reaches its own cluster and the hub directly.
-func (c *chaos) join(p *testbed.Cluster) {
+func (c *chaos) join(p *localfed.Cluster) {
 	real, err := p.APIServerURL()
 	if err != nil {
 		c.t.Fatal(err)

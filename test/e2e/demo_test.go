@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,9 +17,14 @@ import (
 	"github.com/flotilla-dev/flotilla/test/hubenv"
 )
 
-// TestDemo runs the demo as `make demo` does, non-interactively, checks
-// what it printed and left running, and that `demo down` removes every
-// process and file it made.
+// libraryLog matches what a library prints on its own: klog headers,
+// controller-runtime's warning, Go stack traces, API warnings.
+var libraryLog = regexp.MustCompile(`^[IWEF]\d{4} \d\d:|log\.SetLogger|^goroutine \d|\.go:\d+ \+0x|^\s+/.*\.go:\d+|^Warning: `)
+
+// TestDemo runs the demo as `make demo` does (`flotillactl local up`),
+// non-interactively, checks what it printed (for a person: no library
+// logs or stack traces) and left running, and that `flotillactl local
+// down` removes every process and file it made.
 func TestDemo(t *testing.T) {
 	root := hubenv.RepoRoot()
 	build := exec.Command("go", "build", "-o", filepath.Join(root, "bin")+"/", "./cmd/...")
@@ -29,7 +35,7 @@ func TestDemo(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "demo")
 	run := func(args ...string) string {
 		t.Helper()
-		cmd := exec.Command("go", append([]string{"run", "./hack/demo"}, args...)...)
+		cmd := exec.Command(filepath.Join(root, "bin", "flotillactl"), append([]string{"local"}, args...)...)
 		cmd.Dir = root
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -44,7 +50,7 @@ func TestDemo(t *testing.T) {
 		}
 	})
 
-	out := run("--dir", dir)
+	out := run("up", "--dir", dir)
 	for _, want := range []string{
 		"web 6/6 ready; render-frames Succeeded; train Succeeded",
 		"bob-1 Ready; 0 stale namespaces left there",
@@ -55,10 +61,15 @@ func TestDemo(t *testing.T) {
 		"ACCOUNT",
 		"applied Account team-a/default",
 		"export KUBECONFIG=",
-		"make demo-down",
+		"flotillactl local down",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the demo's output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if libraryLog.MatchString(line) {
+			t.Errorf("the demo printed a library's log line or stack trace: %q", line)
 		}
 	}
 

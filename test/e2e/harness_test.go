@@ -23,15 +23,15 @@ import (
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/controllers"
+	"github.com/flotilla-dev/flotilla/internal/localfed"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
-	"github.com/flotilla-dev/flotilla/test/testbed"
 )
 
 func init() { ctrl.SetLogger(logr.Discard()) }
 
 // hub is a federation with Flotilla installed on its hub.
 type hub struct {
-	fed       *testbed.Federation
+	fed       *localfed.Federation
 	client    client.Client
 	providers map[string]kubernetes.Interface
 	manager   context.CancelFunc
@@ -41,7 +41,7 @@ type hub struct {
 
 // installHub installs the CRDs, admission policies and RBAC on the hub,
 // and creates flotilla-system; the manager is not started.
-func installHub(t *testing.T, fed *testbed.Federation) *hub {
+func installHub(t *testing.T, fed *localfed.Federation) *hub {
 	t.Helper()
 	ctx := context.Background()
 	cfg, err := fed.Hub.RESTConfig(30 * time.Second)
@@ -97,7 +97,7 @@ func installHub(t *testing.T, fed *testbed.Federation) *hub {
 // setupHub installs Flotilla on the hub, registers every provider with the
 // testbed's admin kubeconfig and an Offer, and starts the manager in this
 // process.
-func setupHub(t *testing.T, fed *testbed.Federation, prices map[string]string, opts controllers.Options) *hub {
+func setupHub(t *testing.T, fed *localfed.Federation, prices map[string]string, opts controllers.Options) *hub {
 	t.Helper()
 	h := installHub(t, fed)
 	c := h.client

@@ -19,6 +19,7 @@ import (
 	"github.com/flotilla-dev/flotilla/controllers"
 	"github.com/flotilla-dev/flotilla/internal/ledger"
 	"github.com/flotilla-dev/flotilla/internal/ledgerstore"
+	"github.com/flotilla-dev/flotilla/internal/localfed"
 	"github.com/flotilla-dev/flotilla/internal/metering"
 	"github.com/flotilla-dev/flotilla/internal/money"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
@@ -28,8 +29,8 @@ import (
 // Four providers; dave-1 is the dearest, so it takes replicas only when
 // another provider fails.
 func placementFederation(t *testing.T) *hub {
-	nodes := []testbed.NodeSet{{Count: 2, CPU: "4", Memory: "8Gi"}}
-	fed := testbed.NewForTest(t, testbed.Options{Providers: []testbed.ProviderSpec{
+	nodes := []localfed.NodeSet{{Count: 2, CPU: "4", Memory: "8Gi"}}
+	fed := testbed.NewForTest(t, localfed.Options{Providers: []localfed.ProviderSpec{
 		{Name: "alice-1", Owner: "alice", Region: "eu-west", Nodes: nodes},
 		{Name: "bob-1", Owner: "bob", Region: "us-east", Nodes: nodes},
 		{Name: "carol-1", Owner: "carol", Region: "eu-west", Nodes: nodes},

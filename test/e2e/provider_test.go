@@ -35,6 +35,7 @@ import (
 	"github.com/flotilla-dev/flotilla/internal/join"
 	"github.com/flotilla-dev/flotilla/internal/ledger"
 	"github.com/flotilla-dev/flotilla/internal/ledgerstore"
+	"github.com/flotilla-dev/flotilla/internal/localfed"
 	"github.com/flotilla-dev/flotilla/internal/render"
 	"github.com/flotilla-dev/flotilla/internal/usage"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
@@ -66,7 +67,7 @@ var (
 )
 
 // helmInstallProvider installs the provider chart on c with the real helm.
-func helmInstallProvider(t *testing.T, c *testbed.Cluster, region string, extra ...string) {
+func helmInstallProvider(t *testing.T, c *localfed.Cluster, region string, extra ...string) {
 	t.Helper()
 	if err := c.InstallProviderChart(joinHubID, region, append([]string{"--set", "offer.reserve.cpu=2", "--set", "offer.reserve.memory=4Gi"}, extra...)...); err != nil {
 		t.Fatal(err)
@@ -89,7 +90,7 @@ func flotillactl(t *testing.T, args ...string) string {
 
 // tokenKubeconfig is the testbed's kubeconfig for a ServiceAccount token
 // Secret on c, and a client config from it.
-func tokenKubeconfig(t *testing.T, c *testbed.Cluster, namespace, secret string) ([]byte, *rest.Config) {
+func tokenKubeconfig(t *testing.T, c *localfed.Cluster, namespace, secret string) ([]byte, *rest.Config) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -109,7 +110,7 @@ func tokenKubeconfig(t *testing.T, c *testbed.Cluster, namespace, secret string)
 // agent running as a local process.
 type joinedProvider struct {
 	name       string
-	cluster    *testbed.Cluster
+	cluster    *localfed.Cluster
 	admin      kubernetes.Interface
 	joinConfig *rest.Config // the hub join credential
 	federation *rest.Config // the federation identity, as the hub uses it
@@ -121,7 +122,7 @@ type joinedProvider struct {
 // joinProvider issues a join credential on the hub, installs the provider
 // chart with the real helm binary, and starts the agent with the
 // credentials the chart created.
-func joinProvider(t *testing.T, h *hub, c *testbed.Cluster, region string) *joinedProvider {
+func joinProvider(t *testing.T, h *hub, c *localfed.Cluster, region string) *joinedProvider {
 	t.Helper()
 	server, err := c.APIServerURL()
 	if err != nil {
@@ -132,7 +133,7 @@ func joinProvider(t *testing.T, h *hub, c *testbed.Cluster, region string) *join
 
 // joinProviderVia is joinProvider with the hub reaching the provider's API
 // server at server (a proxy in front of it, say), as recorded at join.
-func joinProviderVia(t *testing.T, h *hub, c *testbed.Cluster, region, server string) *joinedProvider {
+func joinProviderVia(t *testing.T, h *hub, c *localfed.Cluster, region, server string) *joinedProvider {
 	t.Helper()
 	ctx := context.Background()
 	hubCfg, err := h.fed.Hub.RESTConfig(30 * time.Second)
@@ -217,10 +218,10 @@ func joinProviderVia(t *testing.T, h *hub, c *testbed.Cluster, region, server st
 // federation identity, a join credential and a tenant must not have.
 func TestProviderJoin(t *testing.T) {
 	ctx := context.Background()
-	fed := testbed.NewForTest(t, testbed.Options{Providers: []testbed.ProviderSpec{
-		{Name: "alice-1", Owner: "alice", Nodes: []testbed.NodeSet{{Count: 2, CPU: "8", Memory: "16Gi"}}},
-		{Name: "bob-1", Owner: "bob", Nodes: []testbed.NodeSet{{Count: 1, CPU: "16", Memory: "64Gi"}}},
-		{Name: "carol-1", Owner: "carol", Nodes: []testbed.NodeSet{{Count: 1, CPU: "4", Memory: "8Gi"}}},
+	fed := testbed.NewForTest(t, localfed.Options{Providers: []localfed.ProviderSpec{
+		{Name: "alice-1", Owner: "alice", Nodes: []localfed.NodeSet{{Count: 2, CPU: "8", Memory: "16Gi"}}},
+		{Name: "bob-1", Owner: "bob", Nodes: []localfed.NodeSet{{Count: 1, CPU: "16", Memory: "64Gi"}}},
+		{Name: "carol-1", Owner: "carol", Nodes: []localfed.NodeSet{{Count: 1, CPU: "4", Memory: "8Gi"}}},
 	}})
 	h := installHub(t, fed)
 	for _, p := range fed.Providers {

@@ -17,6 +17,7 @@ import (
 	"github.com/flotilla-dev/flotilla/controllers"
 	"github.com/flotilla-dev/flotilla/internal/ledger"
 	"github.com/flotilla-dev/flotilla/internal/ledgerstore"
+	"github.com/flotilla-dev/flotilla/internal/localfed"
 	"github.com/flotilla-dev/flotilla/internal/reputation"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
 	"github.com/flotilla-dev/flotilla/test/testbed"
@@ -33,7 +34,7 @@ var (
 func verifiedJob(ns, name string, redundancy, quorum, extra int32, owners ...string) *flotillav1.Workload {
 	w := newWorkload(ns, name, flotillav1.ClassBatch, 1)
 	w.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyNever
-	w.Spec.Template.Annotations = map[string]string{testbed.ResultAnnotation: truth}
+	w.Spec.Template.Annotations = map[string]string{localfed.ResultAnnotation: truth}
 	if redundancy > 0 {
 		w.Spec.Verification = &flotillav1.VerificationSpec{Redundancy: redundancy, Quorum: quorum, MaxExtraCopies: ptr.To(extra)}
 	}
@@ -66,8 +67,8 @@ func score(p *flotillav1.Provider) int64 {
 // the liars lose reputation and a Workload asking for more avoids them.
 func TestVerifiedResultsWithLyingProviders(t *testing.T) {
 	ctx := context.Background()
-	nodes := []testbed.NodeSet{{Count: 1, CPU: "4", Memory: "8Gi"}}
-	fed := testbed.NewForTest(t, testbed.Options{Providers: []testbed.ProviderSpec{
+	nodes := []localfed.NodeSet{{Count: 1, CPU: "4", Memory: "8Gi"}}
+	fed := testbed.NewForTest(t, localfed.Options{Providers: []localfed.ProviderSpec{
 		{Name: "kim-1", Owner: "kim", Region: "eu-west", Nodes: nodes, WrongDigest: lieA},
 		{Name: "lou-1", Owner: "lou", Region: "eu-west", Nodes: nodes, WrongDigest: lieB},
 		{Name: "hana-1", Owner: "hana", Region: "eu-west", Nodes: nodes},

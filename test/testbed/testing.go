@@ -1,3 +1,5 @@
+// Package testbed starts local federations (internal/localfed) for tests,
+// torn down however the test ends.
 package testbed
 
 import (
@@ -7,22 +9,24 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/flotilla-dev/flotilla/internal/localfed"
 )
 
 // NewForTest starts a federation that is closed when the test ends, when
 // the test binary is interrupted, and shortly before the test's deadline (a
 // `go test -timeout` panic would otherwise skip cleanup).
-func NewForTest(t testing.TB, opts Options) *Federation {
+func NewForTest(t testing.TB, opts localfed.Options) *localfed.Federation {
 	t.Helper()
 	if opts.Logf == nil {
 		opts.Logf = t.Logf
 	}
-	f, err := New(context.Background(), opts)
+	f, err := localfed.New(context.Background(), opts)
 	if err != nil {
 		t.Fatalf("starting testbed: %v", err)
 	}
 	// Logging through t after the test ended panics; teardown logs go nowhere.
-	f.logf = func(string, ...any) {}
+	f.SetLogf(nil)
 
 	done := make(chan struct{})
 	sigs := make(chan os.Signal, 1)

@@ -1,24 +1,20 @@
-// Command demo runs Flotilla on a local federation: a hub and three
-// provider clusters owned by different people, with the hub and provider
-// charts installed by helm, the manager and the agents running as local
-// processes, and the samples applied. It shows where every replica runs and
-// what it costs, demonstrates failover and fencing unless --no-failover, and
-// leaves everything running; `demo down` removes it.
-//
-//	go run ./hack/demo [--no-failover] [--dir DIR]
-//	go run ./hack/demo down [--dir DIR]
-package main
+// The demo: a hub and three provider clusters owned by different people,
+// with the hub and provider charts installed by helm, the manager and the
+// agents running as local processes, and the samples applied. It shows
+// where every replica runs and what it costs, demonstrates failover and
+// fencing, and leaves everything running until Down.
+
+package localfed
 
 import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -34,9 +30,8 @@ import (
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/join"
+	"github.com/flotilla-dev/flotilla/internal/remote"
 	"github.com/flotilla-dev/flotilla/internal/status"
-	"github.com/flotilla-dev/flotilla/test/hubenv"
-	"github.com/flotilla-dev/flotilla/test/testbed"
 )
 
 const hubID = "demo"
@@ -54,58 +49,69 @@ type state struct {
 // owner describes one provider cluster of the demo.
 type owner struct {
 	provider, owner, region string
-	nodes                   testbed.NodeSet
+	nodes                   NodeSet
 	prices                  map[string]string
 	attributes              map[string]string
 }
 
 var owners = []owner{
-	{"alice-1", "alice", "eu-west", testbed.NodeSet{Count: 2, CPU: "8", Memory: "16Gi"},
+	{"alice-1", "alice", "eu-west", NodeSet{Count: 2, CPU: "8", Memory: "16Gi"},
 		map[string]string{"cpu": "0.010", "memory": "0.002"}, nil},
-	{"bob-1", "bob", "us-east", testbed.NodeSet{Count: 2, CPU: "8", Memory: "16Gi"},
+	{"bob-1", "bob", "us-east", NodeSet{Count: 2, CPU: "8", Memory: "16Gi"},
 		map[string]string{"cpu": "0.008", "memory": "0.002"}, nil},
-	{"carol-1", "carol", "eu-west", testbed.NodeSet{Count: 1, CPU: "16", Memory: "64Gi", GPU: 2},
+	{"carol-1", "carol", "eu-west", NodeSet{Count: 1, CPU: "16", Memory: "64Gi", GPU: 2},
 		map[string]string{"cpu": "0.020", "memory": "0.004", "nvidia.com/gpu": "1.5"}, map[string]string{"gpu-model": "a100"}},
 }
 
-func main() {
-	down := len(os.Args) > 1 && os.Args[1] == "down"
-	args := os.Args[1:]
-	if down {
-		args = args[1:]
-	}
-	fs := flag.NewFlagSet("demo", flag.ExitOnError)
-	dir := fs.String("dir", filepath.Join(os.TempDir(), "flotilla-demo"), "Folder for the demo's clusters, logs and state.")
-	noFailover := fs.Bool("no-failover", false, "Skip stopping a provider to show failover and fencing.")
-	_ = fs.Parse(args)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	var err error
-	if down {
-		err = demoDown(*dir)
-	} else {
-		err = demoUp(ctx, *dir, !*noFailover)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "demo:", err)
-		os.Exit(1)
-	}
+// DemoOptions configure Up.
+type DemoOptions struct {
+	// Dir holds the demo's clusters, logs and state; DefaultDemoDir when
+	// empty.
+	Dir string
+	// Failover stops a provider to show failover and fencing.
+	Failover bool
+	// Root holds bin/, charts/ and config/samples; FindRoot() when empty.
+	Root string
+	// Out receives what a person reads: progress and results.
+	Out io.Writer
 }
 
-func say(format string, args ...any) {
-	fmt.Printf("%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+// DefaultDemoDir is where the demo keeps its state unless told otherwise.
+func DefaultDemoDir() string { return filepath.Join(os.TempDir(), "flotilla-demo") }
+
+// demo is one run of Up or Down.
+type demo struct {
+	DemoOptions
+	bin string
+}
+
+func newDemo(opts DemoOptions) *demo {
+	if opts.Dir == "" {
+		opts.Dir = DefaultDemoDir()
+	}
+	if opts.Root == "" {
+		opts.Root = FindRoot()
+	}
+	if opts.Out == nil {
+		opts.Out = io.Discard
+	}
+	return &demo{DemoOptions: opts, bin: filepath.Join(opts.Root, "bin")}
+}
+
+func (d *demo) say(format string, args ...any) {
+	fmt.Fprintf(d.Out, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
 
 // waitFor polls cond every second, printing what it waits for when that
 // changes, until it holds or the timeout passes.
-func waitFor(ctx context.Context, what string, timeout time.Duration, cond func() (bool, string)) error {
-	say("waiting for %s", what)
+func (d *demo) waitFor(ctx context.Context, what string, timeout time.Duration, cond func() (bool, string)) error {
+	d.say("waiting for %s", what)
 	deadline := time.Now().Add(timeout)
 	last := ""
 	for {
 		ok, progress := cond()
 		if progress != last && progress != "" {
-			say("  %s", progress)
+			d.say("  %s", progress)
 			last = progress
 		}
 		if ok {
@@ -139,17 +145,19 @@ func startProcess(dir, name, bin string, args ...string) (int, error) {
 	return cmd.Process.Pid, nil
 }
 
-func helm(args ...string) error {
-	out, err := exec.Command(filepath.Join(testbed.RepoRoot(), "bin", "helm"), args...).CombinedOutput()
+func (d *demo) helm(args ...string) error {
+	out, err := exec.Command(filepath.Join(d.bin, "helm"), args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("helm %s: %v\n%s", args[0], err, out)
 	}
 	return nil
 }
 
-func demoUp(ctx context.Context, dir string, failover bool) error {
-	root := testbed.RepoRoot()
-	bin := filepath.Join(root, "bin")
+// Up starts the demo and leaves it running.
+func Up(ctx context.Context, opts DemoOptions) error { return newDemo(opts).up(ctx) }
+
+func (d *demo) up(ctx context.Context) error {
+	dir, root, bin := d.Dir, d.Root, d.bin
 	if _, err := os.Stat(filepath.Join(dir, "state.json")); err == nil {
 		return fmt.Errorf("a demo is already running from %s: remove it with make demo-down first", dir)
 	}
@@ -162,20 +170,20 @@ func demoUp(ctx context.Context, dir string, failover bool) error {
 		return os.WriteFile(filepath.Join(dir, "state.json"), b, 0o644)
 	}
 
-	say("1/6 starting a hub and three provider clusters (control planes with fake nodes):")
+	d.say("1/6 starting a hub and three provider clusters (control planes with fake nodes):")
 	for _, o := range owners {
 		gpu := ""
 		if o.nodes.GPU > 0 {
 			gpu = fmt.Sprintf(", %d GPUs (%s)", o.nodes.GPU, o.attributes["gpu-model"])
 		}
-		say("    %s owned by %s in %s: %d node(s) of %s cores, %s%s", o.provider, o.owner, o.region, o.nodes.Count, o.nodes.CPU, o.nodes.Memory, gpu)
+		d.say("    %s owned by %s in %s: %d node(s) of %s cores, %s%s", o.provider, o.owner, o.region, o.nodes.Count, o.nodes.CPU, o.nodes.Memory, gpu)
 	}
-	var specs []testbed.ProviderSpec
+	var specs []ProviderSpec
 	for _, o := range owners {
-		specs = append(specs, testbed.ProviderSpec{Name: o.provider, Owner: o.owner, Region: o.region, Nodes: []testbed.NodeSet{o.nodes}})
+		specs = append(specs, ProviderSpec{Name: o.provider, Owner: o.owner, Region: o.region, Nodes: []NodeSet{o.nodes}})
 	}
-	fed, err := testbed.New(ctx, testbed.Options{Providers: specs, BaseDir: filepath.Join(dir, "clusters"),
-		Logf: func(format string, args ...any) { say("    "+strings.TrimPrefix(format, "testbed: "), args...) }})
+	fed, err := New(ctx, Options{Providers: specs, BaseDir: filepath.Join(dir, "clusters"),
+		Logf: func(format string, args ...any) { d.say("    "+strings.TrimPrefix(format, "testbed: "), args...) }})
 	if err != nil {
 		return err
 	}
@@ -186,8 +194,8 @@ func demoUp(ctx context.Context, dir string, failover bool) error {
 	// From here on the federation belongs to the demo, not to this process.
 	_ = os.Remove(filepath.Join(fed.Dir, "owner.pid"))
 
-	say("2/6 installing the hub chart and starting the manager")
-	if err := helm("install", "flotilla-hub", filepath.Join(root, "charts", "flotilla-hub"), "--kubeconfig", fed.Hub.Kubeconfig,
+	d.say("2/6 installing the hub chart and starting the manager")
+	if err := d.helm("install", "flotilla-hub", filepath.Join(root, "charts", "flotilla-hub"), "--kubeconfig", fed.Hub.Kubeconfig,
 		"-n", flotillav1.SystemNamespace, "--create-namespace", "--set", "hubID="+hubID, "--set", "replicas=0"); err != nil {
 		return err
 	}
@@ -205,7 +213,7 @@ func demoUp(ctx context.Context, dir string, failover bool) error {
 	if err != nil {
 		return err
 	}
-	hub, err := client.New(hubCfg, client.Options{Scheme: hubenv.Scheme()})
+	hub, err := client.New(hubCfg, client.Options{Scheme: remote.NewScheme()})
 	if err != nil {
 		return err
 	}
@@ -217,7 +225,7 @@ func demoUp(ctx context.Context, dir string, failover bool) error {
 		return err
 	}
 
-	say("3/6 each owner installs the provider chart and runs the agent")
+	d.say("3/6 each owner installs the provider chart and runs the agent")
 	for _, o := range owners {
 		c := fed.Provider(o.provider)
 		server, err := c.APIServerURL()
@@ -259,9 +267,9 @@ func demoUp(ctx context.Context, dir string, failover bool) error {
 		if err := save(); err != nil {
 			return err
 		}
-		say("    %s: chart installed, agent running (pid %d), prices %v", o.provider, pid, o.prices)
+		d.say("    %s: chart installed, agent running (pid %d), prices %v", o.provider, pid, o.prices)
 	}
-	if err := waitFor(ctx, "every provider Ready with its Offer on the hub", 120*time.Second, func() (bool, string) {
+	if err := d.waitFor(ctx, "every provider Ready with its Offer on the hub", 120*time.Second, func() (bool, string) {
 		var ps flotillav1.ProviderList
 		var os flotillav1.OfferList
 		_ = hub.List(ctx, &ps)
@@ -280,14 +288,14 @@ func demoUp(ctx context.Context, dir string, failover bool) error {
 		return err
 	}
 
-	say("4/6 an administrator credits team-a and team-b; tenants apply the samples: a web Service spread across owners, a batch job verified by copies on distinct owners, a GPU job only carol can run")
+	d.say("4/6 an administrator credits team-a and team-b; tenants apply the samples: a web Service spread across owners, a batch job verified by copies on distinct owners, a GPU job only carol can run")
 	for _, ns := range []string{"team-a", "team-b"} {
 		if err := hub.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); client.IgnoreAlreadyExists(err) != nil {
 			return err
 		}
 	}
 	for _, f := range []string{"flotilla_v1alpha1_account.yaml", "flotilla_v1alpha1_workload_service.yaml", "flotilla_v1alpha1_workload_batch.yaml", "flotilla_v1alpha1_workload_gpu.yaml"} {
-		objs, err := hubenv.ReadObjects(filepath.Join(root, "config", "samples", f))
+		objs, err := ReadObjects(filepath.Join(root, "config", "samples", f))
 		if err != nil {
 			return err
 		}
@@ -295,17 +303,17 @@ func demoUp(ctx context.Context, dir string, failover bool) error {
 			if _, verify, _ := unstructured.NestedMap(o.Object, "spec", "verification"); verify {
 				// Fake nodes run no containers: the testbed has the copies
 				// report the digest the render would have written.
-				if err := unstructured.SetNestedField(o.Object, renderDigest, "spec", "template", "metadata", "annotations", testbed.ResultAnnotation); err != nil {
+				if err := unstructured.SetNestedField(o.Object, renderDigest, "spec", "template", "metadata", "annotations", ResultAnnotation); err != nil {
 					return err
 				}
 			}
 			if err := hub.Create(ctx, o); client.IgnoreAlreadyExists(err) != nil {
 				return fmt.Errorf("applying %s: %w", f, err)
 			}
-			say("    applied %s %s/%s", o.GetKind(), o.GetNamespace(), o.GetName())
+			d.say("    applied %s %s/%s", o.GetKind(), o.GetNamespace(), o.GetName())
 		}
 	}
-	if err := waitFor(ctx, "web Ready (6 replicas), render-frames and train finished", 120*time.Second, func() (bool, string) {
+	if err := d.waitFor(ctx, "web Ready (6 replicas), render-frames and train finished", 120*time.Second, func() (bool, string) {
 		web, rf, tr := workload(ctx, hub, "team-a", "web"), workload(ctx, hub, "team-b", "render-frames"), workload(ctx, hub, "team-b", "train")
 		return web.Status.ReadyReplicas == 6 && rf.Status.Phase == flotillav1.WorkloadSucceeded && tr.Status.Phase == flotillav1.WorkloadSucceeded,
 			fmt.Sprintf("web %d/6 ready; render-frames %s; train %s", web.Status.ReadyReplicas, or(string(rf.Status.Phase), "pending"), or(string(tr.Status.Phase), "pending"))
@@ -314,21 +322,21 @@ func demoUp(ctx context.Context, dir string, failover bool) error {
 	}
 	rf := workload(ctx, hub, "team-b", "render-frames")
 	if c := apimeta.FindStatusCondition(rf.Status.Conditions, flotillav1.WorkloadVerified); c != nil {
-		say("    render-frames: %s", c.Message)
+		d.say("    render-frames: %s", c.Message)
 	}
-	say("5/6 where everything runs:")
-	if err := printStatus(ctx, hub); err != nil {
+	d.say("5/6 where everything runs:")
+	if err := d.printStatus(ctx, hub); err != nil {
 		return err
 	}
 
-	if failover {
-		if err := demoFailover(ctx, fed, hub); err != nil {
+	if d.Failover {
+		if err := d.failover(ctx, fed, hub); err != nil {
 			return err
 		}
 	} else {
-		say("6/6 skipping the failover demonstration (--no-failover)")
+		d.say("6/6 skipping the failover demonstration (--no-failover)")
 	}
-	fmt.Printf(`
+	fmt.Fprintf(d.Out, `
 The federation keeps running. Explore it (kubectl and flotillactl are in %[1]s):
 
   export KUBECONFIG=%[2]s PATH=%[1]s:$PATH
@@ -338,20 +346,20 @@ The federation keeps running. Explore it (kubectl and flotillactl are in %[1]s):
 
 Logs of the manager and agents are in %[3]s. Remove everything with:
 
-  make demo-down
+  flotillactl local down     (or: make demo-down)
 `, bin, fed.Hub.Kubeconfig, dir)
 	return nil
 }
 
-func demoFailover(ctx context.Context, fed *testbed.Federation, hub client.Client) error {
+func (d *demo) failover(ctx context.Context, fed *Federation, hub client.Client) error {
 	const victim = "bob-1"
 	before := placements(ctx, hub, "team-a", "web")
-	say("6/6 failover: stopping %s, which runs web on %v (provider grace 10 s, web's failover grace 5 s)", victim, before)
+	d.say("6/6 failover: stopping %s, which runs web on %v (provider grace 10 s, web's failover grace 5 s)", victim, before)
 	start := time.Now()
 	if err := fed.Provider(victim).Stop(ctx); err != nil {
 		return err
 	}
-	if err := waitFor(ctx, "web's replicas to run elsewhere", 120*time.Second, func() (bool, string) {
+	if err := d.waitFor(ctx, "web's replicas to run elsewhere", 120*time.Second, func() (bool, string) {
 		p := &flotillav1.Provider{}
 		_ = hub.Get(ctx, client.ObjectKey{Name: victim}, p)
 		web := workload(ctx, hub, "team-a", "web")
@@ -361,8 +369,8 @@ func demoFailover(ctx context.Context, fed *testbed.Federation, hub client.Clien
 	}); err != nil {
 		return err
 	}
-	say("    web is whole again %s after %s stopped", time.Since(start).Round(time.Second), victim)
-	say("    starting %s again: its stale namespaces must be deleted before it takes work", victim)
+	d.say("    web is whole again %s after %s stopped", time.Since(start).Round(time.Second), victim)
+	d.say("    starting %s again: its stale namespaces must be deleted before it takes work", victim)
 	if err := fed.Provider(victim).Start(ctx); err != nil {
 		return err
 	}
@@ -370,7 +378,7 @@ func demoFailover(ctx context.Context, fed *testbed.Federation, hub client.Clien
 	if err != nil {
 		return err
 	}
-	if err := waitFor(ctx, victim+" fenced and Ready", 120*time.Second, func() (bool, string) {
+	if err := d.waitFor(ctx, victim+" fenced and Ready", 120*time.Second, func() (bool, string) {
 		p := &flotillav1.Provider{}
 		_ = hub.Get(ctx, client.ObjectKey{Name: victim}, p)
 		stale := staleNamespaces(ctx, cs, hub)
@@ -378,8 +386,8 @@ func demoFailover(ctx context.Context, fed *testbed.Federation, hub client.Clien
 	}); err != nil {
 		return err
 	}
-	say("    after failover and fencing:")
-	return printStatus(ctx, hub)
+	d.say("    after failover and fencing:")
+	return d.printStatus(ctx, hub)
 }
 
 // staleNamespaces counts the managed namespaces on a provider whose Lease
@@ -425,7 +433,7 @@ func placements(ctx context.Context, c client.Client, ns, name string) []string 
 	return out
 }
 
-func printStatus(ctx context.Context, c client.Client) error {
+func (d *demo) printStatus(ctx context.Context, c client.Client) error {
 	var ps flotillav1.ProviderList
 	var ws flotillav1.WorkloadList
 	var ls flotillav1.LeaseList
@@ -435,9 +443,9 @@ func printStatus(ctx context.Context, c client.Client) error {
 			return err
 		}
 	}
-	fmt.Println()
-	err := status.Render(os.Stdout, status.Snapshot{Now: time.Now(), Providers: ps.Items, Workloads: ws.Items, Leases: ls.Items, Accounts: as.Items})
-	fmt.Println()
+	fmt.Fprintln(d.Out)
+	err := status.Render(d.Out, status.Snapshot{Now: time.Now(), Providers: ps.Items, Workloads: ws.Items, Leases: ls.Items, Accounts: as.Items})
+	fmt.Fprintln(d.Out)
 	return err
 }
 
@@ -448,11 +456,14 @@ func or(s, def string) string {
 	return s
 }
 
-// demoDown stops the manager and agents and tears the federation down.
-func demoDown(dir string) error {
+// Down stops the demo's manager and agents and tears its federation down.
+func Down(opts DemoOptions) error { return newDemo(opts).down() }
+
+func (d *demo) down() error {
+	dir := d.Dir
 	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
 	if errors.Is(err, os.ErrNotExist) {
-		fmt.Printf("no demo is running from %s\n", dir)
+		fmt.Fprintf(d.Out, "no demo is running from %s\n", dir)
 		return os.RemoveAll(dir)
 	}
 	if err != nil {
@@ -473,13 +484,13 @@ func demoDown(dir string) error {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	if st.Federation != "" {
-		if err := testbed.Teardown(st.Federation, func(format string, args ...any) { say(format, args...) }); err != nil {
+		if err := teardown(st.Federation, d.bin, d.say); err != nil {
 			return err
 		}
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}
-	fmt.Printf("demo removed: %d processes stopped, clusters deleted, %s removed\n", len(st.PIDs), dir)
+	fmt.Fprintf(d.Out, "demo removed: %d processes stopped, clusters deleted, %s removed\n", len(st.PIDs), dir)
 	return nil
 }

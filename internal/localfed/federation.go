@@ -1,14 +1,17 @@
-// Package testbed runs a local federation for tests and demos: one hub and N
-// provider clusters, each a real control plane (etcd, kube-apiserver,
-// kube-controller-manager, kube-scheduler) started by kwokctl's binary
-// runtime, with kwok standing in for kubelets on fake nodes of declared
-// capacity.
+// Package localfed runs a federation on one machine, for people trying
+// Flotilla (`flotillactl local up`) and for the end-to-end tests: one hub
+// and N provider clusters, each a real control plane (etcd,
+// kube-apiserver, kube-controller-manager, kube-scheduler) started by
+// kwokctl's binary runtime, with kwok standing in for kubelets on fake
+// nodes of declared capacity. It needs no root and no container engine:
+// every component is an unprivileged local process.
 //
 // Every Federation owns a working folder of its own (so runs can be
 // parallel), records the PID of the process that created it, and tears
 // everything down on Close. Federations whose creator died without closing
-// them (a killed test) are reaped by the next New or by `make testbed-gc`.
-package testbed
+// them (a killed test) are reaped by the next New or by
+// `flotillactl local gc`.
+package localfed
 
 import (
 	"context"
@@ -75,7 +78,9 @@ var stagesTemplate string
 type Options struct {
 	// Providers to start besides the hub.
 	Providers []ProviderSpec
-	// BinDir holds the tool binaries; defaults to the repository's bin/.
+	// Root holds charts/ and config/samples; defaults to FindRoot().
+	Root string
+	// BinDir holds the tool binaries; defaults to Root's bin/.
 	BinDir string
 	// BaseDir is where working folders are made; defaults to
 	// $TMPDIR/flotilla-testbed.
@@ -91,6 +96,7 @@ type Federation struct {
 	Providers []*Cluster
 
 	bin    string
+	root   string
 	logf   func(string, ...any)
 	closed sync.Once
 }
@@ -106,7 +112,8 @@ type Cluster struct {
 	fed *Federation
 }
 
-const ownerFile = "owner.pid"
+// OwnerFile in a federation's folder holds the PID of the process that made it.
+const OwnerFile = "owner.pid"
 
 // RepoRoot returns the repository's top directory.
 func RepoRoot() string {
@@ -121,14 +128,39 @@ func RepoRoot() string {
 	return dir
 }
 
+// FindRoot returns the first folder holding charts/flotilla-hub, looking up
+// from the working directory and then from the running executable's (a
+// checkout's bin/flotillactl, or an unpacked release); RepoRoot when
+// there is none.
+func FindRoot() string {
+	var starts []string
+	if wd, err := os.Getwd(); err == nil {
+		starts = append(starts, wd)
+	}
+	if exe, err := os.Executable(); err == nil {
+		starts = append(starts, filepath.Dir(exe))
+	}
+	for _, s := range starts {
+		for d := s; d != "/" && d != "."; d = filepath.Dir(d) {
+			if _, err := os.Stat(filepath.Join(d, "charts", "flotilla-hub", "Chart.yaml")); err == nil {
+				return d
+			}
+		}
+	}
+	return RepoRoot()
+}
+
 // DefaultBaseDir is where federations are made unless Options.BaseDir says otherwise.
 func DefaultBaseDir() string { return filepath.Join(os.TempDir(), "flotilla-testbed") }
 
 // New starts a hub and the providers of opts. On error, whatever was started
 // is torn down.
 func New(ctx context.Context, opts Options) (*Federation, error) {
+	if opts.Root == "" {
+		opts.Root = FindRoot()
+	}
 	if opts.BinDir == "" {
-		opts.BinDir = filepath.Join(RepoRoot(), "bin")
+		opts.BinDir = filepath.Join(opts.Root, "bin")
 	}
 	if opts.BaseDir == "" {
 		opts.BaseDir = DefaultBaseDir()
@@ -152,16 +184,16 @@ func New(ctx context.Context, opts Options) (*Federation, error) {
 		return nil, err
 	}
 	// Reap federations whose creator is gone before taking ports and disk.
-	_, _ = GC(opts.BaseDir, opts.Logf)
+	_, _ = gc(opts.BaseDir, opts.BinDir, opts.Logf)
 
 	dir, err := os.MkdirTemp(opts.BaseDir, "fed-")
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, OwnerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		return nil, err
 	}
-	f := &Federation{Dir: dir, bin: opts.BinDir, logf: opts.Logf}
+	f := &Federation{Dir: dir, bin: opts.BinDir, root: opts.Root, logf: opts.Logf}
 	f.Hub = &Cluster{Name: "hub", fed: f}
 	for _, p := range opts.Providers {
 		f.Providers = append(f.Providers, &Cluster{Name: p.Name, Spec: p, fed: f})
@@ -216,6 +248,17 @@ func (f *Federation) Close() error {
 }
 
 func (c *Cluster) workdir() string { return filepath.Join(c.fed.Dir, "clusters", c.Name) }
+
+// SetLogf replaces where progress lines go; nil discards them.
+func (f *Federation) SetLogf(logf func(string, ...any)) {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	f.logf = logf
+}
+
+// PIDs are the cluster's component processes.
+func (c *Cluster) PIDs() []int { return componentPIDs(c.workdir()) }
 
 func (c *Cluster) kwokctl(ctx context.Context, args ...string) error {
 	return runKwokctl(ctx, c.fed.Dir, c.fed.bin, append(args, "--name", c.Name)...)
@@ -326,7 +369,7 @@ func (c *Cluster) waitUsable(ctx context.Context) error {
 func (c *Cluster) deadComponent() string {
 	files, _ := filepath.Glob(filepath.Join(c.workdir(), "pids", "*.pid"))
 	for _, f := range files {
-		if pid, err := readPID(f); err == nil && pid > 1 && !alive(pid) {
+		if pid, err := readPID(f); err == nil && pid > 1 && !Alive(pid) {
 			return strings.TrimSuffix(filepath.Base(f), ".pid")
 		}
 	}
@@ -635,7 +678,7 @@ func (c *Cluster) InstallProviderChart(hubID, region string, extra ...string) er
 	if err != nil {
 		return err
 	}
-	args := append([]string{"install", "flotilla-provider", filepath.Join(RepoRoot(), "charts", "flotilla-provider"),
+	args := append([]string{"install", "flotilla-provider", filepath.Join(c.fed.root, "charts", "flotilla-provider"),
 		"--kubeconfig", c.Kubeconfig, "-n", flotillav1.SystemNamespace, "--create-namespace",
 		"--set", "hub.id=" + hubID, "--set", "provider.name=" + c.Name, "--set", "provider.owner=" + c.Spec.Owner,
 		"--set", "provider.region=" + region, "--set", "provider.apiServerURL=" + cfg.Host, "--set", "agent.enabled=false"}, extra...)

@@ -23,14 +23,15 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
+	"github.com/flotilla-dev/flotilla/internal/localfed"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
 )
 
-func smokeProviders() []ProviderSpec {
-	return []ProviderSpec{
-		{Name: "alice-1", Owner: "alice", Region: "eu-west", Nodes: []NodeSet{{Count: 2, CPU: "8", Memory: "32Gi"}}},
-		{Name: "bob-1", Owner: "bob", Region: "us-east", Nodes: []NodeSet{{Count: 1, CPU: "16", Memory: "64Gi"}}, WrongDigest: lie},
-		{Name: "carol-1", Owner: "carol", Region: "eu-west", Nodes: []NodeSet{{Count: 1, CPU: "8", Memory: "64Gi", GPU: 2,
+func smokeProviders() []localfed.ProviderSpec {
+	return []localfed.ProviderSpec{
+		{Name: "alice-1", Owner: "alice", Region: "eu-west", Nodes: []localfed.NodeSet{{Count: 2, CPU: "8", Memory: "32Gi"}}},
+		{Name: "bob-1", Owner: "bob", Region: "us-east", Nodes: []localfed.NodeSet{{Count: 1, CPU: "16", Memory: "64Gi"}}, WrongDigest: lie},
+		{Name: "carol-1", Owner: "carol", Region: "eu-west", Nodes: []localfed.NodeSet{{Count: 1, CPU: "8", Memory: "64Gi", GPU: 2,
 			Labels: map[string]string{"gpu-model": "a100"}}}},
 	}
 }
@@ -45,7 +46,7 @@ func resultJob(name, result string) *batchv1.Job {
 	return &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
 		Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{
-			ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{ResultAnnotation: result}},
+			ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{localfed.ResultAnnotation: result}},
 			Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{
 				{Name: "work", Image: "registry.example/work:1"}, {Name: "sidecar", Image: "registry.example/side:1"},
 			}},
@@ -121,7 +122,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool
 
 func TestFederationSmoke(t *testing.T) {
 	ctx := context.Background()
-	f := NewForTest(t, Options{Providers: smokeProviders()})
+	f := NewForTest(t, localfed.Options{Providers: smokeProviders()})
 
 	if _, err := os.Stat(f.Hub.Kubeconfig); err != nil {
 		t.Fatalf("hub kubeconfig: %v", err)
@@ -240,7 +241,7 @@ func TestFederationSmoke(t *testing.T) {
 	t.Run("an abandoned federation is reaped with all its processes", func(t *testing.T) {
 		var pids []int
 		for _, c := range append(f.Providers, f.Hub) {
-			pids = append(pids, componentPIDs(c.workdir())...)
+			pids = append(pids, c.PIDs()...)
 		}
 		if len(pids) < 4*5 {
 			t.Fatalf("found %d component processes, want at least 20", len(pids))
@@ -250,10 +251,10 @@ func TestFederationSmoke(t *testing.T) {
 		if err := dead.Run(); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(f.Dir, ownerFile), []byte(strconv.Itoa(dead.Process.Pid)), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(f.Dir, localfed.OwnerFile), []byte(strconv.Itoa(dead.Process.Pid)), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		removed, err := GC(filepath.Dir(f.Dir), t.Logf)
+		removed, err := localfed.GC(filepath.Dir(f.Dir), t.Logf)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -261,7 +262,7 @@ func TestFederationSmoke(t *testing.T) {
 			t.Fatalf("GC removed %v, want %s", removed, f.Dir)
 		}
 		for _, pid := range pids {
-			if alive(pid) {
+			if localfed.Alive(pid) {
 				t.Errorf("process %d survived teardown", pid)
 			}
 		}
@@ -299,7 +300,7 @@ func TestParallelFederations(t *testing.T) {
 		for _, name := range []string{"one", "two"} {
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
-				f := NewForTest(t, Options{Providers: []ProviderSpec{{Name: "p", Nodes: []NodeSet{{CPU: "4", Memory: "8Gi"}}}}})
+				f := NewForTest(t, localfed.Options{Providers: []localfed.ProviderSpec{{Name: "p", Nodes: []localfed.NodeSet{{CPU: "4", Memory: "8Gi"}}}}})
 				cfg, err := f.Provider("p").RESTConfig(10 * time.Second)
 				if err != nil {
 					t.Fatal(err)

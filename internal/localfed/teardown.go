@@ -1,4 +1,4 @@
-package testbed
+package localfed
 
 import (
 	"bytes"
@@ -60,9 +60,9 @@ func componentPIDs(clusterDir string) []int {
 	return pids
 }
 
-// alive reports a running process; a zombie (exited, not yet reaped by its
+// Alive reports a running process; a zombie (exited, not yet reaped by its
 // parent) holds no ports or files and counts as gone.
-func alive(pid int) bool {
+func Alive(pid int) bool {
 	if syscall.Kill(pid, 0) != nil {
 		return false
 	}
@@ -81,7 +81,7 @@ func waitGone(pids []int, timeout time.Duration) bool {
 	for {
 		left := 0
 		for _, pid := range pids {
-			if alive(pid) {
+			if Alive(pid) {
 				left++
 			}
 		}
@@ -98,6 +98,10 @@ func waitGone(pids []int, timeout time.Duration) bool {
 // GC tears down every federation under base whose creating process is gone,
 // and returns the folders it removed.
 func GC(base string, logf func(string, ...any)) ([]string, error) {
+	return gc(base, filepath.Join(FindRoot(), "bin"), logf)
+}
+
+func gc(base, bin string, logf func(string, ...any)) ([]string, error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
@@ -105,12 +109,11 @@ func GC(base string, logf func(string, ...any)) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	bin := filepath.Join(RepoRoot(), "bin")
 	var removed []string
 	var errs []error
 	for _, d := range dirs {
-		pid, err := readPID(filepath.Join(d, ownerFile))
-		if err == nil && alive(pid) {
+		pid, err := readPID(filepath.Join(d, OwnerFile))
+		if err == nil && Alive(pid) {
 			continue
 		}
 		// A federation being created has no owner file for a moment.
@@ -133,5 +136,5 @@ func Teardown(dir string, logf func(string, ...any)) error {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	return teardown(dir, filepath.Join(RepoRoot(), "bin"), logf)
+	return teardown(dir, filepath.Join(FindRoot(), "bin"), logf)
 }
