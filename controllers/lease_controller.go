@@ -81,11 +81,13 @@ func (r *LeaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 
 	old := ownStatus(&l.Status)
 	st := old.DeepCopy()
-	st.ObservedGeneration = l.Generation
 	st.Namespace = render.Namespace(r.HubID, l.UID)
 	res, err := r.reconcile(ctx, l, st, old)
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if !res.SyncFailed {
+		st.ObservedGeneration = l.Generation
 	}
 	if !equality.Semantic.DeepEqual(st, old) {
 		// Usage adds to what status holds: writing over a newer status

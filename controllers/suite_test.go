@@ -25,6 +25,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/fixture"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
 )
 
@@ -217,18 +218,7 @@ func createOffer(t *testing.T, provider, name, suite, cpu, cpuPrice string) *flo
 }
 
 func newWorkload(ns, name, suite string, replicas int32, cpu string) *flotillav1.Workload {
-	return &flotillav1.Workload{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: flotillav1.WorkloadSpec{
-			Replicas: replicas,
-			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{
-				Name: "app", Image: "registry.example/app:1",
-				Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
-					corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse("1Gi")}},
-			}}}},
-			Placement: flotillav1.PlacementSpec{AttributeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"suite": suite}}},
-		},
-	}
+	return fixture.Workload(ns, name, fixture.Replicas(replicas), fixture.Requests(cpu, "1Gi"), fixture.Selecting("suite", suite))
 }
 
 func leasesOf(t *testing.T, ns string) []flotillav1.Lease {

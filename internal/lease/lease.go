@@ -95,6 +95,10 @@ type Result struct {
 	Events       []Event
 	// FailedOver and DeadlineExceeded: the Lease closed for that reason.
 	FailedOver, DeadlineExceeded bool
+	// SyncFailed: the Lease could not be applied or read, so its
+	// provider does not run this generation yet and observedGeneration
+	// must not say it does.
+	SyncFailed bool
 }
 
 // Wait keeps a Lease on a provider not Ready yet waiting.
@@ -117,7 +121,7 @@ func SyncFailed(st *flotillav1.LeaseStatus, in Input, reason string, err error) 
 		st.Phase = flotillav1.LeasePending
 	}
 	ready(st, in, false, reason, err.Error())
-	return Result{RequeueAfter: Backoff(st.FailedSyncs)}
+	return Result{RequeueAfter: Backoff(st.FailedSyncs), SyncFailed: true}
 }
 
 // Backoff is the wait after n failed syncs in a row: 3s, doubling, up to

@@ -49,6 +49,7 @@ type view struct {
 	RequeueAfter                time.Duration
 	Events                      []string
 	FailedOver, Deadline        bool
+	SyncFailed                  bool
 }
 
 func see(t *testing.T, l *flotillav1.Lease, st *flotillav1.LeaseStatus, res Result) view {
@@ -61,7 +62,9 @@ func see(t *testing.T, l *flotillav1.Lease, st *flotillav1.LeaseStatus, res Resu
 	}
 	out := *l
 	out.Status = *st
-	out.Status.ObservedGeneration = l.Generation
+	if !res.SyncFailed {
+		out.Status.ObservedGeneration = l.Generation
+	}
 	ks, err := conditions.KStatus(&out)
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +72,8 @@ func see(t *testing.T, l *flotillav1.Lease, st *flotillav1.LeaseStatus, res Resu
 	v := view{Phase: st.Phase, Outcome: st.Outcome, Ready: cond(flotillav1.ConditionReady), Reconciling: cond(flotillav1.ConditionReconciling),
 		Closed: cond(flotillav1.LeaseConditionClosed), KStatus: ks, ReplicaSeconds: st.Usage.ReplicaSeconds, Cost: st.Usage.Cost,
 		MeteredUntil: st.Usage.MeteredUntil, NotReadySince: st.NotReadySince, LostTime: st.LostTime, LastSyncTime: st.LastSyncTime,
-		FailedSyncs: st.FailedSyncs, RequeueAfter: res.RequeueAfter, FailedOver: res.FailedOver, Deadline: res.DeadlineExceeded}
+		FailedSyncs: st.FailedSyncs, RequeueAfter: res.RequeueAfter, FailedOver: res.FailedOver, Deadline: res.DeadlineExceeded,
+		SyncFailed: res.SyncFailed}
 	for _, e := range res.Events {
 		who := "lease"
 		if e.OnWorkload {
@@ -104,7 +108,7 @@ func TestDecisions(t *testing.T) {
 				return SyncFailed(st, in, flotillav1.LeaseReasonApplyFailed, errors.New("refused"))
 			},
 			want: view{Phase: "Pending", Ready: "False/ApplyFailed", Reconciling: "True/ApplyFailed", KStatus: "InProgress",
-				FailedSyncs: 3, RequeueAfter: 12 * time.Second},
+				FailedSyncs: 3, RequeueAfter: 12 * time.Second, SyncFailed: true},
 		},
 		"every replica ready, count unchanged: Current, nothing to write but the sync time": {
 			status: active, lastSeen: -3 * time.Second,

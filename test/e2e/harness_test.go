@@ -23,6 +23,7 @@ import (
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/controllers"
+	"github.com/flotilla-dev/flotilla/internal/fixture"
 	"github.com/flotilla-dev/flotilla/internal/localfed"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
 )
@@ -262,20 +263,5 @@ func (h *hub) workload(t *testing.T, ns, name string) *flotillav1.Workload {
 }
 
 func newWorkload(ns, name string, class flotillav1.WorkloadClass, replicas int32) *flotillav1.Workload {
-	return &flotillav1.Workload{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: flotillav1.WorkloadSpec{
-			Class:    class,
-			Replicas: replicas,
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name}},
-				Spec: corev1.PodSpec{
-					SecurityContext: &corev1.PodSecurityContext{RunAsUser: ptr.To[int64](65532)},
-					Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1",
-						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
-							corev1.ResourceCPU: resource.MustParse("500m"), corev1.ResourceMemory: resource.MustParse("256Mi")}}}},
-				},
-			},
-		},
-	}
+	return fixture.Workload(ns, name, fixture.Class(class), fixture.Replicas(replicas), fixture.PodLabel("app", name), fixture.RunAsUser(65532))
 }

@@ -251,7 +251,7 @@ func TestRefusedObjectsBackOff(t *testing.T) {
 	create(t, w)
 	start := time.Now()
 	var l flotillav1.Lease
-	hubenv.Await(t, 20*time.Second, "the Lease failing to apply", func() (bool, string) {
+	hubenv.Await(t, 60*time.Second, "the Lease failing to apply", func() (bool, string) {
 		ls := leasesOf(t, "refused", "bad")
 		if len(ls) == 1 {
 			l = ls[0]
@@ -267,5 +267,8 @@ func TestRefusedObjectsBackOff(t *testing.T) {
 	}
 	if !strings.Contains(l.Status.LastError, "Not_A_Label") || len(l.Status.LastError) > bound.MaxMessage {
 		t.Errorf("P8.apply-backoff: lastError %q does not say what the provider refused", l.Status.LastError)
+	}
+	if l.Status.ObservedGeneration == l.Generation {
+		t.Errorf("observedGeneration %d claims the Lease's generation while its provider refuses it", l.Status.ObservedGeneration)
 	}
 }

@@ -35,6 +35,7 @@ import (
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/controllers"
+	"github.com/flotilla-dev/flotilla/internal/fixture"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
 )
 
@@ -170,18 +171,7 @@ func forgetProvider(t *testing.T, name string) {
 
 // workload is a valid Service Workload of one replica selecting suite.
 func workload(ns, name, suite string) *flotillav1.Workload {
-	return &flotillav1.Workload{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: flotillav1.WorkloadSpec{
-			Replicas: 1,
-			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{
-				Name: "app", Image: "registry.example/app:1",
-				Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
-					corev1.ResourceCPU: resource.MustParse("1"), corev1.ResourceMemory: resource.MustParse("1Gi")}},
-			}}}},
-			Placement: flotillav1.PlacementSpec{AttributeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"suite": suite}}},
-		},
-	}
+	return fixture.Workload(ns, name, fixture.Requests("1", "1Gi"), fixture.Selecting("suite", suite))
 }
 
 func get[T client.Object](t *testing.T, o T, ns, name string) T {

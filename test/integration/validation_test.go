@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/fixture"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
 )
 
@@ -38,22 +39,7 @@ func ensureNamespace(t *testing.T, name string) {
 }
 
 func validWorkload() *flotillav1.Workload {
-	return &flotillav1.Workload{
-		ObjectMeta: metav1.ObjectMeta{Name: "w", Namespace: testNS},
-		Spec: flotillav1.WorkloadSpec{
-			Class:    flotillav1.ClassService,
-			Replicas: 2,
-			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
-				Containers: []corev1.Container{{
-					Name:  "app",
-					Image: "registry.example/app:1",
-					Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
-						corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi"),
-					}},
-				}},
-			}},
-		},
-	}
+	return fixture.Workload(testNS, "w", fixture.Class(flotillav1.ClassService), fixture.Replicas(2), fixture.Requests("100m", "64Mi"))
 }
 
 func validBatch() *flotillav1.Workload {
