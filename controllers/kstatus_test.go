@@ -111,14 +111,8 @@ func TestKStatusOfEveryKind(t *testing.T) {
 	}
 	defer run(t, mgr, mctx, cancel)()
 
-	// Each stage builds on the last: stop at the first that fails.
-	stage := func(name string, f func(t *testing.T)) {
-		if !t.Run(name, f) {
-			t.FailNow()
-		}
-	}
 	p := &flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: prov}}
-	stage("provider probed: Current", func(t *testing.T) {
+	hubenv.Stage(t, "provider probed: Current", func(t *testing.T) {
 		// A Provider not yet probed has no status, which kstatus also
 		// reads as Current: wait for the probe first.
 		hubenv.Await(t, 30*time.Second, "the provider Ready", func() (bool, string) {
@@ -128,7 +122,7 @@ func TestKStatusOfEveryKind(t *testing.T) {
 		awaitKStatus(t, p, "Current")
 	})
 
-	stage("offers: valid Current, in another provider's namespace Failed", func(t *testing.T) {
+	hubenv.Stage(t, "offers: valid Current, in another provider's namespace Failed", func(t *testing.T) {
 		good := fixture.Offer(prov, "std", fixture.Attribute("suite", "ks"))
 		misplaced := fixture.Offer("someone-else", "std")
 		misplaced.Namespace = flotillav1.ProviderNamespace(prov)
@@ -143,7 +137,7 @@ func TestKStatusOfEveryKind(t *testing.T) {
 	})
 
 	acct := &flotillav1.Account{}
-	stage("account credited: Current", func(t *testing.T) {
+	hubenv.Stage(t, "account credited: Current", func(t *testing.T) {
 		acct = get(t, &flotillav1.Account{}, ns, flotillav1.AccountName)
 		acct.Spec.Credited = "100"
 		if err := env.Client.Update(ctx, acct); err != nil {
@@ -154,7 +148,7 @@ func TestKStatusOfEveryKind(t *testing.T) {
 
 	w := fixture.Workload(ns, "web", fixture.Replicas(2), fixture.Selecting("suite", "ks"))
 	lease := &flotillav1.Lease{}
-	stage("workload placed, replicas not running: InProgress, its lease too", func(t *testing.T) {
+	hubenv.Stage(t, "workload placed, replicas not running: InProgress, its lease too", func(t *testing.T) {
 		if err := env.Client.Create(ctx, w); err != nil {
 			t.Fatal(err)
 		}
@@ -163,7 +157,7 @@ func TestKStatusOfEveryKind(t *testing.T) {
 		awaitKStatus(t, lease, "InProgress")
 	})
 
-	stage("replicas ready: workload and lease Current, kubectl wait returns", func(t *testing.T) {
+	hubenv.Stage(t, "replicas ready: workload and lease Current, kubectl wait returns", func(t *testing.T) {
 		runReadyPods(t, hubID, lease, "ks-node")
 		awaitKStatus(t, lease, "Current")
 		awaitKStatus(t, w, "Current")
@@ -172,7 +166,7 @@ func TestKStatusOfEveryKind(t *testing.T) {
 		}
 	})
 
-	stage("provider lost: Failed; its lease Lost: InProgress, then closed: Current; the workload placing again: InProgress", func(t *testing.T) {
+	hubenv.Stage(t, "provider lost: Failed; its lease Lost: InProgress, then closed: Current; the workload placing again: InProgress", func(t *testing.T) {
 		sec := get(t, &corev1.Secret{}, flotillav1.SystemNamespace, prov+"-kubeconfig")
 		sec.Data["kubeconfig"] = kubeconfigFor(t, "https://127.0.0.1:1")
 		if err := env.Client.Update(ctx, sec); err != nil {
@@ -191,7 +185,7 @@ func TestKStatusOfEveryKind(t *testing.T) {
 		awaitKStatus(t, w, "InProgress")
 	})
 
-	stage("account whose credit went down: Failed", func(t *testing.T) {
+	hubenv.Stage(t, "account whose credit went down: Failed", func(t *testing.T) {
 		acct = get(t, &flotillav1.Account{}, ns, flotillav1.AccountName)
 		acct.Spec.Credited = "50"
 		if err := env.Client.Update(ctx, acct); err != nil {

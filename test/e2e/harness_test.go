@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -23,6 +24,7 @@ import (
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/controllers"
+	"github.com/flotilla-dev/flotilla/internal/conditions"
 	"github.com/flotilla-dev/flotilla/internal/fixture"
 	"github.com/flotilla-dev/flotilla/internal/localfed"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
@@ -260,6 +262,26 @@ func (h *hub) workload(t *testing.T, ns, name string) *flotillav1.Workload {
 		t.Fatal(err)
 	}
 	return w
+}
+
+// awaitKStatus waits until kstatus (sigs.k8s.io/cli-utils), as Flux and
+// Argo CD run it, computes want for obj.
+func (h *hub) awaitKStatus(t *testing.T, obj client.Object, want string) {
+	t.Helper()
+	hubenv.Await(t, 90*time.Second, fmt.Sprintf("%T %s to be %s", obj, obj.GetName(), want), func() (bool, string) {
+		if err := h.client.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); err != nil {
+			return false, err.Error()
+		}
+		got, err := conditions.KStatus(obj)
+		return err == nil && got == want, fmt.Sprint(got, err)
+	})
+}
+
+// kubectl runs bin/kubectl against the hub.
+func (h *hub) kubectl(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(hubenv.RepoRoot(), "bin", "kubectl"), append([]string{"--kubeconfig", h.fed.Hub.Kubeconfig}, args...)...).CombinedOutput()
+	return string(out), err
 }
 
 func newWorkload(ns, name string, class flotillav1.WorkloadClass, replicas int32) *flotillav1.Workload {

@@ -80,7 +80,7 @@ func TestVerifiedResultsWithLyingProviders(t *testing.T) {
 	h.awaitProvidersReady(t, 5, 60*time.Second)
 	h.tenant(t, "science", "100")
 
-	awaitDecided := func(name string) *flotillav1.Workload {
+	awaitDecided := func(t *testing.T, name string) *flotillav1.Workload {
 		t.Helper()
 		var w *flotillav1.Workload
 		hubenv.Await(t, 120*time.Second, name+" decided", func() (bool, string) {
@@ -98,112 +98,120 @@ func TestVerifiedResultsWithLyingProviders(t *testing.T) {
 		return out
 	}
 
-	// 1. Redundancy 3, quorum 2, one liar among kim, hana and ivan.
-	mustCreate(t, h.client, verifiedJob("science", "render", 3, 2, 2, "kim", "hana", "ivan"))
-	w := awaitDecided("render")
-	if w.Status.Phase != flotillav1.WorkloadSucceeded || w.Status.VerifiedDigest != truth {
-		t.Fatalf("render: phase %s, verified %q; want Succeeded with %s", w.Status.Phase, w.Status.VerifiedDigest, truth)
-	}
-	c := apimeta.FindStatusCondition(w.Status.Conditions, flotillav1.WorkloadVerified)
-	if c == nil || c.Status != metav1.ConditionTrue {
-		t.Errorf("render: Verified condition %+v", c)
-	}
-	// The third copy may still run when two agree; wait for its report.
-	hubenv.Await(t, 60*time.Second, "every render copy reported with a verdict", func() (bool, string) {
-		w = h.workload(t, "science", "render")
+	// Each stage builds on the last one's reputation.
+	var liar int64
+	hubenv.Stage(t, "redundancy 3, quorum 2, one liar among kim, hana and ivan: the truth wins, kim's reputation drops", func(t *testing.T) {
+		mustCreate(t, h.client, verifiedJob("science", "render", 3, 2, 2, "kim", "hana", "ivan"))
+		w := awaitDecided(t, "render")
+		if w.Status.Phase != flotillav1.WorkloadSucceeded || w.Status.VerifiedDigest != truth {
+			t.Fatalf("render: phase %s, verified %q; want Succeeded with %s", w.Status.Phase, w.Status.VerifiedDigest, truth)
+		}
+		c := apimeta.FindStatusCondition(w.Status.Conditions, flotillav1.WorkloadVerified)
+		if c == nil || c.Status != metav1.ConditionTrue {
+			t.Errorf("render: Verified condition %+v", c)
+		}
+		// The third copy may still run when two agree; wait for its report.
+		hubenv.Await(t, 60*time.Second, "every render copy reported with a verdict", func() (bool, string) {
+			w = h.workload(t, "science", "render")
+			rs := results(w)
+			return len(rs) == 3 && rs["kim-1"].Verdict != "" && rs["hana-1"].Verdict != "" && rs["ivan-1"].Verdict != "", fmt.Sprintf("%+v", rs)
+		})
 		rs := results(w)
-		return len(rs) == 3 && rs["kim-1"].Verdict != "" && rs["hana-1"].Verdict != "" && rs["ivan-1"].Verdict != "", fmt.Sprintf("%+v", rs)
-	})
-	rs := results(w)
-	for prov, want := range map[string]struct {
-		digest  string
-		verdict flotillav1.Verdict
-	}{"kim-1": {lieA, flotillav1.VerdictDissented}, "hana-1": {truth, flotillav1.VerdictAgreed}, "ivan-1": {truth, flotillav1.VerdictAgreed}} {
-		if rs[prov].Digest != want.digest || rs[prov].Verdict != want.verdict {
-			t.Errorf("render copy on %s: %+v; want digest %s, %s", prov, rs[prov], want.digest, want.verdict)
+		for prov, want := range map[string]struct {
+			digest  string
+			verdict flotillav1.Verdict
+		}{"kim-1": {lieA, flotillav1.VerdictDissented}, "hana-1": {truth, flotillav1.VerdictAgreed}, "ivan-1": {truth, flotillav1.VerdictAgreed}} {
+			if rs[prov].Digest != want.digest || rs[prov].Verdict != want.verdict {
+				t.Errorf("render copy on %s: %+v; want digest %s, %s", prov, rs[prov], want.digest, want.verdict)
+			}
 		}
-	}
-	var liar, honest int64
-	hubenv.Await(t, 30*time.Second, "kim's reputation below hana's and ivan's", func() (bool, string) {
-		k, hn, iv := h.provider(t, "kim-1"), h.provider(t, "hana-1"), h.provider(t, "ivan-1")
-		liar, honest = score(k), min(score(hn), score(iv))
-		return k.Status.Reputation.VerificationsFailed == 1 && hn.Status.Reputation.VerificationsPassed == 1 &&
-				iv.Status.Reputation.VerificationsPassed == 1 && liar >= 0 && liar < honest,
-			fmt.Sprintf("kim %+v; hana %+v; ivan %+v", k.Status.Reputation, hn.Status.Reputation, iv.Status.Reputation)
+		var honest int64
+		hubenv.Await(t, 30*time.Second, "kim's reputation below hana's and ivan's", func() (bool, string) {
+			k, hn, iv := h.provider(t, "kim-1"), h.provider(t, "hana-1"), h.provider(t, "ivan-1")
+			liar, honest = score(k), min(score(hn), score(iv))
+			return k.Status.Reputation.VerificationsFailed == 1 && hn.Status.Reputation.VerificationsPassed == 1 &&
+					iv.Status.Reputation.VerificationsPassed == 1 && liar >= 0 && liar < honest,
+				fmt.Sprintf("kim %+v; hana %+v; ivan %+v", k.Status.Reputation, hn.Status.Reputation, iv.Status.Reputation)
+		})
+		t.Logf("reputation after render: kim %s, honest at least %s", reputation.FormatMilli(liar), reputation.FormatMilli(honest))
 	})
-	t.Logf("reputation after render: kim %s, honest at least %s", reputation.FormatMilli(liar), reputation.FormatMilli(honest))
 
-	// 2. A Workload asking for more than kim's score avoids kim, though kim
+	// A Workload asking for more than kim's score avoids kim, though kim
 	// is the cheapest it may use.
-	floor := flotillav1.Score(reputation.FormatMilli(liar + 1))
-	safe := verifiedJob("science", "safe", 0, 0, 0, "kim", "hana")
-	safe.Spec.Placement.MinReputation = &floor
-	mustCreate(t, h.client, safe)
-	if w := awaitDecided("safe"); w.Status.Phase != flotillav1.WorkloadSucceeded {
-		t.Fatalf("safe: phase %s", w.Status.Phase)
-	}
-	var ls flotillav1.LeaseList
-	if err := h.client.List(ctx, &ls, client.InNamespace("science"), client.MatchingLabels{flotillav1.LabelWorkload: "safe"}); err != nil {
-		t.Fatal(err)
-	}
-	if len(ls.Items) != 1 || ls.Items[0].Spec.ProviderRef.Name != "hana-1" {
-		t.Errorf("safe ran on %d leases, first on %v; want one on hana-1, not kim-1 (score %s, minReputation %s)",
-			len(ls.Items), ls.Items, reputation.FormatMilli(liar), floor)
-	}
+	hubenv.Stage(t, "a minimum reputation keeps the liar out", func(t *testing.T) {
+		floor := flotillav1.Score(reputation.FormatMilli(liar + 1))
+		safe := verifiedJob("science", "safe", 0, 0, 0, "kim", "hana")
+		safe.Spec.Placement.MinReputation = &floor
+		mustCreate(t, h.client, safe)
+		if w := awaitDecided(t, "safe"); w.Status.Phase != flotillav1.WorkloadSucceeded {
+			t.Fatalf("safe: phase %s", w.Status.Phase)
+		}
+		var ls flotillav1.LeaseList
+		if err := h.client.List(ctx, &ls, client.InNamespace("science"), client.MatchingLabels{flotillav1.LabelWorkload: "safe"}); err != nil {
+			t.Fatal(err)
+		}
+		if len(ls.Items) != 1 || ls.Items[0].Spec.ProviderRef.Name != "hana-1" {
+			t.Errorf("safe ran on %d leases, first on %v; want one on hana-1, not kim-1 (score %s, minReputation %s)",
+				len(ls.Items), ls.Items, reputation.FormatMilli(liar), floor)
+		}
 
-	// 3. Two liars with different digests among the three cheapest owners:
-	// no quorum, an extra copy on another owner, the honest digest wins.
-	mustCreate(t, h.client, verifiedJob("science", "consensus", 3, 2, 2))
-	w = awaitDecided("consensus")
-	if w.Status.Phase != flotillav1.WorkloadSucceeded || w.Status.VerifiedDigest != truth {
-		t.Fatalf("consensus: phase %s, verified %q; want Succeeded with %s (never a liar's digest)", w.Status.Phase, w.Status.VerifiedDigest, truth)
-	}
-	rs = results(w)
-	owners := map[string]bool{}
-	for _, r := range w.Status.Verification.Results {
-		if owners[r.Owner] {
-			t.Errorf("consensus: two copies on owner %s", r.Owner)
-		}
-		owners[r.Owner] = true
-	}
-	if w.Status.Verification.ExtraCopies < 1 || len(rs) < 4 {
-		t.Errorf("consensus: %d extra copies, %d copies; want at least one extra beyond 3", w.Status.Verification.ExtraCopies, len(rs))
-	}
-	for _, prov := range []string{"kim-1", "lou-1"} {
-		if r := rs[prov]; r.Digest == truth || r.Verdict != flotillav1.VerdictDissented {
-			t.Errorf("consensus copy on liar %s: %+v; want its own digest, Dissented", prov, r)
-		}
-	}
-	hubenv.Await(t, 30*time.Second, "both liars below every honest provider", func() (bool, string) {
-		var ps flotillav1.ProviderList
-		_ = h.client.List(ctx, &ps)
-		worstHonest, bestLiar := int64(1000), int64(0)
-		var s []string
-		for _, p := range ps.Items {
-			sc := score(&p)
-			s = append(s, p.Name+"="+string(p.Status.Reputation.Score))
-			if p.Name == "kim-1" || p.Name == "lou-1" {
-				bestLiar = max(bestLiar, sc)
-			} else {
-				worstHonest = min(worstHonest, sc)
-			}
-		}
-		return h.provider(t, "lou-1").Status.Reputation.VerificationsFailed == 1 && bestLiar < worstHonest, strings.Join(s, " ")
 	})
 
-	// Each dissent is in the ledger too: kim twice, lou once, nobody else.
-	hubenv.Await(t, 30*time.Second, "the dissents recorded in the ledger", func() (bool, string) {
-		store := &ledgerstore.Store{Client: h.client, Reader: h.client, Namespace: flotillav1.SystemNamespace}
-		entries, err := store.Load(ctx)
-		if err != nil {
-			return false, err.Error()
+	// Two liars with different digests among the three cheapest owners:
+	// no quorum, an extra copy on another owner, the honest digest wins.
+	hubenv.Stage(t, "two liars: an extra copy on another owner, the truth wins, the ledger records both", func(t *testing.T) {
+		mustCreate(t, h.client, verifiedJob("science", "consensus", 3, 2, 2))
+		w := awaitDecided(t, "consensus")
+		if w.Status.Phase != flotillav1.WorkloadSucceeded || w.Status.VerifiedDigest != truth {
+			t.Fatalf("consensus: phase %s, verified %q; want Succeeded with %s (never a liar's digest)", w.Status.Phase, w.Status.VerifiedDigest, truth)
 		}
-		disputes := map[string]int{}
-		for _, e := range entries {
-			if e.Kind == ledger.Dispute {
-				disputes[e.To]++
+		rs := results(w)
+		owners := map[string]bool{}
+		for _, r := range w.Status.Verification.Results {
+			if owners[r.Owner] {
+				t.Errorf("consensus: two copies on owner %s", r.Owner)
+			}
+			owners[r.Owner] = true
+		}
+		if w.Status.Verification.ExtraCopies < 1 || len(rs) < 4 {
+			t.Errorf("consensus: %d extra copies, %d copies; want at least one extra beyond 3", w.Status.Verification.ExtraCopies, len(rs))
+		}
+		for _, prov := range []string{"kim-1", "lou-1"} {
+			if r := rs[prov]; r.Digest == truth || r.Verdict != flotillav1.VerdictDissented {
+				t.Errorf("consensus copy on liar %s: %+v; want its own digest, Dissented", prov, r)
 			}
 		}
-		return len(disputes) == 2 && disputes["provider:kim-1"] == 2 && disputes["provider:lou-1"] == 1, fmt.Sprint(disputes)
+		hubenv.Await(t, 30*time.Second, "both liars below every honest provider", func() (bool, string) {
+			var ps flotillav1.ProviderList
+			_ = h.client.List(ctx, &ps)
+			worstHonest, bestLiar := int64(1000), int64(0)
+			var s []string
+			for _, p := range ps.Items {
+				sc := score(&p)
+				s = append(s, p.Name+"="+string(p.Status.Reputation.Score))
+				if p.Name == "kim-1" || p.Name == "lou-1" {
+					bestLiar = max(bestLiar, sc)
+				} else {
+					worstHonest = min(worstHonest, sc)
+				}
+			}
+			return h.provider(t, "lou-1").Status.Reputation.VerificationsFailed == 1 && bestLiar < worstHonest, strings.Join(s, " ")
+		})
+
+		// Each dissent is in the ledger too: kim twice, lou once, nobody else.
+		hubenv.Await(t, 30*time.Second, "the dissents recorded in the ledger", func() (bool, string) {
+			store := &ledgerstore.Store{Client: h.client, Reader: h.client, Namespace: flotillav1.SystemNamespace}
+			entries, err := store.Load(ctx)
+			if err != nil {
+				return false, err.Error()
+			}
+			disputes := map[string]int{}
+			for _, e := range entries {
+				if e.Kind == ledger.Dispute {
+					disputes[e.To]++
+				}
+			}
+			return len(disputes) == 2 && disputes["provider:kim-1"] == 2 && disputes["provider:lou-1"] == 1, fmt.Sprint(disputes)
+		})
 	})
 }

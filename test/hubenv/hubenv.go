@@ -159,6 +159,15 @@ func (e *Env) Kubectl(t testing.TB, args ...string) (string, error) {
 	return string(out), err
 }
 
+// Stage runs one stage of a scenario as a subtest and stops the scenario
+// at the first that fails: each stage builds on the last.
+func Stage(t *testing.T, name string, f func(t *testing.T)) {
+	t.Helper()
+	if !t.Run(name, f) {
+		t.FailNow()
+	}
+}
+
 // Holds polls cond every 100ms for d and fails t, with what should have
 // held and the state cond reported, the first time it does not: "this
 // stays true for d", in place of a sleep and one look.
