@@ -249,6 +249,9 @@ func TestPlacementFailoverAndFencing(t *testing.T) {
 			var ls flotillav1.LeaseList
 			_ = h.client.List(ctx, &ls, client.InNamespace("team-a"), client.MatchingLabels{flotillav1.LabelWorkload: "api"})
 			state := ""
+			for _, c := range w.Status.Conditions {
+				state += fmt.Sprintf("%s=%s %s: %.120s; ", c.Type, c.Status, c.Reason, c.Message)
+			}
 			for _, l := range ls.Items {
 				state += fmt.Sprintf("[%s %s ready=%d err=%q] ", l.Spec.ProviderRef.Name, l.Status.Phase, l.Status.ReadyReplicas, l.Status.LastError)
 			}

@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -702,28 +703,33 @@ func testJoinIsolation(t *testing.T, h *hub, alice, bob *joinedProvider) {
 	hb.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
 	refused(t, "alice renews bob's heartbeat", a.Update(ctx, hb), "forbidden")
 
-	mine := &flotillav1.Provider{}
-	if err := a.Get(ctx, client.ObjectKey{Name: alice.name}, mine); err != nil {
+	if err := a.Get(ctx, client.ObjectKey{Name: alice.name}, &flotillav1.Provider{}); err != nil {
 		t.Fatalf("alice cannot read her own Provider: %v", err)
 	}
-	owner := mine.DeepCopy()
-	owner.Spec.Owner = "bob"
-	refused(t, "alice claims another owner", a.Update(ctx, owner), "cannot change spec.owner")
-	steal := mine.DeepCopy()
-	steal.Spec.KubeconfigSecretRef.Name = bob.name + "-kubeconfig"
-	refused(t, "alice points her Provider at bob's kubeconfig", a.Update(ctx, steal), "must be "+alice.name+"-kubeconfig")
-	region := mine.DeepCopy()
-	region.Spec.Region = "us-east"
-	refused(t, "P2.join-changes-region: alice moves her Provider to another region", a.Update(ctx, region), "cannot change spec.region")
-	zone := mine.DeepCopy()
-	zone.Spec.Zone = "us-east-1a"
-	refused(t, "P2.join-changes-zone: alice sets her own zone", a.Update(ctx, zone), "cannot change spec.zone")
-	server := mine.DeepCopy()
-	server.Spec.APIServerURL = "https://169.254.169.254"
-	refused(t, "P1.join-changes-server: alice points the hub at another address", a.Update(ctx, server), "cannot change spec.apiServerURL")
-	spoof := mine.DeepCopy()
-	spoof.Spec.Attributes = map[string]string{"owner": "bob"}
-	refused(t, "P2.provider-attributes-claim-owner: alice claims an owner in her attributes", a.Update(ctx, spoof), "spec.attributes")
+	// The hub writes the Provider's status meanwhile, so each attempt starts
+	// from a fresh read; a conflict would hide what admission says.
+	edit := func(mutate func(*flotillav1.Provider)) error {
+		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			p := &flotillav1.Provider{}
+			if err := a.Get(ctx, client.ObjectKey{Name: alice.name}, p); err != nil {
+				return err
+			}
+			mutate(p)
+			return a.Update(ctx, p)
+		})
+	}
+	refused(t, "alice claims another owner", edit(func(p *flotillav1.Provider) { p.Spec.Owner = "bob" }), "cannot change spec.owner")
+	refused(t, "alice points her Provider at bob's kubeconfig", edit(func(p *flotillav1.Provider) {
+		p.Spec.KubeconfigSecretRef.Name = bob.name + "-kubeconfig"
+	}), "must be "+alice.name+"-kubeconfig")
+	refused(t, "P2.join-changes-region: alice moves her Provider to another region",
+		edit(func(p *flotillav1.Provider) { p.Spec.Region = "us-east" }), "cannot change spec.region")
+	refused(t, "P2.join-changes-zone: alice sets her own zone",
+		edit(func(p *flotillav1.Provider) { p.Spec.Zone = "us-east-1a" }), "cannot change spec.zone")
+	refused(t, "P1.join-changes-server: alice points the hub at another address",
+		edit(func(p *flotillav1.Provider) { p.Spec.APIServerURL = "https://169.254.169.254" }), "cannot change spec.apiServerURL")
+	refused(t, "P2.provider-attributes-claim-owner: alice claims an owner in her attributes",
+		edit(func(p *flotillav1.Provider) { p.Spec.Attributes = map[string]string{"owner": "bob"} }), "spec.attributes")
 	var ws flotillav1.WorkloadList
 	refused(t, "alice lists tenants' Workloads", a.List(ctx, &ws), "forbidden")
 }
