@@ -16,7 +16,7 @@ SUMMARY := $(GO) run ./hack/testsummary
 CONTROLLER_GEN := $(BIN)/controller-gen
 HELM := $(BIN)/helm
 
-UNIT_PKGS := ./api/... ./internal/... ./cmd/...
+UNIT_PKGS := ./api/... ./internal/... ./cmd/... ./hack/images/...
 INTEGRATION_PKGS := ./controllers/... ./test/integration/... ./test/hostile/... ./test/charts/...
 E2E_PKGS := ./test/testbed/... ./test/e2e/...
 TEST_TIMEOUT ?= 20m
@@ -30,8 +30,13 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: tools
-tools: ## Build the pinned tool binaries into bin/ (skips those up to date).
+tools: ## Build the pinned tool binaries into bin/ and install a real node's Debian packages when missing.
 	hack/tools/build.sh
+	hack/node-deps.sh
+
+.PHONY: images
+images: ## Build the container images as tarballs under bin/images, without a container engine.
+	hack/images.sh
 
 .PHONY: generate
 generate: ## Generate deepcopy code for the API types.
@@ -86,7 +91,7 @@ demo-down: ## Remove everything make demo started.
 .PHONY: test
 # Local-federation packages run one at a time: each starts up to five
 # control planes, and two cores do not start ten at once reliably.
-test: tools ## Run every test: unit, envtest integration and the local federation.
+test: tools images ## Run every test: unit, envtest integration and the local federation (real nodes need root).
 	{ $(GOTEST) -timeout $(TEST_TIMEOUT) $(UNIT_PKGS) $(INTEGRATION_PKGS); \
 	  $(GOTEST) -p 1 -timeout $(TEST_TIMEOUT) $(E2E_PKGS); } | $(SUMMARY)
 
@@ -100,7 +105,7 @@ test-integration: ## envtest suites against a real kube-apiserver.
 	$(GOTEST) $(INTEGRATION_PKGS) | $(SUMMARY)
 
 .PHONY: test-e2e
-test-e2e: tools ## End-to-end tests on the local federation.
+test-e2e: tools images ## End-to-end tests on the local federation.
 	$(GOTEST) -p 1 -timeout $(TEST_TIMEOUT) $(E2E_PKGS) | $(SUMMARY)
 
 .PHONY: fuzz

@@ -21,6 +21,9 @@ tools=(
   "kube-controller-manager|hack/tools|k8s.io/kubernetes/cmd/kube-controller-manager|k8s.io/kubernetes|K8S"
   "kube-scheduler|hack/tools|k8s.io/kubernetes/cmd/kube-scheduler|k8s.io/kubernetes|K8S"
   "kubectl|hack/tools|k8s.io/kubernetes/cmd/kubectl|k8s.io/kubernetes|K8S"
+  "kubelet|hack/tools|k8s.io/kubernetes/cmd/kubelet|k8s.io/kubernetes|K8S"
+  "kube-proxy|hack/tools|k8s.io/kubernetes/cmd/kube-proxy|k8s.io/kubernetes|K8S"
+  "imagebuild|hack/tools|./imagebuild|LOCAL|"
 )
 
 want=("$@")
@@ -34,7 +37,13 @@ selected() {
 for entry in "${tools[@]}"; do
   IFS='|' read -r name dir pkg module flags <<<"$entry"
   selected "$name" || continue
-  version=$(cd "$root/$dir" && go list -m -f '{{.Version}}' "$module")
+  if [[ $module == LOCAL ]]; then
+    # A tool of this repository: its stamp is the hash of its sources and
+    # of the module files that pin its dependencies.
+    version=$(cd "$root/$dir" && cat go.mod go.sum "$pkg"/*.go | sha256sum | cut -c1-16)
+  else
+    version=$(cd "$root/$dir" && go list -m -f '{{.Version}}' "$module")
+  fi
   if [[ $flags == K8S ]]; then
     minor=$(echo "$version" | cut -d. -f2)
     flags="-X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"

@@ -65,6 +65,13 @@ type ProviderSpec struct {
 	// provider reports instead of the one its template asks for (the
 	// annotation testbed.example/result): a lying provider.
 	WrongDigest string
+	// RealNodes is how many real nodes (kubelet, containerd, CNI,
+	// kube-proxy; see realnode.go) the provider has beside its kwok nodes.
+	// They need root and `make tools images`.
+	RealNodes int
+	// TamperedImages loads the tampered batch image on this provider's real
+	// nodes under the honest image's name: a provider that cheats.
+	TamperedImages bool
 }
 
 // ResultAnnotation on a pod template is the termination message a completed
@@ -87,6 +94,11 @@ type Options struct {
 	BaseDir string
 	// Logf receives progress lines; nil discards them.
 	Logf func(format string, args ...any)
+	// HubRealNodes is how many real nodes the hub cluster has.
+	HubRealNodes int
+	// ImagesDir holds the image tarballs real nodes load; defaults to
+	// BinDir/images (`make images`).
+	ImagesDir string
 }
 
 // Federation is a running hub and its providers.
@@ -97,6 +109,7 @@ type Federation struct {
 
 	bin    string
 	root   string
+	images string
 	logf   func(string, ...any)
 	closed sync.Once
 }
@@ -109,7 +122,10 @@ type Cluster struct {
 	// Kubeconfig is the path of an admin kubeconfig for the cluster.
 	Kubeconfig string
 
-	fed *Federation
+	fed       *Federation
+	realNodes int
+	// RealNodes are the names of the cluster's real nodes, once started.
+	RealNodes []string
 }
 
 // OwnerFile in a federation's folder holds the PID of the process that made it.
@@ -193,10 +209,17 @@ func New(ctx context.Context, opts Options) (*Federation, error) {
 	if err := os.WriteFile(filepath.Join(dir, OwnerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		return nil, err
 	}
-	f := &Federation{Dir: dir, bin: opts.BinDir, root: opts.Root, logf: opts.Logf}
-	f.Hub = &Cluster{Name: "hub", fed: f}
+	f := &Federation{Dir: dir, bin: opts.BinDir, root: opts.Root, logf: opts.Logf, images: opts.ImagesDir}
+	if f.images == "" {
+		f.images = filepath.Join(opts.BinDir, "images")
+	}
+	f.Hub = &Cluster{Name: "hub", fed: f, realNodes: opts.HubRealNodes}
 	for _, p := range opts.Providers {
-		f.Providers = append(f.Providers, &Cluster{Name: p.Name, Spec: p, fed: f})
+		f.Providers = append(f.Providers, &Cluster{Name: p.Name, Spec: p, fed: f, realNodes: p.RealNodes})
+	}
+	if err := f.checkRealNodes(); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
 	}
 
 	all := append([]*Cluster{f.Hub}, f.Providers...)
@@ -222,6 +245,12 @@ func New(ctx context.Context, opts Options) (*Federation, error) {
 	}
 	for _, c := range f.Providers {
 		if err := c.createNodes(ctx); err != nil {
+			_ = f.Close()
+			return nil, err
+		}
+	}
+	for _, c := range all {
+		if err := c.startRealNodes(ctx); err != nil {
 			_ = f.Close()
 			return nil, err
 		}
@@ -314,7 +343,7 @@ func (c *Cluster) create(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	err = c.kwokctl(ctx, "create", "cluster", "--runtime", "binary", "--config", config,
+	args := []string{"create", "cluster", "--runtime", "binary", "--config", config,
 		"--kube-apiserver-binary", filepath.Join(b, "kube-apiserver"),
 		"--kube-controller-manager-binary", filepath.Join(b, "kube-controller-manager"),
 		"--kube-scheduler-binary", filepath.Join(b, "kube-scheduler"),
@@ -325,12 +354,8 @@ func (c *Cluster) create(ctx context.Context) error {
 		// With node leases, a restarted kwok waits on the leases its previous
 		// instance held and leaves new pods Pending; status heartbeats do not.
 		"--node-lease-duration-seconds", "0",
-		// One instance of each per cluster: waiting for the previous
-		// instance's leader lease after Start only delays the returning
-		// provider.
-		"--extra-args", "kube-controller-manager=leader-elect=false",
-		"--extra-args", "kube-scheduler=leader-elect=false",
-		"--wait", "90s")
+		"--wait", "90s"}
+	err = c.kwokctl(ctx, args...)
 	if err != nil {
 		return fmt.Errorf("creating cluster %s: %w", c.Name, err)
 	}
@@ -392,6 +417,39 @@ options:
   kubeControllerManagerPort: %d
   kubeSchedulerPort: %d
 `, ports[0], ports[1], ports[2], ports[3], ports[4], ports[5])
+	// Extra arguments go here rather than in kwokctl's --extra-args, which
+	// mishandles a component named twice.
+	conf += `componentsPatches:
+# One instance of each per cluster: waiting for the previous instance's
+# leader lease after Start only delays the returning provider.
+- name: kube-controller-manager
+  extraArgs: [{key: leader-elect, value: "false"}]
+- name: kube-scheduler
+  extraArgs: [{key: leader-elect, value: "false"}]
+# kwok fakes only the fake nodes (they carry this annotation); a real
+# node's pods are its kubelet's.
+- name: kwok-controller
+  extraArgs:
+  - {key: manage-all-nodes, value: "false"}
+  - {key: manage-nodes-with-annotation-selector, value: "kwok.x-k8s.io/node=fake"}
+`
+	if c.realNodes > 0 {
+		host, err := MachineAddress()
+		if err != nil {
+			return "", err
+		}
+		// Pods reach their API server through the kubernetes Service, whose
+		// endpoint is the advertised address (a node's loopback is its
+		// own); node names are not in DNS, the kubelet's certificate names
+		// its address. Real nodes and pods dial the machine's address and
+		// the Service's first address (kwokctl's default service range).
+		conf += fmt.Sprintf(`- name: kube-apiserver
+  extraArgs:
+  - {key: advertise-address, value: %q}
+  - {key: kubelet-preferred-address-types, value: "InternalIP,Hostname"}
+`, host)
+		conf = strings.Replace(conf, "  kubeSchedulerPort:", fmt.Sprintf("  kubeApiserverCertSANs: [%q, %q]\n  kubeSchedulerPort:", host, "10.96.0.1"), 1)
+	}
 	if c.Spec.WrongDigest != "" && !validDigest(c.Spec.WrongDigest) {
 		return "", fmt.Errorf("provider %s: WrongDigest %q is not sha256:<64 hex digits>", c.Name, c.Spec.WrongDigest)
 	}

@@ -15,8 +15,16 @@ import (
 // teardown deletes every cluster under dir, kills any component process that
 // survived, and removes dir.
 func teardown(dir, bin string, logf func(string, ...any)) error {
-	clusters, _ := filepath.Glob(filepath.Join(dir, "clusters", "*"))
 	var errs []error
+	// Real nodes first: their pods die with them, and their kubelets must
+	// not outlive the API servers they report to.
+	nodes, _ := filepath.Glob(filepath.Join(dir, "nodes", "*"))
+	for _, n := range nodes {
+		if err := teardownRealNode(n); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	clusters, _ := filepath.Glob(filepath.Join(dir, "clusters", "*"))
 	for _, c := range clusters {
 		// A frozen apiserver ignores SIGTERM until continued.
 		pids := componentPIDs(c)

@@ -1,0 +1,50 @@
+// Command batch is the deterministic batch program of the local
+// federation's images: it hashes its input through a fixed number of
+// rounds and reports the result digest as its termination message, where
+// the hub reads it to compare the copies of a verified Batch Workload.
+// The same input gives the same digest on every honest node; a tampered
+// build of this image (see the Makefile's images target) salts the hash,
+// as a provider that cheats would.
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strconv"
+)
+
+// salt is empty in the honest image; the tampered image is linked with
+// -X main.salt=... so its copies compute a different digest.
+var salt string
+
+func main() {
+	input := os.Getenv("INPUT")
+	if len(os.Args) > 1 {
+		input = os.Args[1]
+	}
+	rounds := 100000
+	if r, err := strconv.Atoi(os.Getenv("ROUNDS")); err == nil && r > 0 && r <= 100_000_000 {
+		rounds = r
+	}
+	d := digest(input+salt, rounds)
+	fmt.Println(d)
+	path := os.Getenv("RESULT_FILE")
+	if path == "" {
+		path = "/dev/termination-log"
+	}
+	if err := os.WriteFile(path, []byte(d), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "writing the result:", err)
+		os.Exit(1)
+	}
+}
+
+// digest hashes input, then its own hash, rounds times.
+func digest(input string, rounds int) string {
+	sum := sha256.Sum256([]byte(input))
+	for i := 1; i < rounds; i++ {
+		sum = sha256.Sum256(sum[:])
+	}
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
