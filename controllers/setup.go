@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
@@ -73,6 +74,9 @@ func CacheOptions() cache.Options {
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
 		&corev1.ConfigMap{}: {Label: labels.NewSelector().Add(*notLedger), Namespaces: system},
 		&corev1.Secret{}:    {Namespaces: system},
+		// Heartbeats live in the system namespace, the only one the
+		// manager's role may read them in (found running the chart).
+		&coordinationv1.Lease{}: {Namespaces: system},
 	}}
 }
 

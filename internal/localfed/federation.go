@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -110,6 +111,9 @@ type Federation struct {
 	bin    string
 	root   string
 	images string
+	// anyReal: some cluster has real nodes, so every API server also
+	// answers at the machine's address.
+	anyReal bool
 	logf   func(string, ...any)
 	closed sync.Once
 }
@@ -217,6 +221,7 @@ func New(ctx context.Context, opts Options) (*Federation, error) {
 	for _, p := range opts.Providers {
 		f.Providers = append(f.Providers, &Cluster{Name: p.Name, Spec: p, fed: f, realNodes: p.RealNodes})
 	}
+	f.anyReal = opts.HubRealNodes > 0 || slices.ContainsFunc(opts.Providers, func(p ProviderSpec) bool { return p.RealNodes > 0 })
 	if err := f.checkRealNodes(); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
@@ -433,6 +438,16 @@ options:
   - {key: manage-all-nodes, value: "false"}
   - {key: manage-nodes-with-annotation-selector, value: "kwok.x-k8s.io/node=fake"}
 `
+	if c.fed.anyReal {
+		host, err := MachineAddress()
+		if err != nil {
+			return "", err
+		}
+		// Pods of every cluster (a charted manager or agent) dial the other
+		// clusters at the machine's address, and their own through the
+		// kubernetes Service (10.0.0.1 in kube-apiserver's default range).
+		conf = strings.Replace(conf, "  kubeSchedulerPort:", fmt.Sprintf("  kubeApiserverCertSANs: [%q, %q]\n  kubeSchedulerPort:", host, "10.0.0.1"), 1)
+	}
 	if c.realNodes > 0 {
 		host, err := MachineAddress()
 		if err != nil {
@@ -447,8 +462,9 @@ options:
   extraArgs:
   - {key: advertise-address, value: %q}
   - {key: kubelet-preferred-address-types, value: "InternalIP,Hostname"}
-`, host)
-		conf = strings.Replace(conf, "  kubeSchedulerPort:", fmt.Sprintf("  kubeApiserverCertSANs: [%q, %q]\n  kubeSchedulerPort:", host, "10.96.0.1"), 1)
+  - {key: kubelet-client-certificate, value: %q}
+  - {key: kubelet-client-key, value: %q}
+`, host, filepath.Join(c.workdir(), "pki", "admin.crt"), filepath.Join(c.workdir(), "pki", "admin.key"))
 	}
 	if c.Spec.WrongDigest != "" && !validDigest(c.Spec.WrongDigest) {
 		return "", fmt.Errorf("provider %s: WrongDigest %q is not sha256:<64 hex digits>", c.Name, c.Spec.WrongDigest)
@@ -579,6 +595,25 @@ func (c *Cluster) APIServerURL() (string, error) {
 		return "", err
 	}
 	return cfg.Host, nil
+}
+
+// MachineURL is the address of the cluster's API server at the machine's
+// own address: the one pods on real nodes (of any cluster) can dial. Only
+// a federation with real nodes has certificates valid for it.
+func (c *Cluster) MachineURL() (string, error) {
+	server, err := c.APIServerURL()
+	if err != nil {
+		return "", err
+	}
+	_, port, err := net.SplitHostPort(strings.TrimPrefix(server, "https://"))
+	if err != nil {
+		return "", fmt.Errorf("API server of %s: %q: %w", c.Name, server, err)
+	}
+	host, err := MachineAddress()
+	if err != nil {
+		return "", err
+	}
+	return "https://" + net.JoinHostPort(host, port), nil
 }
 
 // InlineKubeconfig is the cluster's admin kubeconfig with its CA and

@@ -484,16 +484,12 @@ func (n *realNode) nodeKubeconfig() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	host, err := MachineAddress()
+	server, err := n.cluster.MachineURL()
 	if err != nil {
 		return "", err
 	}
 	for _, cl := range cfg.Clusters {
-		_, port, err := net.SplitHostPort(strings.TrimPrefix(cl.Server, "https://"))
-		if err != nil {
-			return "", fmt.Errorf("kubeconfig of %s: server %q: %w", n.cluster.Name, cl.Server, err)
-		}
-		cl.Server = "https://" + net.JoinHostPort(host, port)
+		cl.Server = server
 	}
 	path := n.path("kubeconfig.yaml")
 	return path, clientcmd.WriteToFile(*cfg, path)

@@ -64,8 +64,8 @@ func build(ref, out, entrypoint string, files []string) (v1.Hash, error) {
 	}
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture = "linux", "amd64"
-	// Run as nobody: none of these programs needs root in its container.
-	cf.Config = v1.Config{Entrypoint: []string{entrypoint}, User: "65534:65534", WorkingDir: "/",
+	// The Dockerfile's user (distroless nonroot): none of these programs needs root.
+	cf.Config = v1.Config{Entrypoint: []string{entrypoint}, User: "65532:65532", WorkingDir: "/",
 		Env: []string{"PATH=/"}}
 	img, err = mutate.ConfigFile(img, cf)
 	if err != nil {
