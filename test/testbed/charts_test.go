@@ -3,6 +3,8 @@ package testbed
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/fixture"
 	"github.com/flotilla-dev/flotilla/internal/join"
 	"github.com/flotilla-dev/flotilla/internal/localfed"
 	"github.com/flotilla-dev/flotilla/internal/remote"
@@ -113,6 +116,41 @@ func TestChartsRunAsPods(t *testing.T) {
 		_ = hub.List(ctx, &offers, client.InNamespace(flotillav1.ProviderNamespace(erin.Name)))
 		return p.Status.Phase == flotillav1.ProviderReady && len(offers.Items) == 1,
 			fmt.Sprintf("provider %s %v; %d offers; %s", p.Status.Phase, p.Status.Conditions, len(offers.Items), podLogs(hubCS, erinCS))
+	})
+
+	// A tenant's Service Workload, placed by the charted manager, runs the
+	// web image on erin's real node and answers the test.
+	if _, err := hubCS.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := hub.Create(ctx, fixture.Account("team-a", "100")); err != nil {
+		t.Fatal(err)
+	}
+	w := fixture.Workload("team-a", "web", fixture.Requests("100m", "64Mi"), fixture.RunAsUser(65532),
+		fixture.Runs("docker.io/flotilla/web:dev"))
+	if err := hub.Create(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	var pod corev1.Pod
+	hubenv.Await(t, 90*time.Second, "the web Workload's pod running on erin's real node", func() (bool, string) {
+		pods, err := erinCS.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: flotillav1.LabelManaged + "=true"})
+		if err != nil || len(pods.Items) == 0 {
+			_ = hub.Get(ctx, client.ObjectKeyFromObject(w), w)
+			return false, fmt.Sprintf("%v; workload %s %v", err, w.Status.Phase, w.Status.Conditions)
+		}
+		pod = pods.Items[0]
+		return pod.Status.Phase == corev1.PodRunning && pod.Status.PodIP != "" && pod.Spec.NodeName == erin.RealNodes[0],
+			fmt.Sprintf("%s on %q: %s", pod.Status.Phase, pod.Spec.NodeName, podWhy(pod))
+	})
+	hubenv.Await(t, 30*time.Second, "an HTTP answer from the tenant's pod", func() (bool, string) {
+		c := http.Client{Timeout: 2 * time.Second}
+		resp, err := c.Get("http://" + pod.Status.PodIP + ":8080/")
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return resp.StatusCode == http.StatusOK && strings.HasPrefix(string(b), "hello from "), fmt.Sprintf("%d %q", resp.StatusCode, b)
 	})
 }
 
