@@ -114,8 +114,8 @@ type Federation struct {
 	// anyReal: some cluster has real nodes, so every API server also
 	// answers at the machine's address.
 	anyReal bool
-	logf   func(string, ...any)
-	closed sync.Once
+	logf    func(string, ...any)
+	closed  sync.Once
 }
 
 // Cluster is one control plane of the federation.

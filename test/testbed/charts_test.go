@@ -184,7 +184,6 @@ func podLogs(hub, provider kubernetes.Interface) string {
 	return b.String()
 }
 
-
 func errText(err error) string {
 	if err == nil {
 		return ""
