@@ -15,7 +15,14 @@ command -v conntrack >/dev/null || need+=(conntrack)
 [[ ${#need[@]} -eq 0 ]] && exit 0
 
 sudo=()
-[[ $(id -u) -eq 0 ]] || sudo=(sudo -n)
+if [[ $(id -u) -ne 0 ]]; then
+  if ! sudo -n true 2>/dev/null; then
+    # Not fatal: everything but the real-node tests works without them.
+    echo "real nodes need ${need[*]} (Debian packages); install them as root, or set FLOTILLA_SKIP_REAL_NODES=1" >&2
+    exit 0
+  fi
+  sudo=(sudo -n)
+fi
 echo "installing ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq

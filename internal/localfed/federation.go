@@ -3,8 +3,9 @@
 // and N provider clusters, each a real control plane (etcd,
 // kube-apiserver, kube-controller-manager, kube-scheduler) started by
 // kwokctl's binary runtime, with kwok standing in for kubelets on fake
-// nodes of declared capacity. It needs no root and no container engine:
-// every component is an unprivileged local process.
+// nodes of declared capacity. Such a federation needs no root and no
+// container engine: every component is an unprivileged local process. A
+// cluster may also have real nodes (realnode.go), which need root.
 //
 // Every Federation owns a working folder of its own (so runs can be
 // parallel), records the PID of the process that created it, and tears

@@ -34,12 +34,13 @@ func init() { ctrl.SetLogger(logr.Discard()) }
 
 // hub is a federation with Flotilla installed on its hub.
 type hub struct {
-	fed       *localfed.Federation
-	client    client.Client
-	providers map[string]kubernetes.Interface
-	manager   context.CancelFunc
-	done      chan error
-	opts      controllers.Options
+	stopRegistered bool
+	fed            *localfed.Federation
+	client         client.Client
+	providers      map[string]kubernetes.Interface
+	manager        context.CancelFunc
+	done           chan error
+	opts           controllers.Options
 }
 
 // installHub installs the CRDs, admission policies and RBAC on the hub,
@@ -161,7 +162,13 @@ func (h *hub) start(t *testing.T) {
 	}
 	h.manager, h.done = cancel, make(chan error, 1)
 	go func() { h.done <- mgr.Start(ctx) }()
-	t.Cleanup(h.stop)
+	// Only the first start registers the stop: a restart inside a stage
+	// (a subtest) would otherwise stop the manager when that stage ends,
+	// leaving the later stages without one.
+	if !h.stopRegistered {
+		t.Cleanup(h.stop)
+		h.stopRegistered = true
+	}
 }
 
 // awaitProvidersReady waits until n Providers are Ready.

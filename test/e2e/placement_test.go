@@ -220,7 +220,21 @@ func TestPlacementFailoverAndFencing(t *testing.T) {
 			per, s := runningPerProvider(h)
 			return per["alice-1"]+per["bob-1"]+per["carol-1"]+per["dave-1"] == 6, s
 		})
+		restarted := time.Now()
 		h.start(t)
+		// The restarted manager works: it probes the providers again.
+		hubenv.Await(t, 30*time.Second, "every provider probed by the restarted manager", func() (bool, string) {
+			var ps flotillav1.ProviderList
+			_ = h.client.List(ctx, &ps)
+			fresh, s := 0, ""
+			for _, p := range ps.Items {
+				if t := p.Status.LastProbeTime; t != nil && t.After(restarted) {
+					fresh++
+				}
+				s += fmt.Sprintf("%s probed %v; ", p.Name, p.Status.LastProbeTime)
+			}
+			return fresh == len(ps.Items) && fresh > 0, s
+		})
 		hubenv.Holds(t, 10*time.Second, "the Leases unchanged by a restarted hub", func() (bool, string) {
 			after := h.leaseNames(t)
 			return slices.Equal(before, after), fmt.Sprintf("before %v, after %v", before, after)

@@ -2,12 +2,15 @@ package testbed
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,17 +29,23 @@ import (
 	"github.com/flotilla-dev/flotilla/test/hubenv"
 )
 
-// TestChartsRunAsPods installs the hub chart on a hub with a real node and
-// the provider chart, agent included, on a provider with a real node, both
-// with the images of `make images`: the manager and the agent run as pods,
-// reach their own API servers through the kubernetes Service (kube-proxy)
-// and each other's at the machine's address, and the provider joins and
-// turns Ready with its Offer published.
-func TestChartsRunAsPods(t *testing.T) {
+// charted is a federation whose manager and agents run as pods from the
+// charts, with the images of `make images`, on real nodes.
+type charted struct {
+	fed       *localfed.Federation
+	hub       client.Client
+	hubCS     kubernetes.Interface
+	providers map[string]kubernetes.Interface
+}
+
+// startCharted starts a hub with a real node running the hub chart, and
+// the providers of specs, each joined with the provider chart, agent
+// included; it returns once every provider is Ready with its Offer.
+func startCharted(t *testing.T, specs ...localfed.ProviderSpec) *charted {
+	t.Helper()
 	requireRealNodes(t)
 	ctx := context.Background()
-	fed, err := localfed.New(ctx, localfed.Options{BaseDir: t.TempDir(), Logf: t.Logf, HubRealNodes: 1,
-		Providers: []localfed.ProviderSpec{{Name: "erin-1", Owner: "erin", Region: "eu-west", RealNodes: 1}}})
+	fed, err := localfed.New(ctx, localfed.Options{BaseDir: t.TempDir(), Logf: t.Logf, HubRealNodes: 1, Providers: specs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,77 +55,101 @@ func TestChartsRunAsPods(t *testing.T) {
 		}
 	})
 	root := localfed.RepoRoot()
-	helm := func(c *localfed.Cluster, args ...string) {
-		t.Helper()
-		cmd := exec.Command(filepath.Join(root, "bin", "helm"), append(args, "--kubeconfig", c.Kubeconfig, "-n", flotillav1.SystemNamespace)...)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	helm(fed.Hub, "install", "flotilla-hub", filepath.Join(root, "charts", "flotilla-hub"), "--create-namespace",
+	cmd := exec.Command(filepath.Join(root, "bin", "helm"), "install", "flotilla-hub", filepath.Join(root, "charts", "flotilla-hub"),
+		"--kubeconfig", fed.Hub.Kubeconfig, "-n", flotillav1.SystemNamespace, "--create-namespace",
 		"--set", "hubID=hub", "--set", "image.repository=docker.io/flotilla/manager", "--set", "image.tag=dev",
-		"--set", "image.pullPolicy=Never", "--set", "manager.providerGracePeriod=10s")
-
+		"--set", "image.pullPolicy=Never", "--set", "manager.providerGracePeriod=10s", "--set", "manager.settlementInterval=5s")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("helm install flotilla-hub: %v\n%s", err, out)
+	}
 	hubCfg, err := fed.Hub.RESTConfig(10 * time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hub, err := client.New(hubCfg, client.Options{Scheme: remote.NewScheme()})
-	if err != nil {
+	c := &charted{fed: fed, providers: map[string]kubernetes.Interface{}}
+	if c.hub, err = client.New(hubCfg, client.Options{Scheme: remote.NewScheme()}); err != nil {
+		t.Fatal(err)
+	}
+	if c.hubCS, err = kubernetes.NewForConfig(hubCfg); err != nil {
 		t.Fatal(err)
 	}
 	ca, err := os.ReadFile(hubCfg.CAFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	erin := fed.Provider("erin-1")
 	hubURL, err := fed.Hub.MachineURL()
 	if err != nil {
 		t.Fatal(err)
 	}
-	erinURL, err := erin.MachineURL()
+	for _, p := range fed.Providers {
+		c.providers[p.Name] = c.joinWithChart(t, p, hubURL, ca)
+	}
+	runningOn(t, c.hubCS, "app.kubernetes.io/name=flotilla-manager", fed.Hub.RealNodes[0])
+	for _, p := range fed.Providers {
+		runningOn(t, c.providers[p.Name], "app.kubernetes.io/name=flotilla-agent", p.RealNodes[0])
+	}
+	hubenv.Await(t, 120*time.Second, "every provider Ready on the hub with its Offer, all in pods", func() (bool, string) {
+		var ps flotillav1.ProviderList
+		var offers flotillav1.OfferList
+		_ = c.hub.List(ctx, &ps)
+		_ = c.hub.List(ctx, &offers)
+		ready, state := 0, ""
+		for _, p := range ps.Items {
+			if p.Status.Phase == flotillav1.ProviderReady {
+				ready++
+			}
+			state += fmt.Sprintf("%s %s %v; ", p.Name, p.Status.Phase, p.Status.Conditions)
+		}
+		first := c.providers[fed.Providers[0].Name]
+		return ready == len(specs) && len(offers.Items) == len(specs),
+			fmt.Sprintf("%s%d offers; %s", state, len(offers.Items), podLogs(c.hubCS, first))
+	})
+	return c
+}
+
+// joinWithChart issues p's join credential on the hub and installs the
+// provider chart on p with the agent as a pod, as p's owner would.
+func (c *charted) joinWithChart(t *testing.T, p *localfed.Cluster, hubURL string, ca []byte) kubernetes.Interface {
+	t.Helper()
+	ctx := context.Background()
+	url, err := p.MachineURL()
 	if err != nil {
 		t.Fatal(err)
 	}
-	joinKC, err := join.Issue(ctx, hub, join.Options{Name: erin.Name, Owner: "erin", Region: "eu-west",
-		APIServerURL: erinURL, Server: hubURL, CAData: ca})
+	joinKC, err := join.Issue(ctx, c.hub, join.Options{Name: p.Name, Owner: p.Spec.Owner, Region: p.Spec.Region,
+		APIServerURL: url, Server: hubURL, CAData: ca})
 	if err != nil {
 		t.Fatal(err)
 	}
-	erinCS, err := erin.Clientset(10 * time.Second)
+	cs, err := p.Clientset(10 * time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := erinCS.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.SystemNamespace}}, metav1.CreateOptions{}); err != nil {
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.SystemNamespace}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := erinCS.CoreV1().Secrets(flotillav1.SystemNamespace).Create(ctx, &corev1.Secret{
+	if _, err := cs.CoreV1().Secrets(flotillav1.SystemNamespace).Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "flotilla-hub-join"}, Data: map[string][]byte{"kubeconfig": joinKC}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := erin.InstallProviderChart("hub", "eu-west", "--set", "agent.enabled=true",
-		"--set", "provider.apiServerURL="+erinURL, "--set", "agent.image.repository=docker.io/flotilla/agent",
+	if err := p.InstallProviderChart("hub", p.Spec.Region, "--set", "agent.enabled=true",
+		"--set", "provider.apiServerURL="+url, "--set", "agent.image.repository=docker.io/flotilla/agent",
 		"--set", "agent.image.tag=dev", "--set", "agent.image.pullPolicy=Never", "--set", "offer.refreshInterval=5s",
 		"--set", "offer.reserve.cpu=0", "--set", "offer.reserve.memory=0"); err != nil {
 		t.Fatal(err)
 	}
+	return cs
+}
 
-	hubCS, err := fed.Hub.Clientset(10 * time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runningOn(t, hubCS, "app.kubernetes.io/name=flotilla-manager", fed.Hub.RealNodes[0])
-	runningOn(t, erinCS, "app.kubernetes.io/name=flotilla-agent", erin.RealNodes[0])
-	hubenv.Await(t, 120*time.Second, "erin-1 Ready on the hub with its Offer, all in pods", func() (bool, string) {
-		p := &flotillav1.Provider{}
-		if err := hub.Get(ctx, client.ObjectKey{Name: erin.Name}, p); err != nil {
-			return false, err.Error()
-		}
-		var offers flotillav1.OfferList
-		_ = hub.List(ctx, &offers, client.InNamespace(flotillav1.ProviderNamespace(erin.Name)))
-		return p.Status.Phase == flotillav1.ProviderReady && len(offers.Items) == 1,
-			fmt.Sprintf("provider %s %v; %d offers; %s", p.Status.Phase, p.Status.Conditions, len(offers.Items), podLogs(hubCS, erinCS))
-	})
+// TestChartsRunAsPods: the manager and the agent run as pods from the
+// charts, reach their own API servers through the kubernetes Service
+// (kube-proxy) and each other's at the machine's address; the provider
+// joins, and a tenant's Service Workload placed by the charted manager
+// runs the web image on the provider's real node and answers over HTTP.
+func TestChartsRunAsPods(t *testing.T) {
+	c := startCharted(t, localfed.ProviderSpec{Name: "erin-1", Owner: "erin", Region: "eu-west", RealNodes: 1})
+	ctx := context.Background()
+	hub, hubCS, erinCS, erin := c.hub, c.hubCS, c.providers["erin-1"], c.fed.Provider("erin-1")
 
 	// A tenant's Service Workload, placed by the charted manager, runs the
 	// web image on erin's real node and answers the test.
@@ -189,4 +222,65 @@ func errText(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// TestVerifiedBatchOnRealNodes runs a Batch Workload verified by three
+// copies on three owners' real nodes. Each copy computes its digest in
+// the container; kim's node holds a tampered batch image under the honest
+// tag (a provider that cheats), so kim's copy computes another digest. The
+// quorum picks the honest digest and kim loses reputation.
+func TestVerifiedBatchOnRealNodes(t *testing.T) {
+	c := startCharted(t,
+		localfed.ProviderSpec{Name: "kim-1", Owner: "kim", Region: "eu-west", RealNodes: 1, TamperedImages: true},
+		localfed.ProviderSpec{Name: "hana-1", Owner: "hana", Region: "eu-west", RealNodes: 1},
+		localfed.ProviderSpec{Name: "ivan-1", Owner: "ivan", Region: "us-east", RealNodes: 1})
+	ctx := context.Background()
+	if _, err := c.hubCS.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "science"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.hub.Create(ctx, fixture.Account("science", "100")); err != nil {
+		t.Fatal(err)
+	}
+	const input, rounds = "frames 1-240", 1000
+	w := fixture.Workload("science", "render", fixture.Class(flotillav1.ClassBatch), fixture.Requests("100m", "32Mi"),
+		fixture.RunAsUser(65532), fixture.Runs("docker.io/flotilla/batch:dev",
+			corev1.EnvVar{Name: "INPUT", Value: input}, corev1.EnvVar{Name: "ROUNDS", Value: strconv.Itoa(rounds)}))
+	w.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyNever
+	w.Spec.Verification = &flotillav1.VerificationSpec{Redundancy: 3, Quorum: 2, MaxExtraCopies: ptr.To[int32](0)}
+	if err := c.hub.Create(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	results := map[string]flotillav1.CopyResult{}
+	hubenv.Await(t, 180*time.Second, "render decided, every copy judged", func() (bool, string) {
+		_ = c.hub.Get(ctx, client.ObjectKeyFromObject(w), w)
+		for _, r := range w.Status.Verification.Results {
+			results[r.Provider] = r
+		}
+		judged := 0
+		for _, r := range results {
+			if r.Verdict != "" {
+				judged++
+			}
+		}
+		return w.Status.Phase == flotillav1.WorkloadSucceeded && judged == 3, fmt.Sprintf("phase %s %+v", w.Status.Phase, w.Status.Verification)
+	})
+	sum := sha256.Sum256([]byte(input))
+	for range rounds - 1 {
+		sum = sha256.Sum256(sum[:])
+	}
+	honest := "sha256:" + hex.EncodeToString(sum[:])
+	if w.Status.VerifiedDigest != honest {
+		t.Errorf("verified digest %q, want the honest %q", w.Status.VerifiedDigest, honest)
+	}
+	for prov, verdict := range map[string]flotillav1.Verdict{"kim-1": flotillav1.VerdictDissented, "hana-1": flotillav1.VerdictAgreed, "ivan-1": flotillav1.VerdictAgreed} {
+		r := results[prov]
+		if r.Verdict != verdict || (verdict == flotillav1.VerdictAgreed) != (r.Digest == honest) || r.Digest == "" {
+			t.Errorf("copy on %s: %+v, want %s (honest digest %s)", prov, r, verdict, honest)
+		}
+	}
+	hubenv.Await(t, 60*time.Second, "kim's failed verification on record", func() (bool, string) {
+		kim := &flotillav1.Provider{}
+		_ = c.hub.Get(ctx, client.ObjectKey{Name: "kim-1"}, kim)
+		return kim.Status.Reputation.VerificationsFailed == 1, fmt.Sprintf("%+v", kim.Status.Reputation)
+	})
 }
