@@ -109,14 +109,30 @@ func (n *realNode) path(p ...string) string {
 // into its containerd and waits for the Node to be Ready.
 func (c *Cluster) startRealNode(ctx context.Context, name string, images []string) (*realNode, error) {
 	start := time.Now()
-	dir := filepath.Join(c.fed.Dir, "nodes", name)
+	// The node's folder is short, under its slot: kubelet and containerd
+	// put unix sockets deep inside it, and a socket's path is at most 107
+	// bytes. The federation's folder links to it, for teardown.
+	link := filepath.Join(c.fed.Dir, "nodes", name)
+	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+		return nil, err
+	}
+	slot, err := claimSlot(link)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(SlotDir(), strconv.Itoa(slot), "node")
 	for _, d := range []string{"pids", "logs", "cni", "certs", "kubelet", "pod-logs"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, err
 		}
 	}
-	slot, err := claimSlot(dir)
-	if err != nil {
+	if err := os.WriteFile(filepath.Join(dir, slotFile), []byte(strconv.Itoa(slot)), 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "name"), []byte(name), 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.Symlink(dir, link); err != nil {
 		return nil, err
 	}
 	// A shared mount, so that what kubelet mounts below it reaches
@@ -149,9 +165,10 @@ func (c *Cluster) startRealNode(ctx context.Context, name string, images []strin
 	return n, nil
 }
 
-// claimSlot takes the lowest free slot for the node folder dir, saving the
-// machine's kernel tunables first when it is the first slot taken.
-func claimSlot(dir string) (int, error) {
+// claimSlot takes the lowest free slot for the node whose link in its
+// federation's folder is link, saving the machine's kernel tunables first
+// when it is the first slot taken.
+func claimSlot(link string) (int, error) {
 	base := SlotDir()
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		return 0, err
@@ -172,10 +189,7 @@ func claimSlot(dir string) (int, error) {
 		if err := os.Mkdir(s, 0o755); err != nil {
 			continue
 		}
-		if err := os.WriteFile(filepath.Join(s, "owner"), []byte(dir), 0o644); err != nil {
-			return 0, err
-		}
-		return i, os.WriteFile(filepath.Join(dir, slotFile), []byte(strconv.Itoa(i)), 0o644)
+		return i, os.WriteFile(filepath.Join(s, "owner"), []byte(link), 0o644)
 	}
 	return 0, fmt.Errorf("all %d real-node slots of this machine are taken (see %s)", maxSlots, base)
 }
@@ -198,15 +212,19 @@ func slotsInUse() []string {
 	return all
 }
 
-// reapSlots frees slots whose node folder is gone (torn down by hand, or a
-// claim interrupted before the node folder recorded it).
+// reapSlots frees slots whose federation is gone (its folder removed by
+// hand, or a claim interrupted before the link was made).
 func reapSlots() {
 	for _, s := range slotsInUse() {
 		owner, err := os.ReadFile(filepath.Join(s, "owner"))
 		if err != nil {
 			continue
 		}
-		if _, err := os.Stat(string(owner)); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Lstat(string(owner)); errors.Is(err, os.ErrNotExist) {
+			_ = stopRealNode(filepath.Join(s, "node"))
+			if slot, err := strconv.Atoi(filepath.Base(s)); err == nil {
+				_ = deleteSlotNetwork(slot)
+			}
 			_ = os.RemoveAll(s)
 		}
 	}

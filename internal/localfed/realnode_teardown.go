@@ -18,12 +18,27 @@ import (
 // last real node) the kernel tunables kubelet changed. It works from the
 // folder alone.
 func teardownRealNode(dir string) error {
+	b, slotErr := os.ReadFile(filepath.Join(dir, slotFile))
+	errs := []error{stopRealNode(dir)}
+	if slotErr == nil {
+		slot, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		errs = append(errs, releaseSlot(slot))
+	}
+	return errors.Join(errs...)
+}
+
+// stopRealNode kills the node's processes and removes its mounts, cgroups
+// and folder; its slot stays claimed.
+func stopRealNode(dir string) error {
 	var errs []error
-	cg := fmt.Sprintf(nodeCgroupFmt, filepath.Base(dir))
-	// Every process of the node (containerd, its shims, the containers,
-	// kubelet, kube-proxy) is in the node's cgroup subtree.
-	if left := killCgroupTree(cg, 15*time.Second); len(left) > 0 {
-		errs = append(errs, fmt.Errorf("processes of %s survived SIGKILL: %v", dir, left))
+	cg := ""
+	if name, err := os.ReadFile(filepath.Join(dir, "name")); err == nil {
+		cg = fmt.Sprintf(nodeCgroupFmt, strings.TrimSpace(string(name)))
+		// Every process of the node (containerd, its shims, the containers,
+		// kubelet, kube-proxy) is in the node's cgroup subtree.
+		if left := killCgroupTree(cg, 15*time.Second); len(left) > 0 {
+			errs = append(errs, fmt.Errorf("processes of %s survived SIGKILL: %v", dir, left))
+		}
 	}
 	for _, f := range nodePIDFiles(dir) {
 		if pid, err := readPID(f); err == nil && Alive(pid) {
@@ -33,12 +48,8 @@ func teardownRealNode(dir string) error {
 	if err := unmountUnder(dir); err != nil {
 		errs = append(errs, err)
 	}
-	if err := removeCgroupTree(cg); err != nil {
-		errs = append(errs, err)
-	}
-	if b, err := os.ReadFile(filepath.Join(dir, slotFile)); err == nil {
-		slot, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err := releaseSlot(slot); err != nil {
+	if cg != "" {
+		if err := removeCgroupTree(cg); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -54,17 +65,7 @@ func releaseSlot(slot int) error {
 	if slot < 1 || slot > maxSlots {
 		return nil
 	}
-	var errs []error
-	ns := fmt.Sprintf("flnode-%d", slot)
-	if _, err := os.Stat(filepath.Join("/run/netns", ns)); err == nil {
-		if err := run("ip", "netns", "del", ns); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	// The link goes with the namespace; one left by a half-made node does not.
-	if _, err := os.Stat(filepath.Join("/sys/class/net", fmt.Sprintf("flh%d", slot))); err == nil {
-		_ = run("ip", "link", "del", fmt.Sprintf("flh%d", slot))
-	}
+	errs := []error{deleteSlotNetwork(slot)}
 	unlock, err := lockSlots()
 	if err != nil {
 		return errors.Join(append(errs, err)...)
@@ -77,6 +78,22 @@ func releaseSlot(slot int) error {
 		if err := restoreTunables(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	return errors.Join(errs...)
+}
+
+// deleteSlotNetwork deletes the slot's network namespace and link.
+func deleteSlotNetwork(slot int) error {
+	var errs []error
+	ns := fmt.Sprintf("flnode-%d", slot)
+	if _, err := os.Stat(filepath.Join("/run/netns", ns)); err == nil {
+		if err := run("ip", "netns", "del", ns); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// The link goes with the namespace; one left by a half-made node does not.
+	if _, err := os.Stat(filepath.Join("/sys/class/net", fmt.Sprintf("flh%d", slot))); err == nil {
+		_ = run("ip", "link", "del", fmt.Sprintf("flh%d", slot))
 	}
 	return errors.Join(errs...)
 }

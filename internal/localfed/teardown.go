@@ -19,8 +19,12 @@ func teardown(dir, bin string, logf func(string, ...any)) error {
 	// Real nodes first: their pods die with them, and their kubelets must
 	// not outlive the API servers they report to.
 	nodes, _ := filepath.Glob(filepath.Join(dir, "nodes", "*"))
-	for _, n := range nodes {
-		if err := teardownRealNode(n); err != nil {
+	for _, link := range nodes {
+		target, err := os.Readlink(link)
+		if err != nil {
+			continue
+		}
+		if err := teardownRealNode(target); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -2,8 +2,6 @@ package testbed
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/batchdigest"
 	"github.com/flotilla-dev/flotilla/internal/fixture"
 	"github.com/flotilla-dev/flotilla/internal/join"
 	"github.com/flotilla-dev/flotilla/internal/localfed"
@@ -253,6 +252,9 @@ func TestVerifiedBatchOnRealNodes(t *testing.T) {
 	results := map[string]flotillav1.CopyResult{}
 	hubenv.Await(t, 180*time.Second, "render decided, every copy judged", func() (bool, string) {
 		_ = c.hub.Get(ctx, client.ObjectKeyFromObject(w), w)
+		if w.Status.Verification == nil {
+			return false, fmt.Sprintf("phase %s, no verification yet", w.Status.Phase)
+		}
 		for _, r := range w.Status.Verification.Results {
 			results[r.Provider] = r
 		}
@@ -264,11 +266,7 @@ func TestVerifiedBatchOnRealNodes(t *testing.T) {
 		}
 		return w.Status.Phase == flotillav1.WorkloadSucceeded && judged == 3, fmt.Sprintf("phase %s %+v", w.Status.Phase, w.Status.Verification)
 	})
-	sum := sha256.Sum256([]byte(input))
-	for range rounds - 1 {
-		sum = sha256.Sum256(sum[:])
-	}
-	honest := "sha256:" + hex.EncodeToString(sum[:])
+	honest := batchdigest.Compute(input, rounds)
 	if w.Status.VerifiedDigest != honest {
 		t.Errorf("verified digest %q, want the honest %q", w.Status.VerifiedDigest, honest)
 	}

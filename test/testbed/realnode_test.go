@@ -2,8 +2,6 @@ package testbed
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -21,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
+	"github.com/flotilla-dev/flotilla/internal/batchdigest"
 	"github.com/flotilla-dev/flotilla/internal/localfed"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
 )
@@ -92,7 +91,7 @@ func TestRealNodes(t *testing.T) {
 				if err := fed.Close(); err != nil {
 					t.Errorf("teardown: %v", err)
 				}
-				if left := localfed.MountsUnder(dir); len(left) > 0 {
+				if left := append(localfed.MountsUnder(dir), localfed.MountsUnder(localfed.SlotDir())...); len(left) > 0 {
 					t.Errorf("mounts left after teardown: %v", left)
 				}
 				if after := readMachineState(t, base); !equalState(before, after) {
@@ -179,11 +178,7 @@ func batchDigest(t *testing.T, cs kubernetes.Interface) {
 		got, err = terminationMessages(ctx, cs, "digest")
 		return err == nil && len(got) == 1, fmt.Sprint(got, err)
 	})
-	sum := sha256.Sum256([]byte("frames 1-240"))
-	for range 2 {
-		sum = sha256.Sum256(sum[:])
-	}
-	if want := "sha256:" + hex.EncodeToString(sum[:]); got[0] != want {
+	if want := batchdigest.Compute("frames 1-240", 3); got[0] != want {
 		t.Errorf("batch digest %q, want %q", got[0], want)
 	}
 }

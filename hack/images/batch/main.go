@@ -8,11 +8,11 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"strconv"
+
+	"github.com/flotilla-dev/flotilla/internal/batchdigest"
 )
 
 // salt is empty in the honest image; the tampered image is linked with
@@ -24,11 +24,11 @@ func main() {
 	if len(os.Args) > 1 {
 		input = os.Args[1]
 	}
-	rounds := 100000
+	rounds := batchdigest.DefaultRounds
 	if r, err := strconv.Atoi(os.Getenv("ROUNDS")); err == nil && r > 0 && r <= 100_000_000 {
 		rounds = r
 	}
-	d := digest(input+salt, rounds)
+	d := batchdigest.Compute(input+salt, rounds)
 	fmt.Println(d)
 	path := os.Getenv("RESULT_FILE")
 	if path == "" {
@@ -38,13 +38,4 @@ func main() {
 		fmt.Fprintln(os.Stderr, "writing the result:", err)
 		os.Exit(1)
 	}
-}
-
-// digest hashes input, then its own hash, rounds times.
-func digest(input string, rounds int) string {
-	sum := sha256.Sum256([]byte(input))
-	for i := 1; i < rounds; i++ {
-		sum = sha256.Sum256(sum[:])
-	}
-	return "sha256:" + hex.EncodeToString(sum[:])
 }
