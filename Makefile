@@ -79,7 +79,7 @@ build: ## Build manager, agent and flotillactl into bin/.
 
 .PHONY: demo
 DEMO_FLAGS ?=
-demo: tools build ## A hub and three providers on this machine, with failover (DEMO_FLAGS=--no-failover to skip it); stays running.
+demo: tools build images ## A hub and three providers on this machine, with failover (DEMO_FLAGS=--no-failover to skip it); stays running.
 	$(BIN)/flotillactl local up $(DEMO_FLAGS)
 
 .PHONY: demo-down

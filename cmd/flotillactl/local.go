@@ -25,13 +25,14 @@ func localCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	switch args[0] {
 	case "up":
 		noFailover := fs.Bool("no-failover", false, "Skip stopping a provider to show failover and fencing.")
+		fakeNodes := fs.Bool("fake-nodes", false, "Use kwok nodes only, even where real nodes can run (they need root).")
 		if err := fs.Parse(args[1:]); err != nil {
 			return errUsage{err.Error()}
 		}
 		// The demo's own clients would print the API servers' warnings
 		// (PodSecurity on what kwok runs) between its lines.
 		rest.SetDefaultWarningHandler(rest.NoWarnings{})
-		return localfed.Up(ctx, localfed.DemoOptions{Dir: *dir, Root: *root, Failover: !*noFailover, Out: stdout})
+		return localfed.Up(ctx, localfed.DemoOptions{Dir: *dir, Root: *root, Failover: !*noFailover, FakeNodesOnly: *fakeNodes, Out: stdout})
 	case "down":
 		if err := fs.Parse(args[1:]); err != nil {
 			return errUsage{err.Error()}

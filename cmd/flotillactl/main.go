@@ -41,7 +41,7 @@ Commands:
              prints balances and, with --accounts, checks the live ones
   ledger verify --hub [--kubeconfig F]
              the same against the hub's stored ledger and Accounts
-  local up [--no-failover] [--dir DIR]
+  local up [--no-failover] [--fake-nodes] [--dir DIR]
              run a hub and three provider clusters of fake nodes on this
              machine (no root, no container engine), apply the samples,
              show where everything runs and what it costs, and fail a

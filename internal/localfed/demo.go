@@ -8,11 +8,11 @@ package localfed
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/batchdigest"
 	"github.com/flotilla-dev/flotilla/internal/join"
 	"github.com/flotilla-dev/flotilla/internal/remote"
 	"github.com/flotilla-dev/flotilla/internal/status"
@@ -36,8 +37,9 @@ import (
 
 const hubID = "demo"
 
-// renderDigest is the result the sample render job's copies report.
-var renderDigest = fmt.Sprintf("sha256:%x", sha256.Sum256([]byte("render-frames 1-240")))
+// renderDigest is the result the sample render job's copies compute (the
+// batch image over the sample's INPUT); copies on kwok nodes report it too.
+var renderDigest = batchdigest.Compute("render-frames 1-240", batchdigest.DefaultRounds)
 
 // state is what `demo down` needs, kept in DIR/state.json.
 type state struct {
@@ -74,6 +76,8 @@ type DemoOptions struct {
 	Root string
 	// Out receives what a person reads: progress and results.
 	Out io.Writer
+	// FakeNodesOnly keeps to kwok nodes even where real nodes can run.
+	FakeNodesOnly bool
 }
 
 // DefaultDemoDir is where the demo keeps its state unless told otherwise.
@@ -83,6 +87,9 @@ func DefaultDemoDir() string { return filepath.Join(os.TempDir(), "flotilla-demo
 type demo struct {
 	DemoOptions
 	bin string
+	// real: every cluster has a real node; the manager and agents run as
+	// pods from the charts and the samples' containers really run.
+	real bool
 }
 
 func newDemo(opts DemoOptions) *demo {
@@ -170,20 +177,37 @@ func (d *demo) up(ctx context.Context) error {
 		return os.WriteFile(filepath.Join(dir, "state.json"), b, 0o644)
 	}
 
-	d.say("1/6 starting a hub and three provider clusters (control planes with fake nodes):")
-	for _, o := range owners {
-		gpu := ""
-		if o.nodes.GPU > 0 {
-			gpu = fmt.Sprintf(", %d GPUs (%s)", o.nodes.GPU, o.attributes["gpu-model"])
-		}
-		d.say("    %s owned by %s in %s: %d node(s) of %s cores, %s%s", o.provider, o.owner, o.region, o.nodes.Count, o.nodes.CPU, o.nodes.Memory, gpu)
+	d.real = !d.FakeNodesOnly && realNodesAvailable(bin) == nil
+	if d.real {
+		d.say("1/6 starting a hub and three provider clusters (control planes, each with a real node where containers run):")
+	} else {
+		d.say("1/6 starting a hub and three provider clusters (control planes with fake nodes; %v):", why(d.FakeNodesOnly, bin))
 	}
 	var specs []ProviderSpec
 	for _, o := range owners {
-		specs = append(specs, ProviderSpec{Name: o.provider, Owner: o.owner, Region: o.region, Nodes: []NodeSet{o.nodes}})
+		spec := ProviderSpec{Name: o.provider, Owner: o.owner, Region: o.region, Nodes: []NodeSet{o.nodes}}
+		nodes := fmt.Sprintf("%d node(s) of %s cores, %s", o.nodes.Count, o.nodes.CPU, o.nodes.Memory)
+		if d.real {
+			// Only the GPU node stays fake: everything else runs for real.
+			spec.RealNodes = 1
+			if o.nodes.GPU == 0 {
+				spec.Nodes, nodes = nil, "1 real node"
+			} else {
+				nodes = "1 real node and " + nodes
+			}
+		}
+		if o.nodes.GPU > 0 {
+			nodes += fmt.Sprintf(", %d GPUs (%s)", o.nodes.GPU, o.attributes["gpu-model"])
+		}
+		d.say("    %s owned by %s in %s: %s", o.provider, o.owner, o.region, nodes)
+		specs = append(specs, spec)
 	}
-	fed, err := New(ctx, Options{Providers: specs, BaseDir: filepath.Join(dir, "clusters"),
-		Logf: func(format string, args ...any) { d.say("    "+strings.TrimPrefix(format, "testbed: "), args...) }})
+	opts := Options{Providers: specs, BaseDir: filepath.Join(dir, "clusters"),
+		Logf: func(format string, args ...any) { d.say("    "+strings.TrimPrefix(format, "testbed: "), args...) }}
+	if d.real {
+		opts.HubRealNodes = 1
+	}
+	fed, err := New(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -194,19 +218,7 @@ func (d *demo) up(ctx context.Context) error {
 	// From here on the federation belongs to the demo, not to this process.
 	_ = os.Remove(filepath.Join(fed.Dir, "owner.pid"))
 
-	d.say("2/6 installing the hub chart and starting the manager")
-	if err := d.helm("install", "flotilla-hub", filepath.Join(root, "charts", "flotilla-hub"), "--kubeconfig", fed.Hub.Kubeconfig,
-		"-n", flotillav1.SystemNamespace, "--create-namespace", "--set", "hubID="+hubID, "--set", "replicas=0"); err != nil {
-		return err
-	}
-	pid, err := startProcess(dir, "manager", filepath.Join(bin, "manager"), "--kubeconfig", fed.Hub.Kubeconfig, "--hub-id", hubID,
-		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--provider-grace-period", "10s",
-		"--settlement-interval", "5s", "--fee-bps", "200")
-	if err != nil {
-		return err
-	}
-	st.PIDs = append(st.PIDs, pid)
-	if err := save(); err != nil {
+	if err := d.startManager(ctx, fed, st, save); err != nil {
 		return err
 	}
 	hubCfg, err := fed.Hub.RESTConfig(30 * time.Second)
@@ -227,47 +239,9 @@ func (d *demo) up(ctx context.Context) error {
 
 	d.say("3/6 each owner installs the provider chart and runs the agent")
 	for _, o := range owners {
-		c := fed.Provider(o.provider)
-		server, err := c.APIServerURL()
-		if err != nil {
+		if err := d.joinOwner(ctx, fed, hub, hubCfg.Host, ca, o, st, save); err != nil {
 			return err
 		}
-		joinKC, err := join.Issue(ctx, hub, join.Options{Name: o.provider, Owner: o.owner, Region: o.region, APIServerURL: server,
-			Server: hubCfg.Host, CAData: ca})
-		if err != nil {
-			return err
-		}
-		joinFile := filepath.Join(dir, o.provider+".join.kubeconfig")
-		if err := os.WriteFile(joinFile, joinKC, 0o600); err != nil {
-			return err
-		}
-		args := []string{"--set", "offer.reserve.cpu=1", "--set", "offer.reserve.memory=2Gi", "--set", "offer.refreshInterval=5s"}
-		for k, v := range o.prices {
-			args = append(args, "--set-string", "offer.prices."+strings.ReplaceAll(k, ".", `\.`)+"="+v)
-		}
-		for k, v := range o.attributes {
-			args = append(args, "--set-string", "provider.attributes."+k+"="+v)
-		}
-		if err := c.InstallProviderChart(hubID, o.region, args...); err != nil {
-			return err
-		}
-		agentKC, err := c.ServiceAccountKubeconfig(ctx, flotillav1.SystemNamespace, "flotilla-agent-token")
-		if err != nil {
-			return err
-		}
-		agentFile := filepath.Join(dir, o.provider+".agent.kubeconfig")
-		if err := os.WriteFile(agentFile, agentKC, 0o600); err != nil {
-			return err
-		}
-		pid, err := startProcess(dir, "agent-"+o.provider, filepath.Join(bin, "agent"), "--kubeconfig", agentFile, "--hub-kubeconfig", joinFile)
-		if err != nil {
-			return err
-		}
-		st.PIDs = append(st.PIDs, pid)
-		if err := save(); err != nil {
-			return err
-		}
-		d.say("    %s: chart installed, agent running (pid %d), prices %v", o.provider, pid, o.prices)
 	}
 	if err := d.waitFor(ctx, "every provider Ready with its Offer on the hub", 120*time.Second, func() (bool, string) {
 		var ps flotillav1.ProviderList
@@ -324,6 +298,11 @@ func (d *demo) up(ctx context.Context) error {
 	if c := apimeta.FindStatusCondition(rf.Status.Conditions, flotillav1.WorkloadVerified); c != nil {
 		d.say("    render-frames: %s", c.Message)
 	}
+	if d.real {
+		if err := d.fetchWeb(ctx, fed); err != nil {
+			return err
+		}
+	}
 	d.say("5/6 where everything runs:")
 	if err := d.printStatus(ctx, hub); err != nil {
 		return err
@@ -336,6 +315,10 @@ func (d *demo) up(ctx context.Context) error {
 	} else {
 		d.say("6/6 skipping the failover demonstration (--no-failover)")
 	}
+	logs := "Logs of the manager and agents are in " + dir
+	if d.real {
+		logs = "The manager and agents run as pods: kubectl logs -n flotilla-system deploy/flotilla-manager"
+	}
 	fmt.Fprintf(d.Out, `
 The federation keeps running. Explore it (kubectl and flotillactl are in %[1]s):
 
@@ -344,10 +327,10 @@ The federation keeps running. Explore it (kubectl and flotillactl are in %[1]s):
   kubectl get offers -A; kubectl get providers
   flotillactl status
 
-Logs of the manager and agents are in %[3]s. Remove everything with:
+%[3]s. Remove everything with:
 
   flotillactl local down     (or: make demo-down)
-`, bin, fed.Hub.Kubeconfig, dir)
+`, bin, fed.Hub.Kubeconfig, logs)
 	return nil
 }
 
@@ -493,4 +476,194 @@ func (d *demo) down() error {
 	}
 	fmt.Fprintf(d.Out, "demo removed: %d processes stopped, clusters deleted, %s removed\n", len(st.PIDs), dir)
 	return nil
+}
+
+// realNodesAvailable says why this machine cannot run the demo's real
+// nodes, or nil.
+func realNodesAvailable(bin string) error {
+	if err := RealNodePrereqs(bin); err != nil {
+		return err
+	}
+	for _, img := range []string{"pause", "web", "batch", "manager", "agent"} {
+		if _, err := os.Stat(filepath.Join(bin, "images", img+".tar")); err != nil {
+			return fmt.Errorf("image %s not built: run 'make images'", img)
+		}
+	}
+	return nil
+}
+
+func why(fakeOnly bool, bin string) string {
+	if fakeOnly {
+		return "as asked"
+	}
+	return fmt.Sprintf("no real nodes here: %v", realNodesAvailable(bin))
+}
+
+// startManager installs the hub chart and runs the manager: as the chart's
+// pod on the hub's real node, or as a local process beside fake nodes.
+func (d *demo) startManager(ctx context.Context, fed *Federation, st *state, save func() error) error {
+	flags := []string{"--provider-grace-period", "10s", "--settlement-interval", "5s", "--fee-bps", "200"}
+	chart := []string{"install", "flotilla-hub", filepath.Join(d.Root, "charts", "flotilla-hub"), "--kubeconfig", fed.Hub.Kubeconfig,
+		"-n", flotillav1.SystemNamespace, "--create-namespace", "--set", "hubID=" + hubID}
+	if !d.real {
+		d.say("2/6 installing the hub chart and starting the manager")
+		if err := d.helm(append(chart, "--set", "replicas=0")...); err != nil {
+			return err
+		}
+		pid, err := startProcess(d.Dir, "manager", filepath.Join(d.bin, "manager"), append([]string{"--kubeconfig", fed.Hub.Kubeconfig,
+			"--hub-id", hubID, "--metrics-bind-address", "0", "--health-probe-bind-address", "0"}, flags...)...)
+		if err != nil {
+			return err
+		}
+		st.PIDs = append(st.PIDs, pid)
+		return save()
+	}
+	d.say("2/6 installing the hub chart: the manager runs as its pod, image docker.io/flotilla/manager:dev")
+	if err := d.helm(append(chart, "--set", "image.repository=docker.io/flotilla/manager", "--set", "image.tag=dev",
+		"--set", "image.pullPolicy=Never", "--set", "manager.providerGracePeriod=10s", "--set", "manager.settlementInterval=5s",
+		"--set", "manager.feeBps=200", "--set", `nodeSelector.flotilla\.dev/node-kind=real`)...); err != nil {
+		return err
+	}
+	return d.awaitPod(ctx, fed.Hub, "app.kubernetes.io/name=flotilla-manager")
+}
+
+// awaitPod waits for a pod of flotilla-system matching selector to be Ready.
+func (d *demo) awaitPod(ctx context.Context, c *Cluster, selector string) error {
+	cs, err := c.Clientset(10 * time.Second)
+	if err != nil {
+		return err
+	}
+	return d.waitFor(ctx, selector+" Ready on "+c.Name, 120*time.Second, func() (bool, string) {
+		pods, err := cs.CoreV1().Pods(flotillav1.SystemNamespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err != nil || len(pods.Items) == 0 {
+			return false, ""
+		}
+		p := pods.Items[0]
+		for _, cond := range p.Status.Conditions {
+			if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
+				return true, fmt.Sprintf("%s Ready on node %s", p.Name, p.Spec.NodeName)
+			}
+		}
+		return false, fmt.Sprintf("%s %s", p.Name, p.Status.Phase)
+	})
+}
+
+// joinOwner issues o's join credential and installs the provider chart as
+// o would, with the agent as the chart's pod on o's real node, or as a
+// local process beside fake nodes.
+func (d *demo) joinOwner(ctx context.Context, fed *Federation, hub client.Client, hubURL string, ca []byte, o owner, st *state, save func() error) error {
+	c := fed.Provider(o.provider)
+	server, err := c.APIServerURL()
+	if d.real {
+		// Pods dial other clusters at the machine's address.
+		server, err = c.MachineURL()
+		if err == nil {
+			hubURL, err = fed.Hub.MachineURL()
+		}
+	}
+	if err != nil {
+		return err
+	}
+	joinKC, err := join.Issue(ctx, hub, join.Options{Name: o.provider, Owner: o.owner, Region: o.region, APIServerURL: server,
+		Server: hubURL, CAData: ca})
+	if err != nil {
+		return err
+	}
+	joinFile := filepath.Join(d.Dir, o.provider+".join.kubeconfig")
+	if err := os.WriteFile(joinFile, joinKC, 0o600); err != nil {
+		return err
+	}
+	args := []string{"--set", "offer.refreshInterval=5s", "--set", "provider.apiServerURL=" + server}
+	for k, v := range o.prices {
+		args = append(args, "--set-string", "offer.prices."+strings.ReplaceAll(k, ".", `\.`)+"="+v)
+	}
+	for k, v := range o.attributes {
+		args = append(args, "--set-string", "provider.attributes."+k+"="+v)
+	}
+	if d.real {
+		return d.joinWithAgentPod(ctx, c, o, joinKC, args)
+	}
+	args = append(args, "--set", "offer.reserve.cpu=1", "--set", "offer.reserve.memory=2Gi")
+	if err := c.InstallProviderChart(hubID, o.region, args...); err != nil {
+		return err
+	}
+	agentKC, err := c.ServiceAccountKubeconfig(ctx, flotillav1.SystemNamespace, "flotilla-agent-token")
+	if err != nil {
+		return err
+	}
+	agentFile := filepath.Join(d.Dir, o.provider+".agent.kubeconfig")
+	if err := os.WriteFile(agentFile, agentKC, 0o600); err != nil {
+		return err
+	}
+	pid, err := startProcess(d.Dir, "agent-"+o.provider, filepath.Join(d.bin, "agent"), "--kubeconfig", agentFile, "--hub-kubeconfig", joinFile)
+	if err != nil {
+		return err
+	}
+	st.PIDs = append(st.PIDs, pid)
+	if err := save(); err != nil {
+		return err
+	}
+	d.say("    %s: chart installed, agent running (pid %d), prices %v", o.provider, pid, o.prices)
+	return nil
+}
+
+// joinWithAgentPod stores the join credential where the provider chart's
+// agent reads it and installs the chart with the agent as a pod.
+func (d *demo) joinWithAgentPod(ctx context.Context, c *Cluster, o owner, joinKC []byte, args []string) error {
+	cs, err := c.Clientset(10 * time.Second)
+	if err != nil {
+		return err
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.SystemNamespace}}
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); client.IgnoreAlreadyExists(err) != nil {
+		return err
+	}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-hub-join"}, Data: map[string][]byte{"kubeconfig": joinKC}}
+	if _, err := cs.CoreV1().Secrets(flotillav1.SystemNamespace).Create(ctx, secret, metav1.CreateOptions{}); client.IgnoreAlreadyExists(err) != nil {
+		return err
+	}
+	// A real node is small: hold nothing back from the Offer.
+	args = append(args, "--set", "agent.enabled=true", "--set", "agent.image.repository=docker.io/flotilla/agent",
+		"--set", "agent.image.tag=dev", "--set", "agent.image.pullPolicy=Never",
+		"--set", "offer.reserve.cpu=0", "--set", "offer.reserve.memory=0",
+		// Never on a fake node: nothing would run it.
+		"--set", `agent.nodeSelector.flotilla\.dev/node-kind=real`)
+	if err := c.InstallProviderChart(hubID, o.region, args...); err != nil {
+		return err
+	}
+	if err := d.awaitPod(ctx, c, "app.kubernetes.io/name=flotilla-agent"); err != nil {
+		return err
+	}
+	d.say("    %s: chart installed, agent running as a pod, prices %v", o.provider, o.prices)
+	return nil
+}
+
+// fetchWeb asks one of web's replicas on a real node for its answer, as
+// a visitor would, and prints it.
+func (d *demo) fetchWeb(ctx context.Context, fed *Federation) error {
+	for _, c := range fed.Providers {
+		cs, err := c.Clientset(10 * time.Second)
+		if err != nil {
+			return err
+		}
+		pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: flotillav1.LabelManaged + "=true,app=web"})
+		if err != nil {
+			return err
+		}
+		for _, p := range pods.Items {
+			if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" || !slices.Contains(c.RealNodes, p.Spec.NodeName) {
+				continue
+			}
+			hc := http.Client{Timeout: 3 * time.Second}
+			resp, err := hc.Get("http://" + p.Status.PodIP + ":8080/")
+			if err != nil {
+				return fmt.Errorf("fetching web from %s on %s: %w", p.Name, c.Name, err)
+			}
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
+			_ = resp.Body.Close()
+			d.say("    web answered from %s's real node (http://%s:8080/): %s", c.Name, p.Status.PodIP, strings.TrimSpace(string(body)))
+			return nil
+		}
+	}
+	return errors.New("no replica of web runs on a real node")
 }

@@ -134,7 +134,8 @@ func (c *charted) joinWithChart(t *testing.T, p *localfed.Cluster, hubURL string
 	if err := p.InstallProviderChart("hub", p.Spec.Region, "--set", "agent.enabled=true",
 		"--set", "provider.apiServerURL="+url, "--set", "agent.image.repository=docker.io/flotilla/agent",
 		"--set", "agent.image.tag=dev", "--set", "agent.image.pullPolicy=Never", "--set", "offer.refreshInterval=5s",
-		"--set", "offer.reserve.cpu=0", "--set", "offer.reserve.memory=0"); err != nil {
+		"--set", "offer.reserve.cpu=0", "--set", "offer.reserve.memory=0",
+		"--set", `agent.nodeSelector.flotilla\.dev/node-kind=real`); err != nil {
 		t.Fatal(err)
 	}
 	return cs
