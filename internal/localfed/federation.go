@@ -317,13 +317,29 @@ func runKwokctl(ctx context.Context, dir, bin string, args ...string) error {
 // once from scratch.
 func (c *Cluster) createUsable(ctx context.Context) error {
 	err := c.create(ctx)
-	if err == nil {
+	created := err == nil
+	if created {
 		err = c.waitUsable(ctx)
 	}
 	if err == nil {
 		return nil
 	}
 	c.fed.logf("testbed: cluster %s failed to start, retrying: %v", c.Name, err)
+	if created {
+		// A component gave up on a slow API server: restart the cluster on
+		// its ports and certificates. (Deleting and creating it again under
+		// the same name left a kubeconfig whose CA the new API server's
+		// certificate did not match.)
+		pids := componentPIDs(c.workdir())
+		if err := c.kwokctl(ctx, "stop", "cluster"); err != nil {
+			return err
+		}
+		waitGone(pids, 10*time.Second)
+		if err := c.kwokctl(ctx, "start", "cluster", "--wait", "90s"); err != nil {
+			return err
+		}
+		return c.waitUsable(ctx)
+	}
 	pids := componentPIDs(c.workdir())
 	_ = runKwokctl(ctx, c.fed.Dir, c.fed.bin, "delete", "cluster", "--name", c.Name)
 	// Nothing of the failed attempt may linger while the next one starts.
@@ -332,6 +348,9 @@ func (c *Cluster) createUsable(ctx context.Context) error {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 		waitGone(pids, 5*time.Second)
+	}
+	if err := os.RemoveAll(c.workdir()); err != nil {
+		return err
 	}
 	if err := c.create(ctx); err != nil {
 		return err

@@ -437,10 +437,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 	// containerd, its shims and the containers get a mount namespace of
 	// their own, a slave of the machine's: they see the machine's mounts
 	// and the kubelet's volumes (the node folder is a shared mount), while
-	// the pods' network namespaces and the CNI cache they mount die with
-	// the namespace, so no crash leaves them on the machine.
-	script := fmt.Sprintf("mkdir -p /var/lib/cni /run/netns && mount -t tmpfs flotilla-cni /var/lib/cni && "+
-		"mount -t tmpfs flotilla-netns /run/netns && exec %s --config %s", containerd, n.path("containerd.toml"))
+	// the pods' network namespaces, the CNI cache and the shims' sockets
+	// live on tmpfs mounts that die with the namespace, so not even a
+	// SIGKILL leaves them on the machine.
+	script := fmt.Sprintf("mkdir -p /var/lib/cni /run/netns /run/containerd && "+
+		"mount -t tmpfs flotilla-cni /var/lib/cni && mount -t tmpfs flotilla-netns /run/netns && "+
+		"mount -t tmpfs flotilla-shims /run/containerd && exec %s --config %s", containerd, n.path("containerd.toml"))
 	if err := n.spawn("containerd", "unshare", "--mount", "--propagation", "slave", "--", "sh", "-c", script); err != nil {
 		return err
 	}

@@ -42,13 +42,15 @@ func requireRealNodes(t *testing.T) {
 // machineState is what a federation with real nodes may change on the
 // machine; teardown must bring every part of it back.
 type machineState struct {
-	Tunables  map[string]string
-	Netns     []string
-	CNICache  []string
-	Links     []string
-	Cgroups   []string
-	Slots     []string
-	Processes []string
+	Tunables map[string]string
+	Netns    []string
+	CNICache []string
+	// ShimSockets are what containerd's shims leave when killed.
+	ShimSockets []string
+	Links       []string
+	Cgroups     []string
+	Slots       []string
+	Processes   []string
 }
 
 func readMachineState(t *testing.T, base string) machineState {
@@ -56,6 +58,7 @@ func readMachineState(t *testing.T, base string) machineState {
 	s := machineState{Tunables: localfed.ReadTunables()}
 	s.Netns, _ = filepath.Glob("/run/netns/*")
 	s.CNICache, _ = filepath.Glob("/var/lib/cni/results/*")
+	s.ShimSockets, _ = filepath.Glob("/run/containerd/s/*")
 	s.Links, _ = filepath.Glob("/sys/class/net/flh*")
 	s.Cgroups, _ = filepath.Glob("/sys/fs/cgroup/*/flotilla-*")
 	s.Slots, _ = filepath.Glob(filepath.Join(localfed.SlotDir(), "[0-9]*"))
@@ -109,7 +112,7 @@ func TestRealNodes(t *testing.T) {
 }
 
 func equalState(a, b machineState) bool {
-	return fmt.Sprint(a.Tunables) == fmt.Sprint(b.Tunables) && slices.Equal(a.Netns, b.Netns) && slices.Equal(a.CNICache, b.CNICache) &&
+	return fmt.Sprint(a.Tunables) == fmt.Sprint(b.Tunables) && slices.Equal(a.Netns, b.Netns) && slices.Equal(a.CNICache, b.CNICache) && slices.Equal(a.ShimSockets, b.ShimSockets) &&
 		slices.Equal(a.Links, b.Links) && slices.Equal(a.Cgroups, b.Cgroups) &&
 		slices.Equal(a.Slots, b.Slots) && len(b.Processes) == 0
 }
