@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -654,16 +655,29 @@ func (d *demo) fetchWeb(ctx context.Context, fed *Federation) error {
 			if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" || !slices.Contains(c.RealNodes, p.Spec.NodeName) {
 				continue
 			}
-			hc := http.Client{Timeout: 3 * time.Second}
-			resp, err := hc.Get("http://" + p.Status.PodIP + ":8080/")
+			body, err := AskWeb(p.Status.PodIP, 3*time.Second)
 			if err != nil {
 				return fmt.Errorf("fetching web from %s on %s: %w", p.Name, c.Name, err)
 			}
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
-			_ = resp.Body.Close()
-			d.say("    web answered from %s's real node (http://%s:8080/): %s", c.Name, p.Status.PodIP, strings.TrimSpace(string(body)))
+			d.say("    web answered from %s's real node (http://%s:8080/): %s", c.Name, p.Status.PodIP, body)
 			return nil
 		}
 	}
 	return errors.New("no replica of web runs on a real node")
+}
+
+// AskWeb asks the web image's server at addr for its answer ("hello from
+// <pod>"), trimmed; an error for no answer or a status other than 200.
+func AskWeb(addr string, timeout time.Duration) (string, error) {
+	hc := http.Client{Timeout: timeout}
+	resp, err := hc.Get("http://" + net.JoinHostPort(addr, "8080") + "/")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("status %d: %q", resp.StatusCode, body)
+	}
+	return strings.TrimSpace(string(body)), nil
 }

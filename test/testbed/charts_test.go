@@ -3,8 +3,6 @@ package testbed
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -176,14 +174,8 @@ func TestChartsRunAsPods(t *testing.T) {
 			fmt.Sprintf("%s on %q: %s", pod.Status.Phase, pod.Spec.NodeName, podWhy(pod))
 	})
 	hubenv.Await(t, 30*time.Second, "an HTTP answer from the tenant's pod", func() (bool, string) {
-		c := http.Client{Timeout: 2 * time.Second}
-		resp, err := c.Get("http://" + pod.Status.PodIP + ":8080/")
-		if err != nil {
-			return false, err.Error()
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return resp.StatusCode == http.StatusOK && strings.HasPrefix(string(b), "hello from "), fmt.Sprintf("%d %q", resp.StatusCode, b)
+		body, err := localfed.AskWeb(pod.Status.PodIP, 2*time.Second)
+		return err == nil && strings.HasPrefix(body, "hello from "), fmt.Sprintf("%q %v", body, err)
 	})
 }
 

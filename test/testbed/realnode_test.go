@@ -3,8 +3,6 @@ package testbed
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -145,17 +143,11 @@ func webAnswers(t *testing.T, cs kubernetes.Interface) {
 	t.Logf("web pod Running %s after creation", time.Since(created).Round(time.Millisecond))
 	var body string
 	hubenv.Await(t, 30*time.Second, "an HTTP answer from the web pod", func() (bool, string) {
-		c := http.Client{Timeout: 2 * time.Second}
-		resp, err := c.Get("http://" + pod.Status.PodIP + ":8080/")
-		if err != nil {
-			return false, err.Error()
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		body = string(b)
-		return resp.StatusCode == http.StatusOK, fmt.Sprintf("%d %q", resp.StatusCode, body)
+		var err error
+		body, err = localfed.AskWeb(pod.Status.PodIP, 2*time.Second)
+		return err == nil, fmt.Sprintf("%q %v", body, err)
 	})
-	if want := "hello from " + pod.Name; strings.TrimSpace(body) != want {
+	if want := "hello from " + pod.Name; body != want {
 		t.Errorf("web answered %q, want %q", body, want)
 	}
 }
