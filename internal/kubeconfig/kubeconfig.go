@@ -284,9 +284,14 @@ func onlyKeys(path string, m map[string]any, allowed []string) error {
 		if slices.Contains(allowed, k) {
 			continue
 		}
-		field := k
+		// An empty key must still name a field, or the refusal says nothing.
+		name := k
+		if name == "" {
+			name = `""`
+		}
+		field := name
 		if path != "" {
-			field = path + "." + k
+			field = path + "." + name
 		}
 		reason, known := why[k]
 		if !known {

@@ -100,6 +100,8 @@ func TestParseRefuses(t *testing.T) {
 		"P1.many-clusters":   {"clusters:\n" + strings.Repeat("- name: x\n", MaxEntries+1), "clusters"},
 		"P1.duplicate-names": {"clusters:\n- name: c\n- name: c\n", "clusters[1].name"},
 		"P1.wrong-types":     {"clusters: 7\n", "clusters"},
+		"P1.empty-key":       {"\"\": x\n", `""`},
+		"P1.empty-inner-key": {"clusters:\n- name: c\n  cluster:\n    \"\": x\n", `clusters[0].cluster.""`},
 	} {
 		t.Run(id, func(t *testing.T) {
 			_, err := Parse([]byte(tc.in))
