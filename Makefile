@@ -47,7 +47,8 @@ generate: ## Generate deepcopy code for the API types.
 manifests: ## Generate CRDs and the manager's RBAC from markers.
 	@hack/tools/build.sh controller-gen
 	$(CONTROLLER_GEN) crd:generateEmbeddedObjectMeta=true paths=./api/... output:crd:artifacts:config=config/crd/bases
-	$(GO) run ./hack/crdtrim config/crd/bases/flotilla.dev_workloads.yaml spec.template
+	for f in config/crd/bases/*.yaml; do $(GO) run ./hack/crdpost $$f; done
+	$(GO) run ./hack/crdpost config/crd/bases/flotilla.dev_workloads.yaml spec.template
 	$(CONTROLLER_GEN) rbac:roleName=flotilla-manager paths=./controllers/... output:rbac:artifacts:config=config/rbac
 	@hack/sync-chart.sh
 

@@ -53,6 +53,7 @@ const (
 	ProviderReasonAPIServerNotRecorded = "APIServerNotRecorded"
 	ProviderReasonAPIServerMismatch    = "APIServerMismatch"
 	ProviderReasonRedirectRefused      = "RedirectRefused"
+	ProviderReasonResponseRefused      = "ResponseRefused"
 	ProviderReasonCredentialsRejected  = "CredentialsRejected"
 	ProviderReasonUnreachable          = "Unreachable"
 	ProviderReasonTimeout              = "Timeout"

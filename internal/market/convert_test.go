@@ -7,6 +7,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/bound"
 )
 
 func rl(kv ...string) corev1.ResourceList {
@@ -161,6 +162,10 @@ func FuzzPodRequest(f *testing.F) {
 	f.Add("0.0001", "1Ei", "1024", "16Ti", "64", true)
 	f.Fuzz(func(t *testing.T, cpu, mem, initCPU, initMem, gpu string, sidecar bool) {
 		parse := func(s string) (resource.Quantity, bool) {
+			// The CRDs admit only what bound.Quantity does.
+			if bound.Quantity(s) != nil {
+				return resource.Quantity{}, false
+			}
 			q, err := resource.ParseQuantity(s)
 			return q, err == nil
 		}

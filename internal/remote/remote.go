@@ -9,12 +9,14 @@
 package remote
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +26,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/flotilla-dev/flotilla/internal/bound"
 	"github.com/flotilla-dev/flotilla/internal/kubeconfig"
 )
 
@@ -133,7 +136,7 @@ func (c *Cache) build(provider, version string, data []byte, server string) (*Cl
 		return nil, fmt.Errorf("%w: it names %s, the administrator recorded %s", ErrServerMismatch, cred.Server, want)
 	}
 	cfg := RESTConfig(cred)
-	cfg.WrapTransport = limitBodies(MaxResponseBytes)
+	cfg.WrapTransport = guardBodies(MaxResponseBytes)
 	cfg.Timeout = c.opts.RequestTimeout
 	cfg.QPS, cfg.Burst = c.opts.QPS, c.opts.Burst
 	dialer := &net.Dialer{Timeout: c.opts.ConnectTimeout, KeepAlive: 30 * time.Second}
@@ -166,14 +169,43 @@ const MaxResponseBytes = 32 << 20
 // ErrResponseTooLarge: a provider's response went past MaxResponseBytes.
 var ErrResponseTooLarge = errors.New("response from the provider is too large")
 
-func limitBodies(n int64) func(http.RoundTripper) http.RoundTripper {
+// ErrSlowNumber: a provider's response holds a number that would take the
+// hub's decoder unbounded time (see bound.SlowNumber).
+var ErrSlowNumber = errors.New("response from the provider holds a number the hub does not decode")
+
+// ErrNotJSON: the hub asks providers for JSON only, whose numbers it can
+// check before decoding.
+var ErrNotJSON = errors.New("response from the provider is not JSON")
+
+// guardBodies bounds every response to n bytes and checks each whole one
+// (watches aside, which the hub does not open on providers) for numbers
+// that would stall its decoder, before any decoder sees it.
+func guardBodies(n int64) func(http.RoundTripper) http.RoundTripper {
 	return func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
 			resp, err := rt.RoundTrip(req)
-			if err == nil && resp.Body != nil {
-				resp.Body = &limitedBody{rc: resp.Body, left: n}
+			if err != nil || resp.Body == nil {
+				return resp, err
 			}
-			return resp, err
+			body := &limitedBody{rc: resp.Body, left: n}
+			if strings.Contains(resp.Header.Get("Content-Type"), "protobuf") {
+				_ = body.Close()
+				return nil, ErrNotJSON
+			}
+			if req.URL.Query().Get("watch") == "true" {
+				resp.Body = body
+				return resp, nil
+			}
+			b, err := io.ReadAll(body)
+			_ = body.Close()
+			if err != nil {
+				return nil, err
+			}
+			if tok := bound.SlowNumber(b); tok != "" {
+				return nil, fmt.Errorf("%w: %q", ErrSlowNumber, tok)
+			}
+			resp.Body = io.NopCloser(bytes.NewReader(b))
+			return resp, nil
 		})
 	}
 }
@@ -211,6 +243,9 @@ func RESTConfig(c *kubeconfig.Credentials) *rest.Config {
 	return &rest.Config{
 		Host:        c.Server,
 		BearerToken: c.Token,
+		ContentConfig: rest.ContentConfig{
+			ContentType: "application/json", AcceptContentTypes: "application/json",
+		},
 		TLSClientConfig: rest.TLSClientConfig{
 			CAData: c.CAData, CertData: c.CertData, KeyData: c.KeyData,
 		},
@@ -218,7 +253,7 @@ func RESTConfig(c *kubeconfig.Credentials) *rest.Config {
 }
 
 // Classify names why a request to a provider failed, for condition reasons:
-// CredentialsRejected, Unreachable, Timeout or RequestFailed.
+// CredentialsRejected, Unreachable, Timeout, ResponseRefused or RequestFailed.
 func Classify(err error) string {
 	var netErr net.Error
 	switch {
@@ -232,6 +267,8 @@ func Classify(err error) string {
 		return "KubeconfigRefused"
 	case errors.Is(err, ErrRedirect):
 		return "RedirectRefused"
+	case errors.Is(err, ErrSlowNumber), errors.Is(err, ErrNotJSON), errors.Is(err, ErrResponseTooLarge):
+		return "ResponseRefused"
 	case apierrors.IsUnauthorized(err) || apierrors.IsForbidden(err):
 		return "CredentialsRejected"
 	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout()) || apierrors.IsTimeout(err):

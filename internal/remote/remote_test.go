@@ -132,3 +132,79 @@ func testResponsesAreBounded(t *testing.T) {
 		t.Errorf("probe of a 64 MiB answer: %v, want ErrResponseTooLarge", err)
 	}
 }
+
+// TestSlowNumbersAreNotDecoded plays a provider whose server lists a node
+// with a quantity that would keep the hub's decoder busy for minutes: the
+// answer is refused before anything decodes it.
+func TestSlowNumbersAreNotDecoded(t *testing.T) {
+	for name, tc := range map[string]struct {
+		contentType, nodes string
+		want               error
+	}{
+		"P1.slow-quantity": {"application/json", `{"kind":"NodeList","apiVersion":"v1","items":[{"metadata":{"name":"n"},` +
+			`"status":{"allocatable":{"cpu":"1e-1000000000","memory":"1Gi"}}}]}`, ErrSlowNumber},
+		"P1.huge-mantissa": {"application/json", `{"kind":"NodeList","apiVersion":"v1","items":[{"metadata":{"name":"n"},` +
+			`"status":{"allocatable":{"memory":` + strings.Repeat("9", 1<<20) + `}}}]}`, ErrSlowNumber},
+		"P1.protobuf": {"application/vnd.kubernetes.protobuf", "k8s\x00", ErrNotJSON},
+	} {
+		t.Run(name, func(t *testing.T) {
+			evil := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				switch r.URL.Path {
+				case "/readyz":
+					_, _ = w.Write([]byte("ok"))
+				case "/version":
+					_, _ = w.Write([]byte(`{"major":"1","minor":"37","gitVersion":"v1.37.2"}`))
+				case "/api/v1/nodes":
+					w.Header().Set("Content-Type", tc.contentType)
+					_, _ = w.Write([]byte(tc.nodes))
+				default:
+					_, _ = w.Write([]byte(`{"kind":"PodList","apiVersion":"v1","items":[]}`))
+				}
+			}))
+			defer evil.Close()
+			ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: evil.Certificate().Raw})
+			cl, err := NewCache(NewScheme(), Options{}).Get("p", "1", tokenKubeconfig(evil.URL, ca), evil.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = cl.Probe(context.Background())
+			if !errors.Is(err, tc.want) || Classify(err) != "ResponseRefused" {
+				t.Errorf("probe: %v (%s), want %v, ResponseRefused", err, Classify(err), tc.want)
+			}
+		})
+	}
+}
+
+// TestHonestAnswersAreDecoded: the guard passes a provider's ordinary
+// answers, numbers with small exponents included.
+func TestHonestAnswersAreDecoded(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/readyz":
+			_, _ = w.Write([]byte("ok"))
+		case "/version":
+			_, _ = w.Write([]byte(`{"major":"1","minor":"37","gitVersion":"v1.37.2"}`))
+		case "/api/v1/nodes":
+			_, _ = w.Write([]byte(`{"kind":"NodeList","apiVersion":"v1","items":[{"metadata":{"name":"n"},` +
+				`"status":{"allocatable":{"cpu":"4","memory":"8e9","pods":"110"},` +
+				`"conditions":[{"type":"Ready","status":"True"}]}}]}`))
+		default:
+			_, _ = w.Write([]byte(`{"kind":"PodList","apiVersion":"v1","items":[]}`))
+		}
+	}))
+	defer srv.Close()
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	cl, err := NewCache(NewScheme(), Options{}).Get("p", "1", tokenKubeconfig(srv.URL, ca), srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs, err := cl.Probe(context.Background())
+	if err != nil {
+		t.Fatalf("probe of an honest server: %v", err)
+	}
+	if obs.KubernetesVersion != "v1.37.2" || obs.Nodes != 1 {
+		t.Errorf("probe read %+v, want one node of v1.37.2", obs)
+	}
+}

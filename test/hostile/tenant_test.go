@@ -8,9 +8,11 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -235,5 +237,37 @@ func TestUnaccountedNamespacesWait(t *testing.T) {
 	})
 	if n := len(leasesOf(t, "lapsed", "w")); n != 0 {
 		t.Errorf("%d Leases placed for a namespace without an Account", n)
+	}
+}
+
+// TestSlowQuantitiesAreRefused plays a tenant and an owner who hand the hub
+// quantities whose decoding would keep the hub busy for minutes: the API
+// server refuses each, naming the field, before any informer decodes it.
+// The objects go in as raw JSON: parsing them into a typed object here
+// would stall the test the same way.
+func TestSlowQuantitiesAreRefused(t *testing.T) {
+	tenant(t, "slowq", "10")
+	for _, tc := range []struct {
+		id, obj, field string
+	}{
+		{"T6.slow-exponent", `{"apiVersion":"flotilla.dev/v1alpha1","kind":"Workload","metadata":{"name":"w1","namespace":"slowq"},
+			"spec":{"class":"Service","replicas":1,"template":{"spec":{"containers":[{"name":"app","image":"nginx",
+			"resources":{"requests":{"cpu":"1e-1000000000","memory":"64Mi"}}}]}}}}`, "spec.template.spec.containers[0].resources.requests.cpu"},
+		{"T6.long-mantissa", `{"apiVersion":"flotilla.dev/v1alpha1","kind":"Workload","metadata":{"name":"w2","namespace":"slowq"},
+			"spec":{"class":"Service","replicas":1,"template":{"spec":{"containers":[{"name":"app","image":"nginx",
+			"resources":{"requests":{"cpu":"100m","memory":"1` + strings.Repeat("0", 100) + `"}}}]}}}}`, "spec.template.spec.containers[0].resources.requests.memory"},
+		{"P6.offer-slow-exponent", `{"apiVersion":"flotilla.dev/v1alpha1","kind":"Offer","metadata":{"name":"o1","namespace":"slowq"},
+			"spec":{"resources":{"cpu":"1e999999999"},"prices":{"cpu":"1"}}}`, "spec.resources.cpu"},
+	} {
+		t.Run(tc.id, func(t *testing.T) {
+			u := &unstructured.Unstructured{}
+			if err := u.UnmarshalJSON([]byte(tc.obj)); err != nil {
+				t.Fatal(err)
+			}
+			err := env.Client.Create(context.Background(), u, client.DryRunAll)
+			if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), tc.field) {
+				t.Errorf("got %v, want Invalid naming %s", err, tc.field)
+			}
+		})
 	}
 }
