@@ -520,33 +520,26 @@ func (d *demo) startManager(ctx context.Context, fed *Federation, st *state, sav
 		return save()
 	}
 	d.say("2/6 installing the hub chart: the manager runs as its pod, image docker.io/flotilla/manager:dev")
-	if err := d.helm(append(chart, "--set", "image.repository=docker.io/flotilla/manager", "--set", "image.tag=dev",
-		"--set", "image.pullPolicy=Never", "--set", "manager.providerGracePeriod=10s", "--set", "manager.settlementInterval=5s",
-		"--set", "manager.feeBps=200", "--set", `nodeSelector.flotilla\.dev/node-kind=real`)...); err != nil {
+	if err := fed.InstallHubChart(hubID, "--set", "manager.feeBps=200"); err != nil {
 		return err
 	}
-	return d.awaitPod(ctx, fed.Hub, "app.kubernetes.io/name=flotilla-manager")
+	return d.awaitPod(ctx, fed.Hub, ManagerSelector)
 }
 
-// awaitPod waits for a pod of flotilla-system matching selector to be Ready.
+// awaitPod waits for a chart's pod on c to be Ready, saying what it waits on.
 func (d *demo) awaitPod(ctx context.Context, c *Cluster, selector string) error {
-	cs, err := c.Clientset(10 * time.Second)
-	if err != nil {
-		return err
-	}
-	return d.waitFor(ctx, selector+" Ready on "+c.Name, 120*time.Second, func() (bool, string) {
-		pods, err := cs.CoreV1().Pods(flotillav1.SystemNamespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
-		if err != nil || len(pods.Items) == 0 {
-			return false, ""
+	d.say("waiting for %s Ready on %s", selector, c.Name)
+	last := ""
+	p, err := c.AwaitPod(ctx, selector, 120*time.Second, func(progress string) {
+		if progress != last {
+			d.say("  %s", progress)
+			last = progress
 		}
-		p := pods.Items[0]
-		for _, cond := range p.Status.Conditions {
-			if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
-				return true, fmt.Sprintf("%s Ready on node %s", p.Name, p.Spec.NodeName)
-			}
-		}
-		return false, fmt.Sprintf("%s %s", p.Name, p.Status.Phase)
 	})
+	if err == nil {
+		d.say("  %s Ready on node %s", p.Name, p.Spec.NodeName)
+	}
+	return err
 }
 
 // joinOwner issues o's join credential and installs the provider chart as
@@ -554,14 +547,27 @@ func (d *demo) awaitPod(ctx context.Context, c *Cluster, selector string) error 
 // local process beside fake nodes.
 func (d *demo) joinOwner(ctx context.Context, fed *Federation, hub client.Client, hubURL string, ca []byte, o owner, st *state, save func() error) error {
 	c := fed.Provider(o.provider)
-	server, err := c.APIServerURL()
-	if d.real {
-		// Pods dial other clusters at the machine's address.
-		server, err = c.MachineURL()
-		if err == nil {
-			hubURL, err = fed.Hub.MachineURL()
-		}
+	args := []string{"--set", "offer.refreshInterval=5s"}
+	for k, v := range o.prices {
+		args = append(args, "--set-string", "offer.prices."+strings.ReplaceAll(k, ".", `\.`)+"="+v)
 	}
+	for k, v := range o.attributes {
+		args = append(args, "--set-string", "provider.attributes."+k+"="+v)
+	}
+	if d.real {
+		joinKC, err := c.JoinWithAgentPod(ctx, hub, hubID, args...)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(d.Dir, o.provider+".join.kubeconfig"), joinKC, 0o600)
+		}
+		if err == nil {
+			err = d.awaitPod(ctx, c, AgentSelector)
+		}
+		if err == nil {
+			d.say("    %s: chart installed, agent running as a pod, prices %v", o.provider, o.prices)
+		}
+		return err
+	}
+	server, err := c.APIServerURL()
 	if err != nil {
 		return err
 	}
@@ -574,17 +580,7 @@ func (d *demo) joinOwner(ctx context.Context, fed *Federation, hub client.Client
 	if err := os.WriteFile(joinFile, joinKC, 0o600); err != nil {
 		return err
 	}
-	args := []string{"--set", "offer.refreshInterval=5s", "--set", "provider.apiServerURL=" + server}
-	for k, v := range o.prices {
-		args = append(args, "--set-string", "offer.prices."+strings.ReplaceAll(k, ".", `\.`)+"="+v)
-	}
-	for k, v := range o.attributes {
-		args = append(args, "--set-string", "provider.attributes."+k+"="+v)
-	}
-	if d.real {
-		return d.joinWithAgentPod(ctx, c, o, joinKC, args)
-	}
-	args = append(args, "--set", "offer.reserve.cpu=1", "--set", "offer.reserve.memory=2Gi")
+	args = append(args, "--set", "provider.apiServerURL="+server, "--set", "offer.reserve.cpu=1", "--set", "offer.reserve.memory=2Gi")
 	if err := c.InstallProviderChart(hubID, o.region, args...); err != nil {
 		return err
 	}
@@ -605,37 +601,6 @@ func (d *demo) joinOwner(ctx context.Context, fed *Federation, hub client.Client
 		return err
 	}
 	d.say("    %s: chart installed, agent running (pid %d), prices %v", o.provider, pid, o.prices)
-	return nil
-}
-
-// joinWithAgentPod stores the join credential where the provider chart's
-// agent reads it and installs the chart with the agent as a pod.
-func (d *demo) joinWithAgentPod(ctx context.Context, c *Cluster, o owner, joinKC []byte, args []string) error {
-	cs, err := c.Clientset(10 * time.Second)
-	if err != nil {
-		return err
-	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.SystemNamespace}}
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); client.IgnoreAlreadyExists(err) != nil {
-		return err
-	}
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-hub-join"}, Data: map[string][]byte{"kubeconfig": joinKC}}
-	if _, err := cs.CoreV1().Secrets(flotillav1.SystemNamespace).Create(ctx, secret, metav1.CreateOptions{}); client.IgnoreAlreadyExists(err) != nil {
-		return err
-	}
-	// A real node is small: hold nothing back from the Offer.
-	args = append(args, "--set", "agent.enabled=true", "--set", "agent.image.repository=docker.io/flotilla/agent",
-		"--set", "agent.image.tag=dev", "--set", "agent.image.pullPolicy=Never",
-		"--set", "offer.reserve.cpu=0", "--set", "offer.reserve.memory=0",
-		// Never on a fake node: nothing would run it.
-		"--set", `agent.nodeSelector.flotilla\.dev/node-kind=real`)
-	if err := c.InstallProviderChart(hubID, o.region, args...); err != nil {
-		return err
-	}
-	if err := d.awaitPod(ctx, c, "app.kubernetes.io/name=flotilla-agent"); err != nil {
-		return err
-	}
-	d.say("    %s: chart installed, agent running as a pod, prices %v", o.provider, o.prices)
 	return nil
 }
 

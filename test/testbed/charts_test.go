@@ -3,9 +3,6 @@ package testbed
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,7 +17,6 @@ import (
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/batchdigest"
 	"github.com/flotilla-dev/flotilla/internal/fixture"
-	"github.com/flotilla-dev/flotilla/internal/join"
 	"github.com/flotilla-dev/flotilla/internal/localfed"
 	"github.com/flotilla-dev/flotilla/internal/remote"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
@@ -40,7 +36,7 @@ type charted struct {
 // included; it returns once every provider is Ready with its Offer.
 func startCharted(t *testing.T, specs ...localfed.ProviderSpec) *charted {
 	t.Helper()
-	requireRealNodes(t)
+	RequireRealNodes(t)
 	ctx := context.Background()
 	fed, err := localfed.New(ctx, localfed.Options{BaseDir: t.TempDir(), Logf: t.Logf, HubRealNodes: 1, Providers: specs})
 	if err != nil {
@@ -51,13 +47,8 @@ func startCharted(t *testing.T, specs ...localfed.ProviderSpec) *charted {
 			t.Errorf("teardown: %v", err)
 		}
 	})
-	root := localfed.RepoRoot()
-	cmd := exec.Command(filepath.Join(root, "bin", "helm"), "install", "flotilla-hub", filepath.Join(root, "charts", "flotilla-hub"),
-		"--kubeconfig", fed.Hub.Kubeconfig, "-n", flotillav1.SystemNamespace, "--create-namespace",
-		"--set", "hubID=hub", "--set", "image.repository=docker.io/flotilla/manager", "--set", "image.tag=dev",
-		"--set", "image.pullPolicy=Never", "--set", "manager.providerGracePeriod=10s", "--set", "manager.settlementInterval=5s")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("helm install flotilla-hub: %v\n%s", err, out)
+	if err := fed.InstallHubChart("hub"); err != nil {
+		t.Fatal(err)
 	}
 	hubCfg, err := fed.Hub.RESTConfig(10 * time.Second)
 	if err != nil {
@@ -70,20 +61,17 @@ func startCharted(t *testing.T, specs ...localfed.ProviderSpec) *charted {
 	if c.hubCS, err = kubernetes.NewForConfig(hubCfg); err != nil {
 		t.Fatal(err)
 	}
-	ca, err := os.ReadFile(hubCfg.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hubURL, err := fed.Hub.MachineURL()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, p := range fed.Providers {
-		c.providers[p.Name] = c.joinWithChart(t, p, hubURL, ca)
+		if _, err := p.JoinWithAgentPod(ctx, c.hub, "hub", "--set", "offer.refreshInterval=5s"); err != nil {
+			t.Fatal(err)
+		}
+		if c.providers[p.Name], err = p.Clientset(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
 	}
-	runningOn(t, c.hubCS, "app.kubernetes.io/name=flotilla-manager", fed.Hub.RealNodes[0])
+	runningOn(t, c.hubCS, localfed.ManagerSelector, fed.Hub.RealNodes[0])
 	for _, p := range fed.Providers {
-		runningOn(t, c.providers[p.Name], "app.kubernetes.io/name=flotilla-agent", p.RealNodes[0])
+		runningOn(t, c.providers[p.Name], localfed.AgentSelector, p.RealNodes[0])
 	}
 	hubenv.Await(t, 120*time.Second, "every provider Ready on the hub with its Offer, all in pods", func() (bool, string) {
 		var ps flotillav1.ProviderList
@@ -102,41 +90,6 @@ func startCharted(t *testing.T, specs ...localfed.ProviderSpec) *charted {
 			fmt.Sprintf("%s%d offers; %s", state, len(offers.Items), podLogs(c.hubCS, first))
 	})
 	return c
-}
-
-// joinWithChart issues p's join credential on the hub and installs the
-// provider chart on p with the agent as a pod, as p's owner would.
-func (c *charted) joinWithChart(t *testing.T, p *localfed.Cluster, hubURL string, ca []byte) kubernetes.Interface {
-	t.Helper()
-	ctx := context.Background()
-	url, err := p.MachineURL()
-	if err != nil {
-		t.Fatal(err)
-	}
-	joinKC, err := join.Issue(ctx, c.hub, join.Options{Name: p.Name, Owner: p.Spec.Owner, Region: p.Spec.Region,
-		APIServerURL: url, Server: hubURL, CAData: ca})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := p.Clientset(10 * time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.SystemNamespace}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cs.CoreV1().Secrets(flotillav1.SystemNamespace).Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "flotilla-hub-join"}, Data: map[string][]byte{"kubeconfig": joinKC}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.InstallProviderChart("hub", p.Spec.Region, "--set", "agent.enabled=true",
-		"--set", "provider.apiServerURL="+url, "--set", "agent.image.repository=docker.io/flotilla/agent",
-		"--set", "agent.image.tag=dev", "--set", "agent.image.pullPolicy=Never", "--set", "offer.refreshInterval=5s",
-		"--set", "offer.reserve.cpu=0", "--set", "offer.reserve.memory=0",
-		"--set", `agent.nodeSelector.flotilla\.dev/node-kind=real`); err != nil {
-		t.Fatal(err)
-	}
-	return cs
 }
 
 // TestChartsRunAsPods: the manager and the agent run as pods from the
@@ -198,7 +151,7 @@ func podLogs(hub, provider kubernetes.Interface) string {
 	for _, x := range []struct {
 		cs       kubernetes.Interface
 		selector string
-	}{{hub, "app.kubernetes.io/name=flotilla-manager"}, {provider, "app.kubernetes.io/name=flotilla-agent"}} {
+	}{{hub, localfed.ManagerSelector}, {provider, localfed.AgentSelector}} {
 		pods, err := x.cs.CoreV1().Pods(flotillav1.SystemNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: x.selector})
 		if err != nil || len(pods.Items) == 0 {
 			continue

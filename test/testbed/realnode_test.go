@@ -22,21 +22,6 @@ import (
 	"github.com/flotilla-dev/flotilla/test/hubenv"
 )
 
-// requireRealNodes fails the test when the machine cannot run real nodes;
-// FLOTILLA_SKIP_REAL_NODES=1 skips instead, for machines known not to
-// (no root), so that a missing package never passes for a green run.
-func requireRealNodes(t *testing.T) {
-	t.Helper()
-	err := localfed.RealNodePrereqs(filepath.Join(localfed.RepoRoot(), "bin"))
-	if err == nil {
-		return
-	}
-	if os.Getenv("FLOTILLA_SKIP_REAL_NODES") == "1" {
-		t.Skipf("FLOTILLA_SKIP_REAL_NODES=1: %v", err)
-	}
-	t.Fatal(err)
-}
-
 // machineState is what a federation with real nodes may change on the
 // machine; teardown must bring every part of it back.
 type machineState struct {
@@ -75,7 +60,7 @@ func readMachineState(t *testing.T, base string) machineState {
 // batch program computes its digest in the container), and tears it down;
 // twice, checking each time that nothing of it is left on the machine.
 func TestRealNodes(t *testing.T) {
-	requireRealNodes(t)
+	RequireRealNodes(t)
 	base := t.TempDir()
 	before := readMachineState(t, base)
 	for round := 1; round <= 2; round++ {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -62,4 +63,19 @@ func deadlineOf(t testing.TB) (time.Time, bool) {
 		return d.Deadline()
 	}
 	return time.Time{}, false
+}
+
+// RequireRealNodes fails the test when this machine cannot run real nodes,
+// saying what is missing; FLOTILLA_SKIP_REAL_NODES=1 skips it instead, for
+// machines without root.
+func RequireRealNodes(t testing.TB) {
+	t.Helper()
+	err := localfed.RealNodePrereqs(filepath.Join(localfed.RepoRoot(), "bin"))
+	if err == nil {
+		return
+	}
+	if os.Getenv("FLOTILLA_SKIP_REAL_NODES") == "1" {
+		t.Skipf("FLOTILLA_SKIP_REAL_NODES=1: %v", err)
+	}
+	t.Fatal(err)
 }
