@@ -133,6 +133,29 @@ func testResponsesAreBounded(t *testing.T) {
 	}
 }
 
+// probeServer probes a server that answers the node list with nodes, of
+// the given content type, and everything else as an API server would.
+func probeServer(t *testing.T, contentType, nodes string) (*Client, error) {
+	t.Helper()
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/readyz":
+			_, _ = w.Write([]byte("ok"))
+		case "/version":
+			_, _ = w.Write([]byte(`{"major":"1","minor":"37","gitVersion":"v1.37.2"}`))
+		case "/api/v1/nodes":
+			w.Header().Set("Content-Type", contentType)
+			_, _ = w.Write([]byte(nodes))
+		default:
+			_, _ = w.Write([]byte(`{"kind":"PodList","apiVersion":"v1","items":[]}`))
+		}
+	}))
+	t.Cleanup(srv.Close)
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	return NewCache(NewScheme(), Options{}).Get("p", "1", tokenKubeconfig(srv.URL, ca), srv.URL)
+}
+
 // TestSlowNumbersAreNotDecoded plays a provider whose server lists a node
 // with a quantity that would keep the hub's decoder busy for minutes: the
 // answer is refused before anything decodes it.
@@ -148,23 +171,7 @@ func TestSlowNumbersAreNotDecoded(t *testing.T) {
 		"P1.protobuf": {"application/vnd.kubernetes.protobuf", "k8s\x00", ErrNotJSON},
 	} {
 		t.Run(name, func(t *testing.T) {
-			evil := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Content-Type", "application/json")
-				switch r.URL.Path {
-				case "/readyz":
-					_, _ = w.Write([]byte("ok"))
-				case "/version":
-					_, _ = w.Write([]byte(`{"major":"1","minor":"37","gitVersion":"v1.37.2"}`))
-				case "/api/v1/nodes":
-					w.Header().Set("Content-Type", tc.contentType)
-					_, _ = w.Write([]byte(tc.nodes))
-				default:
-					_, _ = w.Write([]byte(`{"kind":"PodList","apiVersion":"v1","items":[]}`))
-				}
-			}))
-			defer evil.Close()
-			ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: evil.Certificate().Raw})
-			cl, err := NewCache(NewScheme(), Options{}).Get("p", "1", tokenKubeconfig(evil.URL, ca), evil.URL)
+			cl, err := probeServer(t, tc.contentType, tc.nodes)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -179,24 +186,8 @@ func TestSlowNumbersAreNotDecoded(t *testing.T) {
 // TestHonestAnswersAreDecoded: the guard passes a provider's ordinary
 // answers, numbers with small exponents included.
 func TestHonestAnswersAreDecoded(t *testing.T) {
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		switch r.URL.Path {
-		case "/readyz":
-			_, _ = w.Write([]byte("ok"))
-		case "/version":
-			_, _ = w.Write([]byte(`{"major":"1","minor":"37","gitVersion":"v1.37.2"}`))
-		case "/api/v1/nodes":
-			_, _ = w.Write([]byte(`{"kind":"NodeList","apiVersion":"v1","items":[{"metadata":{"name":"n"},` +
-				`"status":{"allocatable":{"cpu":"4","memory":"8e9","pods":"110"},` +
-				`"conditions":[{"type":"Ready","status":"True"}]}}]}`))
-		default:
-			_, _ = w.Write([]byte(`{"kind":"PodList","apiVersion":"v1","items":[]}`))
-		}
-	}))
-	defer srv.Close()
-	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
-	cl, err := NewCache(NewScheme(), Options{}).Get("p", "1", tokenKubeconfig(srv.URL, ca), srv.URL)
+	cl, err := probeServer(t, "application/json", `{"kind":"NodeList","apiVersion":"v1","items":[{"metadata":{"name":"n"},`+
+		`"status":{"allocatable":{"cpu":"4","memory":"8e9","pods":"110"},"conditions":[{"type":"Ready","status":"True"}]}}]}`)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -262,6 +262,19 @@ func (h *hub) managedNamespaces(provider string) ([]string, error) {
 	return out, nil
 }
 
+// awaitFenced waits until a provider that returned is Ready again with no
+// managed namespace left on it: its stale work is gone.
+func (h *hub) awaitFenced(t *testing.T, provider string, within time.Duration) {
+	t.Helper()
+	hubenv.Await(t, within, provider+" Ready with its stale namespaces gone", func() (bool, string) {
+		p := &flotillav1.Provider{}
+		_ = h.client.Get(context.Background(), client.ObjectKey{Name: provider}, p)
+		nss, err := h.managedNamespaces(provider)
+		return err == nil && len(nss) == 0 && p.Status.Phase == flotillav1.ProviderReady,
+			fmt.Sprintf("phase %s, namespaces %v, %v", p.Status.Phase, nss, err)
+	})
+}
+
 func (h *hub) workload(t *testing.T, ns, name string) *flotillav1.Workload {
 	t.Helper()
 	w := &flotillav1.Workload{}

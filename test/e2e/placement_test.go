@@ -136,12 +136,7 @@ func TestPlacementFailoverAndFencing(t *testing.T) {
 		if err := stopped.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
-		hubenv.Await(t, 60*time.Second, "bob-1 Ready with its stale namespace gone", func() (bool, string) {
-			p := &flotillav1.Provider{}
-			_ = h.client.Get(ctx, client.ObjectKey{Name: "bob-1"}, p)
-			nss, err := h.managedNamespaces("bob-1")
-			return err == nil && len(nss) == 0 && p.Status.Phase == flotillav1.ProviderReady, fmt.Sprintf("phase %s, namespaces %v, %v", p.Status.Phase, nss, err)
-		})
+		h.awaitFenced(t, "bob-1", 60*time.Second)
 		hubenv.Await(t, 30*time.Second, "exactly six web pods", func() (bool, string) {
 			per, s := runningPerProvider(h)
 			total := 0

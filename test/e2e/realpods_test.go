@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/controllers"
@@ -109,13 +108,7 @@ func TestFailoverAndFencingWithRealPods(t *testing.T) {
 		if err := bob.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
-		hubenv.Await(t, 90*time.Second, "bob-1 Ready with its stale namespace gone", func() (bool, string) {
-			p := &flotillav1.Provider{}
-			_ = h.client.Get(ctx, client.ObjectKey{Name: "bob-1"}, p)
-			nss, err := h.managedNamespaces("bob-1")
-			return err == nil && len(nss) == 0 && p.Status.Phase == flotillav1.ProviderReady,
-				fmt.Sprintf("phase %s, namespaces %v, %v", p.Status.Phase, nss, err)
-		})
+		h.awaitFenced(t, "bob-1", 90*time.Second)
 		hubenv.Await(t, 90*time.Second, "bob's old replicas no longer answer", func() (bool, string) {
 			var still []string
 			for _, ip := range bobs {
