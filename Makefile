@@ -11,6 +11,12 @@ export PATH := $(BIN):$(PATH)
 export KUBEBUILDER_ASSETS := $(BIN)
 
 GO ?= go
+# One build configuration for binaries, images and tests, so that each
+# package is compiled once: images need -trimpath (reproducible digests)
+# and CGO off (static binaries), and go test would otherwise compile
+# everything again with cgo on wherever a C compiler is installed.
+export CGO_ENABLED := 0
+export GOFLAGS := -trimpath
 GOTEST := $(GO) test -json
 SUMMARY := $(GO) run ./hack/testsummary
 CONTROLLER_GEN := $(BIN)/controller-gen
@@ -74,7 +80,7 @@ verify: lint ## Fail when generated files are stale, code is unformatted or kust
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 build: ## Build manager, agent and flotillactl into bin/.
-	CGO_ENABLED=0 $(GO) build -ldflags "-X github.com/flotilla-dev/flotilla/internal/version.Version=$(VERSION)" -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags "-X github.com/flotilla-dev/flotilla/internal/version.Version=$(VERSION)" -o $(BIN)/ ./cmd/...
 
 ##@ Demo
 
@@ -84,8 +90,8 @@ demo: tools build images ## A hub and three providers on this machine, with fail
 	$(BIN)/flotillactl local up $(DEMO_FLAGS)
 
 .PHONY: demo-down
-demo-down: ## Remove everything make demo started.
-	$(GO) run ./cmd/flotillactl local down
+demo-down: build ## Remove everything make demo started.
+	$(BIN)/flotillactl local down
 
 ##@ Test
 
@@ -127,7 +133,7 @@ chaos-soak: tools ## A long seeded chaos run on the local federation (CHAOS_STEP
 	FLOTILLA_CHAOS_STEPS=$(CHAOS_STEPS) $(GO) test -count=1 -run TestChaos -v -timeout 4h ./test/e2e/
 
 .PHONY: bench-e2e
-bench-e2e: tools ## Latency and failover on a local federation of 10 providers; JSON in bench/results/e2e.json.
+bench-e2e: tools images ## Latency against its floor on kwok and real nodes, and failover, on a local federation; JSON in bench/results/e2e.json.
 	FLOTILLA_BENCH_E2E=1 $(GO) test -count=1 -run TestBenchE2E -v -timeout 30m ./test/e2e/
 
 ##@ Testbed

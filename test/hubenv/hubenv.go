@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	goruntime "runtime"
 	"testing"
 	"time"
 
@@ -33,11 +32,10 @@ type Env struct {
 	env    *envtest.Environment
 }
 
-// RepoRoot returns the repository's top directory.
-func RepoRoot() string {
-	_, file, _, _ := goruntime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
+// RepoRoot returns the repository's top directory, found from the working
+// directory: the Makefile builds with -trimpath, so source paths name no
+// directory on this machine.
+func RepoRoot() string { return localfed.RepoRoot() }
 
 // Scheme returns a scheme with the built-in kinds and Flotilla's.
 func Scheme() *runtime.Scheme { return remote.NewScheme() }
