@@ -1,6 +1,7 @@
 package market
 
 import (
+	"math/big"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -160,6 +161,8 @@ func FuzzPodRequest(f *testing.F) {
 	f.Add("100m", "64Mi", "1", "1Gi", "0", true)
 	f.Add("1e18", "-1", "1e-3", "9223372036854775807", "1", false)
 	f.Add("0.0001", "1Ei", "1024", "16Ti", "64", true)
+	// Each resource within its bounds, the sum at the top price past int64.
+	f.Add("1001m", "1002M", "1m", "1Mi", "8", false)
 	f.Fuzz(func(t *testing.T, cpu, mem, initCPU, initMem, gpu string, sidecar bool) {
 		parse := func(s string) (resource.Quantity, bool) {
 			// The CRDs admit only what bound.Quantity does.
@@ -200,10 +203,30 @@ func FuzzPodRequest(f *testing.F) {
 			return
 		}
 		top, _ := Prices(map[corev1.ResourceName]flotillav1.Amount{"cpu": "999999999999.999999", "memory": "999999999999.999999", "nvidia.com/gpu": "999999999999.999999"})
-		if _, ok := PricePerReplicaHour(&v, &top); !ok {
-			t.Fatalf("an accepted template cannot be priced: %v", v)
+		got, ok := PricePerReplicaHour(&v, &top)
+		want := exactPrice(&v, &top)
+		switch fits := want.IsInt64(); {
+		case ok != fits:
+			t.Fatalf("%v: ok=%v but the exact price %s fits int64: %v", v, ok, want, fits)
+		case ok && want.Int64() != int64(got):
+			t.Fatalf("%v: priced %d, exactly %s", v, got, want)
 		}
 	})
+}
+
+// exactPrice is PricePerReplicaHour in arbitrary precision.
+func exactPrice(v *Vector, p *[NumResources]moneyMicro) *big.Int {
+	total := new(big.Int)
+	for i := range v {
+		if v[i] <= 0 || p[i] <= 0 {
+			continue
+		}
+		d := new(big.Int).SetUint64(unitSize[i])
+		term := new(big.Int).Mul(big.NewInt(v[i]), big.NewInt(int64(p[i])))
+		term.Add(term, new(big.Int).Sub(d, big.NewInt(1)))
+		total.Add(total, term.Quo(term, d))
+	}
+	return total
 }
 
 func TestVectorListRoundTrip(t *testing.T) {

@@ -25,6 +25,7 @@ const (
 	egressNotOffered
 	attributesMismatch
 	priceAbove
+	priceOverflow
 	offerShort
 	providerShort
 	noChunk
@@ -50,6 +51,7 @@ var reasonCodes = [...]string{
 	egressNotOffered:        "EgressNotOffered",
 	attributesMismatch:      "AttributesMismatch",
 	priceAbove:              "PriceAboveCeiling",
+	priceOverflow:           "PriceOverflow",
 	offerShort:              "InsufficientCapacity",
 	providerShort:           "InsufficientProviderCapacity",
 	noChunk:                 "NoNodeFits",
@@ -96,11 +98,13 @@ func (m *matcher) staticReject(w *workloadState, o *offerState) rejection {
 	case w.Selector != nil && !w.Selector.Matches(o.Attributes):
 		return rejection{kind: attributesMismatch}
 	}
-	if w.MaxPrice >= 0 {
-		price, ok := PricePerReplicaHour(&w.Request, &o.Prices)
-		if !ok || price > w.MaxPrice {
-			return rejection{kind: priceAbove}
-		}
+	// A price beyond int64 could be neither charged nor held, so such an
+	// Offer is out of reach even for a Workload without a ceiling.
+	switch price, ok := PricePerReplicaHour(&w.Request, &o.Prices); {
+	case !ok:
+		return rejection{kind: priceOverflow}
+	case w.MaxPrice >= 0 && price > w.MaxPrice:
+		return rejection{kind: priceAbove}
 	}
 	return rejection{}
 }
@@ -239,6 +243,8 @@ func offerMessage(w *workloadState, k rejectKind, r Resource) string {
 		return "attributes do not match the selector"
 	case priceAbove:
 		return fmt.Sprintf("price above the ceiling of %s per replica-hour", w.MaxPrice)
+	case priceOverflow:
+		return "price per replica-hour too large to be charged"
 	case offerShort:
 		return fmt.Sprintf("not enough %s for one replica", r)
 	case providerShort:

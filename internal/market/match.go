@@ -9,6 +9,10 @@ import (
 	"github.com/flotilla-dev/flotilla/internal/money"
 )
 
+// unpriceable marks an offer whose price for a request does not fit int64
+// (PricePerReplicaHour's !ok); no Workload may be placed there.
+const unpriceable money.Micro = math.MaxInt64
+
 // The ranking of feasible offers for a replica, best first. It is
 // lexicographic: each criterion only breaks ties of the ones above it.
 //
@@ -224,7 +228,7 @@ func (m *matcher) prepare(w *workloadState) {
 		for i := range m.offers {
 			p, ok := PricePerReplicaHour(&w.Request, &m.offers[i].Prices)
 			if !ok {
-				p = math.MaxInt64
+				p = unpriceable
 			}
 			prices[i] = p
 		}
@@ -272,7 +276,7 @@ func regionRank(w *workloadState, region string) int32 {
 func (w *workloadState) admits(i int32, o *offerState) bool {
 	return o.Classes&w.Class != 0 &&
 		(w.matches == nil || w.matches[i]) &&
-		(w.MaxPrice < 0 || w.prices[i] <= w.MaxPrice) &&
+		w.prices[i] != unpriceable && (w.MaxPrice < 0 || w.prices[i] <= w.MaxPrice) &&
 		o.provider.Reputation >= w.MinReputation &&
 		w.Needs.allowedBy(&o.Allows)
 }

@@ -126,6 +126,14 @@ func TestFilters(t *testing.T) {
 			workload:   wl("a/w", 1, req(1000, 1)).ceiling("0.010999"),
 			wantReason: "1 offer: price above the ceiling of 0.010999 per replica-hour",
 		},
+		"price past int64, no ceiling": {
+			// A top memory price times 10 GiB is 1e19 micro-credits an hour.
+			mutate: func(s *Snapshot) {
+				s.Offers[0].Prices[Memory] = mustMicro("999999999999.999999")
+			},
+			workload:   wl("a/w", 1, req(1000, 10)),
+			wantReason: "1 offer: price per replica-hour too large to be charged",
+		},
 		"reputation below minimum": {
 			workload:   wl("a/w", 1, req(1000, 1)).minRep(600),
 			wantReason: "provider bob-1: reputation 0.500 below the minimum 0.600",
