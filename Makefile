@@ -86,8 +86,14 @@ build: ## Build manager, agent and flotillactl into bin/.
 
 .PHONY: demo
 DEMO_FLAGS ?=
-demo: tools build images ## A hub and three providers on this machine, with failover (DEMO_FLAGS=--no-failover to skip it); stays running.
+demo: demo-tools build images ## A hub and three providers on this machine, with failover (DEMO_FLAGS=--no-failover to skip it); stays running.
 	$(BIN)/flotillactl local up $(DEMO_FLAGS)
+
+.PHONY: demo-tools
+# Every tool but controller-gen, which only generates code.
+demo-tools:
+	hack/tools/build.sh kube etcd kwok kwokctl helm
+	hack/node-deps.sh
 
 .PHONY: demo-down
 demo-down: build ## Remove everything make demo started.

@@ -3,60 +3,104 @@
 # binary is missing or the module version (and flags) it was built from differ
 # from the stamp written beside it, so bumping a version in go.mod rebuilds
 # exactly the tools of that module.
+#
+# Arguments select tools by name (a component of the kube multi-call binary
+# selects kube). Up to TOOL_JOBS (default 2) builds run at once: one build
+# leaves cores idle while it links or waits on a long package, and on a cold
+# cache that is a fifth of the time (docs/performance.md, "Cold start").
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 bin=${BIN:-$root/bin}
+jobs=${TOOL_JOBS:-2}
 mkdir -p "$bin/.stamps"
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
 
-# name|module dir|package|module|extra ldflags (VERSION is substituted)
+# name|module dir|package|module|extra ldflags (VERSION is substituted)|links
+# Largest first, so the long build starts at once and the others fill in.
 tools=(
-  "controller-gen|hack/tools|sigs.k8s.io/controller-tools/cmd/controller-gen|sigs.k8s.io/controller-tools|"
-  "etcd|hack/tools/etcd|go.etcd.io/etcd/server/v3|go.etcd.io/etcd/server/v3|"
-  "kwok|hack/tools|sigs.k8s.io/kwok/cmd/kwok|sigs.k8s.io/kwok|-X sigs.k8s.io/kwok/pkg/consts.Version=VERSION -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=1.37.2"
-  "kwokctl|hack/tools|sigs.k8s.io/kwok/cmd/kwokctl|sigs.k8s.io/kwok|-X sigs.k8s.io/kwok/pkg/consts.Version=VERSION -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=1.37.2"
-  "helm|hack/tools|helm.sh/helm/v3/cmd/helm|helm.sh/helm/v3|-X helm.sh/helm/v3/internal/version.version=VERSION"
-  "kube-apiserver|hack/tools|k8s.io/kubernetes/cmd/kube-apiserver|k8s.io/kubernetes|K8S"
-  "kube-controller-manager|hack/tools|k8s.io/kubernetes/cmd/kube-controller-manager|k8s.io/kubernetes|K8S"
-  "kube-scheduler|hack/tools|k8s.io/kubernetes/cmd/kube-scheduler|k8s.io/kubernetes|K8S"
-  "kubectl|hack/tools|k8s.io/kubernetes/cmd/kubectl|k8s.io/kubernetes|K8S"
-  "kubelet|hack/tools|k8s.io/kubernetes/cmd/kubelet|k8s.io/kubernetes|K8S"
-  "kube-proxy|hack/tools|k8s.io/kubernetes/cmd/kube-proxy|k8s.io/kubernetes|K8S"
-  "imagebuild|hack/tools|./imagebuild|LOCAL|"
+  "kube|hack/tools|./kube|k8s.io/kubernetes|K8S|kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl"
+  "kwok|hack/tools|sigs.k8s.io/kwok/cmd/kwok|sigs.k8s.io/kwok|-X sigs.k8s.io/kwok/pkg/consts.Version=VERSION -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=1.37.2|"
+  "etcd|hack/tools/etcd|go.etcd.io/etcd/server/v3|go.etcd.io/etcd/server/v3||"
+  "helm|hack/tools|helm.sh/helm/v3/cmd/helm|helm.sh/helm/v3|-X helm.sh/helm/v3/internal/version.version=VERSION|"
+  "kwokctl|hack/tools|sigs.k8s.io/kwok/cmd/kwokctl|sigs.k8s.io/kwok|-X sigs.k8s.io/kwok/pkg/consts.Version=VERSION -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=1.37.2|"
+  "controller-gen|hack/tools|sigs.k8s.io/controller-tools/cmd/controller-gen|sigs.k8s.io/controller-tools||"
+  "imagebuild|hack/tools|./imagebuild|LOCAL||"
 )
 
 want=("$@")
 selected() {
   [[ ${#want[@]} -eq 0 ]] && return 0
-  local w
-  for w in "${want[@]}"; do [[ $w == "$1" ]] && return 0; done
+  local w n
+  for w in "${want[@]}"; do
+    for n in "$@"; do [[ $w == "$n" ]] && return 0; done
+  done
   return 1
 }
 
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+
+# build NAME DIR PKG FLAGS STAMP LINKS builds one tool; its output goes to
+# the log the caller chose, and its exit status to NAME.rc beside it.
+build() {
+  local name=$1 dir=$2 pkg=$3 flags=$4 stamp=$5 links=$6 start=$SECONDS l
+  echo "building $name ($stamp)"
+  (cd "$root/$dir" && go build -ldflags "-s -w $flags" -o "$bin/$name.tmp" "$pkg") || return
+  mv "$bin/$name.tmp" "$bin/$name" || return
+  for l in $links; do
+    ln -sfn "$name" "$bin/$l" || return
+  done
+  echo "$stamp" >"$bin/.stamps/$name" || return
+  echo "built $name in $((SECONDS - start))s"
+}
+
+started=()
 for entry in "${tools[@]}"; do
-  IFS='|' read -r name dir pkg module flags <<<"$entry"
-  selected "$name" || continue
+  IFS='|' read -r name dir pkg module flags links <<<"$entry"
+  # shellcheck disable=SC2086 # links is a list of names
+  selected "$name" $links || continue
   if [[ $module == LOCAL ]]; then
     # A tool of this repository: its stamp is the hash of its sources and
     # of the module files that pin its dependencies.
     version=$(cd "$root/$dir" && cat go.mod go.sum "$pkg"/*.go | sha256sum | cut -c1-16)
   else
     version=$(cd "$root/$dir" && go list -m -f '{{.Version}}' "$module")
+    if [[ $pkg == ./* ]]; then
+      version+="+$(cat "$root/$dir/$pkg"/*.go | sha256sum | cut -c1-16)"
+    fi
   fi
   if [[ $flags == K8S ]]; then
-    minor=$(echo "$version" | cut -d. -f2)
-    flags="-X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+    v=${version%%+*}
+    minor=$(echo "$v" | cut -d. -f2)
+    flags="-X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
   fi
-  flags=${flags//VERSION/$version}
+  flags=${flags//VERSION/${version%%+*}}
   stamp="$module@$version $flags"
-  if [[ -x $bin/$name && -f $bin/.stamps/$name && $(cat "$bin/.stamps/$name") == "$stamp" ]]; then
-    continue
-  fi
-  echo "building $name ($module@$version)"
-  start=$SECONDS
-  (cd "$root/$dir" && go build -ldflags "-s -w $flags" -o "$bin/$name.tmp" "$pkg")
-  mv "$bin/$name.tmp" "$bin/$name"
-  echo "$stamp" >"$bin/.stamps/$name"
-  echo "built $name in $((SECONDS - start))s"
+  uptodate=true
+  [[ -x $bin/$name && -f $bin/.stamps/$name && $(cat "$bin/.stamps/$name") == "$stamp" ]] || uptodate=false
+  for l in $links; do
+    [[ $(readlink "$bin/$l" 2>/dev/null) == "$name" ]] || uptodate=false
+  done
+  $uptodate && continue
+  while (($(jobs -rp | wc -l) >= jobs)); do
+    wait -n || true # statuses are read from the .rc files below
+  done
+  (
+    rc=0
+    build "$name" "$dir" "$pkg" "$flags" "$stamp" "$links" >"$logs/$name.log" 2>&1 || rc=$?
+    echo "$rc" >"$logs/$name.rc"
+  ) &
+  started+=("$name")
 done
+wait
+
+failed=()
+for name in "${started[@]}"; do
+  cat "$logs/$name.log"
+  [[ $(cat "$logs/$name.rc" 2>/dev/null) == 0 ]] || failed+=("$name")
+done
+if ((${#failed[@]})); then
+  echo "tool build failed: ${failed[*]}" >&2
+  exit 1
+fi
