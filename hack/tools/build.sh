@@ -45,7 +45,6 @@ trap 'rm -rf "$logs"' EXIT
 # the log the caller chose, and its exit status to NAME.rc beside it.
 build() {
   local name=$1 dir=$2 pkg=$3 flags=$4 stamp=$5 links=$6 start=$SECONDS l
-  echo "building $name ($stamp)"
   (cd "$root/$dir" && go build -ldflags "-s -w $flags" -o "$bin/$name.tmp" "$pkg") || return
   mv "$bin/$name.tmp" "$bin/$name" || return
   for l in $links; do
@@ -55,7 +54,19 @@ build() {
   echo "built $name in $((SECONDS - start))s"
 }
 
-started=()
+declare -A running=() # pid -> tool
+failed=()
+# reap waits for one build, prints its log and notes a failure.
+reap() {
+  local pid=
+  wait -n -p pid || true # the status is read from the .rc file
+  [[ -n $pid ]] || return 0
+  local name=${running[$pid]}
+  unset "running[$pid]"
+  cat "$logs/$name.log"
+  [[ $(cat "$logs/$name.rc" 2>/dev/null) == 0 ]] || failed+=("$name")
+}
+
 for entry in "${tools[@]}"; do
   IFS='|' read -r name dir pkg module flags links <<<"$entry"
   # shellcheck disable=SC2086 # links is a list of names
@@ -83,23 +94,17 @@ for entry in "${tools[@]}"; do
     [[ $(readlink "$bin/$l" 2>/dev/null) == "$name" ]] || uptodate=false
   done
   $uptodate && continue
-  while (($(jobs -rp | wc -l) >= jobs)); do
-    wait -n || true # statuses are read from the .rc files below
-  done
+  while ((${#running[@]} >= jobs)); do reap; done
+  echo "building $name ($module@$version)"
   (
     rc=0
     build "$name" "$dir" "$pkg" "$flags" "$stamp" "$links" >"$logs/$name.log" 2>&1 || rc=$?
     echo "$rc" >"$logs/$name.rc"
   ) &
-  started+=("$name")
+  running[$!]=$name
 done
-wait
+while ((${#running[@]})); do reap; done
 
-failed=()
-for name in "${started[@]}"; do
-  cat "$logs/$name.log"
-  [[ $(cat "$logs/$name.rc" 2>/dev/null) == 0 ]] || failed+=("$name")
-done
 if ((${#failed[@]})); then
   echo "tool build failed: ${failed[*]}" >&2
   exit 1
