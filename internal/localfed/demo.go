@@ -27,6 +27,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
@@ -230,17 +231,15 @@ func (d *demo) up(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ca, err := os.ReadFile(hubCfg.CAFile)
-	if len(hubCfg.CAData) > 0 {
-		ca, err = hubCfg.CAData, nil
-	}
-	if err != nil {
-		return err
-	}
 
 	d.say("3/6 each owner installs the provider chart and runs the agent")
 	for _, o := range owners {
-		if err := d.joinOwner(ctx, fed, hub, hubCfg.Host, ca, o, st, save); err != nil {
+		if d.real {
+			err = d.joinOwnerWithPod(ctx, fed, hub, o)
+		} else {
+			err = d.joinOwnerWithProcess(ctx, fed, hub, hubCfg, o, st, save)
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -542,11 +541,9 @@ func (d *demo) awaitPod(ctx context.Context, c *Cluster, selector string) error 
 	return err
 }
 
-// joinOwner issues o's join credential and installs the provider chart as
-// o would, with the agent as the chart's pod on o's real node, or as a
-// local process beside fake nodes.
-func (d *demo) joinOwner(ctx context.Context, fed *Federation, hub client.Client, hubURL string, ca []byte, o owner, st *state, save func() error) error {
-	c := fed.Provider(o.provider)
+// ownerChartArgs are the provider chart values o sets: prices and
+// attributes.
+func ownerChartArgs(o owner) []string {
 	args := []string{"--set", "offer.refreshInterval=5s"}
 	for k, v := range o.prices {
 		args = append(args, "--set-string", "offer.prices."+strings.ReplaceAll(k, ".", `\.`)+"="+v)
@@ -554,25 +551,44 @@ func (d *demo) joinOwner(ctx context.Context, fed *Federation, hub client.Client
 	for k, v := range o.attributes {
 		args = append(args, "--set-string", "provider.attributes."+k+"="+v)
 	}
-	if d.real {
-		joinKC, err := c.JoinWithAgentPod(ctx, hub, hubID, args...)
-		if err == nil {
-			err = os.WriteFile(filepath.Join(d.Dir, o.provider+".join.kubeconfig"), joinKC, 0o600)
-		}
-		if err == nil {
-			err = d.awaitPod(ctx, c, AgentSelector)
-		}
-		if err == nil {
-			d.say("    %s: chart installed, agent running as a pod, prices %v", o.provider, o.prices)
-		}
+	return args
+}
+
+// joinOwnerWithPod issues o's join credential and installs the provider
+// chart as o would, with the agent as the chart's pod on o's real node.
+func (d *demo) joinOwnerWithPod(ctx context.Context, fed *Federation, hub client.Client, o owner) error {
+	c := fed.Provider(o.provider)
+	joinKC, err := c.JoinWithAgentPod(ctx, hub, hubID, ownerChartArgs(o)...)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(d.Dir, o.provider+".join.kubeconfig"), joinKC, 0o600)
+	}
+	if err == nil {
+		err = d.awaitPod(ctx, c, AgentSelector)
+	}
+	if err == nil {
+		d.say("    %s: chart installed, agent running as a pod, prices %v", o.provider, o.prices)
+	}
+	return err
+}
+
+// joinOwnerWithProcess does the same beside fake nodes, where no pod
+// runs: the chart installs the agent's identity and the agent runs as a
+// local process.
+func (d *demo) joinOwnerWithProcess(ctx context.Context, fed *Federation, hub client.Client, hubCfg *rest.Config, o owner, st *state, save func() error) error {
+	ca, err := os.ReadFile(hubCfg.CAFile)
+	if len(hubCfg.CAData) > 0 {
+		ca, err = hubCfg.CAData, nil
+	}
+	if err != nil {
 		return err
 	}
+	c := fed.Provider(o.provider)
 	server, err := c.APIServerURL()
 	if err != nil {
 		return err
 	}
 	joinKC, err := join.Issue(ctx, hub, join.Options{Name: o.provider, Owner: o.owner, Region: o.region, APIServerURL: server,
-		Server: hubURL, CAData: ca})
+		Server: hubCfg.Host, CAData: ca})
 	if err != nil {
 		return err
 	}
@@ -580,7 +596,7 @@ func (d *demo) joinOwner(ctx context.Context, fed *Federation, hub client.Client
 	if err := os.WriteFile(joinFile, joinKC, 0o600); err != nil {
 		return err
 	}
-	args = append(args, "--set", "provider.apiServerURL="+server, "--set", "offer.reserve.cpu=1", "--set", "offer.reserve.memory=2Gi")
+	args := append(ownerChartArgs(o), "--set", "provider.apiServerURL="+server, "--set", "offer.reserve.cpu=1", "--set", "offer.reserve.memory=2Gi")
 	if err := c.InstallProviderChart(hubID, o.region, args...); err != nil {
 		return err
 	}
