@@ -135,20 +135,29 @@ func (o *podObserver) run(ctx context.Context, h *hub) error {
 // and returns each one's create-to-all-Running.
 func (o *podObserver) awaitRunning(t *testing.T, created map[string]time.Time, replicas int) []time.Duration {
 	t.Helper()
-	var latencies []time.Duration
-	hubenv.Await(t, 180*time.Second, "every workload's pods Running", func() (bool, string) {
-		latencies = latencies[:0]
-		o.mu.Lock()
-		defer o.mu.Unlock()
+	return awaitAllRunning(t, "every workload's pods Running", &o.mu, o.first, created, replicas)
+}
+
+// awaitAllRunning waits until each name in created has replicas pods in
+// running (first-Running times by pod, guarded by mu) and returns, for each,
+// the time from its creation to its last pod Running.
+func awaitAllRunning(t *testing.T, what string, mu *sync.Mutex, running map[string]map[string]time.Time,
+	created map[string]time.Time, replicas int) []time.Duration {
+	t.Helper()
+	var out []time.Duration
+	hubenv.Await(t, 180*time.Second, what, func() (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		out = out[:0]
 		for name, at := range created {
-			if len(o.first[name]) < replicas {
-				return false, name
+			if len(running[name]) < replicas {
+				return false, fmt.Sprintf("%s: %d running", name, len(running[name]))
 			}
-			latencies = append(latencies, latest(o.first[name]).Sub(at))
+			out = append(out, latest(running[name]).Sub(at))
 		}
 		return true, ""
 	})
-	return latencies
+	return out
 }
 
 // runningElsewhere counts an app's running pods on providers other than except.
@@ -273,20 +282,7 @@ func floor(ctx context.Context, t *testing.T, providers []kubernetes.Interface, 
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	var out []time.Duration
-	hubenv.Await(t, 180*time.Second, "every floor Deployment's pods Running", func() (bool, string) {
-		mu.Lock()
-		defer mu.Unlock()
-		out = out[:0]
-		for name, at := range created {
-			if len(running[name]) < replicas {
-				return false, fmt.Sprintf("%s: %d running", name, len(running[name]))
-			}
-			out = append(out, latest(running[name]).Sub(at))
-		}
-		return true, ""
-	})
-	return out
+	return awaitAllRunning(t, "every floor Deployment's pods Running", &mu, running, created, replicas)
 }
 
 func percentile(d []time.Duration, p float64) float64 {
