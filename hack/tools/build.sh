@@ -5,14 +5,15 @@
 # exactly the tools of that module.
 #
 # Arguments select tools by name (a component of the kube multi-call binary
-# selects kube). Up to TOOL_JOBS (default 2) builds run at once: one build
-# leaves cores idle while it links or waits on a long package, and on a cold
-# cache that is a fifth of the time (docs/performance.md, "Cold start").
+# selects kube). TOOL_JOBS builds run at once (default 1): one go build
+# already keeps two cores busy, and on 2 cores two at once took longer from
+# an empty cache than one after another (docs/performance.md, "Cold start");
+# machines with more cores may gain from more.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 bin=${BIN:-$root/bin}
-jobs=${TOOL_JOBS:-2}
+jobs=${TOOL_JOBS:-1}
 mkdir -p "$bin/.stamps"
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
 
