@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Builds the pinned tool binaries into bin/. A tool is rebuilt only when its
-# binary is missing or the module version (and flags) it was built from differ
-# from the stamp written beside it, so bumping a version in go.mod rebuilds
-# exactly the tools of that module.
+# binary is missing or the module version, dependencies and flags it was
+# built from differ from the stamp written beside it.
 #
 # Arguments select tools by name (a component of the kube multi-call binary
 # selects kube). TOOL_JOBS builds run at once (default 1): one go build
@@ -15,7 +14,10 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 bin=${BIN:-$root/bin}
 jobs=${TOOL_JOBS:-1}
 mkdir -p "$bin/.stamps"
-export CGO_ENABLED=0 GOFLAGS=-mod=mod
+# The flags of the Makefile's own builds, so that the packages both compile
+# (client-go, the API types; hack/tools pins the same versions as go.mod)
+# are compiled once.
+export CGO_ENABLED=0 GOFLAGS="-mod=mod -trimpath"
 
 # name|module dir|package|module|extra ldflags (VERSION is substituted)|links
 # Largest first, so the long build starts at once and the others fill in.
@@ -88,7 +90,10 @@ for entry in "${tools[@]}"; do
     flags="-X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
   fi
   flags=${flags//VERSION/${version%%+*}}
-  stamp="$module@$version $flags"
+  # The dependencies' versions and the build flags are part of the stamp:
+  # pinning a dependency differently rebuilds what uses it.
+  deps=$(sha256sum <"$root/$dir/go.sum" | cut -c1-12)
+  stamp="$module@$version deps:$deps $GOFLAGS $flags"
   uptodate=true
   [[ -x $bin/$name && -f $bin/.stamps/$name && $(cat "$bin/.stamps/$name") == "$stamp" ]] || uptodate=false
   for l in $links; do
