@@ -10,7 +10,8 @@ import (
 )
 
 // unpriceable marks an offer whose price for a request does not fit int64
-// (PricePerReplicaHour's !ok); no Workload may be placed there.
+// (PricePerReplicaHour's !ok); prepare leaves it out of that request's
+// ranking, so no replica is placed there.
 const unpriceable money.Micro = math.MaxInt64
 
 // The ranking of feasible offers for a replica, best first. It is
@@ -252,10 +253,13 @@ func (m *matcher) prepare(w *workloadState) {
 	key := fmt.Sprint(w.Request, w.PreferredRegions)
 	r, ok := m.rankings[key]
 	if !ok {
-		r = make([]rank, len(m.eligible))
-		for j, i := range m.eligible {
-			r[j] = rank{price: prices[i], reputation: m.offers[i].provider.Reputation,
-				region: regionRank(w, m.offers[i].provider.Region), order: i}
+		r = make([]rank, 0, len(m.eligible))
+		for _, i := range m.eligible {
+			if prices[i] == unpriceable {
+				continue // out of reach for this request, ceiling or not
+			}
+			r = append(r, rank{price: prices[i], reputation: m.offers[i].provider.Reputation,
+				region: regionRank(w, m.offers[i].provider.Region), order: i})
 		}
 		slices.SortFunc(r, rank.compare)
 		m.rankings[key] = r
@@ -276,7 +280,7 @@ func regionRank(w *workloadState, region string) int32 {
 func (w *workloadState) admits(i int32, o *offerState) bool {
 	return o.Classes&w.Class != 0 &&
 		(w.matches == nil || w.matches[i]) &&
-		w.prices[i] != unpriceable && (w.MaxPrice < 0 || w.prices[i] <= w.MaxPrice) &&
+		(w.MaxPrice < 0 || w.prices[i] <= w.MaxPrice) &&
 		o.provider.Reputation >= w.MinReputation &&
 		w.Needs.allowedBy(&o.Allows)
 }
