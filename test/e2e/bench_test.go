@@ -222,8 +222,8 @@ type e2eResult struct {
 }
 
 // vsFloor sets create-to-all-Running of Workloads beside the same for
-// Deployments of the same shape created directly on one provider, on
-// nodes of the same kind: what Flotilla adds is the ratio.
+// Deployments of the same shape created directly on providers, on nodes
+// of the same kind: what Flotilla adds is the ratio.
 type vsFloor struct {
 	Workloads      int     `json:"workloads"`
 	P50Sec         float64 `json:"createToAllRunningP50Seconds"`
@@ -280,9 +280,27 @@ func floor(ctx context.Context, t *testing.T, providers []kubernetes.Interface, 
 		if _, err := providers[i%len(providers)].AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(benchSpacing)
 	}
 	return awaitAllRunning(t, "every floor Deployment's pods Running", &mu, running, created, replicas)
+}
+
+// benchSpacing is the time between two Workloads (and two floor
+// Deployments): tenants arriving one after another, not all at once.
+const benchSpacing = 200 * time.Millisecond
+
+// createSpaced creates n Workloads made by mk, benchSpacing apart, and
+// returns when each was created, by name.
+func createSpaced(t *testing.T, h *hub, n int, mk func(i int) *flotillav1.Workload) map[string]time.Time {
+	t.Helper()
+	created := map[string]time.Time{}
+	for i := range n {
+		w := mk(i)
+		created[w.Name] = time.Now()
+		mustCreate(t, h.client, w)
+		time.Sleep(benchSpacing)
+	}
+	return created
 }
 
 func percentile(d []time.Duration, p float64) float64 {
@@ -297,7 +315,7 @@ func percentile(d []time.Duration, p float64) float64 {
 // with the default and with 5s grace periods; where this machine can run
 // real nodes, two more providers with one real node each run 10 workloads
 // of the web image. Each latency comes with its floor, Deployments of the
-// same shape created directly on one provider on nodes of the same kind.
+// same shape created directly on providers, on nodes of the same kind.
 // It runs only from `make bench-e2e` and writes bench/results/e2e.json.
 func TestBenchE2E(t *testing.T) {
 	if os.Getenv("FLOTILLA_BENCH_E2E") == "" {
@@ -341,15 +359,11 @@ func TestBenchE2E(t *testing.T) {
 
 	h.tenant(t, "bench", "100000")
 	kwokTemplate := newWorkload("bench", "t", flotillav1.ClassService, replicas).Spec.Template
-	created := map[string]time.Time{}
-	for i := range nWorkloads {
-		name := fmt.Sprintf("w%02d", i)
-		created[name] = time.Now()
-		w := newWorkload("bench", name, flotillav1.ClassService, replicas)
+	created := createSpaced(t, h, nWorkloads, func(i int) *flotillav1.Workload {
+		w := newWorkload("bench", fmt.Sprintf("w%02d", i), flotillav1.ClassService, replicas)
 		fixture.Selecting("region", "eu-west")(w)
-		mustCreate(t, h.client, w)
-		time.Sleep(200 * time.Millisecond)
-	}
+		return w
+	})
 	latencies := obs.awaitRunning(t, created, replicas)
 	res := e2eResult{Date: time.Now().UTC().Format(time.RFC3339), Providers: nProviders, Workloads: nWorkloads, ReplicasEach: replicas,
 		CreateToRunningP50Sec: percentile(latencies, 0.50), CreateToRunningP99Sec: percentile(latencies, 0.99),
@@ -391,13 +405,7 @@ func TestBenchE2E(t *testing.T) {
 				fixture.Requests("50m", "32Mi"), fixture.RunAsUser(65532), fixture.Runs("docker.io/flotilla/web:dev"),
 				fixture.PodLabel("app", name), fixture.Selecting("region", "real-0"))
 		}
-		realCreated := map[string]time.Time{}
-		for i := range nReal {
-			name := fmt.Sprintf("real%02d", i)
-			realCreated[name] = time.Now()
-			mustCreate(t, h.client, webOf(name))
-			time.Sleep(200 * time.Millisecond)
-		}
+		realCreated := createSpaced(t, h, nReal, func(i int) *flotillav1.Workload { return webOf(fmt.Sprintf("real%02d", i)) })
 		realLat := obs.awaitRunning(t, realCreated, replicas)
 		// Flotilla's replicas all went to r00's node; the floor puts as
 		// many on r01's, the same kind of node with the same load.
