@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/health"
 	"github.com/flotilla-dev/flotilla/internal/lease"
 	"github.com/flotilla-dev/flotilla/internal/metrics"
 	"github.com/flotilla-dev/flotilla/internal/remote"
@@ -134,7 +135,9 @@ func (r *LeaseReconciler) reconcile(ctx context.Context, l *flotillav1.Lease, st
 		// Closed for good; the provider's namespace goes when it can be
 		// reached (fencing catches it otherwise).
 		r.seen.Delete(l.UID)
-		if perr == nil {
+		if perr == nil && p.Spec.Pull() {
+			_ = r.deleteAssignment(ctx, l)
+		} else if perr == nil {
 			if cl, _, err := providerClient(ctx, r.Client, r.Remote, p); err == nil {
 				_ = r.deleteNamespace(ctx, cl, l)
 			}
@@ -157,17 +160,16 @@ func (r *LeaseReconciler) reconcile(ctx context.Context, l *flotillav1.Lease, st
 	case apierrors.IsNotFound(perr):
 		return lease.Lost(st, in, "provider "+l.Spec.ProviderRef.Name+" is not registered", nil), nil
 	case p.Status.Phase == flotillav1.ProviderLost:
-		var lastContact *time.Time
-		if t := p.Status.LastProbeTime; t != nil {
-			lastContact = &t.Time
-		}
-		return lease.Lost(st, in, "provider "+p.Name+" is Lost", lastContact), nil
+		return lease.Lost(st, in, "provider "+p.Name+" is Lost", health.LastContact(&p.Status)), nil
 	case p.Status.Phase == "" || p.Status.Phase == flotillav1.ProviderPending:
 		return lease.Progress(st, in, lease.Wait(st, in, p.Name)), nil
 	case w == nil:
 		return lease.Result{}, nil
 	}
 	st.LostTime = nil
+	if p.Spec.Pull() {
+		return lease.Progress(st, in, r.syncPull(ctx, l, w, p, st, old, &in)), nil
+	}
 	res := r.sync(ctx, l, w, p, st, old, &in)
 	return lease.Progress(st, in, res), nil
 }
@@ -294,6 +296,10 @@ func (r *LeaseReconciler) cleanUp(ctx context.Context, l *flotillav1.Lease) (ret
 		return true
 	case p.DeletionTimestamp != nil && p.Status.Phase == flotillav1.ProviderLost:
 		return false // deregistered while unreachable: it will not come back to be cleaned
+	case p.Spec.Pull():
+		// Withdrawing the Assignment is the cleanup: its agent removes
+		// the objects, or fences them when it comes back.
+		return r.deleteAssignment(ctx, l) != nil
 	}
 	cl, _, err := providerClient(ctx, r.Client, r.Remote, p)
 	if err == nil {
@@ -332,6 +338,18 @@ var providerPhaseChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent)
 		!o.DeletionTimestamp.Equal(n.DeletionTimestamp)
 }}
 
+// reportChanged passes an Assignment's updates that carry a new report of
+// its agent, and its deletion; the hub's own writes of the spec do not
+// need to wake the Lease again.
+var reportChanged = predicate.Funcs{
+	CreateFunc: func(event.CreateEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, ok1 := e.ObjectOld.(*flotillav1.Assignment)
+		n, ok2 := e.ObjectNew.(*flotillav1.Assignment)
+		return !ok1 || !ok2 || !equality.Semantic.DeepEqual(o.Status, n.Status)
+	},
+}
+
 // specOrMetaChanged drops the updates a controller causes itself by writing
 // the status of the objects it is For; it requeues on its own schedule.
 var specOrMetaChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
@@ -355,6 +373,7 @@ func (r *LeaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			}
 			return out
 		}), builder.WithPredicates(providerPhaseChanged)).
+		Watches(&flotillav1.Assignment{}, handler.EnqueueRequestsFromMapFunc(leaseOfAssignment), builder.WithPredicates(reportChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 8}).
 		Named("lease").
 		Complete(r)

@@ -48,6 +48,9 @@ type ProviderReconciler struct {
 	// weight; 0 means reputation.DefaultHalfLife.
 	ReputationHalfLife time.Duration
 	Now                func() time.Time
+	// Since is when this manager started: a Pull-mode provider's last
+	// heartbeat counts from no earlier (see health.Input.Since).
+	Since time.Time
 }
 
 func (r *ProviderReconciler) interval() time.Duration {
@@ -167,7 +170,7 @@ func (r *ProviderReconciler) providersOfSecret(ctx context.Context, o client.Obj
 	}
 	var out []reconcile.Request
 	for _, p := range ps.Items {
-		if p.Spec.KubeconfigSecretRef.Name == o.GetName() {
+		if ref := p.Spec.KubeconfigSecretRef; ref != nil && ref.Name == o.GetName() {
 			out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: p.Name}})
 		}
 	}

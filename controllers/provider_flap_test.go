@@ -44,7 +44,7 @@ func TestFlappingProviderIsHeldDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := &flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: "flappy"}, Spec: flotillav1.ProviderSpec{
-		Owner: "flappy", Region: "eu-west", APIServerURL: env.Config.Host, KubeconfigSecretRef: flotillav1.SecretKeyReference{Name: sec.Name}}}
+		Owner: "flappy", Region: "eu-west", APIServerURL: env.Config.Host, KubeconfigSecretRef: &flotillav1.SecretKeyReference{Name: sec.Name}}}
 	if err := env.Client.Create(ctx, p); err != nil {
 		t.Fatal(err)
 	}

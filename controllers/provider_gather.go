@@ -9,6 +9,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
@@ -27,6 +28,15 @@ const heartbeatLeasePrefix = "provider-"
 func (r *ProviderReconciler) gather(ctx context.Context, p *flotillav1.Provider) health.Input {
 	in := health.Input{Now: r.Now(), Generation: p.Generation, Unschedulable: p.Spec.Unschedulable, Status: p.Status,
 		Heartbeat: r.heartbeat(ctx, p.Name)}
+	if p.Spec.Pull() {
+		// The hub never connects to it: its agent's heartbeat is the
+		// probe, and the agent fences itself.
+		in.Pull, in.Since = true, r.Since
+		if err := r.sweepAssignments(ctx, p); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Removing stale assignments")
+		}
+		return in
+	}
 	cl, reason, err := providerClient(ctx, r.Client, r.Remote, p)
 	if err != nil {
 		in.Probe = health.Probe{Reason: reason, Message: err.Error()}
@@ -56,7 +66,13 @@ func (r *ProviderReconciler) gather(ctx context.Context, p *flotillav1.Provider)
 // providerClient returns the provider's API client from its kubeconfig
 // Secret, and a Reachable reason when it cannot.
 func providerClient(ctx context.Context, c client.Client, cache *remote.Cache, p *flotillav1.Provider) (*remote.Client, string, error) {
+	if p.Spec.Pull() {
+		return nil, flotillav1.ProviderReasonKubeconfigMissing, errors.New("provider " + p.Name + " is in pull mode: the hub holds no credential for it")
+	}
 	ref := p.Spec.KubeconfigSecretRef
+	if ref == nil {
+		return nil, flotillav1.ProviderReasonKubeconfigMissing, errors.New("spec.kubeconfigSecretRef is not set")
+	}
 	key := ref.Key
 	if key == "" {
 		key = "kubeconfig"
@@ -121,6 +137,36 @@ func (r *ProviderReconciler) fence(ctx context.Context, p *flotillav1.Provider, 
 		}
 		metrics.FencingDeletion()
 		r.Recorder.Eventf(p, "Normal", "Fenced", "Deleted namespace %s on the provider: %s", ns.Name, why)
+	}
+	return errors.Join(errs...)
+}
+
+// sweepAssignments deletes the Assignments in a Pull-mode provider's
+// namespace whose Lease is gone, closed or being deleted: the Lease
+// controller deletes them as Leases end, and this catches one it missed
+// (a manager restart between the two). The agent then removes their
+// objects.
+func (r *ProviderReconciler) sweepAssignments(ctx context.Context, p *flotillav1.Provider) error {
+	var as flotillav1.AssignmentList
+	if err := r.Client.List(ctx, &as, client.InNamespace(flotillav1.ProviderNamespace(p.Name))); err != nil {
+		return err
+	}
+	var errs []error
+	for i := range as.Items {
+		a := &as.Items[i]
+		if a.DeletionTimestamp != nil {
+			continue
+		}
+		var leases flotillav1.LeaseList
+		if err := r.Client.List(ctx, &leases, client.MatchingFields{indexLeaseUID: a.Spec.LeaseRef.UID}); err != nil {
+			continue
+		}
+		if len(leases.Items) > 0 && leases.Items[0].Live() && leases.Items[0].Spec.ProviderRef.Name == p.Name {
+			continue
+		}
+		if err := r.Client.Delete(ctx, a); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, fmt.Errorf("deleting assignment %s: %w", a.Name, err))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -3,7 +3,8 @@ package controllers
 
 // The manager's permissions, generated into config/rbac by `make manifests`.
 // It reads the Flotilla kinds everywhere and writes only their status (and
-// Leases, which it owns, and providers' Accounts, which it makes). In
+// Leases and Pull-mode providers' Assignments, which it owns, and
+// providers' Accounts, which it makes). In
 // flotilla-system it writes the ledger's ConfigMaps and its key's Secret,
 // and lists and watches Secrets and ConfigMaps (providers' kubeconfigs).
 // Elsewhere it may only get a Secret or ConfigMap by name: the ones a
@@ -18,6 +19,7 @@ package controllers
 // +kubebuilder:rbac:groups=flotilla.dev,resources=providers/status;offers/status;workloads/status;leases/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=flotilla.dev,resources=workloads/finalizers;leases/finalizers;providers/finalizers,verbs=update
 // +kubebuilder:rbac:groups=flotilla.dev,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=flotilla.dev,resources=assignments,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get

@@ -47,7 +47,7 @@ func reachableProvider(t *testing.T, name string) {
 		t.Fatal(err)
 	}
 	p := &flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: flotillav1.ProviderSpec{
-		Owner: name, Region: "eu-west", APIServerURL: env.Config.Host, KubeconfigSecretRef: flotillav1.SecretKeyReference{Name: sec.Name}}}
+		Owner: name, Region: "eu-west", APIServerURL: env.Config.Host, KubeconfigSecretRef: &flotillav1.SecretKeyReference{Name: sec.Name}}}
 	if err := env.Client.Create(ctx, p); err != nil {
 		t.Fatal(err)
 	}

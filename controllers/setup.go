@@ -77,7 +77,17 @@ func CacheOptions() cache.Options {
 		// Heartbeats live in the system namespace, the only one the
 		// manager's role may read them in (found running the chart).
 		&coordinationv1.Lease{}: {Namespaces: system},
+		// An Assignment carries copies of the tenant's ConfigMaps and
+		// Secrets; the cache keeps everything but them.
+		&flotillav1.Assignment{}: {Transform: dropAssignmentObjects},
 	}}
+}
+
+func dropAssignmentObjects(o any) (any, error) {
+	if a, ok := o.(*flotillav1.Assignment); ok {
+		a.Spec.Objects = nil
+	}
+	return o, nil
 }
 
 // Setup registers the indexes, the scheduling loop and the reconcilers.
@@ -120,7 +130,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Scheduler, err
 	if err := (&ProviderReconciler{
 		Client: mgr.GetClient(), Remote: rc, Recorder: mgr.GetEventRecorderFor("flotilla-provider"), HubID: hubID,
 		GracePeriod: opts.ProviderGracePeriod, ProbeInterval: opts.ProbeInterval, Flap: opts.Flap,
-		ReputationHalfLife: opts.ReputationHalfLife, Now: now,
+		ReputationHalfLife: opts.ReputationHalfLife, Now: now, Since: now(),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}

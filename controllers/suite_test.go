@@ -187,7 +187,7 @@ func readyProvider(t *testing.T, name, owner string) *flotillav1.Provider {
 	p := &flotillav1.Provider{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: flotillav1.ProviderSpec{Owner: owner, Region: "eu-west",
-			KubeconfigSecretRef: flotillav1.SecretKeyReference{Name: name + "-kubeconfig"}},
+			KubeconfigSecretRef: &flotillav1.SecretKeyReference{Name: name + "-kubeconfig"}},
 	}
 	if err := env.Client.Create(ctx, p); err != nil {
 		t.Fatal(err)

@@ -65,6 +65,10 @@ const (
 	ProviderReasonLost                 = "Lost"
 	ProviderReasonFencingIncomplete    = "FencingIncomplete"
 	ProviderReasonBackingOff           = "BackingOff"
+	// Pull mode: Reachable says whether the agent's heartbeat is fresh.
+	ProviderReasonHeartbeatFresh = "HeartbeatFresh"
+	ProviderReasonHeartbeatStale = "HeartbeatStale"
+	ProviderReasonNoHeartbeat    = "NoHeartbeat"
 )
 
 // LeaseConditionClosed is True on a Closed Lease in place of Ready,
@@ -83,6 +87,8 @@ const (
 	LeaseReasonCompleted          = "Completed"
 	LeaseReasonJobFailed          = "JobFailed"
 	LeaseReasonProgressDeadline   = "ProgressDeadlineExceeded"
+	LeaseReasonRefused            = "Refused"
+	LeaseReasonAwaitingAgent      = "AwaitingAgent"
 )
 
 // Offer reasons, of Available and Ready.

@@ -73,7 +73,7 @@ const (
 )
 
 // LeaseOutcome is how a closed Lease ended.
-// +kubebuilder:validation:Enum=Completed;Failed;FailedOver;ProgressDeadlineExceeded
+// +kubebuilder:validation:Enum=Completed;Failed;FailedOver;ProgressDeadlineExceeded;Refused
 type LeaseOutcome string
 
 const (
@@ -87,6 +87,10 @@ const (
 	// OutcomeProgressDeadlineExceeded: its replicas were not ready within
 	// the Workload's progress deadline; they were placed elsewhere.
 	OutcomeProgressDeadlineExceeded LeaseOutcome = "ProgressDeadlineExceeded"
+	// OutcomeRefused: the agent of its Pull-mode provider refused the
+	// Assignment (it did not fit what the cluster has free); its replicas
+	// were placed elsewhere. The provider's right, not a failure.
+	OutcomeRefused LeaseOutcome = "Refused"
 )
 
 // Finished reports an outcome that ends the Lease's share of the work for
@@ -97,7 +101,7 @@ func (o LeaseOutcome) Finished() bool { return o == OutcomeCompleted || o == Out
 // Replaced reports an outcome whose replicas the scheduler places again
 // elsewhere, under a new epoch.
 func (o LeaseOutcome) Replaced() bool {
-	return o == OutcomeFailedOver || o == OutcomeProgressDeadlineExceeded
+	return o == OutcomeFailedOver || o == OutcomeProgressDeadlineExceeded || o == OutcomeRefused
 }
 
 // Verdict is how a copy's result compared with the quorum.

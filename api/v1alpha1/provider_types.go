@@ -7,7 +7,21 @@ import (
 
 // ProviderSpec is what the owner of a provider cluster declares about it.
 // +kubebuilder:validation:XValidation:rule="!has(self.zone) || has(self.region)",message="spec.zone requires spec.region"
+// +kubebuilder:validation:XValidation:rule="self.mode != 'Pull' || (!has(self.apiServerURL) && !has(self.kubeconfigSecretRef))",message="a Pull-mode provider has no spec.apiServerURL and no spec.kubeconfigSecretRef: the hub never connects to it"
+// +kubebuilder:validation:XValidation:rule="self.mode == 'Pull' || has(self.kubeconfigSecretRef)",message="a Push-mode provider needs spec.kubeconfigSecretRef"
 type ProviderSpec struct {
+	// mode is how the hub reaches the provider, recorded by the
+	// administrator when issuing the join credential. Push: the hub
+	// connects to the provider's API server with the federation identity's
+	// kubeconfig. Pull: the hub never connects; it writes Assignments in
+	// the provider's namespace and the provider's agent applies them and
+	// reports back, for clusters behind NAT or a firewall. Immutable:
+	// re-register the provider to change it.
+	// +optional
+	// +kubebuilder:default=Push
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.mode is immutable; re-register the provider to change it"
+	Mode ProviderMode `json:"mode,omitempty"`
+
 	// owner identifies the person or organisation behind this provider. It is
 	// the unit of independence for spreading replicas and for verification.
 	// +required
@@ -39,8 +53,9 @@ type ProviderSpec struct {
 	// kubeconfigSecretRef names the Secret in flotilla-system that holds the
 	// kubeconfig of the provider's federation identity. The hub reads only
 	// its server, CA data and a bearer token or client certificate data.
-	// +required
-	KubeconfigSecretRef SecretKeyReference `json:"kubeconfigSecretRef"`
+	// Required in Push mode, absent in Pull mode.
+	// +optional
+	KubeconfigSecretRef *SecretKeyReference `json:"kubeconfigSecretRef,omitempty"`
 
 	// apiServerURL is the provider's API server as the administrator
 	// recorded it when issuing the join credential. The hub connects to no
@@ -69,6 +84,21 @@ type ProviderSpec struct {
 	// +optional
 	Unschedulable bool `json:"unschedulable,omitempty"`
 }
+
+// ProviderMode is how the hub reaches a provider.
+// +kubebuilder:validation:Enum=Push;Pull
+type ProviderMode string
+
+const (
+	// ModePush: the hub connects to the provider's API server.
+	ModePush ProviderMode = "Push"
+	// ModePull: the provider's agent connects to the hub and applies its
+	// Assignments; the hub holds no credential for the provider.
+	ModePull ProviderMode = "Pull"
+)
+
+// Pull reports whether the hub reaches the provider through its agent.
+func (s *ProviderSpec) Pull() bool { return s.Mode == ModePull }
 
 // SecretKeyReference names a key of a Secret in the flotilla-system namespace.
 type SecretKeyReference struct {
@@ -190,6 +220,10 @@ type ProviderStatus struct {
 	// +optional
 	Phase ProviderPhase `json:"phase,omitempty"`
 
+	// mode the hub reaches the provider in, as recorded in spec.mode.
+	// +optional
+	Mode ProviderMode `json:"mode,omitempty"`
+
 	// conditions: Ready, Reachable.
 	// +optional
 	// +listType=map
@@ -251,6 +285,7 @@ type ProviderStatus struct {
 // +kubebuilder:resource:scope=Cluster,shortName=prov;provs,categories=flotilla
 // +kubebuilder:printcolumn:name="Owner",type=string,JSONPath=`.spec.owner`
 // +kubebuilder:printcolumn:name="Region",type=string,JSONPath=`.spec.region`
+// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Free-CPU",type=string,JSONPath=`.status.capacity.free.cpu`
 // +kubebuilder:printcolumn:name="Free-Mem",type=string,JSONPath=`.status.capacity.free.memory`

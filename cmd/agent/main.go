@@ -77,6 +77,7 @@ func run(ctx context.Context, kubeconfig, hubKubeconfig, namespace string) error
 	if err != nil {
 		return fmt.Errorf("provider cluster credentials: %w", err)
 	}
+	cfg.UserAgent = agent.UserAgent
 	local, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return err
@@ -102,7 +103,8 @@ func run(ctx context.Context, kubeconfig, hubKubeconfig, namespace string) error
 	if err != nil {
 		return fmt.Errorf("hub kubeconfig: %w", err)
 	}
-	hub, err := client.New(hubRest, client.Options{Scheme: remote.NewScheme()})
+	hubRest.UserAgent = agent.UserAgent
+	hub, err := client.NewWithWatch(hubRest, client.Options{Scheme: remote.NewScheme()})
 	if err != nil {
 		return err
 	}
@@ -114,5 +116,15 @@ func run(ctx context.Context, kubeconfig, hubKubeconfig, namespace string) error
 	a := &agent.Agent{Log: ctrl.Log.WithName("agent"), Namespace: namespace, Local: local, Hub: hub, Config: settings,
 		PublicKey: base64.StdEncoding.EncodeToString(key.Public().(ed25519.PublicKey)), Key: key,
 		Identity: settings.Provider.Name + "/" + host}
+	if settings.Pull() {
+		fc, err := agent.FederationConfig(ctx, local, namespace, settings, cfg)
+		if err != nil {
+			return err
+		}
+		if a.Federation, err = client.New(fc, client.Options{Scheme: remote.NewScheme()}); err != nil {
+			return err
+		}
+		a.HubWatch = hub
+	}
 	return a.Run(ctx)
 }

@@ -53,7 +53,8 @@ func hubCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		region := fs.String("region", "", "Region of the provider.")
 		zone := fs.String("zone", "", "Zone of the provider.")
 		server := fs.String("server", "", "Hub API server URL as the provider reaches it (default: the one in the kubeconfig).")
-		apiServer := fs.String("provider-api-server", "", "The provider's API server URL (https://...), as the hub reaches it (required); the hub connects to no other address for this provider.")
+		apiServer := fs.String("provider-api-server", "", "The provider's API server URL (https://...), as the hub reaches it (required in Push mode); the hub connects to no other address for this provider.")
+		mode := fs.String("mode", string(flotillav1.ModePush), "Push: the hub connects to the provider's API server. Pull: the provider's agent connects to the hub and the hub holds no credential for it (for clusters behind NAT or a firewall); no --provider-api-server.")
 		out := fs.String("o", "", "Write the join kubeconfig to this file instead of standard output.")
 		name, err := parseWithName(fs, args[1:])
 		if err != nil {
@@ -74,7 +75,7 @@ func hubCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			srv = cfg.Host
 		}
 		kc, err := join.Issue(ctx, c, join.Options{Name: name, Owner: *owner, Region: *region, Zone: *zone,
-			APIServerURL: *apiServer, Server: srv, CAData: ca})
+			APIServerURL: *apiServer, Mode: flotillav1.ProviderMode(*mode), Server: srv, CAData: ca})
 		if err != nil {
 			return err
 		}

@@ -24,8 +24,10 @@ Commands:
              providers (phase, free capacity, reputation), workloads
              (placements, price, cost) and where each replica runs
   hub issue-join NAME --owner O [--region R] [--zone Z] [--server URL] [-o FILE]
+             [--provider-api-server URL | --mode Pull]
              create provider NAME on the hub and print a join credential that
-             reaches only that provider's own objects
+             reaches only that provider's own objects; in Pull mode the hub
+             never connects to the provider and holds no credential for it
   hub revoke-join NAME
              delete that credential (the Provider stays)
   provider join NAME --hub-kubeconfig F --provider-kubeconfig F

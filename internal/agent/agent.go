@@ -25,6 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -34,6 +35,10 @@ import (
 	"github.com/flotilla-dev/flotilla/internal/remote"
 	"github.com/flotilla-dev/flotilla/internal/usage"
 )
+
+// UserAgent of the agent's requests, to the hub and to its own cluster:
+// a provider's audit log tells them from the hub's ("flotilla-hub").
+const UserAgent = "flotilla-agent"
 
 // Names of the agent's objects on the provider, as the chart creates them.
 const (
@@ -52,6 +57,9 @@ type Config struct {
 		Attributes   map[string]string `json:"attributes"`
 		APIServerURL string            `json:"apiServerURL"`
 		MaxLeases    int32             `json:"maxLeases"`
+		// Mode is Push or Pull, as the hub's administrator recorded it
+		// in the join credential.
+		Mode string `json:"mode"`
 	} `json:"provider"`
 	Offer struct {
 		Name            string         `json:"name"`
@@ -67,15 +75,18 @@ type Config struct {
 			MaxSize   string `json:"maxSize"`
 		} `json:"storage"`
 	} `json:"offer"`
-	HeartbeatInterval     string `json:"heartbeatInterval"`
+	HeartbeatInterval string `json:"heartbeatInterval"`
+	// PullInterval is how often a Pull-mode agent reads its cluster to
+	// report on its Assignments and fence what none wants.
+	PullInterval          string `json:"pullInterval"`
 	FederationTokenSecret string `json:"federationTokenSecret"`
 	HubJoinSecret         string `json:"hubJoinSecret"`
 
-	heartbeat, refresh time.Duration
-	storage            []flotillav1.StorageOffer
-	prices             flotillav1.PriceList
-	reserve            corev1.ResourceList
-	classes            []flotillav1.WorkloadClass
+	heartbeat, refresh, pull time.Duration
+	storage                  []flotillav1.StorageOffer
+	prices                   flotillav1.PriceList
+	reserve                  corev1.ResourceList
+	classes                  []flotillav1.WorkloadClass
 }
 
 // ParseConfig reads and checks config.json; every mistake is named.
@@ -85,8 +96,21 @@ func ParseConfig(b []byte) (*Config, error) {
 		return nil, fmt.Errorf("config.json: %w", err)
 	}
 	var errs []error
-	if c.Provider.Name == "" || c.Provider.Owner == "" || c.Provider.APIServerURL == "" {
-		errs = append(errs, errors.New("provider.name, provider.owner and provider.apiServerURL are required"))
+	switch flotillav1.ProviderMode(c.Provider.Mode) {
+	case "", flotillav1.ModePush:
+		c.Provider.Mode = string(flotillav1.ModePush)
+		if c.Provider.Name == "" || c.Provider.Owner == "" || c.Provider.APIServerURL == "" {
+			errs = append(errs, errors.New("provider.name, provider.owner and provider.apiServerURL are required"))
+		}
+	case flotillav1.ModePull:
+		if c.Provider.Name == "" || c.Provider.Owner == "" {
+			errs = append(errs, errors.New("provider.name and provider.owner are required"))
+		}
+		if c.Provider.APIServerURL != "" {
+			errs = append(errs, errors.New("provider.apiServerURL must be empty in Pull mode: the hub never connects to this cluster"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("provider.mode: %q is neither Push nor Pull", c.Provider.Mode))
 	}
 	if c.Offer.Name == "" {
 		c.Offer.Name = "standard"
@@ -104,6 +128,7 @@ func ParseConfig(b []byte) (*Config, error) {
 	}
 	c.heartbeat = dur("agent.heartbeatInterval", c.HeartbeatInterval, 10*time.Second)
 	c.refresh = dur("offer.refreshInterval", c.Offer.RefreshInterval, 30*time.Second)
+	c.pull = dur("agent.pullInterval", c.PullInterval, 2*time.Second)
 	c.prices = flotillav1.PriceList{}
 	for k, v := range c.Offer.Prices {
 		c.prices[corev1.ResourceName(k)] = flotillav1.Amount(fmt.Sprint(v))
@@ -136,6 +161,9 @@ func ParseConfig(b []byte) (*Config, error) {
 	return c, errors.Join(errs...)
 }
 
+// Pull reports whether the hub reaches this provider through its agent.
+func (c *Config) Pull() bool { return c.Provider.Mode == string(flotillav1.ModePull) }
+
 // Agent joins one provider cluster to a hub.
 type Agent struct {
 	Log       logr.Logger
@@ -149,8 +177,21 @@ type Agent struct {
 	Key ed25519.PrivateKey
 	// Identity holds the heartbeat Lease.
 	Identity string
+	// Federation is this cluster's federation identity. In Pull mode the
+	// agent applies Assignments with it, so the provider's admission
+	// policy bounds them exactly as when the hub applies in Push mode.
+	Federation client.Client
+	// HubWatch, when set, wakes a Pull-mode agent as soon as one of its
+	// Assignments changes; without it, it reads them every pullInterval.
+	HubWatch client.WithWatch
 
 	tracker *usage.Tracker
+	// fenced is set by a round of SyncAssignments that read the hub and
+	// removed what no Assignment wants; until then a Pull-mode agent does
+	// not renew its heartbeat, so the hub never sees it Ready with stale
+	// work running.
+	fenced    bool
+	appliedAt map[string]time.Time
 }
 
 // LoadConfig reads the chart's ConfigMap.
@@ -172,19 +213,16 @@ func EnsureKey(ctx context.Context, cs kubernetes.Interface, namespace string) (
 	return base64.StdEncoding.EncodeToString(priv.Public().(ed25519.PublicKey)), nil
 }
 
-// FederationKubeconfig builds the kubeconfig the hub uses, from the token
-// the chart's ServiceAccount token Secret holds, once the token controller
-// has filled it.
-func FederationKubeconfig(ctx context.Context, cs kubernetes.Interface, namespace string, cfg *Config) ([]byte, error) {
-	var s *corev1.Secret
+// federationToken waits for the token controller to fill the chart's
+// federation ServiceAccount token Secret and returns it.
+func federationToken(ctx context.Context, cs kubernetes.Interface, namespace string, cfg *Config) (*corev1.Secret, error) {
 	for {
-		var err error
-		s, err = cs.CoreV1().Secrets(namespace).Get(ctx, cfg.FederationTokenSecret, metav1.GetOptions{})
+		s, err := cs.CoreV1().Secrets(namespace).Get(ctx, cfg.FederationTokenSecret, metav1.GetOptions{})
 		if err != nil {
 			return nil, fmt.Errorf("reading federation token Secret %s/%s: %w", namespace, cfg.FederationTokenSecret, err)
 		}
 		if len(s.Data["token"]) > 0 {
-			break
+			return s, nil
 		}
 		select {
 		case <-ctx.Done():
@@ -192,13 +230,41 @@ func FederationKubeconfig(ctx context.Context, cs kubernetes.Interface, namespac
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// FederationKubeconfig builds the kubeconfig the hub uses, from the token
+// the chart's ServiceAccount token Secret holds, once the token controller
+// has filled it.
+func FederationKubeconfig(ctx context.Context, cs kubernetes.Interface, namespace string, cfg *Config) ([]byte, error) {
+	s, err := federationToken(ctx, cs, namespace, cfg)
+	if err != nil {
+		return nil, err
+	}
 	return remote.TokenKubeconfig("provider", cfg.Provider.APIServerURL, s.Data["ca.crt"], "flotilla-federation", string(s.Data["token"]))
+}
+
+// FederationConfig is local with the federation identity's token in
+// place of the agent's own credentials: what a Pull-mode agent applies
+// Assignments as.
+func FederationConfig(ctx context.Context, cs kubernetes.Interface, namespace string, cfg *Config, local *rest.Config) (*rest.Config, error) {
+	s, err := federationToken(ctx, cs, namespace, cfg)
+	if err != nil {
+		return nil, err
+	}
+	fc := rest.AnonymousClientConfig(local)
+	fc.BearerToken = string(s.Data["token"])
+	fc.UserAgent = UserAgent
+	return fc, nil
 }
 
 // Register puts the provider's kubeconfig Secret and Provider on the hub.
 // With a join credential both exist already (issue-join made them) and only
 // their content is updated.
 func (a *Agent) Register(ctx context.Context, kubeconfig []byte) error {
+	if a.Config.Pull() {
+		// The hub holds no credential for a Pull-mode provider.
+		return a.SyncProvider(ctx)
+	}
 	name := a.Config.Provider.Name
 	secret := &corev1.Secret{}
 	key := client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: name + "-kubeconfig"}
@@ -231,12 +297,16 @@ func (a *Agent) providerSpec(old flotillav1.ProviderSpec) flotillav1.ProviderSpe
 		spec.Region = a.Config.Provider.Region
 		spec.Zone = a.Config.Provider.Zone
 		spec.APIServerURL = a.Config.Provider.APIServerURL
+		spec.Mode = flotillav1.ProviderMode(a.Config.Provider.Mode)
 	}
 	spec.Attributes = maps.Clone(a.Config.Provider.Attributes)
 	if len(spec.Attributes) == 0 {
 		spec.Attributes = nil
 	}
-	spec.KubeconfigSecretRef = flotillav1.SecretKeyReference{Name: a.Config.Provider.Name + "-kubeconfig", Key: "kubeconfig"}
+	spec.KubeconfigSecretRef = nil
+	if spec.Mode != flotillav1.ModePull {
+		spec.KubeconfigSecretRef = &flotillav1.SecretKeyReference{Name: a.Config.Provider.Name + "-kubeconfig", Key: "kubeconfig"}
+	}
 	spec.PublicKey = a.PublicKey
 	spec.MaxLeases = a.Config.Provider.MaxLeases
 	return spec
@@ -256,6 +326,10 @@ func (a *Agent) SyncProvider(ctx context.Context) error {
 	case err != nil:
 		return fmt.Errorf("reading Provider %s: %w", a.Config.Provider.Name, err)
 	}
+	if want := flotillav1.ProviderMode(a.Config.Provider.Mode); p.Spec.Mode != "" && p.Spec.Mode != want {
+		return fmt.Errorf("the hub recorded provider %s in %s mode but this chart is set to %s mode; set provider.mode=%s or ask the hub administrator",
+			p.Name, p.Spec.Mode, want, p.Spec.Mode)
+	}
 	spec := a.providerSpec(p.Spec)
 	if equality.Semantic.DeepEqual(spec, p.Spec) {
 		return nil
@@ -272,6 +346,9 @@ func (a *Agent) SyncProvider(ctx context.Context) error {
 // the cluster is alive, and an agent that cannot reach its cluster must not
 // keep a dead provider from failing over.
 func (a *Agent) Heartbeat(ctx context.Context) error {
+	if a.Config.Pull() && !a.fenced {
+		return errors.New("pull mode: the heartbeat waits until stale work on this cluster is fenced")
+	}
 	if err := a.Local.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error(); err != nil {
 		return fmt.Errorf("provider API server not ready, heartbeat not renewed: %w", err)
 	}
@@ -416,9 +493,12 @@ func (a *Agent) PublishUsage(ctx context.Context) error {
 // Failures are logged and retried on the next tick: a hub that is away for
 // a while must not stop the agent.
 func (a *Agent) Run(ctx context.Context) error {
-	kc, err := FederationKubeconfig(ctx, a.Local, a.Namespace, a.Config)
-	if err != nil {
-		return err
+	var kc []byte
+	var err error
+	if !a.Config.Pull() {
+		if kc, err = FederationKubeconfig(ctx, a.Local, a.Namespace, a.Config); err != nil {
+			return err
+		}
 	}
 	for {
 		if err = a.Register(ctx, kc); err == nil {
@@ -443,6 +523,17 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.Log.Error(err, what)
 		}
 	}
+	var pullC <-chan time.Time
+	wake := make(chan struct{}, 1)
+	if a.Config.Pull() {
+		t := time.NewTicker(a.Config.pull)
+		defer t.Stop()
+		pullC = t.C
+		if a.HubWatch != nil {
+			go a.watchAssignments(ctx, wake)
+		}
+		do("Syncing assignments", a.SyncAssignments)
+	}
 	do("Heartbeat", a.Heartbeat)
 	do("Publishing offer", a.PublishOffer)
 	do("Observing usage", a.ObserveUsage)
@@ -450,6 +541,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-pullC:
+			do("Syncing assignments", a.SyncAssignments)
+		case <-wake:
+			do("Syncing assignments", a.SyncAssignments)
 		case <-beat.C:
 			do("Heartbeat", a.Heartbeat)
 			do("Observing usage", a.ObserveUsage)

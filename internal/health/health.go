@@ -74,6 +74,15 @@ type Input struct {
 	FenceError string
 	// Heartbeat is the agent's renew time as it wrote it, "" when none.
 	Heartbeat string
+	// Pull: the hub never connects to this provider; it is alive while
+	// the hub sees its agent's heartbeat change, by the hub's clock, and
+	// Probe is ignored.
+	Pull bool
+	// Since is when this hub process started watching. A Pull-mode
+	// provider's last heartbeat counts from no earlier, so that a hub back
+	// from an outage does not declare every one of them Lost before it has
+	// had a chance to see them beat.
+	Since time.Time
 }
 
 // Event is what to record when the phase changes.
@@ -134,20 +143,30 @@ func Decide(in Input, p Policy) Decision {
 	st := in.Status.DeepCopy()
 	st.ObservedGeneration = in.Generation
 	e := &eval{Input: in, p: p, st: st}
-	if in.Probe.OK {
-		st.LastProbeTime = &metav1.Time{Time: in.Now}
-		st.KubernetesVersion = in.Probe.KubernetesVersion
-		st.Capacity = in.Probe.Capacity
-	}
-	conditions.Set(&st.Conditions, in.Generation, flotillav1.ProviderReachable, in.Probe.OK, in.Probe.Reason, in.Probe.Message)
 	// The agent writes its heartbeat's time itself; only that it changed
 	// is noted, by the hub's clock.
 	if in.Heartbeat != "" && in.Heartbeat != st.ObservedHeartbeat {
 		st.ObservedHeartbeat = in.Heartbeat
 		st.LastHeartbeatTime = &metav1.Time{Time: in.Now}
 	}
-	if st.LastProbeTime != nil {
-		t := st.LastProbeTime.Time
+	if in.Pull {
+		st.Mode = flotillav1.ModePull
+		in.Probe = pullProbe(st, in, p)
+		e.Input = in
+	} else {
+		st.Mode = flotillav1.ModePush
+	}
+	if in.Probe.OK && !in.Pull {
+		st.LastProbeTime = &metav1.Time{Time: in.Now}
+		st.KubernetesVersion = in.Probe.KubernetesVersion
+		st.Capacity = in.Probe.Capacity
+	}
+	conditions.Set(&st.Conditions, in.Generation, flotillav1.ProviderReachable, in.Probe.OK, in.Probe.Reason, in.Probe.Message)
+	if t := LastContact(st); t != nil {
+		e.lastContact = t
+	}
+	if in.Pull && e.lastContact != nil && e.lastContact.Before(in.Since) {
+		t := in.Since
 		e.lastContact = &t
 	}
 	var v verdict
@@ -160,6 +179,10 @@ func Decide(in Input, p Policy) Decision {
 	st.Phase = v.phase
 	conditions.Apply(&st.Conditions, in.Generation, conditions.Summary{State: v.state, Reason: v.reason, Message: v.message})
 	d := Decision{Status: *st, RequeueAfter: p.interval(), HeldDown: e.heldDown}
+	if in.Pull && in.Probe.OK && e.lastContact != nil {
+		// Lost is decided at the end of the grace period, not a look later.
+		d.RequeueAfter = min(d.RequeueAfter, e.lastContact.Add(p.grace()).Sub(in.Now)+10*time.Millisecond)
+	}
 	if v.requeue > 0 {
 		d.RequeueAfter = min(d.RequeueAfter, v.requeue)
 	}
@@ -168,6 +191,40 @@ func Decide(in Input, p Policy) Decision {
 			Message: fmt.Sprintf("Provider is %s: %s", v.phase, v.message)}
 	}
 	return d
+}
+
+// LastContact is when the hub last heard from a provider by its own clock:
+// its last successful probe in Push mode, the last heartbeat it saw change
+// in Pull mode.
+func LastContact(st *flotillav1.ProviderStatus) *time.Time {
+	t := st.LastProbeTime
+	if st.Mode == flotillav1.ModePull {
+		t = st.LastHeartbeatTime
+	}
+	if t == nil {
+		return nil
+	}
+	c := t.Time
+	return &c
+}
+
+// pullProbe stands for a probe of a Pull-mode provider: its agent's
+// heartbeat, seen changing within the grace period.
+func pullProbe(st *flotillav1.ProviderStatus, in Input, p Policy) Probe {
+	if st.LastHeartbeatTime == nil {
+		return Probe{Reason: flotillav1.ProviderReasonNoHeartbeat, Message: "pull mode: no heartbeat from the provider's agent yet"}
+	}
+	seen := st.LastHeartbeatTime.Time
+	if seen.Before(in.Since) {
+		seen = in.Since
+	}
+	ago := in.Now.Sub(seen)
+	if ago >= p.grace() {
+		return Probe{Reason: flotillav1.ProviderReasonHeartbeatStale,
+			Message: fmt.Sprintf("pull mode: no heartbeat from the provider's agent for %s", ago.Round(time.Second))}
+	}
+	return Probe{OK: true, Reason: flotillav1.ProviderReasonHeartbeatFresh,
+		Message: fmt.Sprintf("pull mode: agent heartbeat seen %s ago", ago.Round(time.Second))}
 }
 
 func notFenced(e *eval) (verdict, bool) {
@@ -266,7 +323,7 @@ func lost(e *eval) (verdict, bool) {
 		st.ReadmitTime = nil
 	}
 	return verdict{phase: flotillav1.ProviderLost, reason: flotillav1.ProviderReasonLost, state: conditions.Stalled,
-		message: fmt.Sprintf("no successful probe for %s: %s", e.Now.Sub(*e.lastContact).Round(time.Second), e.Probe.Message)}, true
+		message: fmt.Sprintf("no contact for %s: %s", e.Now.Sub(*e.lastContact).Round(time.Second), e.Probe.Message)}, true
 }
 
 func neverReached(e *eval) (verdict, bool) {

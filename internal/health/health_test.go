@@ -141,6 +141,67 @@ func TestHeartbeatTimeIsTheHubs(t *testing.T) {
 	}
 }
 
+// TestDecidePull: a Pull-mode provider is alive while the hub sees its
+// agent's heartbeat change, by the hub's clock; nothing else (no probe)
+// counts, and the time the agent writes is never read.
+func TestDecidePull(t *testing.T) {
+	pull := func(phase flotillav1.ProviderPhase, seen time.Duration, observed string) flotillav1.ProviderStatus {
+		return flotillav1.ProviderStatus{Mode: flotillav1.ModePull, Phase: phase, LastHeartbeatTime: at(seen), ObservedHeartbeat: observed}
+	}
+	for name, tc := range map[string]struct {
+		in   Input
+		want outcome
+	}{
+		"no heartbeat yet": {
+			in:   Input{Now: t0, Pull: true, Probe: up},
+			want: outcome{Phase: "Pending", Ready: "False/NeverReached", Reconciling: "True/NeverReached", RequeueAfter: 3 * time.Second, Event: "PhasePending", KStatus: "InProgress"},
+		},
+		"first heartbeat: Ready": {
+			in:   Input{Now: t0, Pull: true, Heartbeat: "a"},
+			want: outcome{Phase: "Ready", Ready: "True/Ready", LastHeartbeat: at(0), RequeueAfter: 3 * time.Second, Event: "PhaseReady", KStatus: "Current"},
+		},
+		"heartbeat seen 18s ago: still Ready, Lost decided at the end of the grace period": {
+			in:   Input{Now: t0.Add(18 * time.Second), Pull: true, Status: pull("Ready", 0, "a"), Heartbeat: "a"},
+			want: outcome{Phase: "Ready", Ready: "True/Ready", LastHeartbeat: at(0), RequeueAfter: 2*time.Second + 10*time.Millisecond, KStatus: "Current"},
+		},
+		"no new heartbeat for the grace period: Lost": {
+			in: Input{Now: t0.Add(20 * time.Second), Pull: true, Status: pull("Ready", 0, "a"), Heartbeat: "a", Probe: up},
+			want: outcome{Phase: "Lost", Ready: "False/Lost", Stalled: "True/Lost", RecentLosses: 1, LastLost: at(20 * time.Second),
+				LastHeartbeat: at(0), RequeueAfter: 3 * time.Second, Event: "PhaseLost", KStatus: "Failed"},
+		},
+		"heartbeat written with a time far ahead, unchanged: Lost all the same": {
+			in: Input{Now: t0.Add(time.Minute), Pull: true, Status: pull("Ready", 0, "2099-01-01T00:00:00Z"), Heartbeat: "2099-01-01T00:00:00Z"},
+			want: outcome{Phase: "Lost", Ready: "False/Lost", Stalled: "True/Lost", RecentLosses: 1, LastLost: at(time.Minute),
+				LastHeartbeat: at(0), RequeueAfter: 3 * time.Second, Event: "PhaseLost", KStatus: "Failed"},
+		},
+		"back with a new heartbeat after one loss": {
+			in: Input{Now: t0.Add(time.Minute), Pull: true, Status: flotillav1.ProviderStatus{Mode: flotillav1.ModePull, Phase: "Lost",
+				LastHeartbeatTime: at(0), ObservedHeartbeat: "a", RecentLosses: 1, LastLostTime: at(20 * time.Second)}, Heartbeat: "b"},
+			want: outcome{Phase: "Ready", Ready: "True/Ready", RecentLosses: 1, LastLost: at(20 * time.Second), LastHeartbeat: at(time.Minute),
+				RequeueAfter: 3 * time.Second, Event: "PhaseReady", KStatus: "Current"},
+		},
+		"hub restarted after an outage: the grace period counts from its start": {
+			in:   Input{Now: t0.Add(time.Hour + 5*time.Second), Since: t0.Add(time.Hour), Pull: true, Status: pull("Ready", 0, "a"), Heartbeat: "a"},
+			want: outcome{Phase: "Ready", Ready: "True/Ready", LastHeartbeat: at(0), RequeueAfter: 3 * time.Second, KStatus: "Current"},
+		},
+		"hub restarted, no heartbeat for a grace period since": {
+			in: Input{Now: t0.Add(time.Hour + 20*time.Second), Since: t0.Add(time.Hour), Pull: true, Status: pull("Ready", 0, "a"), Heartbeat: "a"},
+			want: outcome{Phase: "Lost", Ready: "False/Lost", Stalled: "True/Lost", RecentLosses: 1, LastLost: at(time.Hour + 20*time.Second),
+				LastHeartbeat: at(0), RequeueAfter: 3 * time.Second, Event: "PhaseLost", KStatus: "Failed"},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			d := Decide(tc.in, policy)
+			if d.Status.LastProbeTime != nil || d.Status.Mode != flotillav1.ModePull {
+				t.Errorf("pull mode: lastProbeTime %v, mode %q", d.Status.LastProbeTime, d.Status.Mode)
+			}
+			if diff := cmp.Diff(tc.want, summarize(t, tc.in, d)); diff != "" {
+				t.Errorf("(-want +got)\n%s", diff)
+			}
+		})
+	}
+}
+
 func TestStale(t *testing.T) {
 	lease := func(mutate func(*flotillav1.Lease)) *flotillav1.Lease {
 		l := &flotillav1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "web-1"},

@@ -2,8 +2,9 @@
 //
 // A join credential is a ServiceAccount of its own per provider whose RBAC
 // names every object it may touch exactly: its Provider, its kubeconfig
-// Secret and heartbeat Lease in flotilla-system, and the Offers of its own
-// provider-<name> namespace. Nothing is granted by prefix or through a group
+// Secret (Push mode) and heartbeat Lease in flotilla-system, and the Offers
+// of its own provider-<name> namespace, and there, in Pull mode, reading
+// its Assignments and writing their status. Nothing is granted by prefix or through a group
 // shared between providers, and issue-join creates the named objects first,
 // because RBAC cannot limit creation by name. The hub's admission policy
 // flotilla-join-identity keeps a join identity from changing what the
@@ -36,7 +37,11 @@ type Options struct {
 	Name, Owner, Region, Zone string
 	// APIServerURL is the provider's API server as the administrator knows
 	// it: the only address the hub will connect to for this provider.
+	// Empty in Pull mode.
 	APIServerURL string
+	// Mode is Push (the default) or Pull: the hub never connects to a
+	// Pull-mode provider, and holds no kubeconfig for it.
+	Mode flotillav1.ProviderMode
 	// Server and CAData: where and how the provider reaches the hub's API
 	// server.
 	Server string
@@ -56,26 +61,72 @@ func roleName(provider string) string { return "flotilla-join-" + provider }
 // Issue creates, idempotently, the provider's objects on the hub and its
 // join identity, and returns a kubeconfig for that identity.
 func Issue(ctx context.Context, c client.Client, o Options) ([]byte, error) {
+	objs, err := Objects(o)
+	if err != nil {
+		return nil, err
+	}
+	for _, obj := range objs {
+		if err := c.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("creating %T %s: %w", obj, obj.GetName(), err)
+		}
+	}
+	sa := ServiceAccountName(o.Name)
+	token, err := awaitToken(ctx, c, client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: sa + "-token"})
+	if err != nil {
+		return nil, err
+	}
+	return remote.TokenKubeconfig("flotilla-hub", o.Server, o.CAData, sa, token)
+}
+
+// Objects are what Issue creates on the hub for a provider: its Provider
+// as the administrator records it, the objects RBAC names, and the join
+// identity with its roles.
+func Objects(o Options) ([]client.Object, error) {
 	if errs := validation.IsDNS1123Label(o.Name); len(errs) > 0 {
 		return nil, fmt.Errorf("provider name %q: %v", o.Name, errs)
 	}
 	if o.Owner == "" {
 		return nil, errors.New("an owner is required")
 	}
-	server, err := kubeconfig.NormalizeServer(o.APIServerURL)
-	if err != nil {
-		return nil, fmt.Errorf("the provider's API server URL %q %w", o.APIServerURL, err)
-	}
 	name, sys, ns := o.Name, flotillav1.SystemNamespace, flotillav1.ProviderNamespace(o.Name)
 	secretName, leaseName := name+"-kubeconfig", "provider-"+name
 	sa := ServiceAccountName(name)
-	objs := []client.Object{
+	provider := &flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: flotillav1.ProviderSpec{
+		Owner: o.Owner, Region: o.Region, Zone: o.Zone, Mode: flotillav1.ModePush}}
+	// In Pull mode the hub holds no credential of the provider's: there is
+	// no kubeconfig Secret to write, and the identity may read its
+	// Assignments and report on them instead.
+	secretRule := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{secretName}, Verbs: []string{"get", "update", "patch", "delete"}}}
+	var pullRules []rbacv1.PolicyRule
+	var secret []client.Object
+	switch o.Mode {
+	case flotillav1.ModePull:
+		if o.APIServerURL != "" {
+			return nil, errors.New("a Pull-mode provider has no API server URL: the hub never connects to it")
+		}
+		provider.Spec.Mode = flotillav1.ModePull
+		secretRule = nil
+		pullRules = []rbacv1.PolicyRule{
+			{APIGroups: []string{flotillav1.GroupVersion.Group}, Resources: []string{"assignments"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{flotillav1.GroupVersion.Group}, Resources: []string{"assignments/status"}, Verbs: []string{"get", "update", "patch"}},
+		}
+	case "", flotillav1.ModePush:
+		server, err := kubeconfig.NormalizeServer(o.APIServerURL)
+		if err != nil {
+			return nil, fmt.Errorf("the provider's API server URL %q %w", o.APIServerURL, err)
+		}
+		provider.Spec.APIServerURL = server
+		provider.Spec.KubeconfigSecretRef = &flotillav1.SecretKeyReference{Name: secretName, Key: "kubeconfig"}
+		secret = []client.Object{&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secretName, Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name}}}}
+	default:
+		return nil, fmt.Errorf("mode %q: Push or Pull", o.Mode)
+	}
+	objs := append([]client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: sys}},
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{flotillav1.LabelProvider: name}}},
-		&flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: flotillav1.ProviderSpec{
-			Owner: o.Owner, Region: o.Region, Zone: o.Zone, APIServerURL: server,
-			KubeconfigSecretRef: flotillav1.SecretKeyReference{Name: secretName, Key: "kubeconfig"}}},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secretName, Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name}}},
+		provider,
+	}, secret...)
+	objs = append(objs,
 		&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: leaseName, Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name}}},
 		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa, Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name}}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: sa + "-token", Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name},
@@ -87,10 +138,9 @@ func Issue(ctx context.Context, c client.Client, o Options) ([]byte, error) {
 			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: roleName(name)},
 			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: sys}}},
 		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: roleName(name), Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name}},
-			Rules: []rbacv1.PolicyRule{
-				{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{secretName}, Verbs: []string{"get", "update", "patch", "delete"}},
-				{APIGroups: []string{coordinationv1.GroupName}, Resources: []string{"leases"}, ResourceNames: []string{leaseName}, Verbs: []string{"get", "update", "patch", "delete"}},
-			}},
+			Rules: append(secretRule,
+				rbacv1.PolicyRule{APIGroups: []string{coordinationv1.GroupName}, Resources: []string{"leases"}, ResourceNames: []string{leaseName}, Verbs: []string{"get", "update", "patch", "delete"}},
+			)},
 		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: roleName(name), Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name}},
 			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: roleName(name)},
 			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: sys}}},
@@ -98,26 +148,17 @@ func Issue(ctx context.Context, c client.Client, o Options) ([]byte, error) {
 		// limit create to one name.
 		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: usage.ConfigMapName, Namespace: ns, Labels: map[string]string{flotillav1.LabelProvider: name}}},
 		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-join", Namespace: ns},
-			Rules: []rbacv1.PolicyRule{
+			Rules: append([]rbacv1.PolicyRule{
 				{APIGroups: []string{flotillav1.GroupVersion.Group}, Resources: []string{"offers"},
 					Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}},
 				{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{usage.ConfigMapName},
 					Verbs: []string{"get", "update", "patch"}},
-			}},
+			}, pullRules...)},
 		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-join", Namespace: ns},
 			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "flotilla-join"},
 			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: sys}}},
-	}
-	for _, obj := range objs {
-		if err := c.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
-			return nil, fmt.Errorf("creating %T %s: %w", obj, obj.GetName(), err)
-		}
-	}
-	token, err := awaitToken(ctx, c, client.ObjectKey{Namespace: sys, Name: sa + "-token"})
-	if err != nil {
-		return nil, err
-	}
-	return remote.TokenKubeconfig("flotilla-hub", o.Server, o.CAData, sa, token)
+	)
+	return objs, nil
 }
 
 // awaitToken waits for the token controller to fill a token Secret.

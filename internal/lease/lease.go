@@ -206,6 +206,33 @@ func Lost(st *flotillav1.LeaseStatus, in Input, why string, lastContact *time.Ti
 	return res
 }
 
+// Awaiting keeps a Lease whose Pull-mode agent has not answered its
+// Assignment yet waiting, with the last error the agent reported.
+func Awaiting(st *flotillav1.LeaseStatus, in Input, message, lastError string) {
+	if st.Phase == "" {
+		st.Phase = flotillav1.LeasePending
+	}
+	st.LastError = lastError
+	ready(st, in, false, flotillav1.LeaseReasonAwaitingAgent, message)
+}
+
+// Refused closes a Lease whose Pull-mode provider's agent refused its
+// Assignment: the provider is the authority over its own capacity, so
+// the replicas are placed elsewhere under a new epoch, with the agent's
+// reason on the Workload. What ran before a refusal (an agent may change
+// its mind) is charged up to the hub's last look; a refusal costs the
+// provider no reputation.
+func Refused(st *flotillav1.LeaseStatus, in Input, provider, reason, message string) Result {
+	MeterUntilLastSeen(st, in)
+	msg := fmt.Sprintf("provider %s refused it: %s (%s); replicas placed elsewhere", provider, message, reason)
+	st.Phase, st.Outcome = flotillav1.LeaseClosed, flotillav1.OutcomeRefused
+	st.ReadyReplicas, st.RunningReplicas = 0, 0
+	st.NotReadySince = nil
+	ready(st, in, false, flotillav1.LeaseReasonRefused, msg)
+	return Result{Events: []Event{{OnWorkload: true, Warning: true, Reason: flotillav1.LeaseReasonRefused,
+		Message: fmt.Sprintf("Lease %s: %s", in.Lease.Name, msg)}}}
+}
+
 // Progress closes the Lease when its replicas have not been ready for the
 // Workload's progress deadline: a provider that never runs what it took,
 // or runs it without it ever turning ready, neither holds the capacity nor

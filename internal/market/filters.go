@@ -17,6 +17,7 @@ const (
 	providerNotReady
 	providerCordoned
 	reputationLow
+	providerRefused
 	notValidNow
 	classRejected
 	priorityClassNotOffered
@@ -43,6 +44,7 @@ var reasonCodes = [...]string{
 	providerNotReady:        "ProviderNotReady",
 	providerCordoned:        "ProviderCordoned",
 	reputationLow:           "ReputationBelowMinimum",
+	providerRefused:         "ProviderRefused",
 	notValidNow:             "OfferNotValid",
 	classRejected:           "ClassNotAccepted",
 	priorityClassNotOffered: "PriorityClassNotOffered",
@@ -83,6 +85,8 @@ func (m *matcher) staticReject(w *workloadState, o *offerState) rejection {
 		return rejection{kind: providerCordoned}
 	case p.Reputation < w.MinReputation:
 		return rejection{kind: reputationLow}
+	case w.Refused[p.Name] != "":
+		return rejection{kind: providerRefused}
 	case !o.validNow:
 		return rejection{kind: notValidNow}
 	case o.Classes&w.Class == 0:
@@ -171,7 +175,7 @@ func (m *matcher) explain(w *workloadState) {
 			r = m.dynamicReject(w, int32(i))
 		}
 		k := key{kind: r.kind, res: r.res}
-		if r.kind <= reputationLow || r.kind >= rateLimited {
+		if r.kind <= providerRefused || r.kind >= rateLimited {
 			k.provider = o.Provider
 		}
 		counts[k]++
@@ -193,6 +197,8 @@ func (m *matcher) explain(w *workloadState) {
 		case reputationLow:
 			msg = fmt.Sprintf("provider %s: reputation %s below the minimum %s", k.provider,
 				formatScore(m.providers[k.provider].Reputation), formatScore(w.MinReputation))
+		case providerRefused:
+			msg = fmt.Sprintf("provider %s: refused it lately: %s", k.provider, w.Refused[k.provider])
 		default:
 			msg = offers(n) + offerMessage(w, k.kind, k.res)
 		}

@@ -74,6 +74,13 @@ func (b *workloadB) perOwner(n int32) *workloadB    { b.w.MaxPerOwner = n; retur
 func (b *workloadB) minRep(n int32) *workloadB      { b.w.MinReputation = n; return b }
 func (b *workloadB) regions(r ...string) *workloadB { b.w.PreferredRegions = r; return b }
 func (b *workloadB) priority(p int32) *workloadB    { b.w.Priority = p; return b }
+func (b *workloadB) refusedBy(prov, why string) *workloadB {
+	if b.w.Refused == nil {
+		b.w.Refused = map[string]string{}
+	}
+	b.w.Refused[prov] = why
+	return b
+}
 func (b *workloadB) created(t time.Time) *workloadB { b.w.Created = t; return b }
 func (b *workloadB) placed(prov string, n int32) *workloadB {
 	if b.w.Placed == nil {

@@ -282,6 +282,7 @@ func (w *workloadState) admits(i int32, o *offerState) bool {
 		(w.matches == nil || w.matches[i]) &&
 		(w.MaxPrice < 0 || w.prices[i] <= w.MaxPrice) &&
 		o.provider.Reputation >= w.MinReputation &&
+		w.Refused[o.provider.Name] == "" &&
 		w.Needs.allowedBy(&o.Allows)
 }
 

@@ -138,6 +138,14 @@ func TestFilters(t *testing.T) {
 			workload:   wl("a/w", 1, req(1000, 1)).minRep(600),
 			wantReason: "provider bob-1: reputation 0.500 below the minimum 0.600",
 		},
+		"provider refused it lately": {
+			workload:   wl("a/w", 1, req(1000, 1)).refusedBy("bob-1", "not enough cpu free"),
+			wantReason: "provider bob-1: refused it lately: not enough cpu free",
+		},
+		"refused by another provider": {
+			workload:   wl("a/w", 1, req(1000, 1)).refusedBy("carol-1", "not enough cpu free"),
+			wantPlaced: true,
+		},
 		"reputation at minimum": {
 			workload:   wl("a/w", 1, req(1000, 1)).minRep(500),
 			wantPlaced: true,

@@ -179,6 +179,9 @@ type Workload struct {
 	// Placed counts replicas already running per provider; they stay where
 	// they are and count towards the spread limits.
 	Placed map[string]int32
+	// Refused maps the providers whose agents lately refused this
+	// Workload to their reasons: they get none of its replicas for now.
+	Refused map[string]string
 }
 
 // Snapshot is the market's whole input.

@@ -46,6 +46,9 @@ type workloadState struct {
 	// progressFailures counts Leases of the current generation closed
 	// because their replicas never got ready.
 	progressFailures int
+	// refused maps providers whose agents refused a Lease of the current
+	// generation within RefusalHold to the reason.
+	refused map[string]string
 	// blocked says why it gets no new replicas.
 	blocked *market.Unplaced
 }
@@ -123,9 +126,15 @@ func (b *snapshotter) addLease(l *flotillav1.Lease) {
 		if l.Status.Phase == flotillav1.LeaseClosed && l.Status.Outcome.Replaced() {
 			st.failedOverEpoch = max(st.failedOverEpoch, l.Spec.Epoch)
 		}
-		if l.Status.Outcome == flotillav1.OutcomeProgressDeadlineExceeded &&
-			l.Annotations[flotillav1.AnnotationWorkloadGeneration] == strconv.FormatInt(st.workload.Generation, 10) {
+		sameGen := l.Annotations[flotillav1.AnnotationWorkloadGeneration] == strconv.FormatInt(st.workload.Generation, 10)
+		if l.Status.Outcome == flotillav1.OutcomeProgressDeadlineExceeded && sameGen {
 			st.progressFailures++
+		}
+		if c := l.Ended(); l.Status.Outcome == flotillav1.OutcomeRefused && sameGen && c != nil && b.snap.Now.Sub(c.LastTransitionTime.Time) < RefusalHold {
+			if st.refused == nil {
+				st.refused = map[string]string{}
+			}
+			st.refused[l.Spec.ProviderRef.Name] = refusal(c.Message)
 		}
 	}
 	if !l.HoldsCapacity() {
@@ -267,7 +276,7 @@ func (b *snapshotter) addWorkload(k string, st *workloadState) {
 		Key: k, Namespace: w.Namespace, Class: classOf(w.Spec.Class), Pending: pending,
 		Request: market.PodRequest(&w.Spec.Template.Spec), MaxPrice: -1,
 		Priority: w.Spec.Priority, Created: w.CreationTimestamp.Time, Placed: st.placed,
-		PreferredRegions: w.Spec.Placement.PreferredRegions, Needs: needsOf(w),
+		PreferredRegions: w.Spec.Placement.PreferredRegions, Needs: needsOf(w), Refused: st.refused,
 	}
 	pl := w.Spec.Placement
 	if pl.MaxPricePerReplicaHour != nil {
@@ -299,6 +308,22 @@ func (b *snapshotter) addWorkload(k string, st *workloadState) {
 }
 
 func key(namespace, name string) string { return namespace + "/" + name }
+
+// RefusalHold is how long a provider whose agent refused a Workload's
+// Lease gets none of its replicas: its free capacity may change, but
+// offering the same replicas back at once would only be refused again.
+const RefusalHold = 2 * time.Minute
+
+// refusal is the agent's reason out of a refused Lease's Closed message
+// ("provider p refused it: <reason> (<Code>); replicas placed elsewhere").
+func refusal(msg string) string {
+	_, after, ok := strings.Cut(msg, " refused it: ")
+	if !ok {
+		return msg
+	}
+	before, _, _ := strings.Cut(after, "; replicas placed elsewhere")
+	return before
+}
 
 func parseScore(s flotillav1.Score) int32 {
 	if s == "" {

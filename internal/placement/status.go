@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strconv"
 
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -54,6 +55,10 @@ func WorkloadStatus(w *flotillav1.Workload, leases []*flotillav1.Lease, v Verdic
 	}
 	st.PendingReplicas = max(0, want-st.ScheduledReplicas)
 	sched := scheduled(&st, v)
+	if r := lastRefusal(w, leases); sched.True && r != "" {
+		// Placed elsewhere: the agent's reason stays visible.
+		sched.Message += "; " + r
+	}
 	conditions.SetFact(&st.Conditions, w.Generation, flotillav1.WorkloadScheduled, sched)
 	sum := readiness(&st, w, vd, failed)
 	if vd == nil {
@@ -112,6 +117,27 @@ func count(st *flotillav1.WorkloadStatus, leases []*flotillav1.Lease) (failed st
 	st.Providers = int32(len(providers))
 	st.Cost = flotillav1.Amount(cost.String())
 	return failed
+}
+
+// lastRefusal describes the latest Lease of the Workload's generation an
+// agent refused, or "".
+func lastRefusal(w *flotillav1.Workload, leases []*flotillav1.Lease) string {
+	var last *metav1.Condition
+	var name string
+	gen := strconv.FormatInt(w.Generation, 10)
+	for _, l := range leases {
+		c := l.Ended()
+		if l.Status.Outcome != flotillav1.OutcomeRefused || c == nil || l.Annotations[flotillav1.AnnotationWorkloadGeneration] != gen {
+			continue
+		}
+		if last == nil || c.LastTransitionTime.After(last.LastTransitionTime.Time) {
+			last, name = c, l.Name
+		}
+	}
+	if last == nil {
+		return ""
+	}
+	return "lease " + name + ": " + last.Message
 }
 
 // scheduled is the Scheduled condition: every replica with a Lease, or why

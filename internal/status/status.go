@@ -40,11 +40,15 @@ func Render(w io.Writer, s Snapshot) error {
 	}
 	providers := slices.Clone(s.Providers)
 	slices.SortFunc(providers, func(a, b flotillav1.Provider) int { return cmp.Compare(a.Name, b.Name) })
-	fmt.Fprintln(tw, "PROVIDER\tOWNER\tREGION\tPHASE\tFREE CPU\tFREE MEMORY\tGPUS\tREPUTATION\tLEASES")
+	fmt.Fprintln(tw, "PROVIDER\tOWNER\tREGION\tMODE\tPHASE\tFREE CPU\tFREE MEMORY\tGPUS\tREPUTATION\tLEASES")
 	for _, p := range providers {
 		owner[p.Name] = p.Spec.Owner
 		free := p.Status.Capacity.Free
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", p.Name, p.Spec.Owner, dash(p.Spec.Region), dash(string(p.Status.Phase)),
+		mode := p.Spec.Mode
+		if mode == "" {
+			mode = flotillav1.ModePush
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", p.Name, p.Spec.Owner, dash(p.Spec.Region), mode, dash(string(p.Status.Phase)),
 			qty(free, corev1.ResourceCPU), qty(free, corev1.ResourceMemory), qty(free, "nvidia.com/gpu"), dash(string(p.Status.Reputation.Score)), live[p.Name])
 	}
 	if len(providers) == 0 {

@@ -28,7 +28,7 @@ func TestRender(t *testing.T) {
 	s := Snapshot{
 		Now: t0,
 		Providers: []flotillav1.Provider{
-			{ObjectMeta: metav1.ObjectMeta{Name: "bob-1"}, Spec: flotillav1.ProviderSpec{Owner: "bob", Region: "us-east"},
+			{ObjectMeta: metav1.ObjectMeta{Name: "bob-1"}, Spec: flotillav1.ProviderSpec{Owner: "bob", Region: "us-east", Mode: flotillav1.ModePull},
 				Status: flotillav1.ProviderStatus{Phase: flotillav1.ProviderLost}},
 			{ObjectMeta: metav1.ObjectMeta{Name: "alice-1"}, Spec: flotillav1.ProviderSpec{Owner: "alice", Region: "eu-west"},
 				Status: flotillav1.ProviderStatus{Phase: flotillav1.ProviderReady, Reputation: flotillav1.Reputation{Score: "0.5"},
@@ -61,8 +61,8 @@ func TestRender(t *testing.T) {
 	got := out.String()
 	for _, want := range []string{
 		// providers sorted, with free capacity and live Lease counts
-		"alice-1   alice  eu-west  Ready  14        28.0Gi       -     0.5         2",
-		"bob-1     bob    us-east  Lost   -         -            -     -           0",
+		"alice-1   alice  eu-west  Push  Ready  14        28.0Gi       -     0.5         2",
+		"bob-1     bob    us-east  Pull  Lost   -         -            -     -           0",
 		// 2x0.005 + 2x0.006 per hour; cost 0.010 for 1h + 0.006 for 30min + 0.004 metered
 		"team-a/web     Service  Running    4/4        alice-1:2,alice-1:2  0.022       0.02",
 		// a verified Workload counts agreeing copies against its quorum

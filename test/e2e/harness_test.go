@@ -123,7 +123,7 @@ func setupHub(t *testing.T, fed *localfed.Federation, prices map[string]string, 
 			Data: map[string][]byte{"kubeconfig": kc}})
 		mustCreate(t, c, &flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: p.Name}, Spec: flotillav1.ProviderSpec{
 			Owner: p.Spec.Owner, Region: p.Spec.Region, APIServerURL: server,
-			KubeconfigSecretRef: flotillav1.SecretKeyReference{Name: p.Name + "-kubeconfig"}}})
+			KubeconfigSecretRef: &flotillav1.SecretKeyReference{Name: p.Name + "-kubeconfig"}}})
 		mustCreate(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.ProviderNamespace(p.Name)}})
 		mustCreate(t, c, &flotillav1.Offer{
 			ObjectMeta: metav1.ObjectMeta{Name: "standard", Namespace: flotillav1.ProviderNamespace(p.Name)},

@@ -184,7 +184,7 @@ func TestIdentityIsTheAdministrators(t *testing.T) {
 		refusedWith(t, id, env.Client.Create(ctx, o, client.DryRunAll), "spec.attributes", "owner, region and zone")
 	}
 	p := &flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: "spoof-1"}, Spec: flotillav1.ProviderSpec{Owner: "mallory",
-		KubeconfigSecretRef: flotillav1.SecretKeyReference{Name: "spoof-1-kubeconfig"}, Attributes: map[string]string{"owner": "alice"}}}
+		KubeconfigSecretRef: &flotillav1.SecretKeyReference{Name: "spoof-1-kubeconfig"}, Attributes: map[string]string{"owner": "alice"}}}
 	refusedWith(t, "P2.provider-attributes-claim-owner", env.Client.Create(ctx, p, client.DryRunAll), "spec.attributes")
 }
 

@@ -46,7 +46,7 @@ func registerProvider(t *testing.T, name, recorded string, kc []byte) {
 	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name + "-kubeconfig", Namespace: flotillav1.SystemNamespace},
 		Data: map[string][]byte{"kubeconfig": kc}})
 	create(t, &flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: flotillav1.ProviderSpec{
-		Owner: name, APIServerURL: recorded, KubeconfigSecretRef: flotillav1.SecretKeyReference{Name: name + "-kubeconfig"}}})
+		Owner: name, APIServerURL: recorded, KubeconfigSecretRef: &flotillav1.SecretKeyReference{Name: name + "-kubeconfig"}}})
 	forgetProvider(t, name)
 }
 

@@ -139,7 +139,7 @@ func provider(t *testing.T, name, suite string, mutateOffer func(*flotillav1.Off
 		Data: map[string][]byte{"kubeconfig": kubeconfig(t, env.Config.Host, nil)}})
 	create(t, &flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: flotillav1.ProviderSpec{
 		Owner: name, Region: "eu-west", APIServerURL: env.Config.Host,
-		KubeconfigSecretRef: flotillav1.SecretKeyReference{Name: name + "-kubeconfig"}}})
+		KubeconfigSecretRef: &flotillav1.SecretKeyReference{Name: name + "-kubeconfig"}}})
 	forgetProvider(t, name)
 	create(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.ProviderNamespace(name)}})
 	spec := flotillav1.OfferSpec{

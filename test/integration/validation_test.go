@@ -70,7 +70,7 @@ func validProvider() *flotillav1.Provider {
 		Spec: flotillav1.ProviderSpec{
 			Owner:               "alice",
 			Region:              "eu-west",
-			KubeconfigSecretRef: flotillav1.SecretKeyReference{Name: "p-kubeconfig"},
+			KubeconfigSecretRef: &flotillav1.SecretKeyReference{Name: "p-kubeconfig"},
 		},
 	}
 }

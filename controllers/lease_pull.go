@@ -1,0 +1,138 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/assign"
+	"github.com/flotilla-dev/flotilla/internal/lease"
+	"github.com/flotilla-dev/flotilla/internal/render"
+)
+
+// ManagerAssignment is the field manager of the Assignments' specs.
+const ManagerAssignment = "flotilla-assignment"
+
+// syncPull is sync for a Pull-mode provider: the hub never connects to
+// it. It writes the Lease's Assignment in the provider's namespace on the
+// hub when what it is rendered from changed (and every
+// leaseReapplyInterval, so that changed ConfigMaps and Secrets of the
+// tenant reach it), and reads the agent's report on it as the Lease's
+// observation, bounded like any provider's answer.
+func (r *LeaseReconciler) syncPull(ctx context.Context, l *flotillav1.Lease, w *flotillav1.Workload, p *flotillav1.Provider,
+	st, old *flotillav1.LeaseStatus, in *lease.Input) lease.Result {
+	key := client.ObjectKey{Namespace: flotillav1.ProviderNamespace(p.Name), Name: assign.Name(r.HubID, l.UID)}
+	a := &flotillav1.Assignment{}
+	if err := r.Client.Get(ctx, key, a); client.IgnoreNotFound(err) != nil {
+		return lease.SyncFailed(st, *in, flotillav1.LeaseReasonReadFailed, err)
+	} else if err != nil {
+		a = nil
+	}
+	offer := &flotillav1.Offer{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Spec.OfferRef.Namespace, Name: l.Spec.OfferRef.Name}, offer); err != nil {
+		offer = nil
+	}
+	rin := r.renderInput(l, w, offer)
+	hash := render.InputHash(rin)
+	if a == nil || st.AppliedHash != hash || st.LastApplyTime == nil || in.Now.Sub(st.LastApplyTime.Time) >= leaseReapplyInterval {
+		written, reason, err := r.writeAssignment(ctx, l, key, a, rin)
+		if err != nil {
+			return lease.SyncFailed(st, *in, reason, err)
+		}
+		st.AppliedHash, st.LastApplyTime = hash, timePtr(in.Now)
+		if written != nil {
+			a = written
+		}
+	}
+	rep := assign.Observe(l.Spec.Replicas, a.Spec.Hash, &a.Status)
+	switch {
+	case rep.Refused:
+		res := lease.Refused(st, *in, p.Name, rep.Reason, rep.Message)
+		_ = r.deleteAssignment(ctx, l)
+		return res
+	case !rep.Decided:
+		// Not answered yet (or not this version): the progress deadline
+		// ends a Lease whose agent never answers.
+		if st.Phase == "" {
+			st.Phase = flotillav1.LeasePending
+		}
+		lease.Awaiting(st, *in, "waiting for the agent of provider "+p.Name+" to accept the assignment", rep.LastError)
+		return lease.Result{RequeueAfter: lease.ConvergeInterval}
+	}
+	res := lease.Observed(st, old, *in, rep.Observation, p.Name)
+	st.LastError = rep.LastError
+	r.seen.Store(l.UID, in.Now.Truncate(time.Second))
+	in.LastSeen = in.Now
+	if st.Phase == flotillav1.LeaseClosed {
+		_ = r.deleteAssignment(ctx, l)
+	}
+	return res
+}
+
+// writeAssignment renders the Lease and writes its Assignment with
+// server-side apply when the objects differ from what it holds. It
+// returns the Assignment as written, or nil when nothing changed.
+func (r *LeaseReconciler) writeAssignment(ctx context.Context, l *flotillav1.Lease, key client.ObjectKey,
+	cur *flotillav1.Assignment, rin render.Input) (*flotillav1.Assignment, string, error) {
+	if err := r.readReferences(ctx, l.Namespace, &rin); err != nil {
+		return nil, flotillav1.LeaseReasonRenderFailed, err
+	}
+	objs, err := render.Lease(rin)
+	if err != nil {
+		return nil, flotillav1.LeaseReasonRenderFailed, err
+	}
+	spec, err := assign.Build(l, r.HubID, objs)
+	if err != nil {
+		return nil, flotillav1.LeaseReasonRenderFailed, err
+	}
+	if cur != nil && cur.Spec.Hash == spec.Hash {
+		return nil, "", nil
+	}
+	a := &flotillav1.Assignment{
+		TypeMeta:   metav1.TypeMeta{APIVersion: flotillav1.GroupVersion.String(), Kind: "Assignment"},
+		ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace, Labels: map[string]string{flotillav1.LabelProvider: l.Spec.ProviderRef.Name}},
+		Spec:       spec,
+	}
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(a)
+	if err != nil {
+		return nil, flotillav1.LeaseReasonApplyFailed, err
+	}
+	delete(u, "status")
+	unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
+	if err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: u}),
+		client.FieldOwner(ManagerAssignment), client.ForceOwnership); err != nil {
+		return nil, flotillav1.LeaseReasonApplyFailed, fmt.Errorf("writing assignment %s: %w", key, err)
+	}
+	if cur != nil {
+		a.Status = cur.Status
+	}
+	return a, "", nil
+}
+
+// deleteAssignment withdraws a Lease's Assignment; its agent then removes
+// the Lease's objects on its cluster.
+func (r *LeaseReconciler) deleteAssignment(ctx context.Context, l *flotillav1.Lease) error {
+	a := &flotillav1.Assignment{ObjectMeta: metav1.ObjectMeta{
+		Namespace: flotillav1.ProviderNamespace(l.Spec.ProviderRef.Name), Name: assign.Name(r.HubID, l.UID)}}
+	if err := r.Client.Delete(ctx, a); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("withdrawing assignment %s: %w", a.Name, err)
+	}
+	return nil
+}
+
+// leaseOfAssignment wakes the Lease an Assignment carries out when its
+// agent reports.
+func leaseOfAssignment(_ context.Context, o client.Object) []reconcile.Request {
+	a, ok := o.(*flotillav1.Assignment)
+	if !ok || a.Spec.LeaseRef.Name == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: a.Spec.LeaseRef.Namespace, Name: a.Spec.LeaseRef.Name}}}
+}

@@ -1,0 +1,428 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/agent"
+	"github.com/flotilla-dev/flotilla/internal/assign"
+	"github.com/flotilla-dev/flotilla/internal/fixture"
+	"github.com/flotilla-dev/flotilla/internal/join"
+	"github.com/flotilla-dev/flotilla/internal/render"
+	"github.com/flotilla-dev/flotilla/test/hubenv"
+)
+
+const pullHub = "pl"
+
+// joinIdentity registers a provider with the objects issue-join makes and
+// returns a client acting as its join identity (the API server's RBAC and
+// admission policies apply to it as to the real token).
+func joinIdentity(t *testing.T, name string, mode flotillav1.ProviderMode) client.WithWatch {
+	t.Helper()
+	namespace(t, flotillav1.SystemNamespace)
+	o := join.Options{Name: name, Owner: name, Region: "eu-west", Mode: mode}
+	if mode != flotillav1.ModePull {
+		o.APIServerURL = "https://" + name + ".example:6443"
+	}
+	objs, err := join.Objects(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, obj := range objs {
+		if err := env.Client.Create(context.Background(), obj); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: join.Username(name),
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + flotillav1.SystemNamespace, "system:authenticated"}}
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// pullAgent runs the real agent's pull-mode rounds (SyncAssignments, then
+// Heartbeat) every 200 ms against hub, with the test API server as its
+// own cluster. partitioned cuts it off the hub.
+type pullAgent struct {
+	a           *agent.Agent
+	partitioned atomic.Bool
+	cancel      context.CancelFunc
+	done        chan struct{}
+}
+
+func (pa *pullAgent) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	pa.cancel, pa.done = cancel, make(chan struct{})
+	go func() {
+		defer close(pa.done)
+		for ctx.Err() == nil {
+			_ = pa.a.SyncAssignments(ctx)
+			_ = pa.a.Heartbeat(ctx)
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+}
+
+func (pa *pullAgent) stop() {
+	if pa.cancel != nil {
+		pa.cancel()
+		<-pa.done
+		pa.cancel = nil
+	}
+}
+
+func startPullAgent(t *testing.T, name string, hub client.WithWatch) *pullAgent {
+	t.Helper()
+	cfg, err := agent.ParseConfig([]byte(fmt.Sprintf(`{"hubID": %q, "provider": {"name": %q, "owner": %q, "mode": "Pull"},
+		"offer": {"reserve": {"cpu": "0", "memory": "0"}}}`, pullHub, name, name)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pa := &pullAgent{}
+	cut := errors.New("partitioned from the hub")
+	hubc := interceptor.NewClient(hub, interceptor.Funcs{
+		List: func(ctx context.Context, c client.WithWatch, l client.ObjectList, o ...client.ListOption) error {
+			if pa.partitioned.Load() {
+				return cut
+			}
+			return c.List(ctx, l, o...)
+		},
+		Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, o ...client.GetOption) error {
+			if pa.partitioned.Load() {
+				return cut
+			}
+			return c.Get(ctx, k, obj, o...)
+		},
+		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, o ...client.SubResourceUpdateOption) error {
+			if pa.partitioned.Load() {
+				return cut
+			}
+			return c.SubResource(sub).Update(ctx, obj, o...)
+		},
+	})
+	pa.a = &agent.Agent{Log: logr.Discard(), Namespace: flotillav1.SystemNamespace, Local: kubernetes.NewForConfigOrDie(env.Config),
+		Hub: hubc, Federation: env.Client, Config: cfg, Identity: name + "/test"}
+	pa.start()
+	t.Cleanup(pa.stop)
+	return pa
+}
+
+// startFakeAgent plays a Pull-mode provider's agent without a cluster: it
+// heartbeats and accepts every Assignment as running and ready, claiming
+// far more replicas than it was assigned.
+func startFakeAgent(t *testing.T, name string, hub client.Client) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			var as flotillav1.AssignmentList
+			if err := hub.List(ctx, &as, client.InNamespace(flotillav1.ProviderNamespace(name))); err == nil {
+				for i := range as.Items {
+					a := &as.Items[i]
+					if a.Status.AppliedHash == a.Spec.Hash {
+						continue
+					}
+					// It claims more than it was given: the hub counts no more
+					// than was leased.
+					a.Status = flotillav1.AssignmentStatus{State: flotillav1.AssignmentAccepted, AppliedHash: a.Spec.Hash,
+						RunningReplicas: 10000, ReadyReplicas: 10000, Digest: "sha256:not-a-digest"}
+					_ = hub.Status().Update(ctx, a)
+				}
+			}
+			l := &coordinationv1.Lease{}
+			if err := hub.Get(ctx, client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: "provider-" + name}, l); err == nil {
+				l.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
+				_ = hub.Update(ctx, l)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+// TestPullMode runs the hub with two Pull-mode providers: one with the
+// real agent (this API server is its cluster), one played by the test.
+// The hub holds no credential for either and never connects to them;
+// work lands through Assignments, a refusal is placed elsewhere with the
+// agent's reason, and a provider back from a partition fences its stale
+// work before the hub sees it Ready.
+func TestPullMode(t *testing.T) {
+	ctx := context.Background()
+	const ns = "tenant-pull"
+	node(t, "pl-node")
+	// No node lifecycle controller runs here to lift the not-ready taint
+	// the API server puts on new nodes.
+	n := get(t, &corev1.Node{}, "", "pl-node")
+	n.Spec.Taints = nil
+	if err := env.Client.Update(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	joinA := joinIdentity(t, "pull-a", flotillav1.ModePull)
+	joinB := joinIdentity(t, "pull-b", flotillav1.ModePull)
+	namespace(t, ns)
+	acct := get(t, &flotillav1.Account{}, ns, flotillav1.AccountName)
+	acct.Spec.Credited = "1000"
+	if err := env.Client.Update(ctx, acct); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []struct{ name, price string }{{"pull-a", "0.01"}, {"pull-b", "0.02"}} {
+		o := fixture.Offer(p.name, "std", fixture.Selling("1000", "4Ti"), fixture.Priced(flotillav1.Amount(p.price), "0.001"), fixture.Attribute("suite", "pull"))
+		if err := env.Client.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mgr := newTestManager(t)
+	mctx, cancel := context.WithCancel(ctx)
+	if _, err := Setup(mctx, mgr, Options{HubID: pullHub, ProviderGracePeriod: 2 * time.Second, ProbeInterval: 300 * time.Millisecond,
+		SchedulerInterval: 50 * time.Millisecond, SettlementInterval: 500 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	defer run(t, mgr, mctx, cancel)()
+	a := startPullAgent(t, "pull-a", joinA)
+	startFakeAgent(t, "pull-b", joinB)
+
+	phase := func(name string) *flotillav1.Provider { return get(t, &flotillav1.Provider{}, "", name) }
+	awaitPhase := func(name string, want flotillav1.ProviderPhase) {
+		t.Helper()
+		hubenv.Await(t, 30*time.Second, name+" "+string(want), func() (bool, string) {
+			p := phase(name)
+			return p.Status.Phase == want, string(p.Status.Phase)
+		})
+	}
+	hubenv.Stage(t, "both providers Ready from their heartbeats alone; the hub holds no credential for them", func(t *testing.T) {
+		awaitPhase("pull-a", flotillav1.ProviderReady)
+		awaitPhase("pull-b", flotillav1.ProviderReady)
+		for _, name := range []string{"pull-a", "pull-b"} {
+			p := phase(name)
+			c := apimeta.FindStatusCondition(p.Status.Conditions, flotillav1.ProviderReachable)
+			if p.Status.Mode != flotillav1.ModePull || p.Status.LastProbeTime != nil || c == nil || c.Reason != flotillav1.ProviderReasonHeartbeatFresh {
+				t.Errorf("%s: mode %q, lastProbeTime %v, Reachable %+v", name, p.Status.Mode, p.Status.LastProbeTime, c)
+			}
+			if p.Spec.KubeconfigSecretRef != nil {
+				t.Errorf("%s: a Pull-mode provider names a kubeconfig Secret", name)
+			}
+			err := env.Client.Get(ctx, client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: name + "-kubeconfig"}, &corev1.Secret{})
+			if !apierrors.IsNotFound(err) {
+				t.Errorf("%s: the hub has a kubeconfig Secret for it: %v", name, err)
+			}
+		}
+	})
+
+	small := fixture.Workload(ns, "small", fixture.Replicas(1), fixture.Requests("1", "1Gi"), fixture.Selecting("suite", "pull"))
+	var smallLease flotillav1.Lease
+	hubenv.Stage(t, "a workload lands through the Assignment: the agent accepts, applies and reports it ready", func(t *testing.T) {
+		if err := env.Client.Create(ctx, small); err != nil {
+			t.Fatal(err)
+		}
+		smallLease = awaitOneLease(t, ns, "small")
+		if smallLease.Spec.ProviderRef.Name != "pull-a" {
+			t.Fatalf("placed on %s, want the cheaper pull-a", smallLease.Spec.ProviderRef.Name)
+		}
+		as := &flotillav1.Assignment{}
+		hubenv.Await(t, 20*time.Second, "the assignment accepted and applied", func() (bool, string) {
+			err := env.Client.Get(ctx, client.ObjectKey{Namespace: "provider-pull-a", Name: assign.Name(pullHub, smallLease.UID)}, as)
+			l := get(t, &flotillav1.Lease{}, ns, smallLease.Name)
+			return err == nil && as.Status.State == flotillav1.AssignmentAccepted && as.Status.AppliedHash == as.Spec.Hash,
+				fmt.Sprintf("%v %+v; lease %s %q %+v", err, as.Status, l.Status.Phase, l.Status.LastError, l.Status.Conditions)
+		})
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: render.Namespace(pullHub, smallLease.UID)}, &corev1.Namespace{}); err != nil {
+			t.Fatalf("the agent did not apply the lease's namespace: %v", err)
+		}
+		runReadyPods(t, pullHub, &smallLease, "pl-node")
+		hubenv.Await(t, 20*time.Second, "small Ready", func() (bool, string) {
+			w := get(t, &flotillav1.Workload{}, ns, "small")
+			return w.Status.ReadyReplicas == 1, fmt.Sprint(w.Status.ReadyReplicas)
+		})
+		awaitKStatus(t, small, "Current")
+	})
+
+	hubenv.Stage(t, "an assignment that does not fit is refused by the agent and placed elsewhere, with its reason", func(t *testing.T) {
+		huge := fixture.Workload(ns, "huge", fixture.Replicas(1), fixture.Requests("100", "1Gi"), fixture.Selecting("suite", "pull"))
+		if err := env.Client.Create(ctx, huge); err != nil {
+			t.Fatal(err)
+		}
+		hubenv.Await(t, 30*time.Second, "huge Ready on pull-b after pull-a refused it", func() (bool, string) {
+			w := get(t, &flotillav1.Workload{}, ns, "huge")
+			c := apimeta.FindStatusCondition(w.Status.Conditions, flotillav1.WorkloadScheduled)
+			msg := ""
+			if c != nil {
+				msg = c.Message
+			}
+			onB := len(w.Status.Placements) == 1 && w.Status.Placements[0].Provider == "pull-b"
+			return w.Status.ReadyReplicas == 1 && onB && strings.Contains(msg, "refused") && strings.Contains(msg, "not enough cpu free"),
+				fmt.Sprintf("ready %d placements %+v Scheduled %q", w.Status.ReadyReplicas, w.Status.Placements, msg)
+		})
+		var refused int
+		for _, l := range leasesOfWorkload(t, ns, "huge") {
+			if l.Status.Outcome == flotillav1.OutcomeRefused {
+				refused++
+				if l.Spec.ProviderRef.Name != "pull-a" || l.Status.Usage.ReplicaSeconds != 0 {
+					t.Errorf("refused lease %s on %s charged %d replica-seconds", l.Name, l.Spec.ProviderRef.Name, l.Status.Usage.ReplicaSeconds)
+				}
+				err := env.Client.Get(ctx, client.ObjectKey{Namespace: "provider-pull-a", Name: assign.Name(pullHub, l.UID)}, &flotillav1.Assignment{})
+				if !apierrors.IsNotFound(err) {
+					t.Errorf("the refused assignment is still on the hub: %v", err)
+				}
+			}
+		}
+		for _, l := range leasesOfWorkload(t, ns, "huge") {
+			if l.Spec.ProviderRef.Name == "pull-b" && (l.Status.RunningReplicas != 1 || l.Status.ReadyReplicas != 1 || l.Status.Digest != "") {
+				t.Errorf("lease on pull-b: %d running, %d ready, digest %q from a report of 10000 and a malformed digest",
+					l.Status.RunningReplicas, l.Status.ReadyReplicas, l.Status.Digest)
+			}
+		}
+		if refused != 1 {
+			t.Errorf("%d refused leases, want 1: the refusing provider must not be offered the same replicas again at once", refused)
+		}
+		if p := phase("pull-a"); p.Status.Reputation.LeasesFailed != 0 {
+			t.Errorf("a refusal cost pull-a reputation: %+v", p.Status.Reputation)
+		}
+	})
+
+	old := render.Namespace(pullHub, smallLease.UID)
+	hubenv.Stage(t, "partitioned: pull-a is Lost and its work moves; back, it fences stale work before it is Ready", func(t *testing.T) {
+		a.partitioned.Store(true)
+		awaitPhase("pull-a", flotillav1.ProviderLost)
+		hubenv.Await(t, 30*time.Second, "small failed over to pull-b", func() (bool, string) {
+			w := get(t, &flotillav1.Workload{}, ns, "small")
+			return w.Status.ReadyReplicas == 1 && len(w.Status.Placements) == 1 && w.Status.Placements[0].Provider == "pull-b",
+				fmt.Sprintf("%d ready, %+v", w.Status.ReadyReplicas, w.Status.Placements)
+		})
+		// The agent kept running what it had while it could not see the hub.
+		n := &corev1.Namespace{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: old}, n); err != nil || n.DeletionTimestamp != nil {
+			t.Fatalf("the partitioned agent removed its work (%v, deleting %v); it must keep running it", err, n.DeletionTimestamp)
+		}
+		stale := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-pl-leftover", Labels: map[string]string{
+			flotillav1.LabelManaged: "true", flotillav1.LabelHub: pullHub, flotillav1.LabelLease: "gone", flotillav1.LabelEpoch: "1"}}}
+		if err := env.Client.Create(ctx, stale); err != nil {
+			t.Fatal(err)
+		}
+		// Back: not one heartbeat before a round that fenced.
+		a.stop()
+		a.partitioned.Store(false)
+		if err := a.a.Heartbeat(ctx); err == nil || !strings.Contains(err.Error(), "fenced") {
+			t.Errorf("heartbeat before fencing: %v, want it withheld", err)
+		}
+		if err := a.a.SyncAssignments(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.a.Heartbeat(ctx); err != nil {
+			t.Fatalf("heartbeat after fencing: %v", err)
+		}
+		a.start()
+		awaitPhase("pull-a", flotillav1.ProviderReady)
+		for _, name := range []string{old, stale.Name} {
+			n := &corev1.Namespace{}
+			if err := env.Client.Get(ctx, client.ObjectKey{Name: name}, n); err == nil && n.DeletionTimestamp == nil {
+				t.Errorf("pull-a is Ready again with stale namespace %s still there", name)
+			}
+		}
+		hubenv.Holds(t, 2*time.Second, "small runs exactly its one replica", func() (bool, string) {
+			w := get(t, &flotillav1.Workload{}, ns, "small")
+			return w.Status.ScheduledReplicas == 1, fmt.Sprint(w.Status.ScheduledReplicas)
+		})
+	})
+}
+
+// TestPullJoinCredentials: a Pull-mode provider's join credential reads
+// its own Assignments and writes their status, and nothing of another
+// provider's; it cannot rewrite what the hub assigned.
+func TestPullJoinCredentials(t *testing.T) {
+	ctx := context.Background()
+	c1 := joinIdentity(t, "pjc-1", flotillav1.ModePull)
+	c2 := joinIdentity(t, "pjc-2", flotillav1.ModePull)
+	mk := func(provider string) *flotillav1.Assignment {
+		a := &flotillav1.Assignment{ObjectMeta: metav1.ObjectMeta{Name: "a-" + provider, Namespace: flotillav1.ProviderNamespace(provider)},
+			Spec: flotillav1.AssignmentSpec{LeaseRef: flotillav1.AssignmentLeaseReference{Namespace: "t", Name: "l", UID: "u"},
+				Class: flotillav1.ClassService, Replicas: 1, PricePerReplicaHour: "0.01", Epoch: 1, Namespace: "flotilla-x", Hash: "h",
+				ResourcesPerReplica: corev1.ResourceList{}, Objects: []runtime.RawExtension{{Raw: []byte(`{}`)}}}}
+		if err := env.Client.Create(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	mine, theirs := mk("pjc-1"), mk("pjc-2")
+
+	var list flotillav1.AssignmentList
+	if err := c1.List(ctx, &list, client.InNamespace("provider-pjc-1")); err != nil || len(list.Items) != 1 {
+		t.Errorf("listing its own assignments: %v, %d items", err, len(list.Items))
+	}
+	own := get(t, &flotillav1.Assignment{}, mine.Namespace, mine.Name)
+	own.Status.State = flotillav1.AssignmentAccepted
+	if err := c1.Status().Update(ctx, own); err != nil {
+		t.Errorf("reporting on its own assignment: %v", err)
+	}
+
+	for what, err := range map[string]error{
+		"list another provider's assignments": c1.List(ctx, &flotillav1.AssignmentList{}, client.InNamespace("provider-pjc-2")),
+		"get another provider's assignment":   c1.Get(ctx, client.ObjectKeyFromObject(theirs), &flotillav1.Assignment{}),
+		"list assignments everywhere":         c1.List(ctx, &flotillav1.AssignmentList{}),
+		"report on another provider's assignment": func() error {
+			o := get(t, &flotillav1.Assignment{}, theirs.Namespace, theirs.Name)
+			o.Status.State = flotillav1.AssignmentRefused
+			return c1.Status().Update(ctx, o)
+		}(),
+		"rewrite its own assignment's spec": func() error {
+			o := get(t, &flotillav1.Assignment{}, mine.Namespace, mine.Name)
+			o.Spec.Replicas = 100
+			return c1.Update(ctx, o)
+		}(),
+		"create an assignment for itself": c1.Create(ctx, &flotillav1.Assignment{ObjectMeta: metav1.ObjectMeta{Name: "forged", Namespace: "provider-pjc-1"},
+			Spec: mine.Spec}),
+		"delete its own assignment": c1.Delete(ctx, mine.DeepCopy()),
+		"turn itself into a Push-mode provider": func() error {
+			p := get(t, &flotillav1.Provider{}, "", "pjc-1")
+			p.Spec.Mode = flotillav1.ModePush
+			p.Spec.KubeconfigSecretRef = &flotillav1.SecretKeyReference{Name: "pjc-1-kubeconfig"}
+			return c1.Update(ctx, p)
+		}(),
+		"the other credential reports on the first's": func() error {
+			o := get(t, &flotillav1.Assignment{}, mine.Namespace, mine.Name)
+			o.Status.State = flotillav1.AssignmentRefused
+			return c2.Status().Update(ctx, o)
+		}(),
+	} {
+		if err == nil {
+			t.Errorf("%s: allowed", what)
+		} else if !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
+			t.Errorf("%s: %v, want Forbidden or Invalid", what, err)
+		}
+	}
+	if got := get(t, &flotillav1.Assignment{}, mine.Namespace, mine.Name); got.Status.State != flotillav1.AssignmentAccepted || got.Spec.Replicas != 1 {
+		t.Errorf("assignment changed by a refused request: %+v", got)
+	}
+}

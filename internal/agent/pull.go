@@ -1,0 +1,216 @@
+package agent
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/assign"
+	"github.com/flotilla-dev/flotilla/internal/bound"
+	"github.com/flotilla-dev/flotilla/internal/capacity"
+	"github.com/flotilla-dev/flotilla/internal/remote"
+)
+
+// FieldManager owns what the agent applies for the hub: the same as the
+// hub's own in Push mode, so that a provider switching modes leaves no
+// second owner behind.
+const FieldManager = "flotilla"
+
+// Reasons the agent gives when it refuses an Assignment.
+const (
+	ReasonInsufficientCapacity = "InsufficientCapacity"
+	ReasonInvalidAssignment    = "InvalidAssignment"
+)
+
+// reapplyInterval bounds how long drift on this cluster (an object of a
+// Lease edited or deleted by hand) may last.
+const reapplyInterval = 2 * time.Minute
+
+// SyncAssignments is one round of the agent's half of pull mode: read this
+// provider's Assignments on the hub; delete every namespace of the hub on
+// this cluster that no Assignment wants (self-fencing, before anything is
+// reported); accept each new Assignment only if it fits what the cluster
+// has free now, or refuse it with the reason; apply what was accepted
+// through the federation identity, whose admission policy bounds it; and
+// report on each. A hub that cannot be read leaves everything running as
+// it is (workloads survive a hub outage) and the heartbeat unrenewed until
+// the next round succeeds.
+func (a *Agent) SyncAssignments(ctx context.Context) error {
+	if a.Federation == nil {
+		return errors.New("pull mode needs the federation identity's client")
+	}
+	var list flotillav1.AssignmentList
+	if err := a.Hub.List(ctx, &list, client.InNamespace(flotillav1.ProviderNamespace(a.Config.Provider.Name))); err != nil {
+		a.fenced = false
+		return fmt.Errorf("listing assignments on the hub: %w", err)
+	}
+	// First come, first admitted.
+	slices.SortFunc(list.Items, func(x, y flotillav1.Assignment) int {
+		return cmp.Or(x.CreationTimestamp.Compare(y.CreationTimestamp.Time), cmp.Compare(x.Name, y.Name))
+	})
+	wanted := map[string]int64{}
+	for i := range list.Items {
+		as := &list.Items[i]
+		if as.DeletionTimestamp == nil && as.Status.State != flotillav1.AssignmentRefused {
+			wanted[as.Spec.LeaseRef.UID] = as.Spec.Epoch
+		}
+	}
+	if err := a.fence(ctx, wanted); err != nil {
+		a.fenced = false
+		return err
+	}
+	a.fenced = true
+
+	free, ferr := a.freeCapacity(ctx)
+	var accepted []*flotillav1.AssignmentSpec
+	for i := range list.Items {
+		if list.Items[i].Status.State == flotillav1.AssignmentAccepted {
+			accepted = append(accepted, &list.Items[i].Spec)
+		}
+	}
+	var errs []error
+	for i := range list.Items {
+		as := &list.Items[i]
+		if as.DeletionTimestamp != nil || as.Status.State == flotillav1.AssignmentRefused {
+			continue
+		}
+		st := a.decide(ctx, as, free, ferr, &accepted)
+		if equality.Semantic.DeepEqual(st, &as.Status) {
+			continue
+		}
+		st.ReportTime = &metav1.Time{Time: time.Now()}
+		as.Status = *st
+		if err := a.Hub.Status().Update(ctx, as); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("reporting on assignment %s: %w", as.Name, err))
+		}
+	}
+	for name := range a.appliedAt {
+		if !slices.ContainsFunc(list.Items, func(as flotillav1.Assignment) bool { return as.Name == name }) {
+			delete(a.appliedAt, name)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// decide returns the report on one Assignment: refused, or accepted,
+// applied when it changed (or drifted), and read back.
+func (a *Agent) decide(ctx context.Context, as *flotillav1.Assignment, free corev1.ResourceList, ferr error,
+	accepted *[]*flotillav1.AssignmentSpec) *flotillav1.AssignmentStatus {
+	st := as.Status.DeepCopy()
+	refuse := func(reason, msg string) *flotillav1.AssignmentStatus {
+		a.Log.Info("Refused an assignment", "assignment", as.Name, "reason", reason, "message", msg)
+		return &flotillav1.AssignmentStatus{State: flotillav1.AssignmentRefused, Reason: reason, Message: bound.Message(msg)}
+	}
+	objs, err := assign.Check(as, a.Config.HubID)
+	if err != nil {
+		return refuse(ReasonInvalidAssignment, err.Error())
+	}
+	if st.State == "" {
+		if ferr != nil {
+			st.LastError = bound.Message("measuring free capacity: " + ferr.Error())
+			return st
+		}
+		if why := assign.Admit(free, *accepted, &as.Spec); why != "" {
+			return refuse(ReasonInsufficientCapacity, why)
+		}
+		st.State, st.Reason, st.Message = flotillav1.AssignmentAccepted, "Accepted", "fits the cluster's free capacity"
+		*accepted = append(*accepted, &as.Spec)
+	}
+	if st.AppliedHash != as.Spec.Hash || time.Since(a.appliedAt[as.Name]) >= reapplyInterval {
+		if err := remote.ApplyLease(ctx, a.Federation, objs, FieldManager); err != nil {
+			st.LastError = bound.Error(err)
+			return st
+		}
+		st.AppliedHash, st.LastError = as.Spec.Hash, ""
+		if a.appliedAt == nil {
+			a.appliedAt = map[string]time.Time{}
+		}
+		a.appliedAt[as.Name] = time.Now()
+	}
+	obs, err := remote.ReadLease(ctx, a.Federation, a.Config.HubID, as.Spec.LeaseRef.UID, as.Spec.Class == flotillav1.ClassBatch, as.Spec.Replicas)
+	if err != nil {
+		st.LastError = bound.Error(err)
+		return st
+	}
+	st.RunningReplicas, st.ReadyReplicas = obs.Running, obs.Ready
+	st.SucceededReplicas, st.FailedReplicas = obs.Succeeded, min(obs.Failed, 1_000_000)
+	st.Complete, st.JobFailed, st.Digest = obs.Complete, obs.JobFailed, obs.Digest
+	if obs.JobFailed {
+		st.Message = bound.Message(obs.Message)
+	}
+	return st
+}
+
+// fence deletes every namespace of this hub on the cluster that no
+// Assignment wants, or wants at another epoch.
+func (a *Agent) fence(ctx context.Context, wanted map[string]int64) error {
+	var nss corev1.NamespaceList
+	if err := a.Federation.List(ctx, &nss, client.MatchingLabels{flotillav1.LabelManaged: "true", flotillav1.LabelHub: a.Config.HubID}); err != nil {
+		return fmt.Errorf("listing the hub's namespaces: %w", err)
+	}
+	var errs []error
+	for i := range nss.Items {
+		ns := &nss.Items[i]
+		if ns.DeletionTimestamp != nil {
+			continue
+		}
+		why := assign.Stale(ns.Labels, wanted)
+		if why == "" {
+			continue
+		}
+		if err := a.Federation.Delete(ctx, ns); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, fmt.Errorf("deleting namespace %s: %w", ns.Name, err))
+			continue
+		}
+		a.Log.Info("Fenced a namespace of the hub", "namespace", ns.Name, "why", why)
+	}
+	return errors.Join(errs...)
+}
+
+// freeCapacity is what the cluster has free for Flotilla now: schedulable
+// nodes' allocatable minus the owner's reserve and the requests of every
+// pod that is not Flotilla's (Flotilla's are counted by their Assignments).
+func (a *Agent) freeCapacity(ctx context.Context) (corev1.ResourceList, error) {
+	nodes, err := a.Local.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	pods, err := a.Local.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "status.phase!=Succeeded,status.phase!=Failed"})
+	if err != nil {
+		return nil, fmt.Errorf("listing pods: %w", err)
+	}
+	return capacity.Offer(nodes.Items, pods.Items, a.Config.reserve), nil
+}
+
+// watchAssignments wakes the agent whenever one of its Assignments
+// changes on the hub, so that new work does not wait for the next round;
+// the rounds go on without it.
+func (a *Agent) watchAssignments(ctx context.Context, wake chan<- struct{}) {
+	ns := flotillav1.ProviderNamespace(a.Config.Provider.Name)
+	for ctx.Err() == nil {
+		w, err := a.HubWatch.Watch(ctx, &flotillav1.AssignmentList{}, client.InNamespace(ns))
+		if err == nil {
+			for range w.ResultChan() {
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			}
+			w.Stop()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
