@@ -126,6 +126,24 @@ func TestProviderChart(t *testing.T) {
 	if err == nil || !strings.Contains(out, "provider.name is required") {
 		t.Errorf("rendering without provider.name: %v\n%s; want an error naming provider.name", err, out)
 	}
+
+	// Pull mode: no API server URL, and the agent reads the mode.
+	pull := render(t, "charts/flotilla-provider", "--set", "provider.name=p", "--set", "provider.owner=o", "--set", "provider.mode=Pull")
+	pdata, _, _ := unstructured.NestedString(pull["ConfigMap/flotilla-agent-config"].Object, "data", "config.json")
+	pcfg, err := agent.ParseConfig([]byte(pdata))
+	if err != nil || !pcfg.Pull() || pcfg.Provider.APIServerURL != "" {
+		t.Errorf("pull mode config: %+v, %v", pcfg, err)
+	}
+	for args, want := range map[string]string{
+		"provider.mode=Pull,provider.apiServerURL=https://p.example:6443": "must be empty when provider.mode is Pull",
+		"provider.mode=Sideways":                                          "provider.mode must be Push or Pull",
+		"provider.mode=Push":                                              "provider.apiServerURL is required in Push mode",
+	} {
+		out, err := helm(t, "template", "r", "charts/flotilla-provider", "--set", "provider.name=p,provider.owner=o,"+args)
+		if err == nil || !strings.Contains(out, want) {
+			t.Errorf("--set %s: %v\n%s; want an error containing %q", args, err, out, want)
+		}
+	}
 }
 
 func vapText(spec map[string]any) string {

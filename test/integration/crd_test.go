@@ -19,7 +19,7 @@ import (
 // annotations may not pass 256 KiB.
 func TestCRDsApplyClientSide(t *testing.T) {
 	files, err := filepath.Glob(filepath.Join(hubenv.RepoRoot(), "config", "crd", "bases", "*.yaml"))
-	if err != nil || len(files) != 5 {
+	if err != nil || len(files) != 6 {
 		t.Fatalf("CRDs: %v %v", files, err)
 	}
 	for _, f := range files {
