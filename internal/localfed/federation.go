@@ -74,6 +74,9 @@ type ProviderSpec struct {
 	// TamperedImages loads the tampered batch image on this provider's real
 	// nodes under the honest image's name: a provider that cheats.
 	TamperedImages bool
+	// Audit makes the provider's API server log every request's metadata
+	// (user, user agent, verb, resource) to AuditLog().
+	Audit bool
 }
 
 // ResultAnnotation on a pod template is the termination message a completed
@@ -284,6 +287,10 @@ func (f *Federation) Close() error {
 
 func (c *Cluster) workdir() string { return filepath.Join(c.fed.Dir, "clusters", c.Name) }
 
+// AuditLog is where the API server of a cluster with Spec.Audit writes
+// its audit events, one JSON object per line.
+func (c *Cluster) AuditLog() string { return filepath.Join(c.fed.Dir, c.Name+"-audit.log") }
+
 // SetLogf replaces where progress lines go; nil discards them.
 func (f *Federation) SetLogf(logf func(string, ...any)) {
 	if logf == nil {
@@ -468,6 +475,8 @@ options:
 		// kubernetes Service (10.0.0.1 in kube-apiserver's default range).
 		conf = strings.Replace(conf, "  kubeSchedulerPort:", fmt.Sprintf("  kubeApiserverCertSANs: [%q, %q]\n  kubeSchedulerPort:", host, "10.0.0.1"), 1)
 	}
+	// One patch for kube-apiserver: kwokctl takes a component's first.
+	var apiserverArgs string
 	if c.realNodes > 0 {
 		host, err := MachineAddress()
 		if err != nil {
@@ -478,13 +487,26 @@ options:
 		// own); node names are not in DNS, the kubelet's certificate names
 		// its address. Real nodes and pods dial the machine's address and
 		// the Service's first address (kwokctl's default service range).
-		conf += fmt.Sprintf(`- name: kube-apiserver
-  extraArgs:
-  - {key: advertise-address, value: %q}
+		apiserverArgs += fmt.Sprintf(`  - {key: advertise-address, value: %q}
   - {key: kubelet-preferred-address-types, value: "InternalIP,Hostname"}
   - {key: kubelet-client-certificate, value: %q}
   - {key: kubelet-client-key, value: %q}
 `, host, filepath.Join(c.workdir(), "pki", "admin.crt"), filepath.Join(c.workdir(), "pki", "admin.key"))
+	}
+	if c.Spec.Audit {
+		policy := filepath.Join(c.fed.Dir, c.Name+"-audit-policy.yaml")
+		if err := os.WriteFile(policy, []byte("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n"), 0o644); err != nil {
+			return "", err
+		}
+		if err := os.MkdirAll(filepath.Dir(c.AuditLog()), 0o755); err != nil {
+			return "", err
+		}
+		apiserverArgs += fmt.Sprintf(`  - {key: audit-policy-file, value: %q}
+  - {key: audit-log-path, value: %q}
+`, policy, c.AuditLog())
+	}
+	if apiserverArgs != "" {
+		conf += "- name: kube-apiserver\n  extraArgs:\n" + apiserverArgs
 	}
 	if c.Spec.WrongDigest != "" && !validDigest(c.Spec.WrongDigest) {
 		return "", fmt.Errorf("provider %s: WrongDigest %q is not sha256:<64 hex digits>", c.Name, c.Spec.WrongDigest)

@@ -136,8 +136,8 @@ func TestProviderChart(t *testing.T) {
 	}
 	for args, want := range map[string]string{
 		"provider.mode=Pull,provider.apiServerURL=https://p.example:6443": "must be empty when provider.mode is Pull",
-		"provider.mode=Sideways":                                          "provider.mode must be Push or Pull",
-		"provider.mode=Push":                                              "provider.apiServerURL is required in Push mode",
+		"provider.mode=Sideways": "provider.mode must be Push or Pull",
+		"provider.mode=Push":     "provider.apiServerURL is required in Push mode",
 	} {
 		out, err := helm(t, "template", "r", "charts/flotilla-provider", "--set", "provider.name=p,provider.owner=o,"+args)
 		if err == nil || !strings.Contains(out, want) {

@@ -136,6 +136,18 @@ func joinProvider(t *testing.T, h *hub, c *localfed.Cluster, region string) *joi
 // server at server (a proxy in front of it, say), as recorded at join.
 func joinProviderVia(t *testing.T, h *hub, c *localfed.Cluster, region, server string) *joinedProvider {
 	t.Helper()
+	return joinProviderIn(t, h, c, region, server, flotillav1.ModePush)
+}
+
+// joinPullProvider joins c in Pull mode: the hub records no API server
+// for it and holds no credential of it; the agent connects to the hub.
+func joinPullProvider(t *testing.T, h *hub, c *localfed.Cluster, region string, chartArgs ...string) *joinedProvider {
+	t.Helper()
+	return joinProviderIn(t, h, c, region, "", flotillav1.ModePull, chartArgs...)
+}
+
+func joinProviderIn(t *testing.T, h *hub, c *localfed.Cluster, region, server string, mode flotillav1.ProviderMode, chartArgs ...string) *joinedProvider {
+	t.Helper()
 	ctx := context.Background()
 	hubCfg, err := h.fed.Hub.RESTConfig(30 * time.Second)
 	if err != nil {
@@ -148,7 +160,7 @@ func joinProviderVia(t *testing.T, h *hub, c *localfed.Cluster, region, server s
 		}
 	}
 	joinKC, err := join.Issue(ctx, h.client, join.Options{Name: c.Name, Owner: c.Spec.Owner, Region: region, APIServerURL: server,
-		Server: hubCfg.Host, CAData: ca})
+		Mode: mode, Server: hubCfg.Host, CAData: ca})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,8 +169,8 @@ func joinProviderVia(t *testing.T, h *hub, c *localfed.Cluster, region, server s
 	if err := os.WriteFile(joinFile, joinKC, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	helmInstallProvider(t, c, region, "--set", "offer.refreshInterval=2s", "--set", "agent.heartbeatInterval=2s",
-		"--set", "provider.apiServerURL="+server)
+	helmInstallProvider(t, c, region, append([]string{"--set", "offer.refreshInterval=2s", "--set", "agent.heartbeatInterval=2s",
+		"--set", "provider.apiServerURL=" + server, "--set", "provider.mode=" + string(mode), "--set", "agent.pullInterval=1s"}, chartArgs...)...)
 	admin := h.providers[c.Name]
 	agentKC, _ := tokenKubeconfig(t, c, flotillav1.SystemNamespace, "flotilla-agent-token")
 	agentFile := filepath.Join(dir, "agent.kubeconfig")
