@@ -388,29 +388,29 @@ func TestPullJoinCredentials(t *testing.T) {
 	}
 
 	for what, err := range map[string]error{
-		"list another provider's assignments": c1.List(ctx, &flotillav1.AssignmentList{}, client.InNamespace("provider-pjc-2")),
-		"get another provider's assignment":   c1.Get(ctx, client.ObjectKeyFromObject(theirs), &flotillav1.Assignment{}),
-		"list assignments everywhere":         c1.List(ctx, &flotillav1.AssignmentList{}),
-		"report on another provider's assignment": func() error {
+		"P2.pull-join-own-assignments-only: list another provider's assignments": c1.List(ctx, &flotillav1.AssignmentList{}, client.InNamespace("provider-pjc-2")),
+		"P2.pull-join-own-assignments-only: get another provider's assignment":   c1.Get(ctx, client.ObjectKeyFromObject(theirs), &flotillav1.Assignment{}),
+		"P2.pull-join-own-assignments-only: list assignments everywhere":         c1.List(ctx, &flotillav1.AssignmentList{}),
+		"P2.pull-join-own-reports-only: report on another provider's assignment": func() error {
 			o := get(t, &flotillav1.Assignment{}, theirs.Namespace, theirs.Name)
 			o.Status.State = flotillav1.AssignmentRefused
 			return c1.Status().Update(ctx, o)
 		}(),
-		"rewrite its own assignment's spec": func() error {
+		"P2.pull-join-cannot-assign: rewrite its own assignment's spec": func() error {
 			o := get(t, &flotillav1.Assignment{}, mine.Namespace, mine.Name)
 			o.Spec.Replicas = 100
 			return c1.Update(ctx, o)
 		}(),
-		"create an assignment for itself": c1.Create(ctx, &flotillav1.Assignment{ObjectMeta: metav1.ObjectMeta{Name: "forged", Namespace: "provider-pjc-1"},
+		"P2.pull-join-cannot-assign: create an assignment for itself": c1.Create(ctx, &flotillav1.Assignment{ObjectMeta: metav1.ObjectMeta{Name: "forged", Namespace: "provider-pjc-1"},
 			Spec: mine.Spec}),
-		"delete its own assignment": c1.Delete(ctx, mine.DeepCopy()),
-		"turn itself into a Push-mode provider": func() error {
+		"P2.pull-join-cannot-assign: delete its own assignment": c1.Delete(ctx, mine.DeepCopy()),
+		"P2.pull-mode-immutable: turn itself into a Push-mode provider": func() error {
 			p := get(t, &flotillav1.Provider{}, "", "pjc-1")
 			p.Spec.Mode = flotillav1.ModePush
 			p.Spec.KubeconfigSecretRef = &flotillav1.SecretKeyReference{Name: "pjc-1-kubeconfig"}
 			return c1.Update(ctx, p)
 		}(),
-		"the other credential reports on the first's": func() error {
+		"P2.pull-join-own-reports-only: the other credential reports on the first's": func() error {
 			o := get(t, &flotillav1.Assignment{}, mine.Namespace, mine.Name)
 			o.Status.State = flotillav1.AssignmentRefused
 			return c2.Status().Update(ctx, o)

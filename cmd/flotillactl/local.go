@@ -11,7 +11,7 @@ import (
 	"github.com/flotilla-dev/flotilla/internal/localfed"
 )
 
-// localCommand runs a federation on this machine: a hub and three
+// localCommand runs a federation on this machine: a hub and four
 // provider clusters of fake nodes, as unprivileged processes (no root, no
 // container engine), with the manager, the agents and the samples.
 func localCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -44,7 +44,7 @@ Commands:
   ledger verify --hub [--kubeconfig F]
              the same against the hub's stored ledger and Accounts
   local up [--no-failover] [--fake-nodes] [--dir DIR]
-             run a hub and three provider clusters of fake nodes on this
+             run a hub and four provider clusters of fake nodes on this
              machine (no root, no container engine), apply the samples,
              show where everything runs and what it costs, and fail a
              provider over; it keeps running

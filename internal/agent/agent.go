@@ -15,6 +15,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -190,8 +192,18 @@ type Agent struct {
 	// removed what no Assignment wants; until then a Pull-mode agent does
 	// not renew its heartbeat, so the hub never sees it Ready with stale
 	// work running.
-	fenced    bool
+	fenced    atomic.Bool
+	appliedMu sync.Mutex
 	appliedAt map[string]time.Time
+	// mu guards Config, which a reload swaps while the pull loop reads it.
+	mu sync.Mutex
+}
+
+// config is the agent's current settings.
+func (a *Agent) config() *Config {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.Config
 }
 
 // LoadConfig reads the chart's ConfigMap.
@@ -346,7 +358,7 @@ func (a *Agent) SyncProvider(ctx context.Context) error {
 // the cluster is alive, and an agent that cannot reach its cluster must not
 // keep a dead provider from failing over.
 func (a *Agent) Heartbeat(ctx context.Context) error {
-	if a.Config.Pull() && !a.fenced {
+	if a.Config.Pull() && !a.fenced.Load() {
 		return errors.New("pull mode: the heartbeat waits until stale work on this cluster is fenced")
 	}
 	if err := a.Local.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error(); err != nil {
@@ -523,16 +535,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.Log.Error(err, what)
 		}
 	}
-	var pullC <-chan time.Time
-	wake := make(chan struct{}, 1)
 	if a.Config.Pull() {
-		t := time.NewTicker(a.Config.pull)
-		defer t.Stop()
-		pullC = t.C
-		if a.HubWatch != nil {
-			go a.watchAssignments(ctx, wake)
-		}
+		// Assignments in a loop of their own: a long round must not hold
+		// up the heartbeat (it is renewed only after a round fenced).
 		do("Syncing assignments", a.SyncAssignments)
+		go a.pullLoop(ctx)
 	}
 	do("Heartbeat", a.Heartbeat)
 	do("Publishing offer", a.PublishOffer)
@@ -541,10 +548,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-pullC:
-			do("Syncing assignments", a.SyncAssignments)
-		case <-wake:
-			do("Syncing assignments", a.SyncAssignments)
 		case <-beat.C:
 			do("Heartbeat", a.Heartbeat)
 			do("Observing usage", a.ObserveUsage)
@@ -553,7 +556,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			if cfg, err := LoadConfig(ctx, a.Local, a.Namespace); err != nil {
 				a.Log.Error(err, "Reloading settings; keeping the previous ones")
 			} else {
+				a.mu.Lock()
 				a.Config = cfg
+				a.mu.Unlock()
 				do("Updating provider", a.SyncProvider)
 			}
 			do("Publishing offer", a.PublishOffer)

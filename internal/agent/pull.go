@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
@@ -49,9 +52,10 @@ func (a *Agent) SyncAssignments(ctx context.Context) error {
 	if a.Federation == nil {
 		return errors.New("pull mode needs the federation identity's client")
 	}
+	cfg := a.config()
 	var list flotillav1.AssignmentList
-	if err := a.Hub.List(ctx, &list, client.InNamespace(flotillav1.ProviderNamespace(a.Config.Provider.Name))); err != nil {
-		a.fenced = false
+	if err := a.Hub.List(ctx, &list, client.InNamespace(flotillav1.ProviderNamespace(cfg.Provider.Name))); err != nil {
+		a.fenced.Store(false)
 		return fmt.Errorf("listing assignments on the hub: %w", err)
 	}
 	// First come, first admitted.
@@ -65,82 +69,117 @@ func (a *Agent) SyncAssignments(ctx context.Context) error {
 			wanted[as.Spec.LeaseRef.UID] = as.Spec.Epoch
 		}
 	}
-	if err := a.fence(ctx, wanted); err != nil {
-		a.fenced = false
+	if err := a.fence(ctx, cfg, wanted); err != nil {
+		a.fenced.Store(false)
 		return err
 	}
-	a.fenced = true
+	a.fenced.Store(true)
 
-	free, ferr := a.freeCapacity(ctx)
+	// Admission is decided one Assignment after another, oldest first;
+	// applying and reading back run side by side.
+	free, ferr := a.freeCapacity(ctx, cfg)
 	var accepted []*flotillav1.AssignmentSpec
 	for i := range list.Items {
 		if list.Items[i].Status.State == flotillav1.AssignmentAccepted {
 			accepted = append(accepted, &list.Items[i].Spec)
 		}
 	}
-	var errs []error
+	type job struct {
+		as   *flotillav1.Assignment
+		st   *flotillav1.AssignmentStatus
+		objs []*unstructured.Unstructured
+	}
+	var jobs []job
 	for i := range list.Items {
 		as := &list.Items[i]
 		if as.DeletionTimestamp != nil || as.Status.State == flotillav1.AssignmentRefused {
 			continue
 		}
-		st := a.decide(ctx, as, free, ferr, &accepted)
-		if equality.Semantic.DeepEqual(st, &as.Status) {
-			continue
-		}
-		st.ReportTime = &metav1.Time{Time: time.Now()}
-		as.Status = *st
-		if err := a.Hub.Status().Update(ctx, as); err != nil && !apierrors.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("reporting on assignment %s: %w", as.Name, err))
-		}
+		st, objs := a.admit(as, cfg, free, ferr, &accepted)
+		jobs = append(jobs, job{as, st, objs})
 	}
+	errs := make([]error, len(jobs))
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for i, j := range jobs {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			st := j.st
+			if st.State == flotillav1.AssignmentAccepted {
+				a.run(ctx, cfg, j.as, st, j.objs)
+			}
+			if equality.Semantic.DeepEqual(st, &j.as.Status) {
+				return
+			}
+			st.ReportTime = &metav1.Time{Time: time.Now()}
+			j.as.Status = *st
+			if err := a.Hub.Status().Update(ctx, j.as); err != nil && !apierrors.IsNotFound(err) {
+				errs[i] = fmt.Errorf("reporting on assignment %s: %w", j.as.Name, err)
+			}
+		})
+	}
+	wg.Wait()
+	a.appliedMu.Lock()
 	for name := range a.appliedAt {
 		if !slices.ContainsFunc(list.Items, func(as flotillav1.Assignment) bool { return as.Name == name }) {
 			delete(a.appliedAt, name)
 		}
 	}
+	a.appliedMu.Unlock()
 	return errors.Join(errs...)
 }
 
-// decide returns the report on one Assignment: refused, or accepted,
-// applied when it changed (or drifted), and read back.
-func (a *Agent) decide(ctx context.Context, as *flotillav1.Assignment, free corev1.ResourceList, ferr error,
-	accepted *[]*flotillav1.AssignmentSpec) *flotillav1.AssignmentStatus {
+// admit decides whether the agent takes an Assignment it has not answered
+// yet, and returns its report so far and its checked objects.
+func (a *Agent) admit(as *flotillav1.Assignment, cfg *Config, free corev1.ResourceList, ferr error,
+	accepted *[]*flotillav1.AssignmentSpec) (*flotillav1.AssignmentStatus, []*unstructured.Unstructured) {
 	st := as.Status.DeepCopy()
 	refuse := func(reason, msg string) *flotillav1.AssignmentStatus {
 		a.Log.Info("Refused an assignment", "assignment", as.Name, "reason", reason, "message", msg)
 		return &flotillav1.AssignmentStatus{State: flotillav1.AssignmentRefused, Reason: reason, Message: bound.Message(msg)}
 	}
-	objs, err := assign.Check(as, a.Config.HubID)
+	objs, err := assign.Check(as, cfg.HubID)
 	if err != nil {
-		return refuse(ReasonInvalidAssignment, err.Error())
+		return refuse(ReasonInvalidAssignment, err.Error()), nil
 	}
 	if st.State == "" {
 		if ferr != nil {
 			st.LastError = bound.Message("measuring free capacity: " + ferr.Error())
-			return st
+			return st, objs
 		}
 		if why := assign.Admit(free, *accepted, &as.Spec); why != "" {
-			return refuse(ReasonInsufficientCapacity, why)
+			return refuse(ReasonInsufficientCapacity, why), nil
 		}
 		st.State, st.Reason, st.Message = flotillav1.AssignmentAccepted, "Accepted", "fits the cluster's free capacity"
 		*accepted = append(*accepted, &as.Spec)
 	}
-	if st.AppliedHash != as.Spec.Hash || time.Since(a.appliedAt[as.Name]) >= reapplyInterval {
+	return st, objs
+}
+
+// run applies an accepted Assignment when it changed (or drifted) and
+// reads it back into st.
+func (a *Agent) run(ctx context.Context, cfg *Config, as *flotillav1.Assignment, st *flotillav1.AssignmentStatus, objs []*unstructured.Unstructured) {
+	a.appliedMu.Lock()
+	last := a.appliedAt[as.Name]
+	a.appliedMu.Unlock()
+	if st.AppliedHash != as.Spec.Hash || time.Since(last) >= reapplyInterval {
 		if err := remote.ApplyLease(ctx, a.Federation, objs, FieldManager); err != nil {
 			st.LastError = bound.Error(err)
-			return st
+			return
 		}
 		st.AppliedHash, st.LastError = as.Spec.Hash, ""
+		a.appliedMu.Lock()
 		if a.appliedAt == nil {
 			a.appliedAt = map[string]time.Time{}
 		}
 		a.appliedAt[as.Name] = time.Now()
+		a.appliedMu.Unlock()
 	}
-	obs, err := remote.ReadLease(ctx, a.Federation, a.Config.HubID, as.Spec.LeaseRef.UID, as.Spec.Class == flotillav1.ClassBatch, as.Spec.Replicas)
+	obs, err := remote.ReadLease(ctx, a.Federation, cfg.HubID, as.Spec.LeaseRef.UID, as.Spec.Class == flotillav1.ClassBatch, as.Spec.Replicas)
 	if err != nil {
 		st.LastError = bound.Error(err)
-		return st
+		return
 	}
 	st.RunningReplicas, st.ReadyReplicas = obs.Running, obs.Ready
 	st.SucceededReplicas, st.FailedReplicas = obs.Succeeded, min(obs.Failed, 1_000_000)
@@ -148,14 +187,13 @@ func (a *Agent) decide(ctx context.Context, as *flotillav1.Assignment, free core
 	if obs.JobFailed {
 		st.Message = bound.Message(obs.Message)
 	}
-	return st
 }
 
 // fence deletes every namespace of this hub on the cluster that no
 // Assignment wants, or wants at another epoch.
-func (a *Agent) fence(ctx context.Context, wanted map[string]int64) error {
+func (a *Agent) fence(ctx context.Context, cfg *Config, wanted map[string]int64) error {
 	var nss corev1.NamespaceList
-	if err := a.Federation.List(ctx, &nss, client.MatchingLabels{flotillav1.LabelManaged: "true", flotillav1.LabelHub: a.Config.HubID}); err != nil {
+	if err := a.Federation.List(ctx, &nss, client.MatchingLabels{flotillav1.LabelManaged: "true", flotillav1.LabelHub: cfg.HubID}); err != nil {
 		return fmt.Errorf("listing the hub's namespaces: %w", err)
 	}
 	var errs []error
@@ -180,7 +218,7 @@ func (a *Agent) fence(ctx context.Context, wanted map[string]int64) error {
 // freeCapacity is what the cluster has free for Flotilla now: schedulable
 // nodes' allocatable minus the owner's reserve and the requests of every
 // pod that is not Flotilla's (Flotilla's are counted by their Assignments).
-func (a *Agent) freeCapacity(ctx context.Context) (corev1.ResourceList, error) {
+func (a *Agent) freeCapacity(ctx context.Context, cfg *Config) (corev1.ResourceList, error) {
 	nodes, err := a.Local.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("listing nodes: %w", err)
@@ -189,18 +227,24 @@ func (a *Agent) freeCapacity(ctx context.Context) (corev1.ResourceList, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing pods: %w", err)
 	}
-	return capacity.Offer(nodes.Items, pods.Items, a.Config.reserve), nil
+	return capacity.Offer(nodes.Items, pods.Items, cfg.reserve), nil
 }
 
-// watchAssignments wakes the agent whenever one of its Assignments
-// changes on the hub, so that new work does not wait for the next round;
-// the rounds go on without it.
-func (a *Agent) watchAssignments(ctx context.Context, wake chan<- struct{}) {
-	ns := flotillav1.ProviderNamespace(a.Config.Provider.Name)
+// watchAssignments wakes the agent whenever the hub adds, changes or
+// withdraws one of its Assignments, so that new work does not wait for the
+// next round; the rounds go on without it. The agent's own reports (status
+// only, the generation unchanged) wake nothing.
+func (a *Agent) watchAssignments(ctx context.Context, ns string, wake chan<- struct{}) {
 	for ctx.Err() == nil {
 		w, err := a.HubWatch.Watch(ctx, &flotillav1.AssignmentList{}, client.InNamespace(ns))
 		if err == nil {
-			for range w.ResultChan() {
+			gen := map[string]int64{}
+			for ev := range w.ResultChan() {
+				if as, ok := ev.Object.(*flotillav1.Assignment); ok && ev.Type == watch.Modified && gen[as.Name] == as.Generation {
+					continue
+				} else if ok {
+					gen[as.Name] = as.Generation
+				}
 				select {
 				case wake <- struct{}{}:
 				default:
@@ -212,5 +256,30 @@ func (a *Agent) watchAssignments(ctx context.Context, wake chan<- struct{}) {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
 		}
+	}
+}
+
+// pullLoop runs SyncAssignments every pullInterval and whenever the hub
+// changes an Assignment, until ctx ends.
+func (a *Agent) pullLoop(ctx context.Context) {
+	cfg := a.config()
+	t := time.NewTicker(cfg.pull)
+	defer t.Stop()
+	wake := make(chan struct{}, 1)
+	if a.HubWatch != nil {
+		go a.watchAssignments(ctx, flotillav1.ProviderNamespace(cfg.Provider.Name), wake)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-wake:
+		}
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if err := a.SyncAssignments(rctx); err != nil {
+			a.Log.Error(err, "Syncing assignments")
+		}
+		cancel()
 	}
 }

@@ -98,27 +98,29 @@ func TestCheckRefusesHostileAssignments(t *testing.T) {
 		mutate func(a *flotillav1.Assignment)
 		want   string
 	}{
-		"namespace of another lease": {func(a *flotillav1.Assignment) { a.Spec.Namespace = "flotilla-hub-0000000000000000" }, "is not the one of lease"},
-		"object in kube-system": {func(a *flotillav1.Assignment) {
+		"P7.pull-assignment-confined: namespace of another lease": {func(a *flotillav1.Assignment) { a.Spec.Namespace = "flotilla-hub-0000000000000000" }, "is not the one of lease"},
+		"P7.pull-assignment-confined: object in kube-system": {func(a *flotillav1.Assignment) {
 			edit(last(a), func(u map[string]any) { meta(u)["namespace"] = "kube-system" })(a)
 		}, "outside the Assignment's namespace"},
-		"a ClusterRoleBinding": {func(a *flotillav1.Assignment) {
-			edit(1, func(u map[string]any) { u["kind"], u["apiVersion"] = "ClusterRoleBinding", "rbac.authorization.k8s.io/v1" })(a)
+		"P7.pull-assignment-kinds: a ClusterRoleBinding": {func(a *flotillav1.Assignment) {
+			edit(1, func(u map[string]any) {
+				u["kind"], u["apiVersion"] = "ClusterRoleBinding", "rbac.authorization.k8s.io/v1"
+			})(a)
 		}, "not a kind the hub renders"},
-		"a Service": {func(a *flotillav1.Assignment) {
+		"P7.pull-assignment-kinds: a Service": {func(a *flotillav1.Assignment) {
 			edit(1, func(u map[string]any) { u["kind"] = "Service" })(a)
 		}, "not a kind the hub renders"},
-		"a Deployment of another API group": {func(a *flotillav1.Assignment) {
+		"P7.pull-assignment-kinds: a Deployment of another API group": {func(a *flotillav1.Assignment) {
 			edit(last(a), func(u map[string]any) { u["apiVersion"] = "example.com/v1" })(a)
 		}, "not a kind the hub renders"},
-		"another namespace object": {func(a *flotillav1.Assignment) {
+		"P7.pull-assignment-confined: another namespace object": {func(a *flotillav1.Assignment) {
 			edit(0, func(u map[string]any) { meta(u)["name"] = "default" })(a)
 		}, "is not the Assignment's"},
-		"labels of another lease": {func(a *flotillav1.Assignment) {
+		"P7.pull-assignment-labels: labels of another lease": {func(a *flotillav1.Assignment) {
 			edit(last(a), func(u map[string]any) { meta(u)["labels"].(map[string]any)[flotillav1.LabelLease] = "other" })(a)
 		}, "does not carry the Assignment's lease"},
-		"stale epoch label": {func(a *flotillav1.Assignment) { a.Spec.Epoch = 4 }, "does not carry the Assignment's lease, hub and epoch"},
-		"no objects":        {func(a *flotillav1.Assignment) { a.Spec.Objects = nil }, "0 objects"},
+		"P7.pull-assignment-labels: stale epoch label": {func(a *flotillav1.Assignment) { a.Spec.Epoch = 4 }, "does not carry the Assignment's lease, hub and epoch"},
+		"no objects": {func(a *flotillav1.Assignment) { a.Spec.Objects = nil }, "0 objects"},
 		"too many objects": {func(a *flotillav1.Assignment) {
 			for len(a.Spec.Objects) <= MaxObjects {
 				a.Spec.Objects = append(a.Spec.Objects, a.Spec.Objects[1])
@@ -187,23 +189,23 @@ func TestObserveBoundsTheAgentsReport(t *testing.T) {
 			want: Report{Decided: true, Current: true, Observation: lease.Observation{Running: 2, Ready: 1}}},
 		"accepted, older version": {st: flotillav1.AssignmentStatus{State: flotillav1.AssignmentAccepted, AppliedHash: "old", RunningReplicas: 2, ReadyReplicas: 2},
 			want: Report{Decided: true, Observation: lease.Observation{Running: 2, Ready: 2}}},
-		"claims more than leased": {st: flotillav1.AssignmentStatus{State: flotillav1.AssignmentAccepted, AppliedHash: "h", RunningReplicas: 9000, ReadyReplicas: 9000, SucceededReplicas: 50},
+		"P4.pull-report-capped: claims more than leased": {st: flotillav1.AssignmentStatus{State: flotillav1.AssignmentAccepted, AppliedHash: "h", RunningReplicas: 9000, ReadyReplicas: 9000, SucceededReplicas: 50},
 			want: Report{Decided: true, Current: true, Observation: lease.Observation{Running: 2, Ready: 2, Succeeded: 2}}},
-		"ready but not running": {st: flotillav1.AssignmentStatus{State: flotillav1.AssignmentAccepted, AppliedHash: "h", ReadyReplicas: 2},
+		"P4.pull-report-capped: ready but not running": {st: flotillav1.AssignmentStatus{State: flotillav1.AssignmentAccepted, AppliedHash: "h", ReadyReplicas: 2},
 			want: Report{Decided: true, Current: true}},
-		"negative counts": {st: flotillav1.AssignmentStatus{State: flotillav1.AssignmentAccepted, AppliedHash: "h", RunningReplicas: -5, FailedReplicas: -1},
+		"P4.pull-report-capped: negative counts": {st: flotillav1.AssignmentStatus{State: flotillav1.AssignmentAccepted, AppliedHash: "h", RunningReplicas: -5, FailedReplicas: -1},
 			want: Report{Decided: true, Current: true}},
 		"complete with nothing succeeded": {st: flotillav1.AssignmentStatus{State: flotillav1.AssignmentAccepted, AppliedHash: "h", Complete: true},
 			want: Report{Decided: true, Current: true}},
 		"complete with a digest": {st: flotillav1.AssignmentStatus{State: flotillav1.AssignmentAccepted, AppliedHash: "h", Complete: true, JobFailed: true, SucceededReplicas: 1, Digest: digest},
 			want: Report{Decided: true, Current: true, Observation: lease.Observation{Succeeded: 1, Complete: true, Digest: digest}}},
-		"malformed digest": {st: flotillav1.AssignmentStatus{State: flotillav1.AssignmentAccepted, AppliedHash: "h", Digest: "sha256:zz"},
+		"P4.pull-report-digest: malformed digest": {st: flotillav1.AssignmentStatus{State: flotillav1.AssignmentAccepted, AppliedHash: "h", Digest: "sha256:zz"},
 			want: Report{Decided: true, Current: true}},
 		"job failed": {st: flotillav1.AssignmentStatus{State: flotillav1.AssignmentAccepted, AppliedHash: "h", JobFailed: true, Message: "BackoffLimitExceeded\nsecond line"},
 			want: Report{Decided: true, Current: true, Observation: lease.Observation{JobFailed: true, Message: "the job failed on the provider: BackoffLimitExceeded second line"}}},
 		"refused": {st: flotillav1.AssignmentStatus{State: flotillav1.AssignmentRefused, Reason: "InsufficientCapacity", Message: "not enough cpu free"},
 			want: Report{Decided: true, Refused: true, Reason: "InsufficientCapacity", Message: "not enough cpu free"}},
-		"refused with a reason that is not one": {st: flotillav1.AssignmentStatus{State: flotillav1.AssignmentRefused, Reason: "no way; DROP TABLE"},
+		"P4.pull-report-reason: refused with a reason that is not one": {st: flotillav1.AssignmentStatus{State: flotillav1.AssignmentRefused, Reason: "no way; DROP TABLE"},
 			want: Report{Decided: true, Refused: true, Reason: flotillav1.LeaseReasonRefused, Message: "refused without a reason"}},
 	}
 	for name, tc := range cases {
@@ -215,7 +217,7 @@ func TestObserveBoundsTheAgentsReport(t *testing.T) {
 	}
 	long := flotillav1.AssignmentStatus{State: flotillav1.AssignmentRefused, Reason: "Full", Message: strings.Repeat("x", 100_000), LastError: strings.Repeat("y", 100_000)}
 	if r := Observe(2, "h", &long); len(r.Message) > 1024 || len(r.LastError) > 1024 {
-		t.Errorf("texts not bounded: %d and %d bytes", len(r.Message), len(r.LastError))
+		t.Errorf("P4.pull-report-text: texts not bounded: %d and %d bytes", len(r.Message), len(r.LastError))
 	}
 }
 

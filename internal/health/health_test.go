@@ -169,7 +169,7 @@ func TestDecidePull(t *testing.T) {
 			want: outcome{Phase: "Lost", Ready: "False/Lost", Stalled: "True/Lost", RecentLosses: 1, LastLost: at(20 * time.Second),
 				LastHeartbeat: at(0), RequeueAfter: 3 * time.Second, Event: "PhaseLost", KStatus: "Failed"},
 		},
-		"heartbeat written with a time far ahead, unchanged: Lost all the same": {
+		"P3.pull-heartbeat-hub-clock: heartbeat written with a time far ahead, unchanged: Lost all the same": {
 			in: Input{Now: t0.Add(time.Minute), Pull: true, Status: pull("Ready", 0, "2099-01-01T00:00:00Z"), Heartbeat: "2099-01-01T00:00:00Z"},
 			want: outcome{Phase: "Lost", Ready: "False/Lost", Stalled: "True/Lost", RecentLosses: 1, LastLost: at(time.Minute),
 				LastHeartbeat: at(0), RequeueAfter: 3 * time.Second, Event: "PhaseLost", KStatus: "Failed"},
@@ -180,7 +180,7 @@ func TestDecidePull(t *testing.T) {
 			want: outcome{Phase: "Ready", Ready: "True/Ready", RecentLosses: 1, LastLost: at(20 * time.Second), LastHeartbeat: at(time.Minute),
 				RequeueAfter: 3 * time.Second, Event: "PhaseReady", KStatus: "Current"},
 		},
-		"hub restarted after an outage: the grace period counts from its start": {
+		"P3.pull-hub-restart: hub restarted after an outage: the grace period counts from its start": {
 			in:   Input{Now: t0.Add(time.Hour + 5*time.Second), Since: t0.Add(time.Hour), Pull: true, Status: pull("Ready", 0, "a"), Heartbeat: "a"},
 			want: outcome{Phase: "Ready", Ready: "True/Ready", LastHeartbeat: at(0), RequeueAfter: 3 * time.Second, KStatus: "Current"},
 		},

@@ -1,4 +1,5 @@
-// The demo: a hub and three provider clusters owned by different people,
+// The demo: a hub and four provider clusters owned by different people
+// (one a home lab behind NAT that joins in pull mode),
 // with the hub and provider charts installed by helm, the manager and the
 // agents running as local processes, and the samples applied. It shows
 // where every replica runs and what it costs, demonstrates failover and
@@ -56,15 +57,20 @@ type owner struct {
 	nodes                   NodeSet
 	prices                  map[string]string
 	attributes              map[string]string
+	// pull: the hub cannot reach this cluster (a home lab behind NAT);
+	// it joins in pull mode, with fake nodes and its agent as a process.
+	pull bool
 }
 
 var owners = []owner{
 	{"alice-1", "alice", "eu-west", NodeSet{Count: 2, CPU: "8", Memory: "16Gi"},
-		map[string]string{"cpu": "0.010", "memory": "0.002"}, nil},
+		map[string]string{"cpu": "0.010", "memory": "0.002"}, nil, false},
 	{"bob-1", "bob", "us-east", NodeSet{Count: 2, CPU: "8", Memory: "16Gi"},
-		map[string]string{"cpu": "0.008", "memory": "0.002"}, nil},
+		map[string]string{"cpu": "0.008", "memory": "0.002"}, nil, false},
 	{"carol-1", "carol", "eu-west", NodeSet{Count: 1, CPU: "16", Memory: "64Gi", GPU: 2},
-		map[string]string{"cpu": "0.020", "memory": "0.004", "nvidia.com/gpu": "1.5"}, map[string]string{"gpu-model": "a100"}},
+		map[string]string{"cpu": "0.020", "memory": "0.004", "nvidia.com/gpu": "1.5"}, map[string]string{"gpu-model": "a100"}, false},
+	{"dave-1", "dave", "home", NodeSet{Count: 1, CPU: "8", Memory: "16Gi"},
+		map[string]string{"cpu": "0.012", "memory": "0.002"}, nil, true},
 }
 
 // DemoOptions configure Up.
@@ -89,8 +95,9 @@ func DefaultDemoDir() string { return filepath.Join(os.TempDir(), "flotilla-demo
 type demo struct {
 	DemoOptions
 	bin string
-	// real: every cluster has a real node; the manager and agents run as
-	// pods from the charts and the samples' containers really run.
+	// real: every cluster but the home lab has a real node; the manager
+	// and agents run as pods from the charts and the samples' containers
+	// really run.
 	real bool
 }
 
@@ -181,16 +188,18 @@ func (d *demo) up(ctx context.Context) error {
 
 	d.real = !d.FakeNodesOnly && realNodesAvailable(bin) == nil
 	if d.real {
-		d.say("1/6 starting a hub and three provider clusters (control planes, each with a real node where containers run):")
+		d.say("1/6 starting a hub and four provider clusters (control planes, the owners' servers each with a real node where containers run):")
 	} else {
-		d.say("1/6 starting a hub and three provider clusters (control planes with fake nodes; %v):", why(d.FakeNodesOnly, bin))
+		d.say("1/6 starting a hub and four provider clusters (control planes with fake nodes; %v):", why(d.FakeNodesOnly, bin))
 	}
 	var specs []ProviderSpec
 	for _, o := range owners {
 		spec := ProviderSpec{Name: o.provider, Owner: o.owner, Region: o.region, Nodes: []NodeSet{o.nodes}}
 		nodes := fmt.Sprintf("%d node(s) of %s cores, %s", o.nodes.Count, o.nodes.CPU, o.nodes.Memory)
-		if d.real {
-			// Only the GPU node stays fake: everything else runs for real.
+		if o.pull {
+			nodes += "; a home lab behind NAT: joins in pull mode, the hub never connects to it"
+		} else if d.real {
+			// Only the GPU node and the home lab stay fake.
 			spec.RealNodes = 1
 			if o.nodes.GPU == 0 {
 				spec.Nodes, nodes = nil, "1 real node"
@@ -234,7 +243,7 @@ func (d *demo) up(ctx context.Context) error {
 
 	d.say("3/6 each owner installs the provider chart and runs the agent")
 	for _, o := range owners {
-		if d.real {
+		if d.real && !o.pull {
 			err = d.joinOwnerWithPod(ctx, fed, hub, o)
 		} else {
 			err = d.joinOwnerWithProcess(ctx, fed, hub, hubCfg, o, st, save)
@@ -587,8 +596,12 @@ func (d *demo) joinOwnerWithProcess(ctx context.Context, fed *Federation, hub cl
 	if err != nil {
 		return err
 	}
+	mode := flotillav1.ModePush
+	if o.pull {
+		mode, server = flotillav1.ModePull, ""
+	}
 	joinKC, err := join.Issue(ctx, hub, join.Options{Name: o.provider, Owner: o.owner, Region: o.region, APIServerURL: server,
-		Server: hubCfg.Host, CAData: ca})
+		Mode: mode, Server: hubCfg.Host, CAData: ca})
 	if err != nil {
 		return err
 	}
@@ -596,7 +609,8 @@ func (d *demo) joinOwnerWithProcess(ctx context.Context, fed *Federation, hub cl
 	if err := os.WriteFile(joinFile, joinKC, 0o600); err != nil {
 		return err
 	}
-	args := append(ownerChartArgs(o), "--set", "provider.apiServerURL="+server, "--set", "offer.reserve.cpu=1", "--set", "offer.reserve.memory=2Gi")
+	args := append(ownerChartArgs(o), "--set", "provider.apiServerURL="+server, "--set", "provider.mode="+string(mode),
+		"--set", "offer.reserve.cpu=1", "--set", "offer.reserve.memory=2Gi")
 	if err := c.InstallProviderChart(hubID, o.region, args...); err != nil {
 		return err
 	}
@@ -616,7 +630,7 @@ func (d *demo) joinOwnerWithProcess(ctx context.Context, fed *Federation, hub cl
 	if err := save(); err != nil {
 		return err
 	}
-	d.say("    %s: chart installed, agent running (pid %d), prices %v", o.provider, pid, o.prices)
+	d.say("    %s: chart installed, agent running (pid %d) in %s mode, prices %v", o.provider, pid, mode, o.prices)
 	return nil
 }
 

@@ -219,6 +219,29 @@ type e2eResult struct {
 	// Kwok and Real compare Workloads with their floor, per node kind.
 	Kwok *vsFloor `json:"kwokNodes"`
 	Real *vsFloor `json:"realNodes,omitempty"`
+	// Pull sets pull-mode providers beside push-mode ones of the same
+	// shape, in the same run.
+	Pull *pullVsPush `json:"pullMode"`
+}
+
+// pullVsPush compares Workloads on three pull-mode providers (real agents
+// as processes, kwok nodes) with the same Workloads on three push-mode
+// providers, and the failover of each.
+type pullVsPush struct {
+	Workloads int     `json:"workloads"`
+	PullP50   float64 `json:"pullCreateToAllRunningP50Seconds"`
+	PullP99   float64 `json:"pullCreateToAllRunningP99Seconds"`
+	PushP50   float64 `json:"pushCreateToAllRunningP50Seconds"`
+	PushP99   float64 `json:"pushCreateToAllRunningP99Seconds"`
+	RatioP50  float64 `json:"ratioP50"`
+	RatioP99  float64 `json:"ratioP99"`
+	// Failovers with the default grace periods: a pull-mode provider's
+	// agent stopped, its whole cluster stopped, and a push-mode
+	// provider's cluster stopped (failoverDefaultSeconds).
+	FailoverAgentStopSec   float64 `json:"pullFailoverAgentStoppedSeconds"`
+	FailoverClusterStopSec float64 `json:"pullFailoverClusterStoppedSeconds"`
+	PushFailoverSec        float64 `json:"pushFailoverClusterStoppedSeconds"`
+	FailoverRatio          float64 `json:"failoverRatio"`
 }
 
 // vsFloor sets create-to-all-Running of Workloads beside the same for
@@ -312,7 +335,9 @@ func percentile(d []time.Duration, p float64) float64 {
 
 // TestBenchE2E measures, on a local federation of 10 providers with kwok
 // nodes, create-to-all-Running latency over 50 workloads and failover time
-// with the default and with 5s grace periods; where this machine can run
+// with the default and with 5s grace periods; the same for 20 workloads
+// on three pull-mode providers beside three push-mode ones, and the
+// failover of a pull-mode provider's agent and cluster; where this machine can run
 // real nodes, two more providers with one real node each run 10 workloads
 // of the web image. Each latency comes with its floor, Deployments of the
 // same shape created directly on providers, on nodes of the same kind.
@@ -347,10 +372,21 @@ func TestBenchE2E(t *testing.T) {
 		realErr = fmt.Errorf("FLOTILLA_BENCH_REAL=0")
 		specs = specs[:nProviders]
 	}
+	// Three pull-mode providers, joined with their agents below.
+	const nPullProviders = 3
+	for i := range nPullProviders {
+		specs = append(specs, localfed.ProviderSpec{Name: fmt.Sprintf("q%02d", i), Owner: fmt.Sprintf("q%02d", i),
+			Nodes: []localfed.NodeSet{{Count: 2, CPU: "16", Memory: "64Gi"}}})
+	}
 	fed := testbed.NewForTest(t, localfed.Options{Providers: specs})
-	h := setupHub(t, fed, prices, controllers.Options{HubID: "bench"})
+	h := setupHub(t, fed, prices, controllers.Options{HubID: joinHubID})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	pulled := map[string]*joinedProvider{}
+	for i := range nPullProviders {
+		name := fmt.Sprintf("q%02d", i)
+		pulled[name] = joinPullProvider(t, h, fed.Provider(name), "eu-pull")
+	}
 	h.awaitProvidersReady(t, len(specs), 120*time.Second)
 	obs := newPodObserver()
 	if err := obs.run(ctx, h); err != nil {
@@ -417,13 +453,42 @@ func TestBenchE2E(t *testing.T) {
 		t.Logf("  %s: %s", k, v)
 	}
 
-	failover := func(victim string) float64 {
+	// Pull mode beside push mode: the same Workloads on three pull-mode
+	// providers and on three push-mode ones (owners o07-o09).
+	const nPull = 20
+	pullLat := obs.awaitRunning(t, createSpaced(t, h, nPull, func(i int) *flotillav1.Workload {
+		w := newWorkload("bench", fmt.Sprintf("q%02d", i), flotillav1.ClassService, replicas)
+		fixture.Selecting("region", "eu-pull")(w)
+		return w
+	}), replicas)
+	pushLat := obs.awaitRunning(t, createSpaced(t, h, nPull, func(i int) *flotillav1.Workload {
+		w := newWorkload("bench", fmt.Sprintf("s%02d", i), flotillav1.ClassService, replicas)
+		w.Spec.Placement.AttributeSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+			{Key: "owner", Operator: metav1.LabelSelectorOpIn, Values: []string{"o07", "o08", "o09"}}}}
+		return w
+	}), replicas)
+	res.Pull = &pullVsPush{Workloads: nPull, PullP50: percentile(pullLat, 0.5), PullP99: percentile(pullLat, 0.99),
+		PushP50: percentile(pushLat, 0.5), PushP99: percentile(pushLat, 0.99)}
+	res.Pull.RatioP50, res.Pull.RatioP99 = res.Pull.PullP50/res.Pull.PushP50, res.Pull.PullP99/res.Pull.PushP99
+	for name := range pulled {
+		p := &flotillav1.Provider{}
+		if err := h.client.Get(ctx, client.ObjectKey{Name: name}, p); err == nil {
+			t.Logf("%s: %s, %d losses, reputation %s, runs replicas of %d workloads", name, p.Status.Phase,
+				p.Status.RecentLosses, p.Status.Reputation.Score, len(obs.appsOn(name)))
+		}
+	}
+
+	failover := func(victim string, stop func() error) float64 {
 		apps := obs.appsOn(victim)
+		if len(apps) == 0 {
+			t.Fatalf("failover of %s measured nothing: it runs no replicas", victim)
+		}
+		t.Logf("stopping %s, which runs replicas of %d workloads", victim, len(apps))
 		obs.mu.Lock()
 		obs.skip[victim] = true
 		obs.mu.Unlock()
 		start := time.Now()
-		if err := fed.Provider(victim).Stop(ctx); err != nil {
+		if err := stop(); err != nil {
 			t.Fatal(err)
 		}
 		hubenv.Await(t, 120*time.Second, "the stopped provider's replicas Running elsewhere", func() (bool, string) {
@@ -436,14 +501,37 @@ func TestBenchE2E(t *testing.T) {
 		})
 		return time.Since(start).Seconds()
 	}
-	res.FailoverDefaultSec = failover("p00")
+	stopCluster := func(name string) func() error { return func() error { return fed.Provider(name).Stop(ctx) } }
+	res.FailoverDefaultSec = failover("p00", stopCluster("p00"))
+	res.Pull.PushFailoverSec = res.FailoverDefaultSec
+	// Equal prices and reputation a hair apart can put every replica on
+	// one provider: stop the busiest each time, so that each failover
+	// moves work.
+	busiest := func() string {
+		best, most := "", -1
+		for name := range pulled {
+			obs.mu.Lock()
+			skipped := obs.skip[name]
+			obs.mu.Unlock()
+			if n := len(obs.appsOn(name)); !skipped && n > most {
+				best, most = name, n
+			}
+		}
+		return best
+	}
+	agentVictim := busiest()
+	res.Pull.FailoverAgentStopSec = failover(agentVictim, func() error { pulled[agentVictim].stopAgent(); return nil })
+	clusterVictim := busiest()
+	res.Pull.FailoverClusterStopSec = failover(clusterVictim, stopCluster(clusterVictim))
+	res.Pull.FailoverRatio = max(res.Pull.FailoverAgentStopSec, res.Pull.FailoverClusterStopSec) / res.Pull.PushFailoverSec
+	t.Logf("pull mode: %+v", *res.Pull)
 
 	// Faster failover: 5s provider grace, 5s workload grace.
 	h.stop()
 	h.opts.ProviderGracePeriod = 5 * time.Second
 	h.start(t)
 	time.Sleep(5 * time.Second)
-	res.FailoverGrace5Sec = failover("p01")
+	res.FailoverGrace5Sec = failover("p01", stopCluster("p01"))
 	t.Logf("failover: %.1fs with defaults, %.1fs with 5s grace periods", res.FailoverDefaultSec, res.FailoverGrace5Sec)
 
 	out := filepath.Join(hubenv.RepoRoot(), "bench", "results", "e2e.json")

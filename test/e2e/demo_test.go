@@ -72,6 +72,10 @@ func TestDemo(t *testing.T) {
 			t.Errorf("the demo's output lacks %q:\n%s", want, out)
 		}
 	}
+	// The home lab behind NAT joined in pull mode and is Ready.
+	if !regexp.MustCompile(`dave-1\s+dave\s+home\s+Pull\s+Ready`).MatchString(out) {
+		t.Errorf("the demo's status does not show dave-1 Ready in pull mode:\n%s", out)
+	}
 	// Where real nodes can run (root, `make tools images`), the demo uses
 	// them: the web sample really answers and the copies really compute.
 	if localfed.RealNodePrereqs(filepath.Join(root, "bin")) == nil {

@@ -106,6 +106,15 @@ func setupHub(t *testing.T, fed *localfed.Federation, prices map[string]string, 
 	h := installHub(t, fed)
 	c := h.client
 	for _, p := range fed.Providers {
+		if _, priced := prices[p.Name]; !priced {
+			// Joined by the test itself (a pull-mode provider, say).
+			cs, err := p.Clientset(10 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.providers[p.Name] = cs
+			continue
+		}
 		kc, err := p.InlineKubeconfig()
 		if err != nil {
 			t.Fatal(err)

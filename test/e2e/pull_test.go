@@ -135,7 +135,7 @@ func TestPullModeFederation(t *testing.T) {
 			return ok && r["push-1"] == 1 && r["pull-1"] == 4, msg
 		})
 	})
-	hubenv.Stage(t, "the pull provider's API server never heard from the hub", func(t *testing.T) {
+	hubenv.Stage(t, "P1.pull-no-credential: the pull provider's API server never heard from the hub", func(t *testing.T) {
 		events := readAudit(t, fed.Provider("pull-1").AuditLog())
 		fedUser := "system:serviceaccount:" + flotillav1.SystemNamespace + ":flotilla-federation"
 		applied := 0
