@@ -165,7 +165,7 @@ func Decide(in Input, p Policy) Decision {
 	if t := LastContact(st); t != nil {
 		e.lastContact = t
 	}
-	if in.Pull && e.lastContact != nil && e.lastContact.Before(in.Since) {
+	if in.Pull && e.lastContact != nil && e.lastContact.Before(in.Since) && in.Status.Phase != flotillav1.ProviderLost {
 		t := in.Since
 		e.lastContact = &t
 	}
@@ -215,7 +215,9 @@ func pullProbe(st *flotillav1.ProviderStatus, in Input, p Policy) Probe {
 		return Probe{Reason: flotillav1.ProviderReasonNoHeartbeat, Message: "pull mode: no heartbeat from the provider's agent yet"}
 	}
 	seen := st.LastHeartbeatTime.Time
-	if seen.Before(in.Since) {
+	if seen.Before(in.Since) && in.Status.Phase != flotillav1.ProviderLost {
+		// The benefit of the doubt is for one that was alive when the hub
+		// stopped; one already Lost stays Lost until it beats again.
 		seen = in.Since
 	}
 	ago := in.Now.Sub(seen)

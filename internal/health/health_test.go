@@ -184,6 +184,13 @@ func TestDecidePull(t *testing.T) {
 			in:   Input{Now: t0.Add(time.Hour + 5*time.Second), Since: t0.Add(time.Hour), Pull: true, Status: pull("Ready", 0, "a"), Heartbeat: "a"},
 			want: outcome{Phase: "Ready", Ready: "True/Ready", LastHeartbeat: at(0), RequeueAfter: 3 * time.Second, KStatus: "Current"},
 		},
+		"P3.pull-hub-restart: a provider Lost before the hub restarted stays Lost until it beats again": {
+			in: Input{Now: t0.Add(time.Hour + 5*time.Second), Since: t0.Add(time.Hour), Pull: true, Heartbeat: "a",
+				Status: flotillav1.ProviderStatus{Mode: flotillav1.ModePull, Phase: "Lost", LastHeartbeatTime: at(0), ObservedHeartbeat: "a",
+					RecentLosses: 1, LastLostTime: at(20 * time.Second)}},
+			want: outcome{Phase: "Lost", Ready: "False/Lost", Stalled: "True/Lost", RecentLosses: 1, LastLost: at(20 * time.Second),
+				LastHeartbeat: at(0), RequeueAfter: 3 * time.Second, KStatus: "Failed"},
+		},
 		"hub restarted, no heartbeat for a grace period since": {
 			in: Input{Now: t0.Add(time.Hour + 20*time.Second), Since: t0.Add(time.Hour), Pull: true, Status: pull("Ready", 0, "a"), Heartbeat: "a"},
 			want: outcome{Phase: "Lost", Ready: "False/Lost", Stalled: "True/Lost", RecentLosses: 1, LastLost: at(time.Hour + 20*time.Second),
