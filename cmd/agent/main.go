@@ -78,6 +78,7 @@ func run(ctx context.Context, kubeconfig, hubKubeconfig, namespace string) error
 		return fmt.Errorf("provider cluster credentials: %w", err)
 	}
 	cfg.UserAgent = agent.UserAgent
+	cfg.QPS, cfg.Burst = 50, 100
 	local, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return err
@@ -104,6 +105,10 @@ func run(ctx context.Context, kubeconfig, hubKubeconfig, namespace string) error
 		return fmt.Errorf("hub kubeconfig: %w", err)
 	}
 	hubRest.UserAgent = agent.UserAgent
+	// client-go's default of 5 requests a second throttles a pull-mode
+	// agent with a few dozen Assignments; the hub's API priority and
+	// fairness, not the client, protects the hub.
+	hubRest.QPS, hubRest.Burst = 50, 100
 	hub, err := client.NewWithWatch(hubRest, client.Options{Scheme: remote.NewScheme()})
 	if err != nil {
 		return err

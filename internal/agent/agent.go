@@ -195,6 +195,7 @@ type Agent struct {
 	fenced    atomic.Bool
 	appliedMu sync.Mutex
 	appliedAt map[string]time.Time
+	readAt    map[string]time.Time
 	// mu guards Config, which a reload swaps while the pull loop reads it.
 	mu sync.Mutex
 }
@@ -266,6 +267,7 @@ func FederationConfig(ctx context.Context, cs kubernetes.Interface, namespace st
 	fc := rest.AnonymousClientConfig(local)
 	fc.BearerToken = string(s.Data["token"])
 	fc.UserAgent = UserAgent
+	fc.QPS, fc.Burst = 50, 100
 	return fc, nil
 }
 

@@ -39,6 +39,10 @@ const (
 // Lease edited or deleted by hand) may last.
 const reapplyInterval = 2 * time.Minute
 
+// settledReadInterval is how often an Assignment whose replicas are all
+// ready is read back; one converging is read every round.
+const settledReadInterval = 5 * time.Second
+
 // SyncAssignments is one round of the agent's half of pull mode: read this
 // provider's Assignments on the hub; delete every namespace of the hub on
 // this cluster that no Assignment wants (self-fencing, before anything is
@@ -77,7 +81,13 @@ func (a *Agent) SyncAssignments(ctx context.Context) error {
 
 	// Admission is decided one Assignment after another, oldest first;
 	// applying and reading back run side by side.
-	free, ferr := a.freeCapacity(ctx, cfg)
+	// Free capacity is measured only when something waits for an answer:
+	// listing every pod of the cluster each round would cost for nothing.
+	var free corev1.ResourceList
+	var ferr error
+	if slices.ContainsFunc(list.Items, func(as flotillav1.Assignment) bool { return as.Status.State == "" && as.DeletionTimestamp == nil }) {
+		free, ferr = a.freeCapacity(ctx, cfg)
+	}
 	var accepted []*flotillav1.AssignmentSpec
 	for i := range list.Items {
 		if list.Items[i].Status.State == flotillav1.AssignmentAccepted {
@@ -124,6 +134,7 @@ func (a *Agent) SyncAssignments(ctx context.Context) error {
 	for name := range a.appliedAt {
 		if !slices.ContainsFunc(list.Items, func(as flotillav1.Assignment) bool { return as.Name == name }) {
 			delete(a.appliedAt, name)
+			delete(a.readAt, name)
 		}
 	}
 	a.appliedMu.Unlock()
@@ -176,7 +187,23 @@ func (a *Agent) run(ctx context.Context, cfg *Config, as *flotillav1.Assignment,
 		a.appliedAt[as.Name] = time.Now()
 		a.appliedMu.Unlock()
 	}
+	// A settled Assignment (applied, every replica ready) is read back at
+	// most every settledReadInterval, so that a round stays short and new
+	// work is applied promptly.
+	settled := st.AppliedHash == as.Spec.Hash && st.ReadyReplicas >= as.Spec.Replicas && as.Spec.Class != flotillav1.ClassBatch
+	a.appliedMu.Lock()
+	read := a.readAt[as.Name]
+	a.appliedMu.Unlock()
+	if settled && time.Since(read) < settledReadInterval {
+		return
+	}
 	obs, err := remote.ReadLease(ctx, a.Federation, cfg.HubID, as.Spec.LeaseRef.UID, as.Spec.Class == flotillav1.ClassBatch, as.Spec.Replicas)
+	a.appliedMu.Lock()
+	if a.readAt == nil {
+		a.readAt = map[string]time.Time{}
+	}
+	a.readAt[as.Name] = time.Now()
+	a.appliedMu.Unlock()
 	if err != nil {
 		st.LastError = bound.Error(err)
 		return
