@@ -74,7 +74,9 @@ type rejection struct {
 }
 
 // staticReject applies the filters whose outcome cannot change during a cycle.
-func (m *matcher) staticReject(w *workloadState, o *offerState) rejection {
+// It uses the prices and selector verdicts prepare computed for w.
+func (m *matcher) staticReject(w *workloadState, i int32) rejection {
+	o := &m.offers[i]
 	p := o.provider
 	switch {
 	case p == nil:
@@ -99,13 +101,13 @@ func (m *matcher) staticReject(w *workloadState, o *offerState) rejection {
 		return rejection{kind: storageNotOffered}
 	case w.Needs.Egress && !o.Allows.Egress:
 		return rejection{kind: egressNotOffered}
-	case w.Selector != nil && !w.Selector.Matches(o.Attributes):
+	case w.matches != nil && !w.matches[i]:
 		return rejection{kind: attributesMismatch}
 	}
 	// A price beyond int64 could be neither charged nor held, so such an
 	// Offer is out of reach even for a Workload without a ceiling.
-	switch price, ok := PricePerReplicaHour(&w.Request, &o.Prices); {
-	case !ok:
+	switch price := w.prices[i]; {
+	case price == unpriceable:
 		return rejection{kind: priceOverflow}
 	case w.MaxPrice >= 0 && price > w.MaxPrice:
 		return rejection{kind: priceAbove}
@@ -162,23 +164,35 @@ func (m *matcher) explain(w *workloadState) {
 	if w.pending <= 0 {
 		return
 	}
+	if w.ranking == nil {
+		m.prepare(w)
+	}
 	type key struct {
 		kind     rejectKind
 		res      Resource
 		provider string
 	}
+	// Counted in an array but for the reasons that name a provider: a
+	// cycle explains every workload that stays pending, over every offer.
+	var plain [leaseCap + 1][NumResources]int
 	counts := map[key]int{}
 	for i := range m.offers {
-		o := &m.offers[i]
-		r := m.staticReject(w, o)
+		r := m.staticReject(w, int32(i))
 		if r.kind == accepted {
 			r = m.dynamicReject(w, int32(i))
 		}
-		k := key{kind: r.kind, res: r.res}
 		if r.kind <= providerRefused || r.kind >= rateLimited {
-			k.provider = o.Provider
+			counts[key{kind: r.kind, res: r.res, provider: m.offers[i].Provider}]++
+		} else {
+			plain[r.kind][r.res]++
 		}
-		counts[k]++
+	}
+	for kind := range plain {
+		for res, n := range plain[kind] {
+			if n > 0 {
+				counts[key{kind: rejectKind(kind), res: Resource(res)}] = n
+			}
+		}
 	}
 	var reasons []Reason
 	for k, n := range counts {

@@ -49,6 +49,45 @@ func (a rank) tied(b rank) bool {
 	return a.price == b.price && a.reputation == b.reputation && a.region == b.region
 }
 
+// ranking is the order of the eligible offers for one request shape and
+// region preference, shared by the workloads that have both.
+type ranking struct {
+	ranks []rank
+	// runEnd[i] is the end of the run of offers tied with ranks[i].
+	runEnd []int32
+	// next skips offers too small for the request, which stay too small
+	// for every workload of this ranking as capacity only shrinks: next[i]
+	// leads to the first entry at or after i not known to be too small
+	// (a disjoint-set forest with path halving; next[len] is the end).
+	next []int32
+}
+
+func newRanking(ranks []rank) *ranking {
+	r := &ranking{ranks: ranks, runEnd: make([]int32, len(ranks)), next: make([]int32, len(ranks)+1)}
+	for i := len(ranks) - 1; i >= 0; i-- {
+		r.runEnd[i] = int32(i + 1)
+		if i+1 < len(ranks) && ranks[i+1].tied(ranks[i]) {
+			r.runEnd[i] = r.runEnd[i+1]
+		}
+	}
+	for i := range r.next {
+		r.next[i] = int32(i)
+	}
+	return r
+}
+
+// live returns the first entry at or after i not known to be too small.
+func (r *ranking) live(i int) int {
+	for int(r.next[i]) != i {
+		r.next[i] = r.next[r.next[i]]
+		i = int(r.next[i])
+	}
+	return i
+}
+
+// tooSmall records that entry i cannot take a replica of the request.
+func (r *ranking) tooSmall(i int) { r.next[i] = int32(i + 1) }
+
 type providerState struct {
 	*Provider
 	free       *Vector
@@ -71,11 +110,12 @@ type workloadState struct {
 	perOwner   map[string]int32
 	assignment map[int32]int // offer index -> index in Result.Assignments
 
-	ranking []rank // nil until the workload is first served
+	ranking *ranking // nil until the workload is first served
 	prices  []money.Micro
 	matches []bool // selector verdict per offer; nil without a selector
 	pos     int    // next entry of ranking to consider
-	group   []rank // offers tied at the current rank that may still take a replica
+	runEnd  int    // end of the run of tied offers pos is in
+	group   []rank // offers of that run already looked at that may still take a replica
 }
 
 type matcher struct {
@@ -88,9 +128,12 @@ type matcher struct {
 	// Shared by workloads with the same request shape, region preference or
 	// selector, so that a cycle costs O(shapes x offers), not O(workloads x
 	// offers).
-	rankings  map[string][]rank
+	rankings  map[string]*ranking
 	prices    map[Vector][]money.Micro
 	selectors map[string][]bool
+	// place is placeOne; a test swaps in a plain scan to check that both
+	// choose alike.
+	place func(*workloadState) bool
 }
 
 // Match places as many pending replicas as fit and explains the rest.
@@ -100,10 +143,14 @@ type matcher struct {
 // workload cannot starve the others; a namespace's workloads go oldest first.
 // Replicas already placed never move.
 func Match(s *Snapshot) Result {
+	return newMatcher(s).run()
+}
+
+func newMatcher(s *Snapshot) *matcher {
 	m := &matcher{
 		snap:      s,
 		providers: make(map[string]*providerState, len(s.Providers)),
-		rankings:  map[string][]rank{},
+		rankings:  map[string]*ranking{},
 		prices:    map[Vector][]money.Micro{},
 		selectors: map[string][]bool{},
 	}
@@ -145,7 +192,11 @@ func Match(s *Snapshot) Result {
 			m.eligible = append(m.eligible, int32(i))
 		}
 	}
+	m.place = m.placeOne
+	return m
+}
 
+func (m *matcher) run() Result {
 	for _, level := range m.queues() {
 		m.roundRobin(level)
 	}
@@ -205,7 +256,7 @@ func (m *matcher) roundRobin(level [][]*workloadState) {
 		next := level[:0]
 		for _, q := range level {
 			w := q[0]
-			if !m.placeOne(w) {
+			if !m.place(w) {
 				m.explain(w)
 				q = q[1:]
 			} else if w.pending == 0 {
@@ -251,9 +302,9 @@ func (m *matcher) prepare(w *workloadState) {
 	}
 
 	key := fmt.Sprint(w.Request, w.PreferredRegions)
-	r, ok := m.rankings[key]
+	rk, ok := m.rankings[key]
 	if !ok {
-		r = make([]rank, 0, len(m.eligible))
+		r := make([]rank, 0, len(m.eligible))
 		for _, i := range m.eligible {
 			if prices[i] == unpriceable {
 				continue // out of reach for this request, ceiling or not
@@ -262,9 +313,10 @@ func (m *matcher) prepare(w *workloadState) {
 				region: regionRank(w, m.offers[i].provider.Region), order: i})
 		}
 		slices.SortFunc(r, rank.compare)
-		m.rankings[key] = r
+		rk = newRanking(r)
+		m.rankings[key] = rk
 	}
-	w.ranking = r
+	w.ranking = rk
 }
 
 func regionRank(w *workloadState, region string) int32 {
@@ -294,45 +346,67 @@ func (n *Needs) allowedBy(a *Features) bool {
 }
 
 // placeOne places one replica of w and reports whether it could.
+//
+// Among offers tied on price, reputation and region, the provider with the
+// fewest replicas of this workload wins, the first in rank order among
+// equals. Tied offers are looked at lazily: one whose provider holds none
+// of this workload's replicas cannot be beaten, so a run of thousands of
+// offers at one price (owners posting the same rate) costs a replica a few
+// looks, not a scan of the whole run. Offers that can no longer take a
+// replica leave the group for good, as capacity only shrinks and counts
+// only grow.
 func (m *matcher) placeOne(w *workloadState) bool {
 	if w.ranking == nil {
 		m.prepare(w)
 	}
+	count := func(c rank) int32 { return w.perProv[m.offers[c.order].Provider] }
+	rk := w.ranking
 	for {
-		if len(w.group) == 0 {
-			// The next run of tied offers this workload may use.
-			for w.pos < len(w.ranking) && len(w.group) == 0 {
-				first := w.ranking[w.pos]
-				for w.pos < len(w.ranking) && w.ranking[w.pos].tied(first) {
-					c := w.ranking[w.pos]
-					if w.admits(c.order, &m.offers[c.order]) {
-						w.group = append(w.group, c)
-					}
-					w.pos++
-				}
-			}
-			if len(w.group) == 0 {
+		if len(w.group) == 0 && w.pos >= w.runEnd {
+			// The next run of tied offers.
+			w.pos = rk.live(w.pos)
+			if w.pos == len(rk.ranks) {
 				return false
 			}
+			w.runEnd = int(rk.runEnd[w.pos])
 		}
-		// Among tied offers, the provider with the fewest replicas of this
-		// workload wins; offers that can no longer take one leave the group
-		// for good, as capacity only shrinks and counts only grow.
 		best := -1
 		kept := w.group[:0]
 		for _, c := range w.group {
-			o := &m.offers[c.order]
 			if m.dynamicReject(w, c.order).kind != accepted {
 				continue
 			}
 			kept = append(kept, c)
-			if best < 0 || w.perProv[o.Provider] < w.perProv[m.offers[kept[best].order].Provider] {
+			if best < 0 || count(c) < count(kept[best]) {
 				best = len(kept) - 1
 			}
 		}
 		w.group = kept
+		for best < 0 || count(w.group[best]) > 0 {
+			if w.pos = rk.live(w.pos); w.pos >= w.runEnd {
+				break
+			}
+			i := w.pos
+			w.pos++
+			c := rk.ranks[i]
+			switch m.dynamicReject(w, c.order).kind {
+			case accepted:
+			case offerShort, providerShort, noChunk:
+				rk.tooSmall(i)
+				continue
+			default:
+				continue
+			}
+			if !w.admits(c.order, &m.offers[c.order]) {
+				continue
+			}
+			w.group = append(w.group, c)
+			if best < 0 || count(c) < count(w.group[best]) {
+				best = len(w.group) - 1
+			}
+		}
 		if best < 0 {
-			continue
+			continue // this run is used up
 		}
 		c := w.group[best]
 		m.commit(w, c.order, c.price)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/flotilla-dev/flotilla/internal/money"
 )
 
 // Each filter on its own: one provider, one offer, one workload of 1 replica.
@@ -553,5 +555,42 @@ func TestLeaseLimit(t *testing.T) {
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("placements (-want +got):\n%s", d)
+	}
+}
+
+// TestLazyTieGroupsChooseAsAFullScan checks that looking at tied offers
+// lazily places every replica where scanning the whole run would, on
+// markets where most offers tie (a few price levels, reputations and
+// regions).
+func TestLazyTieGroupsChooseAsAFullScan(t *testing.T) {
+	for seed := range uint64(200) {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		s := randomSnapshot(rng, 1+rng.IntN(30), rng.IntN(150), rng.IntN(60))
+		levels := 1 + rng.IntN(3)
+		for i := range s.Offers {
+			s.Offers[i].Prices[CPU] = money.Micro(10_000 * (1 + rng.IntN(levels)))
+			s.Offers[i].Prices[Memory] = 1_000
+			s.Offers[i].Prices[GPU] = 0
+		}
+		for i := range s.Providers {
+			s.Providers[i].Reputation = int32(500 * rng.IntN(2))
+		}
+		lazy := Match(s)
+		m := newMatcher(s)
+		m.place = m.placeOneScan
+		full := m.run()
+		if d := cmp.Diff(full.Assignments, lazy.Assignments); d != "" {
+			t.Fatalf("seed %d: lazy tie groups chose otherwise than a full scan (-full +lazy):\n%s", seed, d)
+		}
+		summaries := func(r Result) map[string]string {
+			out := map[string]string{}
+			for k, u := range r.Unplaced {
+				out[k] = u.Summary()
+			}
+			return out
+		}
+		if d := cmp.Diff(summaries(full), summaries(lazy)); d != "" {
+			t.Fatalf("seed %d: lazy tie groups explained otherwise than a full scan (-full +lazy):\n%s", seed, d)
+		}
 	}
 }

@@ -109,3 +109,46 @@ func randomSnapshot(rng *rand.Rand, nProviders, nOffers, nWorkloads int) *Snapsh
 	}
 	return s
 }
+
+// placeOneScan is the plain form of placeOne: it collects every admitted
+// offer of the run of tied offers, then picks the least-used provider.
+func (m *matcher) placeOneScan(w *workloadState) bool {
+	if w.ranking == nil {
+		m.prepare(w)
+	}
+	for {
+		if len(w.group) == 0 {
+			ranks := w.ranking.ranks
+			for w.pos < len(ranks) && len(w.group) == 0 {
+				first := ranks[w.pos]
+				for w.pos < len(ranks) && ranks[w.pos].tied(first) {
+					c := ranks[w.pos]
+					if w.admits(c.order, &m.offers[c.order]) {
+						w.group = append(w.group, c)
+					}
+					w.pos++
+				}
+			}
+			if len(w.group) == 0 {
+				return false
+			}
+		}
+		best := -1
+		kept := w.group[:0]
+		for _, c := range w.group {
+			if m.dynamicReject(w, c.order).kind != accepted {
+				continue
+			}
+			kept = append(kept, c)
+			if best < 0 || w.perProv[m.offers[c.order].Provider] < w.perProv[m.offers[kept[best].order].Provider] {
+				best = len(kept) - 1
+			}
+		}
+		w.group = kept
+		if best < 0 {
+			continue
+		}
+		m.commit(w, w.group[best].order, w.group[best].price)
+		return true
+	}
+}
