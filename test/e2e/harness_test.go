@@ -62,6 +62,7 @@ func installHub(t *testing.T, fed *localfed.Federation) *hub {
 	}
 	h := &hub{fed: fed, client: c, providers: map[string]kubernetes.Interface{}}
 	root := hubenv.RepoRoot()
+	crdFiles, _ := filepath.Glob(filepath.Join(root, "config/crd/bases/*.yaml"))
 	for _, glob := range []string{"config/crd/bases/*.yaml", "config/admission/*.yaml", "config/rbac/tenant_role.yaml"} {
 		files, _ := filepath.Glob(filepath.Join(root, glob))
 		for _, f := range files {
@@ -92,7 +93,7 @@ func installHub(t *testing.T, fed *localfed.Federation) *hub {
 				}
 			}
 		}
-		return n == 5, fmt.Sprint(n, " established")
+		return n == len(crdFiles), fmt.Sprintf("%d of %d established", n, len(crdFiles))
 	})
 	mustCreate(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.SystemNamespace}})
 	return h
