@@ -39,9 +39,14 @@ const (
 // Lease edited or deleted by hand) may last.
 const reapplyInterval = 2 * time.Minute
 
-// settledReadInterval is how often an Assignment whose replicas are all
-// ready is read back; one converging is read every round.
-const settledReadInterval = 5 * time.Second
+// How often an Assignment is read back: one whose replicas are all ready
+// every 5 s, one converging every second. A round comes with every new
+// Assignment, and reading back all the others each time made new work
+// wait behind the reads.
+const (
+	settledReadInterval    = 5 * time.Second
+	convergingReadInterval = time.Second
+)
 
 // SyncAssignments is one round of the agent's half of pull mode: read this
 // provider's Assignments on the hub; delete every namespace of the hub on
@@ -73,21 +78,26 @@ func (a *Agent) SyncAssignments(ctx context.Context) error {
 			wanted[as.Spec.LeaseRef.UID] = as.Spec.Epoch
 		}
 	}
+	// Free capacity is measured only when something waits for an answer
+	// (listing every pod of the cluster each round would cost for
+	// nothing), beside fencing: both only read the cluster until fencing
+	// deletes, and nothing is applied before both are done.
+	var free corev1.ResourceList
+	var ferr error
+	var wg sync.WaitGroup
+	if slices.ContainsFunc(list.Items, func(as flotillav1.Assignment) bool { return as.Status.State == "" && as.DeletionTimestamp == nil }) {
+		wg.Go(func() { free, ferr = a.freeCapacity(ctx, cfg) })
+	}
 	if err := a.fence(ctx, cfg, wanted); err != nil {
+		wg.Wait()
 		a.fenced.Store(false)
 		return err
 	}
+	wg.Wait()
 	a.fenced.Store(true)
 
 	// Admission is decided one Assignment after another, oldest first;
 	// applying and reading back run side by side.
-	// Free capacity is measured only when something waits for an answer:
-	// listing every pod of the cluster each round would cost for nothing.
-	var free corev1.ResourceList
-	var ferr error
-	if slices.ContainsFunc(list.Items, func(as flotillav1.Assignment) bool { return as.Status.State == "" && as.DeletionTimestamp == nil }) {
-		free, ferr = a.freeCapacity(ctx, cfg)
-	}
 	var accepted []*flotillav1.AssignmentSpec
 	for i := range list.Items {
 		if list.Items[i].Status.State == flotillav1.AssignmentAccepted {
@@ -110,7 +120,6 @@ func (a *Agent) SyncAssignments(ctx context.Context) error {
 	}
 	errs := make([]error, len(jobs))
 	sem := make(chan struct{}, 8)
-	var wg sync.WaitGroup
 	for i, j := range jobs {
 		wg.Go(func() {
 			sem <- struct{}{}
@@ -187,14 +196,17 @@ func (a *Agent) run(ctx context.Context, cfg *Config, as *flotillav1.Assignment,
 		a.appliedAt[as.Name] = time.Now()
 		a.appliedMu.Unlock()
 	}
-	// A settled Assignment (applied, every replica ready) is read back at
-	// most every settledReadInterval, so that a round stays short and new
-	// work is applied promptly.
-	settled := st.AppliedHash == as.Spec.Hash && st.ReadyReplicas >= as.Spec.Replicas && as.Spec.Class != flotillav1.ClassBatch
+	// Read back at most every settledReadInterval when settled (applied,
+	// every replica ready) and every convergingReadInterval otherwise, so
+	// that a round stays short and new work is applied promptly.
+	every := convergingReadInterval
+	if st.AppliedHash == as.Spec.Hash && st.ReadyReplicas >= as.Spec.Replicas && as.Spec.Class != flotillav1.ClassBatch {
+		every = settledReadInterval
+	}
 	a.appliedMu.Lock()
 	read := a.readAt[as.Name]
 	a.appliedMu.Unlock()
-	if settled && time.Since(read) < settledReadInterval {
+	if time.Since(read) < every {
 		return
 	}
 	obs, err := remote.ReadLease(ctx, a.Federation, cfg.HubID, as.Spec.LeaseRef.UID, as.Spec.Class == flotillav1.ClassBatch, as.Spec.Replicas)
