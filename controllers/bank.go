@@ -215,6 +215,12 @@ func (b *Bank) cycle(ctx context.Context) (time.Duration, error) {
 	if err := b.record(ctx, out.Entries); err != nil {
 		return 0, err
 	}
+	// The books are loaded and up to date: placement may go on while the
+	// rest of the cycle writes conditions and Account status, which after
+	// a restart on a busy hub took tens of seconds.
+	if b.Unavailable() != "" {
+		b.unavailable.Store(new(string))
+	}
 	b.reportDisputes(out.Disputed, leases.Items)
 	// Only now that the entries are stored may ended Leases go.
 	for _, l := range obs.Ending {

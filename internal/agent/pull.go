@@ -189,12 +189,17 @@ func (a *Agent) run(ctx context.Context, cfg *Config, as *flotillav1.Assignment,
 			return
 		}
 		st.AppliedHash, st.LastError = as.Spec.Hash, ""
+		// Nothing runs yet: the first read waits for the next round.
 		a.appliedMu.Lock()
 		if a.appliedAt == nil {
 			a.appliedAt = map[string]time.Time{}
 		}
-		a.appliedAt[as.Name] = time.Now()
+		if a.readAt == nil {
+			a.readAt = map[string]time.Time{}
+		}
+		a.appliedAt[as.Name], a.readAt[as.Name] = time.Now(), time.Now()
 		a.appliedMu.Unlock()
+		return
 	}
 	// Read back at most every settledReadInterval when settled (applied,
 	// every replica ready) and every convergingReadInterval otherwise, so

@@ -239,6 +239,9 @@ type pullVsPush struct {
 	PushP99   float64 `json:"pushCreateToAllRunningP99Seconds"`
 	RatioP50  float64 `json:"ratioP50"`
 	RatioP99  float64 `json:"ratioP99"`
+	// Stages from creation, p50 and p99, as stagesFromCreateP50P99Seconds.
+	PullStages map[string][2]float64 `json:"pullStagesFromCreateP50P99Seconds"`
+	PushStages map[string][2]float64 `json:"pushStagesFromCreateP50P99Seconds"`
 	// Failovers with the default grace periods: a pull-mode provider's
 	// agent stopped, its whole cluster stopped, and a push-mode
 	// provider's cluster stopped (failoverDefaultSeconds).
@@ -407,28 +410,8 @@ func TestBenchE2E(t *testing.T) {
 	latencies := obs.awaitRunning(t, created, replicas)
 	res := e2eResult{Date: time.Now().UTC().Format(time.RFC3339), Providers: nProviders, Workloads: nWorkloads, ReplicasEach: replicas,
 		CreateToRunningP50Sec: percentile(latencies, 0.50), CreateToRunningP99Sec: percentile(latencies, 0.99),
-		CreateToRunningMaxSec: percentile(latencies, 1), Stages: map[string][2]float64{}}
-	obs.mu.Lock()
-	for stage, at := range map[string]func(string) time.Time{
-		"1-lease":      func(app string) time.Time { return obs.lease[app] },
-		"2-deployment": func(app string) time.Time { return obs.deploy[app] },
-		"3-pods":       func(app string) time.Time { return latest(obs.created[app]) },
-		"4-bound":      func(app string) time.Time { return latest(obs.bound[app]) },
-		"5-running":    func(app string) time.Time { return latest(obs.first[app]) },
-	} {
-		var d []time.Duration
-		for name, c := range created {
-			// A stage the watches missed (a Lease created and replaced
-			// between two events) is left out, not counted as year 1.
-			if seen := at(name); !seen.IsZero() {
-				d = append(d, seen.Sub(c))
-			}
-		}
-		if len(d) > 0 {
-			res.Stages[stage] = [2]float64{percentile(d, 0.5), percentile(d, 0.99)}
-		}
-	}
-	obs.mu.Unlock()
+		CreateToRunningMaxSec: percentile(latencies, 1)}
+	res.Stages = obs.stages(created)
 	t.Logf("create to all Running: p50 %.2fs p99 %.2fs max %.2fs; stages %v", res.CreateToRunningP50Sec, res.CreateToRunningP99Sec, res.CreateToRunningMaxSec, res.Stages)
 	// The floor: as many Deployments, spread the same way over the same
 	// providers, each created directly on its provider.
@@ -460,19 +443,22 @@ func TestBenchE2E(t *testing.T) {
 	// Pull mode beside push mode: the same Workloads on three pull-mode
 	// providers and on three push-mode ones (owners o07-o09).
 	const nPull = 20
-	pullLat := obs.awaitRunning(t, createSpaced(t, h, nPull, func(i int) *flotillav1.Workload {
+	pullCreated := createSpaced(t, h, nPull, func(i int) *flotillav1.Workload {
 		w := newWorkload("bench", fmt.Sprintf("q%02d", i), flotillav1.ClassService, replicas)
 		fixture.Selecting("region", "eu-pull")(w)
 		return w
-	}), replicas)
-	pushLat := obs.awaitRunning(t, createSpaced(t, h, nPull, func(i int) *flotillav1.Workload {
+	})
+	pullLat := obs.awaitRunning(t, pullCreated, replicas)
+	pushCreated := createSpaced(t, h, nPull, func(i int) *flotillav1.Workload {
 		w := newWorkload("bench", fmt.Sprintf("s%02d", i), flotillav1.ClassService, replicas)
 		w.Spec.Placement.AttributeSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
 			{Key: "owner", Operator: metav1.LabelSelectorOpIn, Values: []string{"o07", "o08", "o09"}}}}
 		return w
-	}), replicas)
+	})
+	pushLat := obs.awaitRunning(t, pushCreated, replicas)
 	res.Pull = &pullVsPush{Workloads: nPull, PullP50: percentile(pullLat, 0.5), PullP99: percentile(pullLat, 0.99),
-		PushP50: percentile(pushLat, 0.5), PushP99: percentile(pushLat, 0.99)}
+		PushP50: percentile(pushLat, 0.5), PushP99: percentile(pushLat, 0.99),
+		PullStages: obs.stages(pullCreated), PushStages: obs.stages(pushCreated)}
 	// The push-mode ones are done with: the failovers below need the room
 	// they take on the eu-west providers.
 	deleteWorkloads(t, h, func(i int) string { return fmt.Sprintf("s%02d", i) }, nPull)
@@ -635,4 +621,32 @@ func deleteWorkloads(t *testing.T, h *hub, name func(int) string, n int) {
 		}
 		return left == 0, fmt.Sprint(left, " left")
 	})
+}
+
+// stages returns, per stage, p50 and p99 of the time from each Workload's
+// creation until the stage was first seen.
+func (o *podObserver) stages(created map[string]time.Time) map[string][2]float64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := map[string][2]float64{}
+	for stage, at := range map[string]func(string) time.Time{
+		"1-lease":      func(app string) time.Time { return o.lease[app] },
+		"2-deployment": func(app string) time.Time { return o.deploy[app] },
+		"3-pods":       func(app string) time.Time { return latest(o.created[app]) },
+		"4-bound":      func(app string) time.Time { return latest(o.bound[app]) },
+		"5-running":    func(app string) time.Time { return latest(o.first[app]) },
+	} {
+		var d []time.Duration
+		for name, c := range created {
+			// A stage the watches missed (a Lease created and replaced
+			// between two events) is left out, not counted as year 1.
+			if seen := at(name); !seen.IsZero() {
+				d = append(d, seen.Sub(c))
+			}
+		}
+		if len(d) > 0 {
+			out[stage] = [2]float64{percentile(d, 0.5), percentile(d, 0.99)}
+		}
+	}
+	return out
 }
