@@ -111,22 +111,26 @@ func (o *podObserver) run(ctx context.Context, h *hub) error {
 	if err != nil {
 		return err
 	}
-	w, err := wc.Watch(ctx, &flotillav1.LeaseList{})
-	if err != nil {
-		return err
-	}
+	// The config's request timeout ends each watch after 30 s: watch again.
 	go func() {
-		defer w.Stop()
-		for ev := range w.ResultChan() {
-			l, ok := ev.Object.(*flotillav1.Lease)
-			if !ok {
+		for ctx.Err() == nil {
+			w, err := wc.Watch(ctx, &flotillav1.LeaseList{})
+			if err != nil {
+				time.Sleep(time.Second)
 				continue
 			}
-			o.mu.Lock()
-			if _, seen := o.lease[l.Spec.WorkloadRef.Name]; !seen {
-				o.lease[l.Spec.WorkloadRef.Name] = time.Now()
+			for ev := range w.ResultChan() {
+				l, ok := ev.Object.(*flotillav1.Lease)
+				if !ok {
+					continue
+				}
+				o.mu.Lock()
+				if _, seen := o.lease[l.Spec.WorkloadRef.Name]; !seen {
+					o.lease[l.Spec.WorkloadRef.Name] = time.Now()
+				}
+				o.mu.Unlock()
 			}
-			o.mu.Unlock()
+			w.Stop()
 		}
 	}()
 	return nil
@@ -443,18 +447,27 @@ func TestBenchE2E(t *testing.T) {
 	// Pull mode beside push mode: the same Workloads on three pull-mode
 	// providers and on three push-mode ones (owners o07-o09).
 	const nPull = 20
-	pullCreated := createSpaced(t, h, nPull, func(i int) *flotillav1.Workload {
-		w := newWorkload("bench", fmt.Sprintf("q%02d", i), flotillav1.ClassService, replicas)
-		fixture.Selecting("region", "eu-pull")(w)
-		return w
-	})
-	pullLat := obs.awaitRunning(t, pullCreated, replicas)
-	pushCreated := createSpaced(t, h, nPull, func(i int) *flotillav1.Workload {
-		w := newWorkload("bench", fmt.Sprintf("s%02d", i), flotillav1.ClassService, replicas)
+	// One of each in turn, so that both sets meet the same load.
+	both := createSpaced(t, h, 2*nPull, func(i int) *flotillav1.Workload {
+		if i%2 == 0 {
+			w := newWorkload("bench", fmt.Sprintf("q%02d", i/2), flotillav1.ClassService, replicas)
+			fixture.Selecting("region", "eu-pull")(w)
+			return w
+		}
+		w := newWorkload("bench", fmt.Sprintf("s%02d", i/2), flotillav1.ClassService, replicas)
 		w.Spec.Placement.AttributeSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
 			{Key: "owner", Operator: metav1.LabelSelectorOpIn, Values: []string{"o07", "o08", "o09"}}}}
 		return w
 	})
+	pullCreated, pushCreated := map[string]time.Time{}, map[string]time.Time{}
+	for name, at := range both {
+		if strings.HasPrefix(name, "q") {
+			pullCreated[name] = at
+		} else {
+			pushCreated[name] = at
+		}
+	}
+	pullLat := obs.awaitRunning(t, pullCreated, replicas)
 	pushLat := obs.awaitRunning(t, pushCreated, replicas)
 	res.Pull = &pullVsPush{Workloads: nPull, PullP50: percentile(pullLat, 0.5), PullP99: percentile(pullLat, 0.99),
 		PushP50: percentile(pushLat, 0.5), PushP99: percentile(pushLat, 0.99),
