@@ -8,9 +8,14 @@ import (
 )
 
 // Stale says why a namespace of this hub on provider must go, or "" when
-// its Lease still runs there: its Lease is gone, closed, being deleted,
-// bound to another provider, or of a newer epoch than the namespace. lease
-// is the Lease whose UID the namespace carries, nil when there is none.
+// its Lease still runs there: its Lease is gone, closed, being deleted, or
+// of a newer epoch than the namespace. lease is the Lease whose UID the
+// namespace carries, nil when there is none.
+//
+// A namespace of a live Lease bound to another provider stays: Leases never
+// move, so it can only be there because both Providers name one cluster
+// (an owner who registered it twice), and fencing it from this one would
+// take the other's running work away; that provider's own fencing decides.
 func Stale(provider string, namespaceLabels map[string]string, lease *flotillav1.Lease) string {
 	if lease == nil {
 		return "its lease no longer exists"
@@ -22,7 +27,7 @@ func Stale(provider string, namespaceLabels map[string]string, lease *flotillav1
 	case lease.DeletionTimestamp != nil:
 		return "lease " + lease.Name + " is being deleted"
 	case lease.Spec.ProviderRef.Name != provider:
-		return "lease " + lease.Name + " is bound to provider " + lease.Spec.ProviderRef.Name
+		return ""
 	case epoch < lease.Spec.Epoch:
 		return fmt.Sprintf("epoch %d is older than lease epoch %d", epoch, lease.Spec.Epoch)
 	}
