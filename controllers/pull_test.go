@@ -38,8 +38,19 @@ const pullHub = "pl"
 // admission policies apply to it as to the real token).
 func joinIdentity(t *testing.T, name string, mode flotillav1.ProviderMode) client.WithWatch {
 	t.Helper()
+	c, err := client.NewWithWatch(joinConfig(t, name, "eu-west", mode), client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// joinConfig registers a provider as joinIdentity does and returns the
+// client config of its join identity.
+func joinConfig(t *testing.T, name, region string, mode flotillav1.ProviderMode) *rest.Config {
+	t.Helper()
 	namespace(t, flotillav1.SystemNamespace)
-	o := join.Options{Name: name, Owner: name, Region: "eu-west", Mode: mode}
+	o := join.Options{Name: name, Owner: name, Region: region, Mode: mode}
 	if mode != flotillav1.ModePull {
 		o.APIServerURL = "https://" + name + ".example:6443"
 	}
@@ -55,11 +66,7 @@ func joinIdentity(t *testing.T, name string, mode flotillav1.ProviderMode) clien
 	cfg := rest.CopyConfig(env.Config)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: join.Username(name),
 		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + flotillav1.SystemNamespace, "system:authenticated"}}
-	c, err := client.NewWithWatch(cfg, client.Options{Scheme: env.Scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return cfg
 }
 
 // pullAgent runs the real agent's pull-mode rounds (SyncAssignments, then

@@ -186,6 +186,10 @@ type Agent struct {
 	// HubWatch, when set, wakes a Pull-mode agent as soon as one of its
 	// Assignments changes; without it, it reads them every pullInterval.
 	HubWatch client.WithWatch
+	// ClusterReady says whether the provider's own API server answers;
+	// nil asks its /readyz. A hollow provider (internal/hollow) has no
+	// API server to ask.
+	ClusterReady func(context.Context) error
 
 	tracker *usage.Tracker
 	// fenced is set by a round of SyncAssignments that read the hub and
@@ -363,7 +367,13 @@ func (a *Agent) Heartbeat(ctx context.Context) error {
 	if a.Config.Pull() && !a.fenced.Load() {
 		return errors.New("pull mode: the heartbeat waits until stale work on this cluster is fenced")
 	}
-	if err := a.Local.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error(); err != nil {
+	ready := a.ClusterReady
+	if ready == nil {
+		ready = func(ctx context.Context) error {
+			return a.Local.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error()
+		}
+	}
+	if err := ready(ctx); err != nil {
 		return fmt.Errorf("provider API server not ready, heartbeat not renewed: %w", err)
 	}
 	now := metav1.NewMicroTime(time.Now())
