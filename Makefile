@@ -142,6 +142,15 @@ chaos-soak: tools ## A long seeded chaos run on the local federation (CHAOS_STEP
 bench-e2e: tools images ## Latency against its floor on kwok and real nodes, and failover, on a local federation; JSON in bench/results/e2e.json.
 	FLOTILLA_BENCH_E2E=1 $(GO) test -count=1 -run TestBenchE2E -v -timeout 30m ./test/e2e/
 
+.PHONY: bench-scale
+bench-scale: tools ## A real hub with hollow providers (SCALE_PROVIDERS, SCALE_WORKLOADS, SCALE_REPLICAS); JSON in bench/results/scale.json.
+	FLOTILLA_BENCH_SCALE=1 FLOTILLA_SCALE_PROVIDERS=$(SCALE_PROVIDERS) FLOTILLA_SCALE_WORKLOADS=$(SCALE_WORKLOADS) \
+	  FLOTILLA_SCALE_REPLICAS=$(SCALE_REPLICAS) $(GO) test -count=1 -run TestBenchScale -v -timeout 180m ./test/e2e/
+
+SCALE_PROVIDERS ?= 50
+SCALE_WORKLOADS ?= 200
+SCALE_REPLICAS ?= 10
+
 ##@ Testbed
 
 .PHONY: testbed-gc

@@ -1,0 +1,384 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/fixture"
+	"github.com/flotilla-dev/flotilla/internal/hollow"
+	"github.com/flotilla-dev/flotilla/internal/join"
+	"github.com/flotilla-dev/flotilla/internal/localfed"
+	"github.com/flotilla-dev/flotilla/test/hubenv"
+	"github.com/flotilla-dev/flotilla/test/testbed"
+)
+
+// scaleResult is bench/results/scale.json.
+type scaleResult struct {
+	Date         string `json:"date"`
+	Providers    int    `json:"providers"`
+	Workloads    int    `json:"workloads"`
+	ReplicasEach int    `json:"replicasPerWorkload"`
+	// The manager's own process: peak resident memory and CPU time over
+	// the whole run.
+	ManagerPeakRSSMiB float64 `json:"managerPeakRSSMiB"`
+	ManagerCPUSec     float64 `json:"managerCPUSeconds"`
+	// Scheduling cycles, from the manager's histogram (p99 is the upper
+	// bound of the bucket it falls in).
+	Cycles        int     `json:"schedulingCycles"`
+	CycleMeanSec  float64 `json:"schedulingCycleMeanSeconds"`
+	CycleP99Sec   float64 `json:"schedulingCycleP99UpperBoundSeconds"`
+	AssignedP50   float64 `json:"createToAssignedP50Seconds"`
+	AssignedP99   float64 `json:"createToAssignedP99Seconds"`
+	RunningP50    float64 `json:"createToRunningP50Seconds"`
+	RunningP99    float64 `json:"createToRunningP99Seconds"`
+	JoinSec       float64 `json:"allProvidersReadySeconds"`
+	Stopped       int     `json:"providersStopped"`
+	FailoverSec   float64 `json:"failoverSeconds"`
+	GracePeriods  float64 `json:"gracePeriodsSeconds"`
+	FailoverGoal  float64 `json:"failoverGoalSeconds"`
+	CreateSeconds float64 `json:"createAllWorkloadsSeconds"`
+}
+
+func envInt(t *testing.T, name string, def int) int {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q: a positive number", name, v)
+	}
+	return n
+}
+
+// TestBenchScale measures a real hub (control plane and manager, the
+// manager as a process of its own) with hollow providers: the manager's
+// peak memory and CPU, the scheduling cycle, create-to-assigned and
+// create-to-running (as the hollow agents report), and the failover of
+// 10 % of the providers at once with the default grace periods. Sizes
+// come from FLOTILLA_SCALE_PROVIDERS, _WORKLOADS and _REPLICAS. It runs
+// only from `make bench-scale` and writes bench/results/scale.json.
+func TestBenchScale(t *testing.T) {
+	if os.Getenv("FLOTILLA_BENCH_SCALE") == "" {
+		t.Skip("measurement, not a test: run make bench-scale")
+	}
+	nProviders := envInt(t, "FLOTILLA_SCALE_PROVIDERS", 50)
+	nWorkloads := envInt(t, "FLOTILLA_SCALE_WORKLOADS", 200)
+	replicas := envInt(t, "FLOTILLA_SCALE_REPLICAS", 10)
+	// The Workloads keep the default grace period (5 s), shorter than the
+	// provider's: replacement starts when the provider is Lost.
+	const hubID, providerGrace = "scale", 20 * time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	fed := testbed.NewForTest(t, localfed.Options{})
+	h := installHub(t, fed)
+	root := hubenv.RepoRoot()
+	managerBin := filepath.Join(t.TempDir(), "manager")
+	if out, err := exec.Command("go", "build", "-C", root, "-o", managerBin, "./cmd/manager").CombinedOutput(); err != nil {
+		t.Fatalf("building the manager: %v\n%s", err, out)
+	}
+	metricsAddr := freeAddr(t)
+	mgr := exec.CommandContext(ctx, managerBin, "--kubeconfig", fed.Hub.Kubeconfig, "--hub-id", hubID,
+		"--metrics-bind-address", metricsAddr, "--health-probe-bind-address", "0",
+		"--provider-grace-period", providerGrace.String())
+	logFile, err := os.Create(filepath.Join(t.TempDir(), "manager.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgr.Stdout, mgr.Stderr = logFile, logFile
+	if err := mgr.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = mgr.Wait() }()
+
+	// Hollow providers, each with its own join credential.
+	hubCfg, err := fed.Hub.RESTConfig(30 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := hubCfg.CAData
+	if len(ca) == 0 {
+		if ca, err = os.ReadFile(hubCfg.CAFile); err != nil {
+			t.Fatal(err)
+		}
+	}
+	joinStart := time.Now()
+	providers := make([]*hollow.Provider, nProviders)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i := range nProviders {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			name := fmt.Sprintf("h%04d", i)
+			kc, err := join.Issue(ctx, h.client, join.Options{Name: name, Owner: "owner-" + name, Region: "hollow", Mode: flotillav1.ModePull,
+				Server: hubCfg.Host, CAData: ca})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			cfg, err := clientcmd.RESTConfigFromKubeConfig(kc)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			p, err := hollow.Start(ctx, cfg, hollow.Options{HubID: hubID, Name: name, Owner: "owner-" + name, Region: "hollow",
+				CPU: "64", Memory: "256Gi", CPUPrice: "0.010", Pull: 5 * time.Second}, logr.Discard())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			providers[i] = p
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	defer func() {
+		for _, p := range providers {
+			p.Stop()
+		}
+	}()
+	h.awaitProvidersReady(t, nProviders, 10*time.Minute)
+	res := scaleResult{Date: time.Now().UTC().Format(time.RFC3339), Providers: nProviders, Workloads: nWorkloads, ReplicasEach: replicas,
+		JoinSec: time.Since(joinStart).Seconds()}
+	t.Logf("%d hollow providers Ready after %.1fs", nProviders, res.JoinSec)
+
+	// Workloads, watched for the moment each is fully assigned and fully
+	// running.
+	h.tenant(t, "scale", "100000000")
+	var mu sync.Mutex
+	created, assigned, running := map[string]time.Time{}, map[string]time.Time{}, map[string]time.Time{}
+	hubRest, err := fed.Hub.RESTConfig(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc, err := client.NewWithWatch(hubRest, client.Options{Scheme: hubenv.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	onWorkload := func(w *flotillav1.Workload) {
+		now := time.Now()
+		mu.Lock()
+		defer mu.Unlock()
+		if _, seen := assigned[w.Name]; !seen && w.Status.ScheduledReplicas >= int32(replicas) {
+			assigned[w.Name] = now
+		}
+		if _, seen := running[w.Name]; !seen && w.Status.ReadyReplicas >= int32(replicas) {
+			running[w.Name] = now
+		}
+	}
+	// Polled every second: the figures are within a second, and a poll
+	// is one request where a watch of thousands of Workloads updated by
+	// every report would cost the API server more.
+	go func() {
+		for ctx.Err() == nil {
+			var ws flotillav1.WorkloadList
+			if err := wc.List(ctx, &ws, client.InNamespace("scale")); err == nil {
+				for i := range ws.Items {
+					onWorkload(&ws.Items[i])
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+
+	createStart := time.Now()
+	jobs := make(chan int)
+	for range 16 {
+		wg.Go(func() {
+			for i := range jobs {
+				w := fixture.Workload("scale", fmt.Sprintf("w%05d", i), fixture.Replicas(int32(replicas)), fixture.Requests("100m", "128Mi"),
+					fixture.Selecting("region", "hollow"))
+				mu.Lock()
+				created[w.Name] = time.Now()
+				mu.Unlock()
+				if err := h.client.Create(ctx, w); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	for i := range nWorkloads {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	res.CreateSeconds = time.Since(createStart).Seconds()
+	hubenv.Await(t, 60*time.Minute, "every workload running", func() (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(running) == nWorkloads, fmt.Sprintf("%d assigned, %d running of %d", len(assigned), len(running), nWorkloads)
+	})
+	mu.Lock()
+	res.AssignedP50, res.AssignedP99 = since(created, assigned, 0.5), since(created, assigned, 0.99)
+	res.RunningP50, res.RunningP99 = since(created, running, 0.5), since(created, running, 0.99)
+	mu.Unlock()
+	t.Logf("create to assigned p50 %.2fs p99 %.2fs; to running p50 %.2fs p99 %.2fs (all created in %.1fs)",
+		res.AssignedP50, res.AssignedP99, res.RunningP50, res.RunningP99, res.CreateSeconds)
+
+	// Fail over 10 % of the providers at once.
+	res.Stopped = max(1, nProviders/10)
+	stopped := map[string]bool{}
+	failStart := time.Now()
+	for _, p := range providers[:res.Stopped] {
+		stopped[p.Name] = true
+		p.Stop()
+	}
+	providers = providers[res.Stopped:]
+	res.GracePeriods = providerGrace.Seconds()
+	res.FailoverGoal = res.GracePeriods + 10
+	hubenv.Await(t, 30*time.Minute, "the stopped providers' replicas running elsewhere", func() (bool, string) {
+		var ws flotillav1.WorkloadList
+		if err := h.client.List(ctx, &ws, client.InNamespace("scale")); err != nil {
+			return false, err.Error()
+		}
+		left := 0
+		for _, w := range ws.Items {
+			done := w.Status.ReadyReplicas >= int32(replicas)
+			for _, pl := range w.Status.Placements {
+				if stopped[pl.Provider] {
+					done = false
+				}
+			}
+			if !done {
+				left++
+			}
+		}
+		return left == 0, fmt.Sprint(left, " workloads not yet whole")
+	})
+	res.FailoverSec = time.Since(failStart).Seconds()
+	t.Logf("failover of %d providers: %.1fs (goal %.0fs)", res.Stopped, res.FailoverSec, res.FailoverGoal)
+
+	res.Cycles, res.CycleMeanSec, res.CycleP99Sec = cycleStats(t, metricsAddr)
+	res.ManagerPeakRSSMiB, res.ManagerCPUSec = processStats(t, mgr.Process.Pid)
+	t.Logf("manager: peak RSS %.0f MiB, %.0f s of CPU; %d scheduling cycles, mean %.3fs, p99 <= %.3fs",
+		res.ManagerPeakRSSMiB, res.ManagerCPUSec, res.Cycles, res.CycleMeanSec, res.CycleP99Sec)
+	b, _ := json.MarshalIndent(res, "", "  ")
+	if err := os.WriteFile(filepath.Join(root, "bench", "results", "scale.json"), append(b, '\n'), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// since is the p-th percentile of to[k]-from[k], in seconds.
+func since(from, to map[string]time.Time, p float64) float64 {
+	var d []time.Duration
+	for k, at := range to {
+		if c, ok := from[k]; ok {
+			d = append(d, at.Sub(c))
+		}
+	}
+	if len(d) == 0 {
+		return math.NaN()
+	}
+	return percentile(d, p)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// cycleStats reads the scheduling cycle histogram off the manager's
+// metrics endpoint: the count, the mean and the upper bound of the bucket
+// the 99th percentile falls in.
+func cycleStats(t *testing.T, addr string) (int, float64, float64) {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	const name = "flotilla_scheduler_cycle_duration_seconds"
+	type bucket struct {
+		le    float64
+		count float64
+	}
+	var buckets []bucket
+	var sum, count float64
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name) {
+			continue
+		}
+		fields := strings.Fields(line)
+		v, _ := strconv.ParseFloat(fields[len(fields)-1], 64)
+		switch {
+		case strings.HasPrefix(line, name+"_bucket{le=\""):
+			le, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimPrefix(fields[0], name+"_bucket{le=\""), "\"}"), 64)
+			buckets = append(buckets, bucket{le, v})
+		case strings.HasPrefix(line, name+"_sum"):
+			sum = v
+		case strings.HasPrefix(line, name+"_count"):
+			count = v
+		}
+	}
+	if count == 0 {
+		return 0, 0, 0
+	}
+	p99 := math.Inf(1)
+	for _, b := range buckets {
+		if b.count >= 0.99*count {
+			p99 = b.le
+			break
+		}
+	}
+	return int(count), sum / count, p99
+}
+
+// processStats reads a process's peak resident memory (MiB) and CPU time
+// (seconds) from /proc.
+func processStats(t *testing.T, pid int) (float64, float64) {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rss float64
+	for line := range strings.SplitSeq(string(status), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			rss = kb / 1024
+		}
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command name, which is in parentheses.
+	rest := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	utime, _ := strconv.ParseFloat(rest[11], 64)
+	stime, _ := strconv.ParseFloat(rest[12], 64)
+	const clockTicks = 100 // USER_HZ on Linux
+	return rss, (utime + stime) / clockTicks
+}
