@@ -241,6 +241,17 @@ func TestBenchScale(t *testing.T) {
 	t.Logf("create to assigned p50 %.2fs p99 %.2fs; to running p50 %.2fs p99 %.2fs (all created in %.1fs)",
 		res.AssignedP50, res.AssignedP99, res.RunningP50, res.RunningP99, res.CreateSeconds)
 
+	// What is measured so far is kept, should the failover not end.
+	write := func(res *scaleResult) {
+		res.Cycles, res.CycleMeanSec, res.CycleP99Sec = cycleStats(t, metricsAddr)
+		res.ManagerPeakRSSMiB, res.ManagerCPUSec = processStats(t, mgr.Process.Pid)
+		b, _ := json.MarshalIndent(res, "", "  ")
+		if err := os.WriteFile(filepath.Join(root, "bench", "results", "scale.json"), append(b, '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(&res)
+
 	// Fail over 10 % of the providers at once.
 	res.Stopped = max(1, nProviders/10)
 	stopped := map[string]bool{}
@@ -274,14 +285,9 @@ func TestBenchScale(t *testing.T) {
 	res.FailoverSec = time.Since(failStart).Seconds()
 	t.Logf("failover of %d providers: %.1fs (goal %.0fs)", res.Stopped, res.FailoverSec, res.FailoverGoal)
 
-	res.Cycles, res.CycleMeanSec, res.CycleP99Sec = cycleStats(t, metricsAddr)
-	res.ManagerPeakRSSMiB, res.ManagerCPUSec = processStats(t, mgr.Process.Pid)
+	write(&res)
 	t.Logf("manager: peak RSS %.0f MiB, %.0f s of CPU; %d scheduling cycles, mean %.3fs, p99 <= %.3fs",
 		res.ManagerPeakRSSMiB, res.ManagerCPUSec, res.Cycles, res.CycleMeanSec, res.CycleP99Sec)
-	b, _ := json.MarshalIndent(res, "", "  ")
-	if err := os.WriteFile(filepath.Join(root, "bench", "results", "scale.json"), append(b, '\n'), 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // since is the p-th percentile of to[k]-from[k], in seconds.
