@@ -229,9 +229,9 @@ func TestStale(t *testing.T) {
 		"closed":   {epoch2, lease(func(l *flotillav1.Lease) { l.Status.Phase = flotillav1.LeaseClosed }), "lease web-1 is closed"},
 		"deleting": {epoch2, lease(func(l *flotillav1.Lease) { l.DeletionTimestamp = at(0) }), "lease web-1 is being deleted"},
 		"bound elsewhere, one cluster registered twice": {epoch2, lease(func(l *flotillav1.Lease) { l.Spec.ProviderRef.Name = "carol-1" }), ""},
-		"bound elsewhere and closed": {epoch2, lease(func(l *flotillav1.Lease) {
+		"bound elsewhere and closed: the other provider's to fence": {epoch2, lease(func(l *flotillav1.Lease) {
 			l.Spec.ProviderRef.Name, l.Status.Phase = "carol-1", flotillav1.LeaseClosed
-		}), "lease web-1 is closed"},
+		}), ""},
 		"older epoch":    {map[string]string{flotillav1.LabelEpoch: "1"}, lease(nil), "epoch 1 is older than lease epoch 2"},
 		"no epoch label": {nil, lease(nil), "epoch 0 is older than lease epoch 2"},
 	} {
