@@ -64,11 +64,9 @@ func hubCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if err != nil {
 			return err
 		}
-		ca := cfg.CAData
-		if len(ca) == 0 && cfg.CAFile != "" {
-			if ca, err = os.ReadFile(cfg.CAFile); err != nil {
-				return err
-			}
+		ca, err := join.CAData(cfg)
+		if err != nil {
+			return err
 		}
 		srv := *server
 		if srv == "" {

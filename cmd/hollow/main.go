@@ -91,11 +91,9 @@ func run(ctx context.Context, o *options) error {
 	if err != nil {
 		return err
 	}
-	ca := admin.CAData
-	if len(ca) == 0 && admin.CAFile != "" {
-		if ca, err = os.ReadFile(admin.CAFile); err != nil {
-			return err
-		}
+	ca, err := join.CAData(admin)
+	if err != nil {
+		return err
 	}
 	log := logr.Discard()
 	if o.verbose {

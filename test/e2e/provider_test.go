@@ -153,11 +153,9 @@ func joinProviderIn(t *testing.T, h *hub, c *localfed.Cluster, region, server st
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := hubCfg.CAData
-	if len(ca) == 0 {
-		if ca, err = os.ReadFile(hubCfg.CAFile); err != nil {
-			t.Fatal(err)
-		}
+	ca, err := join.CAData(hubCfg)
+	if err != nil {
+		t.Fatal(err)
 	}
 	joinKC, err := join.Issue(ctx, h.client, join.Options{Name: c.Name, Owner: c.Spec.Owner, Region: region, APIServerURL: server,
 		Mode: mode, Server: hubCfg.Host, CAData: ca})

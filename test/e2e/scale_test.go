@@ -116,11 +116,9 @@ func TestBenchScale(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := hubCfg.CAData
-	if len(ca) == 0 {
-		if ca, err = os.ReadFile(hubCfg.CAFile); err != nil {
-			t.Fatal(err)
-		}
+	ca, err := join.CAData(hubCfg)
+	if err != nil {
+		t.Fatal(err)
 	}
 	joinStart := time.Now()
 	providers := make([]*hollow.Provider, nProviders)
