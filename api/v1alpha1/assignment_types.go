@@ -143,6 +143,14 @@ type AssignmentStatus struct {
 	// +kubebuilder:validation:MaxLength=128
 	Digest string `json:"digest,omitempty"`
 
+	// endpoints of the Lease's exposed ports as the cluster allocated them
+	// (node ports, load-balancer addresses); the hub composes and checks
+	// the addresses itself.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=8
+	Endpoints []ReportedEndpoint `json:"endpoints,omitempty"`
+
 	// lastError applying or reading on the provider.
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
@@ -151,6 +159,26 @@ type AssignmentStatus struct {
 	// reportTime is the agent's clock; the hub does not trust it.
 	// +optional
 	ReportTime *metav1.Time `json:"reportTime,omitempty"`
+}
+
+// ReportedEndpoint is one exposed port as its provider's cluster
+// allocated it.
+type ReportedEndpoint struct {
+	// port is the name of the exposed port.
+	// +required
+	// +kubebuilder:validation:MaxLength=15
+	Port string `json:"port"`
+
+	// nodePort allocated to it (exposure NodePort).
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=65535
+	NodePort int32 `json:"nodePort,omitempty"`
+
+	// ip the load balancer gave it (exposure LoadBalancer).
+	// +optional
+	// +kubebuilder:validation:MaxLength=45
+	IP string `json:"ip,omitempty"`
 }
 
 // Assignment is one Lease on a Pull-mode provider: the hub writes the spec,

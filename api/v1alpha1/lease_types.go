@@ -55,6 +55,28 @@ type LeaseSpec struct {
 	Epoch int64 `json:"epoch"`
 }
 
+// LeaseEndpoint is one exposed port of a Lease and the hub's verdict on it.
+type LeaseEndpoint struct {
+	// port is the name of the exposed port.
+	// +required
+	// +kubebuilder:validation:MaxLength=15
+	Port string `json:"port"`
+
+	// address clients reach it at: host:port, or a host name for Ingress.
+	// +required
+	// +kubebuilder:validation:MaxLength=300
+	Address string `json:"address"`
+
+	// reachable is the hub's last verdict.
+	// +optional
+	Reachable bool `json:"reachable,omitempty"`
+
+	// message says why it is not reachable (or not checked).
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	Message string `json:"message,omitempty"`
+}
+
 // LeasePhase is where a Lease is in its life.
 // +kubebuilder:validation:Enum=Pending;Active;Lost;Closing;Closed
 type LeasePhase string
@@ -163,6 +185,24 @@ type LeaseStatus struct {
 	// failedReplicas reported by the provider (Batch).
 	// +optional
 	FailedReplicas int32 `json:"failedReplicas,omitempty"`
+
+	// endpoints are where the Lease's exposed ports answer, composed by the
+	// hub from what the provider reports and its Offer, with the hub's own
+	// verdict on each. For an exposed Workload, readyReplicas and
+	// runningReplicas count only while every endpoint answers the hub's
+	// checks: a provider is neither believed nor paid for replicas nobody
+	// can reach.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=8
+	Endpoints []LeaseEndpoint `json:"endpoints,omitempty"`
+
+	// unreachableCount is how many times an endpoint of this Lease stopped
+	// answering the hub's checks while its provider reported replicas
+	// ready; each costs the provider reputation.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	UnreachableCount int32 `json:"unreachableCount,omitempty"`
 
 	// notReadySince is when the Lease last had fewer replicas ready than
 	// leased (or was created); unset while all are. Past the Workload's

@@ -71,6 +71,12 @@ type OfferSpec struct {
 	// +optional
 	AllowEgress bool `json:"allowEgress,omitempty"`
 
+	// exposure is how this provider makes a Workload's ports reachable
+	// from outside the cluster; without it, Workloads with spec.expose are
+	// not placed here.
+	// +optional
+	Exposure *ExposureSpec `json:"exposure,omitempty"`
+
 	// priorityClasses a Workload's template may name
 	// (priorityClassName) on this provider. Without one listed, pods run at
 	// the provider's default priority.
@@ -96,6 +102,69 @@ type OfferSpec struct {
 	// +listMapKey=className
 	// +kubebuilder:validation:MaxItems=4
 	Storage []StorageOffer `json:"storage,omitempty"`
+}
+
+// ExposureType is how a provider exposes services.
+// +kubebuilder:validation:Enum=NodePort;LoadBalancer;Ingress
+type ExposureType string
+
+const (
+	// ExposeNodePort: a NodePort Service, reached at the provider's host
+	// address.
+	ExposeNodePort ExposureType = "NodePort"
+	// ExposeLoadBalancer: a LoadBalancer Service, reached at the address
+	// the provider's load balancer gives it.
+	ExposeLoadBalancer ExposureType = "LoadBalancer"
+	// ExposeIngress: an Ingress of the provider's class, one host per
+	// HTTP port under a wildcard domain; TCP ports cannot be exposed so.
+	ExposeIngress ExposureType = "Ingress"
+)
+
+// ExposureSpec is how a provider exposes services, as its owner set it.
+// +kubebuilder:validation:XValidation:rule="self.type != 'NodePort' || has(self.address)",message="spec.exposure.address is required for type NodePort: the host address clients reach node ports at"
+// +kubebuilder:validation:XValidation:rule="self.type != 'Ingress' || (has(self.ingressClassName) && has(self.domain))",message="spec.exposure.ingressClassName and spec.exposure.domain are required for type Ingress"
+// +kubebuilder:validation:XValidation:rule="!has(self.nodePorts) || self.nodePorts.min <= self.nodePorts.max",message="spec.exposure.nodePorts.min must not exceed max"
+type ExposureSpec struct {
+	// type of exposure: NodePort, LoadBalancer or Ingress.
+	// +required
+	Type ExposureType `json:"type"`
+
+	// address (an IP) at which clients reach this cluster's node ports.
+	// +optional
+	// +kubebuilder:validation:MaxLength=45
+	// +kubebuilder:validation:XValidation:rule="isIP(self)",message="spec.exposure.address must be an IP address"
+	Address string `json:"address,omitempty"`
+
+	// nodePorts is the cluster's NodePort range; a reported node port
+	// outside it is not believed. 30000-32767 by default.
+	// +optional
+	NodePorts *PortRange `json:"nodePorts,omitempty"`
+
+	// ingressClassName of the cluster's ingress controller.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+	IngressClassName string `json:"ingressClassName,omitempty"`
+
+	// domain under which each exposed port gets a host name
+	// (<port>-<lease namespace>.<domain>); a wildcard DNS record of the
+	// owner points it at the ingress controller.
+	// +optional
+	// +kubebuilder:validation:MaxLength=180
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$`
+	Domain string `json:"domain,omitempty"`
+}
+
+// PortRange is an inclusive range of ports.
+type PortRange struct {
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Min int32 `json:"min"`
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Max int32 `json:"max"`
 }
 
 // StorageOffer lets Workloads claim ephemeral volumes of one storage class.

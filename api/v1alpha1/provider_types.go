@@ -67,6 +67,18 @@ type ProviderSpec struct {
 	// +kubebuilder:validation:Pattern=`^https://[^/?#@\s]+(/[^?#\s]*)?$`
 	APIServerURL string `json:"apiServerURL,omitempty"`
 
+	// endpointRanges are the CIDRs where this provider's service endpoints
+	// may be, as the administrator recorded them at join: the hub checks
+	// (and forwards to) no address outside them, whatever the provider
+	// reports, and a provider without any takes no Workload that exposes
+	// ports. A join credential cannot change them.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=43
+	// +kubebuilder:validation:items:XValidation:rule="isCIDR(self)",message="spec.endpointRanges: each must be a CIDR such as 203.0.113.0/24"
+	EndpointRanges []string `json:"endpointRanges,omitempty"`
+
 	// publicKey is the provider agent's ed25519 public key, base64 encoded,
 	// used to verify its signed usage reports.
 	// +optional

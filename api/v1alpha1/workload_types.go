@@ -10,6 +10,7 @@ import (
 // +kubebuilder:validation:XValidation:rule="!has(self.verification) || self.class == 'Batch'",message="spec.verification is only allowed for class Batch"
 // +kubebuilder:validation:XValidation:rule="!has(self.batch) || self.class == 'Batch'",message="spec.batch is only allowed for class Batch"
 // +kubebuilder:validation:XValidation:rule="!has(self.verification) || self.replicas == 1",message="spec.replicas must be 1 with spec.verification: each copy runs the whole workload"
+// +kubebuilder:validation:XValidation:rule="!has(self.expose) || self.class == 'Service'",message="spec.expose is only allowed for class Service: a Batch Workload runs to completion and serves nobody"
 type WorkloadSpec struct {
 	// class is Service (keep replicas running) or Batch (run to completion).
 	// +optional
@@ -63,6 +64,12 @@ type WorkloadSpec struct {
 	// network says what the replicas may reach.
 	// +optional
 	Network NetworkSpec `json:"network,omitempty"`
+
+	// expose makes ports of the replicas reachable from outside their
+	// providers. Only Offers that expose services take such a Workload, and
+	// the hub, not the provider, decides whether each endpoint answers.
+	// +optional
+	Expose *ExposeSpec `json:"expose,omitempty"`
 
 	// budget caps the total cost of this Workload in credits; unset means
 	// limited only by the namespace's balance.
@@ -165,6 +172,66 @@ type NetworkSpec struct {
 	Egress Egress `json:"egress,omitempty"`
 }
 
+// ExposeSpec lists the ports a Service Workload serves.
+// +kubebuilder:validation:XValidation:rule="!has(self.stableAddress) || !self.stableAddress || self.ports.exists(p, p.protocol == 'HTTP')",message="spec.expose.stableAddress needs an HTTP port: the hub's entry point forwards HTTP"
+type ExposeSpec struct {
+	// ports to expose; each must be a TCP containerPort of the template.
+	// +required
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:XValidation:rule="self.all(p, self.exists_one(q, q.port == p.port))",message="spec.expose.ports: each port may be listed once"
+	Ports []ExposedPort `json:"ports"`
+
+	// stableAddress asks for one address on the hub that forwards to the
+	// replicas whose endpoints answer, so that the tenant's URL survives a
+	// failover. It forwards the first HTTP port.
+	// +optional
+	StableAddress bool `json:"stableAddress,omitempty"`
+}
+
+// ExposeProtocol is how an exposed port is spoken, and so how the hub
+// checks it.
+// +kubebuilder:validation:Enum=TCP;HTTP
+type ExposeProtocol string
+
+const (
+	// ExposeTCP is checked by a TCP connect.
+	ExposeTCP ExposeProtocol = "TCP"
+	// ExposeHTTP is checked by an HTTP GET of healthPath, which must
+	// answer 2xx or 3xx.
+	ExposeHTTP ExposeProtocol = "HTTP"
+)
+
+// ExposedPort is one port of the replicas made reachable.
+// +kubebuilder:validation:XValidation:rule="!has(self.healthPath) || self.protocol == 'HTTP'",message="healthPath is only for protocol HTTP"
+type ExposedPort struct {
+	// name of the port, a DNS label of at most 15 characters.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=15
+	// +kubebuilder:validation:Pattern=`^[a-z]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// port the containers listen on.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port"`
+
+	// protocol: TCP, or HTTP (checked with a GET of healthPath).
+	// +optional
+	// +kubebuilder:default=TCP
+	Protocol ExposeProtocol `json:"protocol,omitempty"`
+
+	// healthPath the hub GETs to check an HTTP port; "/" by default.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^/[!-~]*$`
+	HealthPath string `json:"healthPath,omitempty"`
+}
+
 // VerificationSpec asks for redundant execution with a quorum.
 // +kubebuilder:validation:XValidation:rule="self.quorum <= self.redundancy",message="spec.verification.quorum must not exceed spec.verification.redundancy"
 type VerificationSpec struct {
@@ -244,6 +311,30 @@ type Placement struct {
 	// digest reported by this copy (verified Batch Workloads).
 	// +optional
 	Digest string `json:"digest,omitempty"`
+}
+
+// WorkloadEndpoint is one exposed port of one Lease.
+type WorkloadEndpoint struct {
+	// provider serving it.
+	// +required
+	Provider string `json:"provider"`
+
+	// lease whose replicas serve it.
+	// +required
+	Lease string `json:"lease"`
+
+	// port is the name of the exposed port.
+	// +required
+	Port string `json:"port"`
+
+	// address clients reach it at: host:port, or a host name for Ingress.
+	// +required
+	// +kubebuilder:validation:MaxLength=300
+	Address string `json:"address"`
+
+	// reachable is the hub's last verdict on it.
+	// +optional
+	Reachable bool `json:"reachable,omitempty"`
 }
 
 // VerificationStatus is the progress of redundant execution.
@@ -326,6 +417,19 @@ type WorkloadStatus struct {
 	// +kubebuilder:validation:MaxItems=1000
 	Placements []Placement `json:"placements,omitempty"`
 
+	// endpoints lists where each exposed port answers, per Lease, and
+	// whether the hub's last checks reached it.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=1000
+	Endpoints []WorkloadEndpoint `json:"endpoints,omitempty"`
+
+	// address is the hub's stable entry point for the Workload
+	// (spec.expose.stableAddress), a path on the hub's entry address.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	Address string `json:"address,omitempty"`
+
 	// cost so far in credits.
 	// +optional
 	Cost Amount `json:"cost,omitempty"`
@@ -367,6 +471,8 @@ const MaxWorkloadName = 52
 // +kubebuilder:printcolumn:name="Providers",type=integer,JSONPath=`.status.providers`
 // +kubebuilder:printcolumn:name="Cost",type=string,JSONPath=`.status.cost`
 // +kubebuilder:printcolumn:name="Verified",type=string,JSONPath=`.status.verifiedDigest`,priority=1
+// +kubebuilder:printcolumn:name="Endpoints",type=string,JSONPath=`.status.endpoints[*].address`,priority=1
+// +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.status.address`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type Workload struct {
 	metav1.TypeMeta   `json:",inline"`

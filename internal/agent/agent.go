@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -70,8 +71,11 @@ type Config struct {
 		Reserve         map[string]any `json:"reserve"`
 		RefreshInterval string         `json:"refreshInterval"`
 		AllowEgress     bool           `json:"allowEgress"`
-		PriorityClasses []string       `json:"priorityClasses"`
-		RuntimeClasses  []string       `json:"runtimeClasses"`
+		// Exposure is how the cluster exposes Workloads' ports; nil
+		// when it does not.
+		Exposure        *flotillav1.ExposureSpec `json:"exposure"`
+		PriorityClasses []string                 `json:"priorityClasses"`
+		RuntimeClasses  []string                 `json:"runtimeClasses"`
 		Storage         []struct {
 			ClassName string `json:"className"`
 			MaxSize   string `json:"maxSize"`
@@ -150,6 +154,18 @@ func ParseConfig(b []byte) (*Config, error) {
 	for _, pc := range c.Offer.PriorityClasses {
 		if strings.HasPrefix(pc, "system-") {
 			errs = append(errs, fmt.Errorf("offer.priorityClasses: %s preempts the cluster's own components and cannot be offered", pc))
+		}
+	}
+	if e := c.Offer.Exposure; e != nil && *e == (flotillav1.ExposureSpec{}) {
+		c.Offer.Exposure = nil // the chart's default, {}
+	} else if e != nil {
+		switch {
+		case e.Type == flotillav1.ExposeNodePort && net.ParseIP(e.Address) == nil:
+			errs = append(errs, fmt.Errorf("offer.exposure.address: %q is not an IP address; NodePort exposure needs the address clients reach node ports at", e.Address))
+		case e.Type == flotillav1.ExposeIngress && (e.IngressClassName == "" || e.Domain == ""):
+			errs = append(errs, errors.New("offer.exposure: type Ingress needs ingressClassName and domain"))
+		case e.Type != flotillav1.ExposeNodePort && e.Type != flotillav1.ExposeLoadBalancer && e.Type != flotillav1.ExposeIngress:
+			errs = append(errs, fmt.Errorf("offer.exposure.type: %q is none of NodePort, LoadBalancer, Ingress", e.Type))
 		}
 	}
 	for i, st := range c.Offer.Storage {
@@ -409,6 +425,7 @@ func (a *Agent) PublishOffer(ctx context.Context) error {
 		Prices:          a.Config.prices,
 		Classes:         slices.Clone(a.Config.classes),
 		AllowEgress:     a.Config.Offer.AllowEgress,
+		Exposure:        a.Config.Offer.Exposure.DeepCopy(),
 		PriorityClasses: slices.Clone(a.Config.Offer.PriorityClasses),
 		RuntimeClasses:  slices.Clone(a.Config.Offer.RuntimeClasses),
 		Storage:         slices.Clone(a.Config.storage),

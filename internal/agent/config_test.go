@@ -22,6 +22,15 @@ func TestParseConfig(t *testing.T) {
 	if q := c.reserve["cpu"]; q.String() != "1" {
 		t.Errorf("reserve cpu %s", q.String())
 	}
+	if c.Offer.Exposure != nil {
+		t.Errorf("exposure %+v without any configured", c.Offer.Exposure)
+	}
+	for in, want := range map[string]bool{`{}`: false, `{"type":"NodePort","address":"203.0.113.7"}`: true} {
+		e, err := ParseConfig([]byte(strings.Replace(ok, `"classes"`, `"exposure":`+in+`,"classes"`, 1)))
+		if err != nil || (e.Offer.Exposure != nil) != want {
+			t.Errorf("exposure %s: %v, exposes %v", in, err, e != nil && e.Offer.Exposure != nil)
+		}
+	}
 	p, err := ParseConfig([]byte(`{"provider":{"name":"a","owner":"o","mode":"Pull"}}`))
 	if err != nil || !p.Pull() || p.pull != 2*time.Second {
 		t.Errorf("pull mode without a URL: %v, pull %v every %s", err, p != nil && p.Pull(), p.pull)
@@ -30,15 +39,18 @@ func TestParseConfig(t *testing.T) {
 		t.Errorf("mode defaults to %q", c.Provider.Mode)
 	}
 	for name, c := range map[string]struct{ in, want string }{
-		"not json":          {`{`, "config.json"},
-		"no provider name":  {`{"provider":{"owner":"o","apiServerURL":"u"}}`, "provider.name"},
-		"bad interval":      {strings.Replace(ok, `"5s"`, `"5 parsecs"`, 1), "agent.heartbeatInterval"},
-		"too short":         {strings.Replace(ok, `"5s"`, `"10ms"`, 1), "at least 1s"},
-		"bad reserve":       {strings.Replace(ok, `"2Gi"`, `"lots"`, 1), "offer.reserve.memory"},
-		"push without URL":  {`{"provider":{"name":"a","owner":"o"}}`, "provider.apiServerURL are required"},
-		"pull with a URL":   {`{"provider":{"name":"a","owner":"o","mode":"Pull","apiServerURL":"https://a:6443"}}`, "must be empty in Pull mode"},
-		"unknown mode":      {`{"provider":{"name":"a","owner":"o","mode":"pull"}}`, "neither Push nor Pull"},
-		"bad pull interval": {`{"provider":{"name":"a","owner":"o","mode":"Pull"},"pullInterval":"0s"}`, "agent.pullInterval"},
+		"not json":                  {`{`, "config.json"},
+		"no provider name":          {`{"provider":{"owner":"o","apiServerURL":"u"}}`, "provider.name"},
+		"bad interval":              {strings.Replace(ok, `"5s"`, `"5 parsecs"`, 1), "agent.heartbeatInterval"},
+		"too short":                 {strings.Replace(ok, `"5s"`, `"10ms"`, 1), "at least 1s"},
+		"bad reserve":               {strings.Replace(ok, `"2Gi"`, `"lots"`, 1), "offer.reserve.memory"},
+		"push without URL":          {`{"provider":{"name":"a","owner":"o"}}`, "provider.apiServerURL are required"},
+		"pull with a URL":           {`{"provider":{"name":"a","owner":"o","mode":"Pull","apiServerURL":"https://a:6443"}}`, "must be empty in Pull mode"},
+		"unknown mode":              {`{"provider":{"name":"a","owner":"o","mode":"pull"}}`, "neither Push nor Pull"},
+		"bad pull interval":         {`{"provider":{"name":"a","owner":"o","mode":"Pull"},"pullInterval":"0s"}`, "agent.pullInterval"},
+		"node port without address": {strings.Replace(ok, `"classes"`, `"exposure":{"type":"NodePort","address":"my-host"},"classes"`, 1), "offer.exposure.address"},
+		"ingress without domain":    {strings.Replace(ok, `"classes"`, `"exposure":{"type":"Ingress","ingressClassName":"nginx"},"classes"`, 1), "ingressClassName and domain"},
+		"unknown exposure":          {strings.Replace(ok, `"classes"`, `"exposure":{"type":"HostPort"},"classes"`, 1), "offer.exposure.type"},
 	} {
 		if _, err := ParseConfig([]byte(c.in)); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want one naming %q", name, err, c.want)

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -76,6 +77,7 @@ func Build(l *flotillav1.Lease, hubID string, objs []client.Object) (flotillav1.
 var allowedKinds = map[string]string{
 	"Namespace": "v1", "ResourceQuota": "v1", "LimitRange": "v1", "ConfigMap": "v1", "Secret": "v1",
 	"NetworkPolicy": "networking.k8s.io/v1", "Deployment": "apps/v1", "Job": "batch/v1",
+	"Service": "v1", "Ingress": "networking.k8s.io/v1",
 }
 
 // Check decodes an Assignment's objects as the agent must read them: only
@@ -115,6 +117,12 @@ func Check(a *flotillav1.Assignment, hubID string) ([]*unstructured.Unstructured
 				return nil, fmt.Errorf("object %d: a %s for class %s", i, kind, s.Class)
 			}
 			fallthrough
+		case "Service":
+			if kind == "Service" && !slices.Contains([]string{"ClusterIP", "NodePort", "LoadBalancer"}, str(u, "spec", "type")) ||
+				has(u, "spec", "externalIPs") || has(u, "spec", "externalName") {
+				return nil, fmt.Errorf("object %d: Service %s is not of type ClusterIP, NodePort or LoadBalancer, or sets externalIPs or externalName", i, u.GetName())
+			}
+			fallthrough
 		default:
 			if u.GetNamespace() != s.Namespace {
 				return nil, fmt.Errorf("object %d: %s %s is outside the Assignment's namespace %q", i, kind, u.GetName(), s.Namespace)
@@ -131,6 +139,16 @@ func Check(a *flotillav1.Assignment, hubID string) ([]*unstructured.Unstructured
 		return nil, fmt.Errorf("%d namespaces and %d Deployments or Jobs; an Assignment has one of each", namespaces, workloads)
 	}
 	return out, nil
+}
+
+func str(u *unstructured.Unstructured, path ...string) string {
+	v, _, _ := unstructured.NestedString(u.Object, path...)
+	return v
+}
+
+func has(u *unstructured.Unstructured, path ...string) bool {
+	_, ok, _ := unstructured.NestedFieldNoCopy(u.Object, path...)
+	return ok
 }
 
 // Total is what an Assignment holds in all: replicas times one replica's

@@ -107,9 +107,16 @@ func TestCheckRefusesHostileAssignments(t *testing.T) {
 				u["kind"], u["apiVersion"] = "ClusterRoleBinding", "rbac.authorization.k8s.io/v1"
 			})(a)
 		}, "not a kind the hub renders"},
-		"P7.pull-assignment-kinds: a Service": {func(a *flotillav1.Assignment) {
-			edit(1, func(u map[string]any) { u["kind"] = "Service" })(a)
-		}, "not a kind the hub renders"},
+		"S5.pull-assignment-service: externalIPs": {func(a *flotillav1.Assignment) {
+			edit(1, func(u map[string]any) {
+				u["kind"], u["spec"] = "Service", map[string]any{"type": "NodePort", "externalIPs": []any{"10.0.0.1"}}
+			})(a)
+		}, "sets externalIPs or externalName"},
+		"S5.pull-assignment-service: ExternalName": {func(a *flotillav1.Assignment) {
+			edit(1, func(u map[string]any) {
+				u["kind"], u["spec"] = "Service", map[string]any{"type": "ExternalName", "externalName": "kubernetes.default"}
+			})(a)
+		}, "is not of type ClusterIP, NodePort or LoadBalancer"},
 		"P7.pull-assignment-kinds: a Deployment of another API group": {func(a *flotillav1.Assignment) {
 			edit(last(a), func(u map[string]any) { u["apiVersion"] = "example.com/v1" })(a)
 		}, "not a kind the hub renders"},

@@ -24,6 +24,7 @@ const (
 	runtimeClassNotOffered
 	storageNotOffered
 	egressNotOffered
+	exposureNotOffered
 	attributesMismatch
 	priceAbove
 	priceOverflow
@@ -51,6 +52,7 @@ var reasonCodes = [...]string{
 	runtimeClassNotOffered:  "RuntimeClassNotOffered",
 	storageNotOffered:       "StorageNotOffered",
 	egressNotOffered:        "EgressNotOffered",
+	exposureNotOffered:      "ExposureNotOffered",
 	attributesMismatch:      "AttributesMismatch",
 	priceAbove:              "PriceAboveCeiling",
 	priceOverflow:           "PriceOverflow",
@@ -101,6 +103,8 @@ func (m *matcher) staticReject(w *workloadState, i int32) rejection {
 		return rejection{kind: storageNotOffered}
 	case w.Needs.Egress && !o.Allows.Egress:
 		return rejection{kind: egressNotOffered}
+	case w.Needs.Expose > o.Allows.Expose:
+		return rejection{kind: exposureNotOffered}
 	case w.matches != nil && !w.matches[i]:
 		return rejection{kind: attributesMismatch}
 	}
@@ -259,6 +263,11 @@ func offerMessage(w *workloadState, k rejectKind, r Resource) string {
 		return "do not offer the storage classes and sizes the template claims"
 	case egressNotOffered:
 		return "do not allow egress to the internet"
+	case exposureNotOffered:
+		if w.Needs.Expose == ExposeHTTP {
+			return "do not expose services (spec.expose), or their provider has no endpoint range on the hub"
+		}
+		return "do not expose TCP ports (spec.expose; an Ingress serves HTTP only), or their provider has no endpoint range on the hub"
 	case attributesMismatch:
 		return "attributes do not match the selector"
 	case priceAbove:

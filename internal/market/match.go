@@ -342,7 +342,7 @@ func (w *workloadState) admits(i int32, o *offerState) bool {
 func (n *Needs) allowedBy(a *Features) bool {
 	return (n.PriorityClass == "" || slices.Contains(a.PriorityClasses, n.PriorityClass)) &&
 		(n.RuntimeClass == "" || slices.Contains(a.RuntimeClasses, n.RuntimeClass)) &&
-		storageAllowed(n.Storage, a.Storage) && (!n.Egress || a.Egress)
+		storageAllowed(n.Storage, a.Storage) && (!n.Egress || a.Egress) && n.Expose <= a.Expose
 }
 
 // placeOne places one replica of w and reports whether it could.

@@ -134,7 +134,23 @@ type Features struct {
 	// Storage is the largest volume, in bytes, of each storage class.
 	Storage map[string]int64
 	Egress  bool
+	// Expose is how far the Offer can expose a Workload's ports.
+	Expose Exposure
 }
+
+// Exposure is how much of a Workload's exposed ports an Offer can serve,
+// or a Workload needs served.
+type Exposure uint8
+
+// The exposures, each including the one before.
+const (
+	// ExposeNothing: no port is exposed.
+	ExposeNothing Exposure = iota
+	// ExposeHTTP: HTTP ports only (an Ingress).
+	ExposeHTTP
+	// ExposeTCP: any TCP port (a NodePort or LoadBalancer Service).
+	ExposeTCP
+)
 
 // Needs is what one replica of a Workload uses that an Offer must allow.
 type Needs struct {
@@ -143,6 +159,7 @@ type Needs struct {
 	// Storage lists each volume's storage class and size in bytes.
 	Storage []StorageNeed
 	Egress  bool
+	Expose  Exposure
 }
 
 // StorageNeed is one ephemeral volume a replica claims.

@@ -218,7 +218,7 @@ func (b *snapshotter) addOffers(offers []flotillav1.Offer) {
 			Key: k, Provider: o.Spec.ProviderRef.Name, Available: avail, Prices: prices,
 			Classes: classesOf(o.Spec.Classes), Attributes: b.attributes(o),
 			ValidFrom: timeOf(o.Spec.ValidFrom), ValidUntil: timeOf(o.Spec.ValidUntil),
-			Allows: allowsOf(&o.Spec),
+			Allows: allowsOf(&o.Spec, b.byName[o.Spec.ProviderRef.Name]),
 		})
 	}
 }
@@ -374,6 +374,14 @@ func setIf(s labels.Set, k, v string) {
 func needsOf(w *flotillav1.Workload) market.Needs {
 	spec := &w.Spec.Template.Spec
 	n := market.Needs{PriorityClass: spec.PriorityClassName, Egress: w.Spec.Network.Egress == flotillav1.EgressInternet}
+	if e := w.Spec.Expose; e != nil {
+		n.Expose = market.ExposeHTTP
+		for _, p := range e.Ports {
+			if p.Protocol != flotillav1.ExposeHTTP {
+				n.Expose = market.ExposeTCP
+			}
+		}
+	}
 	if spec.RuntimeClassName != nil {
 		n.RuntimeClass = *spec.RuntimeClassName
 	}
@@ -394,9 +402,17 @@ func needsOf(w *flotillav1.Workload) market.Needs {
 	return n
 }
 
-// allowsOf is what an Offer's owner opted into.
-func allowsOf(o *flotillav1.OfferSpec) market.Features {
+// allowsOf is what an Offer's owner opted into. Exposure also needs
+// endpoint ranges recorded on the Provider (p, nil when unknown): the hub
+// checks no endpoint outside them, so without any nothing could be checked.
+func allowsOf(o *flotillav1.OfferSpec, p *flotillav1.Provider) market.Features {
 	f := market.Features{PriorityClasses: o.PriorityClasses, RuntimeClasses: o.RuntimeClasses, Egress: o.AllowEgress}
+	if e := o.Exposure; e != nil && p != nil && len(p.Spec.EndpointRanges) > 0 {
+		f.Expose = market.ExposeTCP
+		if e.Type == flotillav1.ExposeIngress {
+			f.Expose = market.ExposeHTTP
+		}
+	}
 	for _, s := range o.Storage {
 		if f.Storage == nil {
 			f.Storage = map[string]int64{}

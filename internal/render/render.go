@@ -3,8 +3,10 @@
 // LimitRange, a default-deny NetworkPolicy that lets DNS queries to the
 // cluster's DNS service out (and one for public addresses when the Offer
 // allows it and the Workload asks), copies of the ConfigMaps and Secrets
-// the pod template references, and a Deployment (class Service) or Job
-// (class Batch) whose pod is built from an allow-list of the template. It
+// the pod template references, a Deployment (class Service) or Job
+// (class Batch) whose pod is built from an allow-list of the template,
+// and, for exposed ports on an Offer that exposes, a Service, an Ingress
+// when that is how, and a NetworkPolicy admitting exactly those ports. It
 // is pure: the caller fetches the inputs and applies the output.
 package render
 
@@ -92,6 +94,10 @@ func InputHash(in Input) string {
 		fmt.Fprintf(h, "\x00%s\x00%d", in.Workload.UID, in.Workload.Generation)
 	}
 	fmt.Fprintf(h, "\x00egress=%t", in.Offer != nil && in.Offer.AllowEgress)
+	if in.Offer != nil && in.Offer.Exposure != nil {
+		b, _ := json.Marshal(in.Offer.Exposure)
+		fmt.Fprintf(h, "\x00expose=%s", b)
+	}
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -110,6 +116,72 @@ func Labels(hubID string, l *flotillav1.Lease) map[string]string {
 		flotillav1.LabelLease:   string(l.UID),
 		flotillav1.LabelEpoch:   strconv.FormatInt(l.Spec.Epoch, 10),
 	}
+}
+
+// ServiceName is the name of the Service of an exposed Workload, and of
+// its Ingress.
+const ServiceName = "workload"
+
+// Exposes reports whether a Lease of w on an Offer with spec o exposes
+// ports: only a Service Workload that asks, on an Offer that can.
+func Exposes(w *flotillav1.Workload, o *flotillav1.OfferSpec) bool {
+	return w != nil && w.Spec.Expose != nil && w.Spec.Class != flotillav1.ClassBatch && o != nil && o.Exposure != nil
+}
+
+// IngressHost is the host name of one exposed port of a Lease namespace
+// under an Offer's domain: one DNS label of at most 63 characters.
+func IngressHost(port, namespace, domain string) string {
+	return port + "-" + namespace + "." + domain
+}
+
+// exposeObjects are a Service for the exposed ports (of the Offer's type,
+// never with externalIPs), an Ingress when the Offer exposes through one,
+// and a NetworkPolicy that admits ingress to exactly those ports.
+func exposeObjects(w *flotillav1.Workload, o *flotillav1.OfferSpec, ns string, labels, selector map[string]string) []client.Object {
+	if !Exposes(w, o) {
+		return nil
+	}
+	meta := metav1.ObjectMeta{Name: ServiceName, Namespace: ns, Labels: maps.Clone(labels)}
+	svc := &corev1.Service{TypeMeta: metav1.TypeMeta{Kind: "Service", APIVersion: "v1"}, ObjectMeta: meta,
+		Spec: corev1.ServiceSpec{Selector: maps.Clone(selector), Type: corev1.ServiceTypeClusterIP}}
+	switch o.Exposure.Type {
+	case flotillav1.ExposeNodePort:
+		svc.Spec.Type = corev1.ServiceTypeNodePort
+	case flotillav1.ExposeLoadBalancer:
+		svc.Spec.Type = corev1.ServiceTypeLoadBalancer
+	}
+	tcp := corev1.ProtocolTCP
+	var ports []networkingv1.NetworkPolicyPort
+	var rules []networkingv1.IngressRule
+	pathType := networkingv1.PathTypePrefix
+	for _, p := range w.Spec.Expose.Ports {
+		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: p.Name, Protocol: tcp, Port: p.Port, TargetPort: intstr.FromInt32(p.Port)})
+		port := intstr.FromInt32(p.Port)
+		ports = append(ports, networkingv1.NetworkPolicyPort{Protocol: &tcp, Port: &port})
+		if p.Protocol == flotillav1.ExposeHTTP {
+			rules = append(rules, networkingv1.IngressRule{Host: IngressHost(p.Name, ns, o.Exposure.Domain),
+				IngressRuleValue: networkingv1.IngressRuleValue{HTTP: &networkingv1.HTTPIngressRuleValue{Paths: []networkingv1.HTTPIngressPath{{
+					Path: "/", PathType: &pathType,
+					Backend: networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{
+						Name: ServiceName, Port: networkingv1.ServiceBackendPort{Name: p.Name}}},
+				}}}}})
+		}
+	}
+	objs := []client.Object{svc}
+	if o.Exposure.Type == flotillav1.ExposeIngress {
+		objs = append(objs, &networkingv1.Ingress{TypeMeta: metav1.TypeMeta{Kind: "Ingress", APIVersion: "networking.k8s.io/v1"},
+			ObjectMeta: *meta.DeepCopy(),
+			Spec:       networkingv1.IngressSpec{IngressClassName: ptr.To(o.Exposure.IngressClassName), Rules: rules}})
+	}
+	pm := *meta.DeepCopy()
+	pm.Name = "expose"
+	objs = append(objs, &networkingv1.NetworkPolicy{TypeMeta: metav1.TypeMeta{Kind: "NetworkPolicy", APIVersion: "networking.k8s.io/v1"},
+		ObjectMeta: pm, Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress:     []networkingv1.NetworkPolicyIngressRule{{Ports: ports}},
+		}})
+	return objs
 }
 
 // Lease renders the objects of in.Lease, namespace first.
@@ -211,6 +283,7 @@ func Lease(in Input) ([]client.Object, error) {
 				RollingUpdate: &appsv1.RollingUpdateDeployment{MaxSurge: &zero, MaxUnavailable: &one}},
 			Template: tmpl,
 		}})
+		objs = append(objs, exposeObjects(w, in.Offer, ns, labels, selector.MatchLabels)...)
 	}
 	return objs, nil
 }

@@ -74,6 +74,46 @@ func workload(class flotillav1.WorkloadClass) *flotillav1.Workload {
 	return w
 }
 
+// exposed is a web Workload that exposes an HTTP port and a TCP one.
+func exposed() *flotillav1.Workload {
+	w := workload(flotillav1.ClassService)
+	w.Spec.Template.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}, {Name: "metrics", ContainerPort: 9090}}
+	w.Spec.Expose = &flotillav1.ExposeSpec{Ports: []flotillav1.ExposedPort{
+		{Name: "http", Port: 8080, Protocol: flotillav1.ExposeHTTP, HealthPath: "/healthz"},
+		{Name: "metrics", Port: 9090, Protocol: flotillav1.ExposeTCP},
+	}}
+	return w
+}
+
+// Exposure needs both sides: a Workload that asks, on an Offer that can.
+func TestExposeNeedsBothSides(t *testing.T) {
+	offer := &flotillav1.OfferSpec{Exposure: &flotillav1.ExposureSpec{Type: flotillav1.ExposeNodePort, Address: "203.0.113.7"}}
+	batch := exposed()
+	batch.Spec.Class = flotillav1.ClassBatch
+	for name, in := range map[string]Input{
+		"workload does not ask": {HubID: "hub1", Lease: lease(flotillav1.ClassService), Workload: workload(flotillav1.ClassService), Offer: offer},
+		"offer cannot":          {HubID: "hub1", Lease: lease(flotillav1.ClassService), Workload: exposed(), Offer: &flotillav1.OfferSpec{}},
+		"offer gone":            {HubID: "hub1", Lease: lease(flotillav1.ClassService), Workload: exposed()},
+		"batch":                 {HubID: "hub1", Lease: lease(flotillav1.ClassBatch), Workload: batch, Offer: offer},
+	} {
+		objs, err := Lease(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range objs {
+			if k := o.GetObjectKind().GroupVersionKind().Kind; k == "Service" || k == "Ingress" || o.GetName() == "expose" {
+				t.Errorf("%s: rendered %s %s", name, k, o.GetName())
+			}
+		}
+	}
+	plain := Input{HubID: "hub1", Lease: lease(flotillav1.ClassService), Workload: exposed()}
+	withOffer := plain
+	withOffer.Offer = offer
+	if InputHash(plain) == InputHash(withOffer) {
+		t.Error("the input hash ignores the Offer's exposure")
+	}
+}
+
 func TestGolden(t *testing.T) {
 	cases := map[string]Input{
 		"service": {HubID: "hub1", Lease: lease(flotillav1.ClassService), Workload: workload(flotillav1.ClassService),
@@ -81,6 +121,12 @@ func TestGolden(t *testing.T) {
 			Secrets:    []corev1.Secret{{ObjectMeta: metav1.ObjectMeta{Name: "api-token", Namespace: "team-a"}, Type: corev1.SecretTypeOpaque, Data: map[string][]byte{"token": []byte("s3cret")}}},
 		},
 		"batch": {HubID: "hub1", Lease: lease(flotillav1.ClassBatch), Workload: workload(flotillav1.ClassBatch)},
+		"expose-nodeport": {HubID: "hub1", Lease: lease(flotillav1.ClassService), Workload: exposed(),
+			Offer: &flotillav1.OfferSpec{Exposure: &flotillav1.ExposureSpec{Type: flotillav1.ExposeNodePort, Address: "203.0.113.7"}}},
+		"expose-loadbalancer": {HubID: "hub1", Lease: lease(flotillav1.ClassService), Workload: exposed(),
+			Offer: &flotillav1.OfferSpec{Exposure: &flotillav1.ExposureSpec{Type: flotillav1.ExposeLoadBalancer}}},
+		"expose-ingress": {HubID: "hub1", Lease: lease(flotillav1.ClassService), Workload: exposed(),
+			Offer: &flotillav1.OfferSpec{Exposure: &flotillav1.ExposureSpec{Type: flotillav1.ExposeIngress, IngressClassName: "nginx", Domain: "apps.bob.example"}}},
 	}
 	for name, in := range cases {
 		t.Run(name, func(t *testing.T) {
