@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -138,9 +139,12 @@ func TestKStatusOfEveryKind(t *testing.T) {
 
 	acct := &flotillav1.Account{}
 	hubenv.Stage(t, "account credited: Current", func(t *testing.T) {
-		acct = get(t, &flotillav1.Account{}, ns, flotillav1.AccountName)
-		acct.Spec.Credited = "100"
-		if err := env.Client.Update(ctx, acct); err != nil {
+		// The bank writes the Account's status all along: retry on conflict.
+		if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			acct = get(t, &flotillav1.Account{}, ns, flotillav1.AccountName)
+			acct.Spec.Credited = "100"
+			return env.Client.Update(ctx, acct)
+		}); err != nil {
 			t.Fatal(err)
 		}
 		awaitKStatus(t, acct, "Current")
@@ -186,9 +190,12 @@ func TestKStatusOfEveryKind(t *testing.T) {
 	})
 
 	hubenv.Stage(t, "account whose credit went down: Failed", func(t *testing.T) {
-		acct = get(t, &flotillav1.Account{}, ns, flotillav1.AccountName)
-		acct.Spec.Credited = "50"
-		if err := env.Client.Update(ctx, acct); err != nil {
+		// The bank writes the Account's status all along: retry on conflict.
+		if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			acct = get(t, &flotillav1.Account{}, ns, flotillav1.AccountName)
+			acct.Spec.Credited = "50"
+			return env.Client.Update(ctx, acct)
+		}); err != nil {
 			t.Fatal(err)
 		}
 		awaitKStatus(t, acct, "Failed")

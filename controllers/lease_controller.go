@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -22,8 +24,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/endpoint"
 	"github.com/flotilla-dev/flotilla/internal/health"
 	"github.com/flotilla-dev/flotilla/internal/lease"
 	"github.com/flotilla-dev/flotilla/internal/metrics"
@@ -58,6 +62,11 @@ type LeaseReconciler struct {
 	HubID     string
 	Now       func() time.Time
 
+	// Prober checks exposed Leases' endpoints from the hub; Probed carries
+	// the Leases whose verdicts changed. Nil: nothing is checked.
+	Prober *endpoint.Prober
+	Probed chan event.GenericEvent
+
 	// seen is when each Lease was last read on its provider, by UID. It
 	// only ever stops charging (after a gap, or a restart that emptied
 	// it), so losing it is safe.
@@ -68,6 +77,9 @@ type LeaseReconciler struct {
 func (r *LeaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	l := &flotillav1.Lease{}
 	if err := r.Client.Get(ctx, req.NamespacedName, l); err != nil {
+		if apierrors.IsNotFound(err) && r.Prober != nil {
+			r.Prober.Forget(req.String())
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithValues("provider", l.Spec.ProviderRef.Name))
@@ -135,6 +147,7 @@ func (r *LeaseReconciler) reconcile(ctx context.Context, l *flotillav1.Lease, st
 		// Closed for good; the provider's namespace goes when it can be
 		// reached (fencing catches it otherwise).
 		r.seen.Delete(l.UID)
+		r.forgetEndpoints(l)
 		if perr == nil && p.Spec.Pull() {
 			_ = r.deleteAssignment(ctx, l)
 		} else if perr == nil {
@@ -205,8 +218,9 @@ func (r *LeaseReconciler) sync(ctx context.Context, l *flotillav1.Lease, w *flot
 			}
 			st.AppliedHash, st.LastApplyTime = hash, timePtr(in.Now)
 		}
-		obs, err := r.readBack(ctx, cl, l)
+		obs, err := r.readBack(ctx, cl, l, render.Exposes(w, rin.Offer))
 		if err == nil {
+			r.checkEndpoints(l, w, p, rin.Offer, &obs, st, old)
 			res := lease.Observed(st, old, *in, obs, p.Name)
 			r.seen.Store(l.UID, in.Now.Truncate(time.Second))
 			// What ran up to this look is charged if the Lease now ends.
@@ -252,6 +266,7 @@ func (r *LeaseReconciler) emit(ctx context.Context, l *flotillav1.Lease, res lea
 // finalizer. An unreachable provider keeps the Lease until it returns; a
 // deregistered one releases it at once.
 func (r *LeaseReconciler) reconcileDelete(ctx context.Context, l *flotillav1.Lease) (ctrl.Result, error) {
+	r.forgetEndpoints(l)
 	if !controllerutil.ContainsFinalizer(l, flotillav1.FinalizerProviderCleanup) {
 		return ctrl.Result{}, nil
 	}
@@ -358,6 +373,29 @@ var specOrMetaChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bo
 		!slices.Equal(o.GetFinalizers(), n.GetFinalizers()) || !maps.Equal(o.GetLabels(), n.GetLabels())
 }}
 
+// probed is the channel of Leases whose endpoint verdicts changed.
+func (r *LeaseReconciler) probed() chan event.GenericEvent {
+	if r.Probed == nil {
+		r.Probed = make(chan event.GenericEvent, 1024)
+	}
+	if r.Prober != nil {
+		r.Prober.OnChange = func(key string) {
+			ns, name, _ := strings.Cut(key, "/")
+			select {
+			case r.Probed <- event.GenericEvent{Object: &flotillav1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}}:
+			default: // the Lease's own resync comes within seconds
+			}
+		}
+	}
+	return r.Probed
+}
+
+func (r *LeaseReconciler) forgetEndpoints(l *flotillav1.Lease) {
+	if r.Prober != nil {
+		r.Prober.Forget(l.Namespace + "/" + l.Name)
+	}
+}
+
 // SetupWithManager watches Leases and the Providers they run on.
 func (r *LeaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
@@ -374,6 +412,7 @@ func (r *LeaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return out
 		}), builder.WithPredicates(providerPhaseChanged)).
 		Watches(&flotillav1.Assignment{}, handler.EnqueueRequestsFromMapFunc(leaseOfAssignment), builder.WithPredicates(reportChanged)).
+		WatchesRawSource(source.Channel(r.probed(), &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 8}).
 		Named("lease").
 		Complete(r)

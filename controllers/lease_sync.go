@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -12,6 +13,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/bound"
+	"github.com/flotilla-dev/flotilla/internal/endpoint"
 	"github.com/flotilla-dev/flotilla/internal/lease"
 	"github.com/flotilla-dev/flotilla/internal/metrics"
 	"github.com/flotilla-dev/flotilla/internal/remote"
@@ -89,9 +92,62 @@ func (r *LeaseReconciler) apply(ctx context.Context, cl *remote.Client, objs []c
 	return remote.ApplyLease(ctx, cl, us, FieldManager)
 }
 
-// readBack reads the Lease's workload object and its pods on the provider.
-func (r *LeaseReconciler) readBack(ctx context.Context, cl *remote.Client, l *flotillav1.Lease) (lease.Observation, error) {
-	return remote.ReadLease(ctx, cl, r.HubID, string(l.UID), l.Spec.Class == flotillav1.ClassBatch, l.Spec.Replicas)
+// readBack reads the Lease's workload object and its pods on the
+// provider, and its Service when it exposes ports.
+func (r *LeaseReconciler) readBack(ctx context.Context, cl *remote.Client, l *flotillav1.Lease, exposed bool) (lease.Observation, error) {
+	return remote.ReadLease(ctx, cl, r.HubID, string(l.UID), l.Spec.Class == flotillav1.ClassBatch, exposed, l.Spec.Replicas)
+}
+
+// checkEndpoints composes the Lease's endpoints from what its provider
+// reported, hands them to the prober, and writes the prober's verdicts
+// (the last written ones while it has none, as after a restart) into st.
+// An exposed Lease whose endpoints do not all answer is marked in obs as
+// unreachable: its replicas are then neither counted nor charged. Each
+// time a serving Lease stops answering while its provider reports
+// replicas ready, it counts against the provider's reputation.
+func (r *LeaseReconciler) checkEndpoints(l *flotillav1.Lease, w *flotillav1.Workload, p *flotillav1.Provider, o *flotillav1.OfferSpec,
+	obs *lease.Observation, st, old *flotillav1.LeaseStatus) {
+	key := l.Namespace + "/" + l.Name
+	want := endpoint.Wanted(w, o)
+	if want == 0 || r.Prober == nil {
+		st.Endpoints = nil
+		if r.Prober != nil {
+			r.Prober.Forget(key)
+		}
+		return
+	}
+	targets := endpoint.Compose(w, o, render.Namespace(r.HubID, l.UID), obs.Endpoints, endpoint.Ranges(p.Spec.EndpointRanges))
+	r.Prober.Set(key, p.Name, targets)
+	verdicts, _ := r.Prober.Verdicts(key)
+	eps := make([]flotillav1.LeaseEndpoint, len(targets))
+	why := ""
+	if len(targets) < want {
+		why = fmt.Sprintf("%d of %d exposed ports are reported by the provider", len(targets), want)
+	}
+	for i, t := range targets {
+		e := flotillav1.LeaseEndpoint{Port: t.Port, Address: bound.Text(t.Address, 300), Message: "not checked yet"}
+		if i < len(verdicts) && verdicts[i].Known {
+			e.Reachable, e.Message = verdicts[i].Reachable, verdicts[i].Message
+		} else if j := slices.IndexFunc(old.Endpoints, func(x flotillav1.LeaseEndpoint) bool { return x.Port == e.Port && x.Address == e.Address }); j >= 0 {
+			e.Reachable, e.Message = old.Endpoints[j].Reachable, old.Endpoints[j].Message
+		}
+		if e.Reachable {
+			e.Message = ""
+		} else if why == "" {
+			why = fmt.Sprintf("endpoint %s at %s does not answer the hub (%s)", e.Port, e.Address, e.Message)
+		}
+		e.Message = bound.Text(e.Message, 256)
+		eps[i] = e
+	}
+	st.Endpoints = eps
+	if why == "" {
+		return
+	}
+	serving := len(old.Endpoints) == want && !slices.ContainsFunc(old.Endpoints, func(x flotillav1.LeaseEndpoint) bool { return !x.Reachable })
+	if serving && obs.Ready > 0 {
+		st.UnreachableCount = min(st.UnreachableCount+1, 1<<20)
+	}
+	obs.Unreachable = why
 }
 
 func timePtr(t time.Time) *metav1.Time { return &metav1.Time{Time: t} }

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/endpoint"
 	"github.com/flotilla-dev/flotilla/internal/keys"
 	"github.com/flotilla-dev/flotilla/internal/ledgerstore"
 
@@ -36,6 +37,13 @@ type Options struct {
 	ProviderGracePeriod time.Duration
 	// ProbeInterval between two probes of a provider.
 	ProbeInterval time.Duration
+	// EndpointInterval between two checks of an exposed Lease's
+	// endpoints from the hub; EndpointTimeout bounds one check.
+	EndpointInterval, EndpointTimeout time.Duration
+	// EntryBindAddress serves Workloads' stable addresses ("" or "0":
+	// not served); EntryURL is how tenants reach it, written into the
+	// status of the Workloads that ask for one.
+	EntryBindAddress, EntryURL string
 	// Remote tunes the clients of provider clusters.
 	Remote remote.Options
 	// LeaseRate (per second) and LeaseBurst rate-limit new Leases per
@@ -116,7 +124,25 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Scheduler, err
 	if err := mgr.Add(s); err != nil {
 		return nil, err
 	}
-	if err := (&WorkloadReconciler{Client: mgr.GetClient(), Scheduler: s, Recorder: mgr.GetEventRecorderFor("flotilla-workload")}).SetupWithManager(mgr); err != nil {
+	prober := endpoint.NewProber()
+	if opts.EndpointInterval > 0 {
+		prober.Interval = opts.EndpointInterval
+	}
+	if opts.EndpointTimeout > 0 {
+		prober.Timeout = opts.EndpointTimeout
+	}
+	if err := mgr.Add(prober); err != nil {
+		return nil, err
+	}
+	entryURL := ""
+	if opts.EntryBindAddress != "" && opts.EntryBindAddress != "0" {
+		if err := mgr.Add(&EntryServer{Client: mgr.GetClient(), Prober: prober, Addr: opts.EntryBindAddress}); err != nil {
+			return nil, err
+		}
+		entryURL = opts.EntryURL
+	}
+	if err := (&WorkloadReconciler{Client: mgr.GetClient(), Scheduler: s, Recorder: mgr.GetEventRecorderFor("flotilla-workload"),
+		EntryURL: entryURL}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	if err := (&OfferReconciler{Client: mgr.GetClient(), Now: now}).SetupWithManager(mgr); err != nil {
@@ -136,6 +162,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Scheduler, err
 	}
 	if err := (&LeaseReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Remote: rc, Recorder: mgr.GetEventRecorderFor("flotilla-lease"), HubID: hubID, Now: now,
+		Prober: prober,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}

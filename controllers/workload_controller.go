@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -28,6 +29,9 @@ type WorkloadReconciler struct {
 	Client    client.Client
 	Scheduler *Scheduler
 	Recorder  record.EventRecorder
+	// EntryURL is the hub's entry point for stable addresses; "" when it
+	// serves none.
+	EntryURL string
 }
 
 // Reconcile computes the status and writes it once, only when it changed.
@@ -45,6 +49,9 @@ func (r *WorkloadReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		leases[i] = &list.Items[i]
 	}
 	status := placement.WorkloadStatus(w, leases, r.Scheduler.Verdict(w.Namespace, w.Name))
+	if e := w.Spec.Expose; e != nil && e.StableAddress && r.EntryURL != "" {
+		status.Address = strings.TrimSuffix(r.EntryURL, "/") + "/" + w.Namespace + "/" + w.Name + "/"
+	}
 	if err := r.recordVerdicts(ctx, w, &status, leases); err != nil {
 		return ctrl.Result{}, err
 	}

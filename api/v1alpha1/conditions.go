@@ -89,6 +89,8 @@ const (
 	LeaseReasonProgressDeadline   = "ProgressDeadlineExceeded"
 	LeaseReasonRefused            = "Refused"
 	LeaseReasonAwaitingAgent      = "AwaitingAgent"
+	// LeaseReasonUnreachable: an exposed port does not answer the hub.
+	LeaseReasonUnreachable = "EndpointUnreachable"
 )
 
 // Offer reasons, of Available and Ready.

@@ -199,7 +199,8 @@ type LeaseStatus struct {
 
 	// unreachableCount is how many times an endpoint of this Lease stopped
 	// answering the hub's checks while its provider reported replicas
-	// ready; each costs the provider reputation.
+	// ready. A Lease with any costs its provider reputation once, weighed
+	// as a dissent: the provider's report was false.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	UnreachableCount int32 `json:"unreachableCount,omitempty"`

@@ -216,8 +216,13 @@ type Reputation struct {
 	// verificationsFailed counts results that disagreed with the quorum.
 	// +optional
 	VerificationsFailed int64 `json:"verificationsFailed,omitempty"`
-	// recorded names the last Lease events counted ("<lease uid>/outcome"
-	// or "/verdict"), so that one counted just before a restart is not
+	// endpointsUnreachable counts Leases whose endpoints stopped answering
+	// the hub while the provider reported their replicas ready (weight 5
+	// each, as a dissent).
+	// +optional
+	EndpointsUnreachable int64 `json:"endpointsUnreachable,omitempty"`
+	// recorded names the last Lease events counted ("<lease uid>/outcome",
+	// "/verdict" or "/unreachable"), so that one counted just before a restart is not
 	// counted again.
 	// +optional
 	// +listType=atomic

@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -39,6 +41,20 @@ func hubClient(path string) (client.Client, *rest.Config, error) {
 	return c, cfg, err
 }
 
+// cidrList is a repeatable flag of CIDRs.
+type cidrList []string
+
+func (c *cidrList) String() string { return strings.Join(*c, ",") }
+
+func (c *cidrList) Set(v string) error {
+	p, err := netip.ParsePrefix(v)
+	if err != nil {
+		return fmt.Errorf("%q is not a CIDR such as 203.0.113.0/24", v)
+	}
+	*c = append(*c, p.Masked().String())
+	return nil
+}
+
 // hubCommand: issue-join, revoke-join.
 func hubCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -55,6 +71,8 @@ func hubCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		server := fs.String("server", "", "Hub API server URL as the provider reaches it (default: the one in the kubeconfig).")
 		apiServer := fs.String("provider-api-server", "", "The provider's API server URL (https://...), as the hub reaches it (required in Push mode); the hub connects to no other address for this provider.")
 		mode := fs.String("mode", string(flotillav1.ModePush), "Push: the hub connects to the provider's API server. Pull: the provider's agent connects to the hub and the hub holds no credential for it (for clusters behind NAT or a firewall); no --provider-api-server.")
+		var ranges cidrList
+		fs.Var(&ranges, "endpoint-range", "A CIDR where the provider's service endpoints may be (repeatable); the hub checks and forwards to no address outside them, and without any the provider takes no Workload that exposes ports.")
 		out := fs.String("o", "", "Write the join kubeconfig to this file instead of standard output.")
 		name, err := parseWithName(fs, args[1:])
 		if err != nil {
@@ -73,7 +91,7 @@ func hubCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			srv = cfg.Host
 		}
 		kc, err := join.Issue(ctx, c, join.Options{Name: name, Owner: *owner, Region: *region, Zone: *zone,
-			APIServerURL: *apiServer, Mode: flotillav1.ProviderMode(*mode), Server: srv, CAData: ca})
+			APIServerURL: *apiServer, Mode: flotillav1.ProviderMode(*mode), Server: srv, CAData: ca, EndpointRanges: ranges})
 		if err != nil {
 			return err
 		}

@@ -23,7 +23,7 @@ Commands:
   status [-n NAMESPACE] [--kubeconfig F]
              providers (phase, free capacity, reputation), workloads
              (placements, price, cost) and where each replica runs
-  hub issue-join NAME --owner O [--region R] [--zone Z] [--server URL] [-o FILE]
+  hub issue-join NAME --owner O [--region R] [--zone Z] [--server URL] [--endpoint-range CIDR]... [-o FILE]
              [--provider-api-server URL | --mode Pull]
              create provider NAME on the hub and print a join credential that
              reaches only that provider's own objects; in Pull mode the hub

@@ -13,6 +13,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/flotilla-dev/flotilla/controllers"
+	"github.com/flotilla-dev/flotilla/internal/endpoint"
 	"github.com/flotilla-dev/flotilla/internal/flap"
 	"github.com/flotilla-dev/flotilla/internal/remote"
 	"github.com/flotilla-dev/flotilla/internal/reputation"
@@ -36,6 +37,13 @@ func main() {
 	flag.StringVar(&ctrlOpts.HubID, "hub-id", "hub", "Name of this hub on providers: part of lease namespace names and labels (1-20 lowercase letters and digits).")
 	flag.DurationVar(&ctrlOpts.ProviderGracePeriod, "provider-grace-period", 20*time.Second, "Time without a successful probe of its API server before a provider is Lost.")
 	flag.DurationVar(&ctrlOpts.ProbeInterval, "probe-interval", 3*time.Second, "Time between two probes of a provider.")
+	flag.DurationVar(&ctrlOpts.EndpointInterval, "endpoint-check-interval", endpoint.DefaultInterval,
+		"Time between two checks, from the hub, of an exposed Lease's endpoints.")
+	flag.DurationVar(&ctrlOpts.EndpointTimeout, "endpoint-check-timeout", endpoint.DefaultTimeout, "Timeout of one endpoint check.")
+	flag.StringVar(&ctrlOpts.EntryBindAddress, "entry-bind-address", "0",
+		"Address the stable addresses of Workloads (spec.expose.stableAddress) are served at; 0 serves none.")
+	flag.StringVar(&ctrlOpts.EntryURL, "entry-url", "",
+		"URL at which tenants reach --entry-bind-address, for the Workloads' status.address; http://<bind address> when empty.")
 	flag.DurationVar(&ctrlOpts.Remote.RequestTimeout, "remote-timeout", 5*time.Second, "Timeout of one request to a provider's API server.")
 	flag.DurationVar(&ctrlOpts.Remote.ConnectTimeout, "remote-connect-timeout", 5*time.Second, "Timeout of connecting to a provider's API server.")
 	flag.Float64Var(&ctrlOpts.LeaseRate, "provider-lease-rate", float64(controllers.DefaultLeaseRate), "New Leases per second one provider may take once its burst is used up.")
@@ -52,6 +60,9 @@ func main() {
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if ctrlOpts.EntryURL == "" && ctrlOpts.EntryBindAddress != "0" && ctrlOpts.EntryBindAddress != "" {
+		ctrlOpts.EntryURL = "http://" + ctrlOpts.EntryBindAddress
+	}
 	if ctrlOpts.LeaseBurst == 0 {
 		ctrlOpts.LeaseBurst = -1 // Options read 0 as "the default"
 	}

@@ -214,7 +214,8 @@ func (a *Agent) run(ctx context.Context, cfg *Config, as *flotillav1.Assignment,
 	if time.Since(read) < every {
 		return
 	}
-	obs, err := remote.ReadLease(ctx, a.Federation, cfg.HubID, as.Spec.LeaseRef.UID, as.Spec.Class == flotillav1.ClassBatch, as.Spec.Replicas)
+	exposed := slices.ContainsFunc(objs, func(u *unstructured.Unstructured) bool { return u.GetKind() == "Service" })
+	obs, err := remote.ReadLease(ctx, a.Federation, cfg.HubID, as.Spec.LeaseRef.UID, as.Spec.Class == flotillav1.ClassBatch, exposed, as.Spec.Replicas)
 	a.appliedMu.Lock()
 	if a.readAt == nil {
 		a.readAt = map[string]time.Time{}
@@ -228,6 +229,7 @@ func (a *Agent) run(ctx context.Context, cfg *Config, as *flotillav1.Assignment,
 	st.RunningReplicas, st.ReadyReplicas = obs.Running, obs.Ready
 	st.SucceededReplicas, st.FailedReplicas = obs.Succeeded, min(obs.Failed, 1_000_000)
 	st.Complete, st.JobFailed, st.Digest = obs.Complete, obs.JobFailed, obs.Digest
+	st.Endpoints = obs.Endpoints
 	if obs.JobFailed {
 		st.Message = bound.Message(obs.Message)
 	}

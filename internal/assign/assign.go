@@ -260,6 +260,9 @@ func Observe(replicas int32, hash string, st *flotillav1.AssignmentStatus) Repor
 	if digestPattern.MatchString(st.Digest) {
 		o.Digest = st.Digest
 	}
+	// The hub composes and checks addresses itself (internal/endpoint);
+	// the agent's numbers are only read, at most eight.
+	o.Endpoints = slices.Clone(st.Endpoints[:min(len(st.Endpoints), 8)])
 	return r
 }
 

@@ -107,12 +107,12 @@ func TestCheckRefusesHostileAssignments(t *testing.T) {
 				u["kind"], u["apiVersion"] = "ClusterRoleBinding", "rbac.authorization.k8s.io/v1"
 			})(a)
 		}, "not a kind the hub renders"},
-		"S5.pull-assignment-service: externalIPs": {func(a *flotillav1.Assignment) {
+		"P9.pull-assignment-external-ips": {func(a *flotillav1.Assignment) {
 			edit(1, func(u map[string]any) {
 				u["kind"], u["spec"] = "Service", map[string]any{"type": "NodePort", "externalIPs": []any{"10.0.0.1"}}
 			})(a)
 		}, "sets externalIPs or externalName"},
-		"S5.pull-assignment-service: ExternalName": {func(a *flotillav1.Assignment) {
+		"P9.pull-assignment-external-name": {func(a *flotillav1.Assignment) {
 			edit(1, func(u map[string]any) {
 				u["kind"], u["spec"] = "Service", map[string]any{"type": "ExternalName", "externalName": "kubernetes.default"}
 			})(a)

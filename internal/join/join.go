@@ -44,6 +44,9 @@ type Options struct {
 	// Mode is Push (the default) or Pull: the hub never connects to a
 	// Pull-mode provider, and holds no kubeconfig for it.
 	Mode flotillav1.ProviderMode
+	// EndpointRanges are the CIDRs where the provider's service endpoints
+	// may be: the hub checks and forwards to no address outside them.
+	EndpointRanges []string
 	// Server and CAData: where and how the provider reaches the hub's API
 	// server.
 	Server string
@@ -94,7 +97,7 @@ func Objects(o Options) ([]client.Object, error) {
 	secretName, leaseName := name+"-kubeconfig", "provider-"+name
 	sa := ServiceAccountName(name)
 	provider := &flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: flotillav1.ProviderSpec{
-		Owner: o.Owner, Region: o.Region, Zone: o.Zone, Mode: flotillav1.ModePush}}
+		Owner: o.Owner, Region: o.Region, Zone: o.Zone, Mode: flotillav1.ModePush, EndpointRanges: o.EndpointRanges}}
 	// In Pull mode the hub holds no credential of the provider's: there is
 	// no kubeconfig Secret to write, and the identity may read its
 	// Assignments and report on them instead.

@@ -80,6 +80,13 @@ type Observation struct {
 	Complete, JobFailed bool
 	Message             string
 	Digest              string
+	// Endpoints of the exposed ports as the provider's cluster allocated
+	// them.
+	Endpoints []flotillav1.ReportedEndpoint
+	// Unreachable, set by the hub for an exposed Lease, says which
+	// endpoint does not answer its checks: the replicas then count as
+	// neither ready nor running (charged), whatever the provider says.
+	Unreachable string
 }
 
 // Event is what to record, on the Lease or on its Workload.
@@ -139,6 +146,10 @@ func Backoff(n int32) time.Duration {
 // reconcile.
 func Observed(st, old *flotillav1.LeaseStatus, in Input, obs Observation, provider string) Result {
 	l := in.Lease
+	reported := obs.Ready
+	if obs.Unreachable != "" {
+		obs.Running, obs.Ready = 0, 0
+	}
 	st.RunningReplicas, st.ReadyReplicas = obs.Running, obs.Ready
 	st.SucceededReplicas, st.FailedReplicas = obs.Succeeded, obs.Failed
 	st.FailedSyncs, st.LastError = 0, ""
@@ -162,6 +173,11 @@ func Observed(st, old *flotillav1.LeaseStatus, in Input, obs Observation, provid
 		return Result{}
 	}
 	st.Phase = flotillav1.LeaseActive
+	if obs.Unreachable != "" {
+		ready(st, in, false, flotillav1.LeaseReasonUnreachable, fmt.Sprintf("%d of %d replicas reported ready on %s, but %s; neither counted nor charged",
+			reported, l.Spec.Replicas, provider, obs.Unreachable))
+		return Result{RequeueAfter: ConvergeInterval}
+	}
 	if l.Spec.Class != flotillav1.ClassBatch && st.ReadyReplicas >= l.Spec.Replicas {
 		ready(st, in, true, flotillav1.LeaseReasonApplied, fmt.Sprintf("%d replicas ready on %s", st.ReadyReplicas, provider))
 		return Result{RequeueAfter: SyncInterval}

@@ -122,6 +122,21 @@ func TestDecisions(t *testing.T) {
 			want: view{Phase: "Active", Ready: "False/Applied", Reconciling: "True/Applied", KStatus: "InProgress",
 				ReplicaSeconds: 16, Cost: "0.016", MeteredUntil: at(0), NotReadySince: at(0), LastSyncTime: at(0), RequeueAfter: time.Second},
 		},
+		"P9.ready-but-unreachable: not counted, charged only up to now": {
+			status: active, lastSeen: -3 * time.Second,
+			decide: observe(Observation{Running: 2, Ready: 2, Unreachable: "endpoint http at 203.0.113.7:30080 does not answer the hub"}),
+			want: view{Phase: "Active", Ready: "False/EndpointUnreachable", Reconciling: "True/EndpointUnreachable", KStatus: "InProgress",
+				ReplicaSeconds: 16, Cost: "0.016", MeteredUntil: at(0), NotReadySince: at(0), LastSyncTime: at(0), RequeueAfter: time.Second},
+		},
+		"P9.still-unreachable: nothing charged": {
+			status: flotillav1.LeaseStatus{Phase: flotillav1.LeaseActive, Usage: metered(10, -3*time.Second), NotReadySince: at(-time.Minute),
+				LastSyncTime: at(-3 * time.Second)},
+			lastSeen: -3 * time.Second,
+			decide:   observe(Observation{Running: 2, Ready: 2, Unreachable: "endpoint http at 203.0.113.7:30080 does not answer the hub"}),
+			want: view{Phase: "Active", Ready: "False/EndpointUnreachable", Reconciling: "True/EndpointUnreachable", KStatus: "InProgress",
+				ReplicaSeconds: 10, Cost: "0.01", MeteredUntil: at(-3 * time.Second), NotReadySince: at(-time.Minute),
+				LastSyncTime: at(-3 * time.Second), RequeueAfter: time.Second},
+		},
 		"after a gap in the hub's looks: nothing charged for it": {
 			status: withUsage(active, metered(10, -60*time.Second)), lastSeen: -60 * time.Second,
 			decide: observe(Observation{Running: 2, Ready: 2}),

@@ -111,11 +111,11 @@ func TestFilters(t *testing.T) {
 			workload:   wl("a/w", 1, req(1000, 1)).needs(Needs{Egress: true}),
 			wantPlaced: true,
 		},
-		"S1.exposure-not-offered": {
+		"T9.exposure-not-offered": {
 			workload:   wl("a/w", 1, req(1000, 1)).needs(Needs{Expose: ExposeHTTP}),
 			wantReason: "1 offer: do not expose services (spec.expose), or their provider has no endpoint range on the hub",
 		},
-		"S1.tcp-exposure-on-an-ingress": {
+		"T9.tcp-exposure-on-an-ingress": {
 			mutate:     func(s *Snapshot) { s.Offers[0].Allows.Expose = ExposeHTTP },
 			workload:   wl("a/w", 1, req(1000, 1)).needs(Needs{Expose: ExposeTCP}),
 			wantReason: "1 offer: do not expose TCP ports (spec.expose; an Ingress serves HTTP only), or their provider has no endpoint range on the hub",

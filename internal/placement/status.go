@@ -110,10 +110,21 @@ func count(st *flotillav1.WorkloadStatus, leases []*flotillav1.Lease) (failed st
 			Provider: l.Spec.ProviderRef.Name, Lease: l.Name, Replicas: l.Spec.Replicas,
 			Epoch: l.Spec.Epoch, PricePerReplicaHour: l.Spec.PricePerReplicaHour, Digest: l.Status.Digest,
 		})
+		if l.Status.Phase != flotillav1.LeaseActive {
+			continue // a Lost Lease's endpoints are not offered to anyone
+		}
+		for _, e := range l.Status.Endpoints {
+			st.Endpoints = append(st.Endpoints, flotillav1.WorkloadEndpoint{Provider: l.Spec.ProviderRef.Name, Lease: l.Name,
+				Port: e.Port, Address: e.Address, Reachable: e.Reachable})
+		}
 	}
 	slices.SortFunc(st.Placements, func(a, b flotillav1.Placement) int {
 		return cmp.Or(cmp.Compare(a.Provider, b.Provider), cmp.Compare(a.Lease, b.Lease))
 	})
+	slices.SortFunc(st.Endpoints, func(a, b flotillav1.WorkloadEndpoint) int {
+		return cmp.Or(cmp.Compare(a.Provider, b.Provider), cmp.Compare(a.Lease, b.Lease), cmp.Compare(a.Port, b.Port))
+	})
+	st.Endpoints = st.Endpoints[:min(len(st.Endpoints), 1000)]
 	st.Providers = int32(len(providers))
 	st.Cost = flotillav1.Amount(cost.String())
 	return failed

@@ -67,10 +67,18 @@ func ApplyLease(ctx context.Context, c client.Client, objs []*unstructured.Unstr
 // ReadLease reads a Lease's Deployment or Job and one page of its pods on
 // a provider: running (bound to a node, not finished), ready, succeeded
 // and failed replicas, each at most the leased count, and the result
-// digest of a succeeded pod.
-func ReadLease(ctx context.Context, c client.Reader, hubID, leaseUID string, batch bool, replicas int32) (lease.Observation, error) {
+// digest of a succeeded pod; and, when it exposes ports, the node ports
+// and load-balancer address of its Service.
+func ReadLease(ctx context.Context, c client.Reader, hubID, leaseUID string, batch, exposed bool, replicas int32) (lease.Observation, error) {
 	var obs lease.Observation
 	ns := render.Namespace(hubID, types.UID(leaseUID))
+	if exposed {
+		svc := &corev1.Service{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: render.ServiceName}, svc); err != nil {
+			return obs, fmt.Errorf("reading service: %w", err)
+		}
+		obs.Endpoints = ServiceEndpoints(svc)
+	}
 	key := client.ObjectKey{Namespace: ns, Name: render.WorkloadName}
 	var job *batchv1.Job
 	if batch {
@@ -117,6 +125,26 @@ func ReadLease(ctx context.Context, c client.Reader, hubID, leaseUID string, bat
 		}
 	}
 	return obs, nil
+}
+
+// ServiceEndpoints are a Service's ports as its cluster allocated them:
+// node ports, and the first load-balancer IP; at most eight.
+func ServiceEndpoints(svc *corev1.Service) []flotillav1.ReportedEndpoint {
+	ip := ""
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		if in.IP != "" {
+			ip = in.IP
+			break
+		}
+	}
+	var out []flotillav1.ReportedEndpoint
+	for _, p := range svc.Spec.Ports {
+		if len(out) == 8 {
+			break
+		}
+		out = append(out, flotillav1.ReportedEndpoint{Port: p.Name, NodePort: p.NodePort, IP: ip})
+	}
+	return out
 }
 
 func podReady(p *corev1.Pod) bool {

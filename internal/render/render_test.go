@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -415,4 +417,51 @@ func FuzzRender(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Whatever the template says, the
+// Service selects only the Lease's pods and the policy opens only the
+// exposed ports.
+func TestExposeReachesOnlyItsLease(t *testing.T) {
+	w := exposed()
+	w.Spec.Template.Labels = map[string]string{flotillav1.LabelLease: "someone-elses", "app": "web"}
+	in := Input{HubID: "hub1", Lease: lease(flotillav1.ClassService), Workload: w,
+		Offer: &flotillav1.OfferSpec{Exposure: &flotillav1.ExposureSpec{Type: flotillav1.ExposeNodePort, Address: "203.0.113.7"}}}
+	objs, err := Lease(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var svc *corev1.Service
+	var pol *networkingv1.NetworkPolicy
+	for _, o := range objs {
+		switch x := o.(type) {
+		case *corev1.Service:
+			svc = x
+		case *networkingv1.NetworkPolicy:
+			if x.Name == "expose" {
+				pol = x
+			}
+		}
+	}
+	if svc == nil || pol == nil {
+		t.Fatalf("no Service or expose policy in %d objects", len(objs))
+	}
+	if want := map[string]string{flotillav1.LabelLease: string(in.Lease.UID)}; !maps.Equal(svc.Spec.Selector, want) {
+		t.Errorf("T9.expose-reaches-only-its-lease: selector %v, want %v", svc.Spec.Selector, want)
+	}
+	if len(svc.Spec.ExternalIPs) != 0 || svc.Spec.Type != corev1.ServiceTypeNodePort {
+		t.Errorf("service %+v", svc.Spec)
+	}
+	var ports []int32
+	for _, r := range pol.Spec.Ingress {
+		if len(r.From) != 0 {
+			t.Errorf("ingress rule with peers %v", r.From)
+		}
+		for _, p := range r.Ports {
+			ports = append(ports, p.Port.IntVal)
+		}
+	}
+	if !slices.Equal(ports, []int32{8080, 9090}) {
+		t.Errorf("ingress admitted to %v, want exactly the exposed 8080 and 9090", ports)
+	}
 }

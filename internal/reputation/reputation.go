@@ -41,6 +41,9 @@ const (
 	// VerificationFailed: its result disagreed with the quorum, or it
 	// reported none.
 	VerificationFailed
+	// EndpointUnreachable: it reported replicas ready whose endpoint did
+	// not answer the hub: a false report, weighed as a dissent.
+	EndpointUnreachable
 )
 
 // Weights of each kind of evidence; see the package comment.
@@ -100,7 +103,7 @@ func (s State) Add(o Outcome, now time.Time, halfLife time.Duration) State {
 		s.Negative += WeightLease
 	case VerificationPassed:
 		s.Positive += WeightAgreed
-	case VerificationFailed:
+	case VerificationFailed, EndpointUnreachable:
 		s.Negative += WeightDissented
 	}
 	return s

@@ -108,6 +108,7 @@ func Render(w io.Writer, s Snapshot) error {
 	if len(leases) == 0 {
 		fmt.Fprintln(tw, "(no live leases)")
 	}
+	endpoints(tw, s.Workloads)
 	if len(s.Accounts) > 0 {
 		accounts := slices.Clone(s.Accounts)
 		slices.SortFunc(accounts, func(a, b flotillav1.Account) int { return cmp.Compare(a.Namespace, b.Namespace) })
@@ -120,6 +121,32 @@ func Render(w io.Writer, s Snapshot) error {
 		}
 	}
 	return tw.Flush()
+}
+
+// endpoints lists where exposed Workloads answer, when any does.
+func endpoints(tw io.Writer, ws []flotillav1.Workload) {
+	header := false
+	for _, w := range ws {
+		if len(w.Status.Endpoints) == 0 && w.Status.Address == "" {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(tw)
+			fmt.Fprintln(tw, "ENDPOINTS OF\tPORT\tPROVIDER\tADDRESS\tREACHABLE")
+			header = true
+		}
+		k := w.Namespace + "/" + w.Name
+		if w.Status.Address != "" {
+			fmt.Fprintf(tw, "%s\t-\t(stable address)\t%s\t-\n", k, w.Status.Address)
+		}
+		for _, e := range w.Status.Endpoints {
+			reachable := "no"
+			if e.Reachable {
+				reachable = "yes"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k, e.Port, e.Provider, e.Address, reachable)
+		}
+	}
 }
 
 func votes(w *flotillav1.Workload) int32 {

@@ -2,6 +2,7 @@ package status
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -89,5 +90,33 @@ func TestRenderEmpty(t *testing.T) {
 	}
 	if strings.Count(out.String(), "(none)") != 2 || !strings.Contains(out.String(), "(no live leases)") {
 		t.Errorf("empty federation:\n%s", out.String())
+	}
+}
+
+func TestRenderEndpoints(t *testing.T) {
+	w := flotillav1.Workload{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "team-a"}}
+	w.Status.Address = "http://hub.example:8090/team-a/web/"
+	w.Status.Endpoints = []flotillav1.WorkloadEndpoint{
+		{Provider: "bob-1", Lease: "web-1", Port: "http", Address: "203.0.113.7:30080", Reachable: true},
+		{Provider: "carol-1", Lease: "web-2", Port: "http", Address: "198.51.100.4:31000"},
+	}
+	var out bytes.Buffer
+	if err := Render(&out, Snapshot{Now: time.Now(), Workloads: []flotillav1.Workload{w, {ObjectMeta: metav1.ObjectMeta{Name: "batch", Namespace: "team-a"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(out.String(), "\n") {
+		lines = append(lines, strings.Join(strings.Fields(l), " "))
+	}
+	for _, want := range []string{"ENDPOINTS OF PORT PROVIDER ADDRESS REACHABLE", "team-a/web - (stable address) http://hub.example:8090/team-a/web/ -",
+		"team-a/web http bob-1 203.0.113.7:30080 yes", "team-a/web http carol-1 198.51.100.4:31000 no"} {
+		if !slices.Contains(lines, want) {
+			t.Errorf("no line %q in\n%s", want, out.String())
+		}
+	}
+	var none bytes.Buffer
+	_ = Render(&none, Snapshot{Now: time.Now()})
+	if strings.Contains(none.String(), "ENDPOINTS") {
+		t.Error("an endpoints section with nothing exposed")
 	}
 }

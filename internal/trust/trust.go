@@ -31,8 +31,9 @@ const (
 
 // Lease events a provider's reputation counts.
 const (
-	EventOutcome = "outcome"
-	EventVerdict = "verdict"
+	EventOutcome     = "outcome"
+	EventVerdict     = "verdict"
+	EventUnreachable = "unreachable"
 )
 
 // Outcome is the reputation evidence of a Lease's end, if it has one: a
@@ -69,6 +70,9 @@ func Unrecorded(l *flotillav1.Lease) []string {
 	}
 	if l.Status.Verdict != "" && !slices.Contains(done, EventVerdict) {
 		out = append(out, EventVerdict)
+	}
+	if l.Status.UnreachableCount > 0 && !slices.Contains(done, EventUnreachable) {
+		out = append(out, EventUnreachable)
 	}
 	return out
 }
@@ -128,6 +132,9 @@ func Update(rep flotillav1.Reputation, was flotillav1.ProviderPhase, leases []*f
 
 func count(rep *flotillav1.Reputation, s reputation.State, l *flotillav1.Lease, ev string, now time.Time, half time.Duration) reputation.State {
 	switch o, _ := Outcome(l); {
+	case ev == EventUnreachable:
+		rep.EndpointsUnreachable++
+		return s.Add(reputation.EndpointUnreachable, now, half)
 	case ev == EventOutcome && o == reputation.LeaseCompleted:
 		rep.LeasesCompleted++
 		return s.Add(o, now, half)

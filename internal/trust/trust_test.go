@@ -31,9 +31,9 @@ func lease(name string, outcome flotillav1.LeaseOutcome, verdict flotillav1.Verd
 }
 
 type counted struct {
-	Completed, Failed, Passed, Dissented int64
-	Recorded                             []string
-	Marks                                []string
+	Completed, Failed, Passed, Dissented, Unreachable int64
+	Recorded                                          []string
+	Marks                                             []string
 }
 
 func TestUpdateCountsEachEventOnce(t *testing.T) {
@@ -56,6 +56,14 @@ func TestUpdateCountsEachEventOnce(t *testing.T) {
 			rep:    flotillav1.Reputation{Recorded: []string{"uid-a/outcome"}, LeasesCompleted: 1},
 			leases: []*flotillav1.Lease{lease("a", flotillav1.OutcomeCompleted, "", "")},
 			want:   counted{Completed: 1, Recorded: []string{"uid-a/outcome"}, Marks: []string{"a/outcome"}}},
+		"an endpoint that stopped answering while reported ready, once per lease": {leases: []*flotillav1.Lease{
+			func() *flotillav1.Lease { l := lease("u", "", "", ""); l.Status.UnreachableCount = 3; return l }(),
+			func() *flotillav1.Lease {
+				l := lease("v", "", "", "unreachable")
+				l.Status.UnreachableCount = 1
+				return l
+			}()},
+			want: counted{Unreachable: 1, Recorded: []string{"uid-u/unreachable"}, Marks: []string{"u/unreachable"}}},
 		"already marked":          {leases: []*flotillav1.Lease{lease("a", flotillav1.OutcomeCompleted, "", "outcome")}, want: counted{}},
 		"scaled down: no outcome": {leases: []*flotillav1.Lease{lease("s", "", "", "")}, want: counted{}},
 	} {
@@ -65,7 +73,7 @@ func TestUpdateCountsEachEventOnce(t *testing.T) {
 				t.Fatal(reset)
 			}
 			got := counted{Completed: rep.LeasesCompleted, Failed: rep.LeasesFailed, Passed: rep.VerificationsPassed,
-				Dissented: rep.VerificationsFailed, Recorded: rep.Recorded}
+				Dissented: rep.VerificationsFailed, Unreachable: rep.EndpointsUnreachable, Recorded: rep.Recorded}
 			for _, m := range marks {
 				got.Marks = append(got.Marks, m.Lease.Name+"/"+m.Event)
 			}

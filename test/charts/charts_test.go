@@ -114,6 +114,42 @@ func TestProviderChart(t *testing.T) {
 		t.Errorf("config.json does not carry the values: %+v", cfg)
 	}
 
+	// Exposure: Services (and Ingresses) only when the owner opts in, and
+	// the agent offers what the chart says.
+	hasRule := func(objs map[string]*unstructured.Unstructured, resource string) bool {
+		rules, _, _ := unstructured.NestedSlice(objs["ClusterRole/flotilla-federation"].Object, "rules")
+		for _, r := range rules {
+			res, _, _ := unstructured.NestedStringSlice(r.(map[string]any), "resources")
+			if slices.Contains(res, resource) {
+				return true
+			}
+		}
+		return false
+	}
+	if hasRule(objs, "services") || hasRule(objs, "ingresses") {
+		t.Error("the federation identity may write Services or Ingresses without offer.exposure")
+	}
+	for _, tc := range []struct {
+		set                 string
+		services, ingresses bool
+	}{
+		{"offer.exposure.type=NodePort,offer.exposure.address=203.0.113.7", true, false},
+		{"offer.exposure.type=Ingress,offer.exposure.ingressClassName=nginx,offer.exposure.domain=apps.example.org", true, true},
+	} {
+		ex := render(t, "charts/flotilla-provider", "-f", "charts/flotilla-provider/ci/lint-values.yaml", "--set", tc.set)
+		if hasRule(ex, "services") != tc.services || hasRule(ex, "ingresses") != tc.ingresses {
+			t.Errorf("--set %s: services %v ingresses %v", tc.set, hasRule(ex, "services"), hasRule(ex, "ingresses"))
+		}
+		data, _, _ := unstructured.NestedString(ex["ConfigMap/flotilla-agent-config"].Object, "data", "config.json")
+		if cfg, err := agent.ParseConfig([]byte(data)); err != nil || cfg.Offer.Exposure == nil {
+			t.Errorf("--set %s: the agent reads no exposure: %v", tc.set, err)
+		}
+		pol, _ := ex["ValidatingAdmissionPolicy/flotilla-federation-confinement"].Object["spec"].(map[string]any)
+		if !strings.Contains(vapText(pol), "'type':") {
+			t.Errorf("--set %s: the admission policy does not carry the exposure", tc.set)
+		}
+	}
+
 	noAgent := render(t, "charts/flotilla-provider", "-f", "charts/flotilla-provider/ci/lint-values.yaml", "--set", "agent.enabled=false")
 	if noAgent["Deployment/flotilla-agent"] != nil {
 		t.Error("agent.enabled=false still renders the agent Deployment")

@@ -14,8 +14,8 @@ import (
 )
 
 var (
-	caseInCode  = regexp.MustCompile(`"([PT][1-8]\.[a-z0-9][a-z0-9-]*)`)
-	caseInDoc   = regexp.MustCompile("(?m)^\\| `([PT][1-8]\\.[a-z0-9][a-z0-9-]*)` \\|")
+	caseInCode  = regexp.MustCompile(`"([PT][1-9]\.[a-z0-9][a-z0-9-]*)`)
+	caseInDoc   = regexp.MustCompile("(?m)^\\| `([PT][1-9]\\.[a-z0-9][a-z0-9-]*)` \\|")
 	countsInDoc = regexp.MustCompile(`There are (\d+) provider cases and (\d+) tenant cases`)
 )
 

@@ -33,6 +33,14 @@ func awaitAdmission(t *testing.T, ns string) {
 	})
 }
 
+// expose exposes ports of a template whose container declares 8080.
+func expose(ports ...flotillav1.ExposedPort) func(*flotillav1.Workload) {
+	return func(w *flotillav1.Workload) {
+		w.Spec.Template.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}
+		w.Spec.Expose = &flotillav1.ExposeSpec{Ports: ports}
+	}
+}
+
 // TestTenantTemplatesAreRefused plays a tenant whose Workload would be
 // priced at nothing, burst past what it paid, or reach beyond its Lease on
 // a provider. Each is refused at admission, naming the field.
@@ -155,6 +163,27 @@ func TestTenantTemplatesAreRefused(t *testing.T) {
 		{"T5.reserved-annotations", func(w *flotillav1.Workload) {
 			w.Spec.Template.Annotations = map[string]string{"flotilla.dev/lease": "someone-elses"}
 		}, "spec.template.metadata.annotations[flotilla.dev/lease]"},
+		{"T9.expose-undeclared-port", expose(flotillav1.ExposedPort{Name: "ssh", Port: 22}), "spec.expose.ports[ssh]: only ports a container declares"},
+		{"T9.expose-udp-port", func(w *flotillav1.Workload) {
+			expose(flotillav1.ExposedPort{Name: "dns", Port: 53})(w)
+			w.Spec.Template.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 53, Protocol: corev1.ProtocolUDP}}
+		}, "spec.expose.ports[dns]: only ports a container declares"},
+		{"T9.expose-port-zero", expose(flotillav1.ExposedPort{Name: "web", Port: 0}), "spec.expose.ports[0].port"},
+		{"T9.expose-port-too-high", expose(flotillav1.ExposedPort{Name: "web", Port: 70000}), "spec.expose.ports[0].port"},
+		{"T9.expose-on-batch", func(w *flotillav1.Workload) {
+			expose(flotillav1.ExposedPort{Name: "web", Port: 8080})(w)
+			w.Spec.Class = flotillav1.ClassBatch
+		}, "spec.expose is only allowed for class Service"},
+		{"T9.health-path-on-tcp", expose(flotillav1.ExposedPort{Name: "web", Port: 8080, HealthPath: "/healthz"}), "healthPath is only for protocol HTTP"},
+		{"T9.health-path-not-a-path", expose(flotillav1.ExposedPort{Name: "web", Port: 8080, Protocol: flotillav1.ExposeHTTP,
+			HealthPath: "http://169.254.169.254/latest"}), "spec.expose.ports[0].healthPath"},
+		{"T9.port-name-not-a-label", expose(flotillav1.ExposedPort{Name: "Web.Admin", Port: 8080}), "spec.expose.ports[0].name"},
+		{"T9.same-port-twice", expose(flotillav1.ExposedPort{Name: "a", Port: 8080}, flotillav1.ExposedPort{Name: "b", Port: 8080}),
+			"each port may be listed once"},
+		{"T9.stable-address-without-http", func(w *flotillav1.Workload) {
+			expose(flotillav1.ExposedPort{Name: "web", Port: 8080})(w)
+			w.Spec.Expose.StableAddress = true
+		}, "stableAddress needs an HTTP port"},
 		{"T6.long-name", func(w *flotillav1.Workload) { w.Name = strings.Repeat("w", 53) }, "metadata.name"},
 		{"T6.priority-above-account", func(w *flotillav1.Workload) { w.Spec.Priority = 1000 }, "spec.priority: 1000 is above 0"},
 	}
@@ -184,6 +213,8 @@ func TestTenantTemplatesAreRefused(t *testing.T) {
 			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}}}}}}}
 	s.Containers[0].ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(8080)}}}
+	expose(flotillav1.ExposedPort{Name: "http", Port: 8080, Protocol: flotillav1.ExposeHTTP, HealthPath: "/healthz?full=1"})(ok)
+	ok.Spec.Expose.StableAddress = true
 	if err := env.Client.Create(context.Background(), ok, client.DryRunAll); err != nil {
 		t.Errorf("a Workload within the rules was refused: %v", err)
 	}
