@@ -139,8 +139,8 @@ chaos-soak: tools ## A long seeded chaos run on the local federation (CHAOS_STEP
 	FLOTILLA_CHAOS_STEPS=$(CHAOS_STEPS) $(GO) test -count=1 -run TestChaos -v -timeout 4h ./test/e2e/
 
 .PHONY: bench-e2e
-bench-e2e: tools images ## Latency against its floor on kwok and real nodes, and failover, on a local federation; JSON in bench/results/e2e.json.
-	FLOTILLA_BENCH_E2E=1 $(GO) test -count=1 -run TestBenchE2E -v -timeout 30m ./test/e2e/
+bench-e2e: tools images ## Latency against its floor on kwok and real nodes, failover, and a stable address through failovers; JSON in bench/results/e2e.json and expose.json.
+	FLOTILLA_BENCH_E2E=1 $(GO) test -count=1 -run 'TestBenchE2E|TestBenchStableAddress' -v -timeout 45m ./test/e2e/
 
 .PHONY: bench-scale
 bench-scale: tools ## A real hub with hollow providers (SCALE_PROVIDERS, SCALE_WORKLOADS, SCALE_REPLICAS); JSON in bench/results/scale.json.

@@ -187,3 +187,85 @@ func TestExposedWorkload(t *testing.T) {
 		})
 	})
 }
+
+// TestExposedWorkloadInPullMode: the hub never reads a pull-mode
+// provider's cluster, so its agent reports the node port the cluster
+// allocated, and the hub composes and checks the address itself.
+func TestExposedWorkloadInPullMode(t *testing.T) {
+	ctx := context.Background()
+	const prov, ns = "pullx-a", "tenant-pullx"
+	node(t, "px-node")
+	// No node lifecycle controller lifts the not-ready taint here; the
+	// agent admits against untainted nodes only.
+	n := get(t, &corev1.Node{}, "", "px-node")
+	n.Spec.Taints = nil
+	if err := env.Client.Update(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	join := joinIdentity(t, prov, flotillav1.ModePull)
+	namespace(t, ns)
+	acct := get(t, &flotillav1.Account{}, ns, flotillav1.AccountName)
+	acct.Spec.Credited = "100"
+	if err := env.Client.Update(ctx, acct); err != nil {
+		t.Fatal(err)
+	}
+	p := get(t, &flotillav1.Provider{}, "", prov)
+	p.Spec.EndpointRanges = []string{"127.0.0.0/8"}
+	if err := env.Client.Update(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	o := fixture.Offer(prov, "std", fixture.Attribute("suite", "pullx"))
+	o.Spec.Exposure = &flotillav1.ExposureSpec{Type: flotillav1.ExposeNodePort, Address: "127.0.0.1"}
+	if err := env.Client.Create(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	mgr := newTestManager(t)
+	mctx, cancel := context.WithCancel(ctx)
+	if _, err := Setup(mctx, mgr, Options{HubID: pullHub, ProviderGracePeriod: 5 * time.Second, ProbeInterval: 300 * time.Millisecond,
+		SchedulerInterval: 50 * time.Millisecond, SettlementInterval: 500 * time.Millisecond,
+		EndpointInterval: 200 * time.Millisecond, EndpointTimeout: 300 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	defer run(t, mgr, mctx, cancel)()
+	startPullAgent(t, prov, join)
+
+	w := fixture.Workload(ns, "web", fixture.Replicas(1), fixture.Selecting("suite", "pullx"))
+	w.Spec.Template.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 8080}}
+	w.Spec.Expose = &flotillav1.ExposeSpec{Ports: []flotillav1.ExposedPort{{Name: "web", Port: 8080}}}
+	if err := env.Client.Create(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	l := awaitOneLease(t, ns, "web")
+	svc := &corev1.Service{}
+	hubenv.Await(t, 30*time.Second, "the agent applied the Service, with a node port", func() (bool, string) {
+		err := env.Client.Get(ctx, client.ObjectKey{Namespace: render.Namespace(pullHub, l.UID), Name: render.ServiceName}, svc)
+		l = *get(t, &flotillav1.Lease{}, ns, l.Name)
+		return err == nil && len(svc.Spec.Ports) == 1 && svc.Spec.Ports[0].NodePort != 0, fmt.Sprint(err, " lease ", l.Status.Phase, " ", l.Status.LastError, " ", l.Status.Conditions)
+	})
+	runReadyPods(t, pullHub, &l, "px-node")
+	addr := fmt.Sprintf("127.0.0.1:%d", svc.Spec.Ports[0].NodePort)
+	hubenv.Await(t, 30*time.Second, "the agent's report composed into an address the hub checks, unreachable", func() (bool, string) {
+		l = *get(t, &flotillav1.Lease{}, ns, l.Name)
+		return len(l.Status.Endpoints) == 1 && l.Status.Endpoints[0].Address == addr && l.Status.Endpoints[0].Message != "not checked yet" &&
+			l.Status.ReadyReplicas == 0, fmt.Sprintf("%+v ready %d", l.Status.Endpoints, l.Status.ReadyReplicas)
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("node port %s is taken on this machine: %v", addr, err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	}()
+	hubenv.Await(t, 30*time.Second, "the Workload Ready once the TCP endpoint answers", func() (bool, string) {
+		got := get(t, &flotillav1.Workload{}, ns, "web")
+		return got.Status.ReadyReplicas == 1 && len(got.Status.Endpoints) == 1 && got.Status.Endpoints[0].Reachable,
+			fmt.Sprintf("ready %d %+v", got.Status.ReadyReplicas, got.Status.Endpoints)
+	})
+}

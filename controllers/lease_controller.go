@@ -193,6 +193,7 @@ func (r *LeaseReconciler) sync(ctx context.Context, l *flotillav1.Lease, w *flot
 	st, old *flotillav1.LeaseStatus, in *lease.Input) lease.Result {
 	cl, _, err := providerClient(ctx, r.Client, r.Remote, p)
 	if err != nil {
+		r.refreshEndpoints(l, st)
 		return lease.SyncFailed(st, *in, flotillav1.LeaseReasonWaitingForProvider, err)
 	}
 	offer := &flotillav1.Offer{}
@@ -209,6 +210,7 @@ func (r *LeaseReconciler) sync(ctx context.Context, l *flotillav1.Lease, w *flot
 	for attempt := 0; ; attempt++ {
 		if due {
 			if reason, err := r.applyObjects(ctx, cl, l, p, rin); err != nil {
+				r.refreshEndpoints(l, st)
 				res := lease.SyncFailed(st, *in, reason, err)
 				if reason == flotillav1.LeaseReasonApplyFailed {
 					res.Events = append(res.Events, lease.Event{Warning: true, Reason: reason,
@@ -231,6 +233,7 @@ func (r *LeaseReconciler) sync(ctx context.Context, l *flotillav1.Lease, w *flot
 			return res
 		}
 		if !apierrors.IsNotFound(err) || due || attempt > 0 {
+			r.refreshEndpoints(l, st)
 			return lease.SyncFailed(st, *in, flotillav1.LeaseReasonReadFailed, err)
 		}
 		due = true // removed on the provider: put it back now

@@ -98,6 +98,31 @@ func (r *LeaseReconciler) readBack(ctx context.Context, cl *remote.Client, l *fl
 	return remote.ReadLease(ctx, cl, r.HubID, string(l.UID), l.Spec.Class == flotillav1.ClassBatch, exposed, l.Spec.Replicas)
 }
 
+// refreshEndpoints writes the prober's verdicts on the endpoints st
+// already lists, when the provider cannot be read: the hub's own checks do
+// not need the provider's API server, and a provider that vanished must
+// not keep its endpoints listed as reachable until it is declared Lost.
+func (r *LeaseReconciler) refreshEndpoints(l *flotillav1.Lease, st *flotillav1.LeaseStatus) {
+	if r.Prober == nil || len(st.Endpoints) == 0 {
+		return
+	}
+	verdicts, ok := r.Prober.Verdicts(l.Namespace + "/" + l.Name)
+	if !ok {
+		return
+	}
+	for i := range st.Endpoints {
+		e := &st.Endpoints[i]
+		for _, v := range verdicts {
+			if v.Known && v.Port == e.Port && v.Address == e.Address {
+				e.Reachable, e.Message = v.Reachable, bound.Text(v.Message, 256)
+			}
+		}
+		if e.Reachable {
+			e.Message = ""
+		}
+	}
+}
+
 // checkEndpoints composes the Lease's endpoints from what its provider
 // reported, hands them to the prober, and writes the prober's verdicts
 // (the last written ones while it has none, as after a restart) into st.

@@ -128,7 +128,7 @@ func TestCheck(t *testing.T) {
 		"a redirect is an answer":         {local(addr, true, "/moved"), ""},
 		"unhealthy":                       {local(addr, true, "/broken"), "answered 500"},
 		"nothing listens":                 {local(dead, false, ""), "refused"},
-		"slow":                            {local(addr, true, "/slow"), "timeout"},
+		"slow":                            {local(addr, true, "/slow"), "no answer within 500ms"},
 		"P9.probe-outside-ranges":         {outside, "outside the provider's endpoint ranges"},
 		"P9.probe-name-resolving-outside": {name, "outside the provider's endpoint ranges"},
 		"invalid":                         {Target{Invalid: "no"}, "no"},

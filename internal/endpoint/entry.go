@@ -1,6 +1,7 @@
 package endpoint
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,7 +9,9 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -29,15 +32,21 @@ type Entry struct {
 	// DialTimeout bounds how long a dead endpoint holds a request before
 	// the next is tried.
 	DialTimeout time.Duration
-	next        atomic.Uint64
-	proxy       *httputil.ReverseProxy
+	// SuspectFor is how long an endpoint that could not be dialled is
+	// tried last, before the hub's checks have their say.
+	SuspectFor time.Duration
+	next       atomic.Uint64
+	proxy      *httputil.ReverseProxy
+
+	mu      sync.Mutex
+	suspect map[string]time.Time // dial address -> until when
 }
 
 type candidatesKey struct{}
 
 // NewEntry returns an Entry over lookup.
 func NewEntry(lookup Lookup) *Entry {
-	e := &Entry{Lookup: lookup, DialTimeout: time.Second}
+	e := &Entry{Lookup: lookup, DialTimeout: time.Second, SuspectFor: 5 * time.Second, suspect: map[string]time.Time{}}
 	tr := &http.Transport{
 		DialContext:           e.dial,
 		MaxIdleConnsPerHost:   16,
@@ -47,7 +56,7 @@ func NewEntry(lookup Lookup) *Entry {
 	}
 	e.proxy = &httputil.ReverseProxy{
 		Rewrite:   func(*httputil.ProxyRequest) {}, // the URL is set in ServeHTTP
-		Transport: &failover{base: tr},
+		Transport: &failover{base: tr, failed: e.markSuspect},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			http.Error(w, "no endpoint of this workload answered: "+err.Error(), http.StatusBadGateway)
 		},
@@ -90,9 +99,12 @@ func (e *Entry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no endpoint of "+parts[0]+"/"+parts[1]+" answers the hub's checks now", http.StatusServiceUnavailable)
 		return
 	}
-	// Spread requests: each starts at the next endpoint.
+	// Spread requests: each starts at the next endpoint; one that lately
+	// could not be dialled goes last.
 	start := int(e.next.Add(1) % uint64(len(targets)))
 	order := append(targets[start:len(targets):len(targets)], targets[:start]...)
+	now := time.Now()
+	slices.SortStableFunc(order, func(a, b Target) int { return cmp.Compare(e.suspected(a.Dial, now), e.suspected(b.Dial, now)) })
 	out := r.Clone(context.WithValue(r.Context(), candidatesKey{}, order))
 	out.URL.Scheme, out.URL.Host = "http", order[0].Dial
 	out.URL.Path = "/"
@@ -104,10 +116,35 @@ func (e *Entry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.proxy.ServeHTTP(w, out)
 }
 
+func (e *Entry) markSuspect(dial string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := time.Now()
+	for k, until := range e.suspect {
+		if now.After(until) {
+			delete(e.suspect, k)
+		}
+	}
+	e.suspect[dial] = now.Add(e.SuspectFor)
+}
+
+// suspected is 1 for an endpoint lately not dialled, else 0.
+func (e *Entry) suspected(dial string, now time.Time) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if until, ok := e.suspect[dial]; ok && now.Before(until) {
+		return 1
+	}
+	return 0
+}
+
 // failover sends a request to its first candidate and, when no
 // connection could be made (nothing was sent), to the next; a request
 // with a body that cannot be replayed gets one try.
-type failover struct{ base http.RoundTripper }
+type failover struct {
+	base   http.RoundTripper
+	failed func(dial string)
+}
 
 func (f *failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	order, _ := r.Context().Value(candidatesKey{}).([]Target)
@@ -143,6 +180,7 @@ func (f *failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		if !errors.As(err, &op) || op.Op != "dial" {
 			break // something may have been sent: not retried
 		}
+		f.failed(t.Dial)
 	}
 	return nil, errors.Join(errs...)
 }

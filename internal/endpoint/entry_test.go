@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestEntry(t *testing.T) {
@@ -42,6 +43,19 @@ func TestEntry(t *testing.T) {
 		return resp.StatusCode, string(body)
 	}
 	served = []Target{ta, tb}
+	// A path that climbs out of the Workload's prefix still reaches only
+	// the Workload's own endpoints.
+	req, _ := http.NewRequest(http.MethodGet, front.URL, nil)
+	req.URL.Opaque = "/team-a/web/../../team-b/db/"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if !strings.HasPrefix(string(body), "a ") && !strings.HasPrefix(string(body), "b ") {
+		t.Errorf("T9.entry-path-escape: %d %q, want an answer of team-a/web's own endpoints", resp.StatusCode, body)
+	}
 	seen := map[string]bool{}
 	for range 4 {
 		code, body := get("/team-a/web/hello/world")
@@ -61,13 +75,17 @@ func TestEntry(t *testing.T) {
 			t.Errorf("with a dead endpoint listed: %d %q", code, body)
 		}
 	}
+	if e.suspected(ta.Dial, time.Now()) != 1 || e.suspected(tb.Dial, time.Now()) != 0 {
+		t.Error("the endpoint that could not be dialled is not tried last")
+	}
 	served = nil
 	if code, _ := get("/team-a/web/"); code != http.StatusServiceUnavailable {
 		t.Errorf("no reachable endpoint: %d", code)
 	}
+	// A Workload that did not ask for a stable address is not served.
 	for path, want := range map[string]int{"/team-a/other/": 404, "/": 404, "/team-a": 404, "/team-a/outside/": 502} {
 		if code, body := get(path); code != want {
-			t.Errorf("%s: %d %q, want %d", path, code, body, want)
+			t.Errorf("T9.entry-without-stable-address: %s: %d %q, want %d", path, code, body, want)
 		}
 	}
 }

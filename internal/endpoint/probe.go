@@ -56,6 +56,10 @@ func Check(ctx context.Context, t Target, timeout time.Duration) error {
 	req.Header.Set("User-Agent", "flotilla-hub-endpoint-check")
 	resp, err := client.Do(req)
 	if err != nil {
+		var ne net.Error
+		if ctx.Err() != nil || errors.As(err, &ne) && ne.Timeout() {
+			return fmt.Errorf("GET %s: no answer within %s", t.Path, timeout)
+		}
 		return err
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBody))

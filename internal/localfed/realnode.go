@@ -721,6 +721,42 @@ func (f *Federation) checkRealNodes() error {
 }
 
 // startRealNodes starts the cluster's real nodes, named <cluster>-real-<i>.
+// SetRealNodesReachable cuts (false) or restores (true) the network of
+// each real node of c: its kubelet, containers and node ports vanish from
+// the machine's network as a machine switched off would (connections time
+// out), while the cluster's control plane runs on.
+func (c *Cluster) SetRealNodesReachable(up bool) error {
+	for _, name := range c.RealNodes {
+		b, err := os.ReadFile(filepath.Join(c.fed.Dir, "nodes", name, slotFile))
+		if err != nil {
+			return err
+		}
+		slot, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			return fmt.Errorf("real node %s: slot %q: %w", name, b, err)
+		}
+		n := &realNode{name: name, slot: slot, cluster: c}
+		if !up {
+			if err := n.inNS("ip", "link", "set", "eth0", "down"); err != nil {
+				return err
+			}
+			c.fed.logf("testbed: real node %s of %s cut off the network", name, c.Name)
+			continue
+		}
+		// Taking the link down dropped the routes through it.
+		for _, args := range [][]string{{"ip", "link", "set", "eth0", "up"}, {"ip", "route", "replace", "default", "via", n.machineSide()}} {
+			if err := n.inNS(args...); err != nil {
+				return err
+			}
+		}
+		if err := run("ip", "route", "replace", n.podCIDR(), "via", n.IP()); err != nil {
+			return err
+		}
+		c.fed.logf("testbed: real node %s of %s back on the network", name, c.Name)
+	}
+	return nil
+}
+
 func (c *Cluster) startRealNodes(ctx context.Context) error {
 	batch := "batch.tar"
 	if c.Spec.TamperedImages {

@@ -12,8 +12,10 @@ import (
 	"sync/atomic"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/kubeconfig"
 )
 
@@ -197,5 +199,22 @@ func TestHonestAnswersAreDecoded(t *testing.T) {
 	}
 	if obs.KubernetesVersion != "v1.37.2" || obs.Nodes != 1 {
 		t.Errorf("probe read %+v, want one node of v1.37.2", obs)
+	}
+}
+
+// What the agent reports of a Service is its
+// node ports and first load-balancer IP, at most eight ports.
+func TestServiceEndpoints(t *testing.T) {
+	svc := &corev1.Service{}
+	for i := range 12 {
+		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: fmt.Sprintf("p%d", i), NodePort: int32(30000 + i)})
+	}
+	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{Hostname: "lb.example"}, {IP: "203.0.113.9"}, {IP: "203.0.113.10"}}
+	got := ServiceEndpoints(svc)
+	if len(got) != 8 {
+		t.Fatalf("P9.too-many-reports: %d endpoints reported, want at most 8", len(got))
+	}
+	if got[0] != (flotillav1.ReportedEndpoint{Port: "p0", NodePort: 30000, IP: "203.0.113.9"}) {
+		t.Errorf("first endpoint %+v", got[0])
 	}
 }
