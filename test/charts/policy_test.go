@@ -170,7 +170,9 @@ func TestFederationPolicyOfExposure(t *testing.T) {
 		try      func() error
 	}{
 		{"P9.ingress-host-of-another-lease", "with hosts <port>-" + ns, func() error {
-			return ingress(func(s *networkingv1.IngressSpec) { s.Rules[0].Host = "http-flotilla-exp-ffffffffffffffff.apps.example.org" })
+			return ingress(func(s *networkingv1.IngressSpec) {
+				s.Rules[0].Host = "http-flotilla-exp-ffffffffffffffff.apps.example.org"
+			})
 		}},
 		{"P9.ingress-host-under-another-domain", "with hosts <port>-" + ns, func() error {
 			return ingress(func(s *networkingv1.IngressSpec) { s.Rules[0].Host = "http-" + ns + ".owner.example.org" })
