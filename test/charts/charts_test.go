@@ -223,6 +223,18 @@ func TestHubChart(t *testing.T) {
 	if !slices.Contains(args, "--hub-id=eu1") || !slices.Contains(args, "--leader-elect") {
 		t.Errorf("manager args %v lack --hub-id=eu1 or --leader-elect", args)
 	}
+	if objs["Service/flotilla-entry"] != nil || slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--entry-bind-address") }) {
+		t.Error("stable addresses are served without entry.enabled")
+	}
+	entry := render(t, "charts/flotilla-hub", "--set", "entry.enabled=true,entry.url=https://apps.hub.example")
+	containers, _, _ = unstructured.NestedSlice(entry["Deployment/flotilla-manager"].Object, "spec", "template", "spec", "containers")
+	args, _, _ = unstructured.NestedStringSlice(containers[0].(map[string]any), "args")
+	if !slices.Contains(args, "--entry-bind-address=:8090") || !slices.Contains(args, "--entry-url=https://apps.hub.example") || entry["Service/flotilla-entry"] == nil {
+		t.Errorf("entry.enabled: args %v, service %v", args, entry["Service/flotilla-entry"] != nil)
+	}
+	if out, err := helm(t, "template", "r", "charts/flotilla-hub", "--set", "entry.enabled=true"); err == nil || !strings.Contains(out, "entry.url is required") {
+		t.Errorf("entry.enabled without a URL: %v\n%s", err, out)
+	}
 	// The chart's RBAC is the generated one.
 	gen, err := os.ReadFile(filepath.Join(hubenv.RepoRoot(), "config", "rbac", "role.yaml"))
 	if err != nil {
