@@ -21,15 +21,20 @@ const unpriceable money.Micro = math.MaxInt64
 //  2. provider reputation, highest first;
 //  3. region preference: the workload's preferredRegions in order, then the rest;
 //  4. balance: the provider running the fewest replicas of this workload;
-//  5. offer key, so that equal offers still order the same way every time.
+//  5. turn: offer key order, starting after the offer that took the last
+//     replica of this ranking from the run of tied offers, so that a market
+//     of equal offers spreads its workloads over all of them rather than
+//     putting every workload on the first few (same input, same result).
 //
 // Criteria 1-3 are fixed for a workload and an offer during a cycle; 4
-// changes as replicas are placed and is applied among offers tied on 1-3.
+// changes as replicas are placed and is applied among offers tied on 1-3;
+// 5 is fixed for a workload once it reaches a run of ties.
 type rank struct {
 	price      money.Micro
 	reputation int32
 	region     int32
 	order      int32 // offer's position in key order
+	at         int32 // its own position in the ranking
 }
 
 func (a rank) compare(b rank) int {
@@ -53,8 +58,11 @@ func (a rank) tied(b rank) bool {
 // region preference, shared by the workloads that have both.
 type ranking struct {
 	ranks []rank
-	// runEnd[i] is the end of the run of offers tied with ranks[i].
-	runEnd []int32
+	// runStart[i] and runEnd[i] bound the run of offers tied with ranks[i].
+	runStart, runEnd []int32
+	// turn[a] is where the run starting at a is next entered, relative to
+	// a: just after the offer that took its last replica.
+	turn []int32
 	// next skips offers too small for the request, which stay too small
 	// for every workload of this ranking as capacity only shrinks: next[i]
 	// leads to the first entry at or after i not known to be too small
@@ -63,11 +71,20 @@ type ranking struct {
 }
 
 func newRanking(ranks []rank) *ranking {
-	r := &ranking{ranks: ranks, runEnd: make([]int32, len(ranks)), next: make([]int32, len(ranks)+1)}
+	r := &ranking{ranks: ranks, runStart: make([]int32, len(ranks)), runEnd: make([]int32, len(ranks)),
+		turn: make([]int32, len(ranks)), next: make([]int32, len(ranks)+1)}
 	for i := len(ranks) - 1; i >= 0; i-- {
+		ranks[i].at = int32(i)
 		r.runEnd[i] = int32(i + 1)
 		if i+1 < len(ranks) && ranks[i+1].tied(ranks[i]) {
 			r.runEnd[i] = r.runEnd[i+1]
+		}
+	}
+	for i := range ranks {
+		if i > 0 && ranks[i-1].tied(ranks[i]) {
+			r.runStart[i] = r.runStart[i-1]
+		} else {
+			r.runStart[i] = int32(i)
 		}
 	}
 	for i := range r.next {
@@ -87,6 +104,13 @@ func (r *ranking) live(i int) int {
 
 // tooSmall records that entry i cannot take a replica of the request.
 func (r *ranking) tooSmall(i int) { r.next[i] = int32(i + 1) }
+
+// took records that the offer at position i took a replica: its run is
+// next entered just after it.
+func (r *ranking) took(i int32) {
+	a := r.runStart[i]
+	r.turn[a] = (i - a + 1) % (r.runEnd[i] - a)
+}
 
 type providerState struct {
 	*Provider
@@ -113,9 +137,13 @@ type workloadState struct {
 	ranking *ranking // nil until the workload is first served
 	prices  []money.Micro
 	matches []bool // selector verdict per offer; nil without a selector
-	pos     int    // next entry of ranking to consider
-	runEnd  int    // end of the run of tied offers pos is in
-	group   []rank // offers of that run already looked at that may still take a replica
+	// The run of tied offers being looked at, [runStart, runEnd), is
+	// scanned from runStart+turn to runEnd, then (wrapped) from runStart
+	// to runStart+turn; pos is the next entry to consider, segEnd the end
+	// of the part being scanned. runDone: the run is used up.
+	pos, segEnd, runStart, runEnd, turn int
+	wrapped, runDone                    bool
+	group                               []rank // offers of that run already looked at that may still take a replica
 }
 
 type matcher struct {
@@ -212,7 +240,8 @@ func (m *matcher) queues() [][][]*workloadState {
 		if w.Pending <= 0 {
 			continue
 		}
-		st := &workloadState{Workload: w, pending: w.Pending, perProv: map[string]int32{}, perOwner: map[string]int32{}, assignment: map[int32]int{}}
+		st := &workloadState{Workload: w, pending: w.Pending, perProv: map[string]int32{}, perOwner: map[string]int32{}, assignment: map[int32]int{},
+			runDone: true}
 		for prov, n := range w.Placed {
 			st.perProv[prov] += n
 			if p := m.providers[prov]; p != nil {
@@ -348,8 +377,8 @@ func (n *Needs) allowedBy(a *Features) bool {
 // placeOne places one replica of w and reports whether it could.
 //
 // Among offers tied on price, reputation and region, the provider with the
-// fewest replicas of this workload wins, the first in rank order among
-// equals. Tied offers are looked at lazily: one whose provider holds none
+// fewest replicas of this workload wins, the first in turn among equals
+// (criterion 5 of rank). Tied offers are looked at lazily: one whose provider holds none
 // of this workload's replicas cannot be beaten, so a run of thousands of
 // offers at one price (owners posting the same rate) costs a replica a few
 // looks, not a scan of the whole run. Offers that can no longer take a
@@ -362,13 +391,15 @@ func (m *matcher) placeOne(w *workloadState) bool {
 	count := func(c rank) int32 { return w.perProv[m.offers[c.order].Provider] }
 	rk := w.ranking
 	for {
-		if len(w.group) == 0 && w.pos >= w.runEnd {
-			// The next run of tied offers.
-			w.pos = rk.live(w.pos)
-			if w.pos == len(rk.ranks) {
+		if len(w.group) == 0 && w.runDone {
+			// The next run of tied offers, entered at its turn.
+			first := rk.live(w.runEnd)
+			if first == len(rk.ranks) {
 				return false
 			}
-			w.runEnd = int(rk.runEnd[w.pos])
+			w.runStart, w.runEnd = int(rk.runStart[first]), int(rk.runEnd[first])
+			w.turn = int(rk.turn[w.runStart])
+			w.pos, w.segEnd, w.wrapped, w.runDone = w.runStart+w.turn, w.runEnd, false, false
 		}
 		best := -1
 		kept := w.group[:0]
@@ -382,9 +413,14 @@ func (m *matcher) placeOne(w *workloadState) bool {
 			}
 		}
 		w.group = kept
-		for best < 0 || count(w.group[best]) > 0 {
-			if w.pos = rk.live(w.pos); w.pos >= w.runEnd {
-				break
+		for !w.runDone && (best < 0 || count(w.group[best]) > 0) {
+			if w.pos = rk.live(w.pos); w.pos >= w.segEnd {
+				if w.wrapped {
+					w.runDone = true
+				} else {
+					w.wrapped, w.pos, w.segEnd = true, w.runStart, w.runStart+w.turn
+				}
+				continue
 			}
 			i := w.pos
 			w.pos++
@@ -409,6 +445,7 @@ func (m *matcher) placeOne(w *workloadState) bool {
 			continue // this run is used up
 		}
 		c := w.group[best]
+		rk.took(c.at)
 		m.commit(w, c.order, c.price)
 		return true
 	}

@@ -291,6 +291,25 @@ func TestBalanceSpreadsTiedOffers(t *testing.T) {
 	}
 }
 
+// Workloads take turns over a run of equal offers: each starts after the
+// offer that took the last replica, so that a market where owners post the
+// same rate spreads its work (and its new Leases) over every owner.
+func TestTiedOffersTakeTurns(t *testing.T) {
+	var providers []Provider
+	var offers []Offer
+	for _, n := range []string{"a", "b", "c", "d", "e"} {
+		providers = append(providers, prov(n, n).obj())
+		offers = append(offers, offer(n+"/o", n, vec(8000, 8), "0.01", "0").obj())
+	}
+	r := Match(&Snapshot{Now: t0, Providers: providers, Offers: offers, Workloads: []Workload{
+		wl("t/w1", 2, req(1000, 1)).obj(), wl("t/w2", 2, req(1000, 1)).obj(), wl("t/w3", 2, req(1000, 1)).obj(),
+	}})
+	want := map[string]map[string]int32{"t/w1": {"a": 1, "b": 1}, "t/w2": {"c": 1, "d": 1}, "t/w3": {"e": 1, "a": 1}}
+	if d := cmp.Diff(want, placements(r)); d != "" {
+		t.Fatalf("placements (-want +got):\n%s", d)
+	}
+}
+
 func TestSpreadLimits(t *testing.T) {
 	providers := []Provider{prov("alice-1", "alice").obj(), prov("alice-2", "alice").obj(), prov("bob-1", "bob").obj()}
 	cheapFirst := []Offer{

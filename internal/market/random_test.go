@@ -111,23 +111,25 @@ func randomSnapshot(rng *rand.Rand, nProviders, nOffers, nWorkloads int) *Snapsh
 }
 
 // placeOneScan is the plain form of placeOne: it collects every admitted
-// offer of the run of tied offers, then picks the least-used provider.
+// offer of the run of tied offers, in turn, then picks the least-used
+// provider.
 func (m *matcher) placeOneScan(w *workloadState) bool {
 	if w.ranking == nil {
 		m.prepare(w)
 	}
+	rk := w.ranking
 	for {
 		if len(w.group) == 0 {
-			ranks := w.ranking.ranks
-			for w.pos < len(ranks) && len(w.group) == 0 {
-				first := ranks[w.pos]
-				for w.pos < len(ranks) && ranks[w.pos].tied(first) {
-					c := ranks[w.pos]
+			for w.pos < len(rk.ranks) && len(w.group) == 0 {
+				a, b := int(rk.runStart[w.pos]), int(rk.runEnd[w.pos])
+				turn := int(rk.turn[a])
+				for k := range b - a {
+					c := rk.ranks[a+(turn+k)%(b-a)]
 					if w.admits(c.order, &m.offers[c.order]) {
 						w.group = append(w.group, c)
 					}
-					w.pos++
 				}
+				w.pos = b
 			}
 			if len(w.group) == 0 {
 				return false
@@ -148,6 +150,7 @@ func (m *matcher) placeOneScan(w *workloadState) bool {
 		if best < 0 {
 			continue
 		}
+		rk.took(w.group[best].at)
 		m.commit(w, w.group[best].order, w.group[best].price)
 		return true
 	}
