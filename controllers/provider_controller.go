@@ -47,7 +47,10 @@ type ProviderReconciler struct {
 	// ReputationHalfLife is how long reputation evidence keeps half its
 	// weight; 0 means reputation.DefaultHalfLife.
 	ReputationHalfLife time.Duration
-	Now                func() time.Time
+	// ReputationRefresh is how often uptime alone is written into the
+	// reputation; 0 means DefaultReputationRefresh.
+	ReputationRefresh time.Duration
+	Now               func() time.Time
 	// Since is when this manager started: a Pull-mode provider's last
 	// heartbeat counts from no earlier (see health.Input.Since).
 	Since time.Time

@@ -1,10 +1,12 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -17,6 +19,11 @@ import (
 	"github.com/flotilla-dev/flotilla/internal/trust"
 )
 
+// DefaultReputationRefresh is how often a provider's reputation is
+// brought up to date when nothing happened but time passing (well within
+// trust.MaxGap).
+const DefaultReputationRefresh = 30 * time.Second
+
 // updateReputation folds into st the provider's time up or down and the
 // evidence of its Leases not counted yet (internal/trust), and returns the
 // marks to set on those Leases once st is written.
@@ -26,6 +33,14 @@ func (r *ProviderReconciler) updateReputation(ctx context.Context, p *flotillav1
 	var list flotillav1.LeaseList
 	if err := r.Client.List(ctx, &list, client.MatchingFields{indexLeaseReputationPending: p.Name}); err != nil {
 		return nil, fmt.Errorf("listing leases of provider %s: %w", p.Name, err)
+	}
+	// Uptime accrues by the interval since the last update, so an update
+	// with no event and no change of phase can wait: writing it at every
+	// probe cost a status write per provider every few seconds.
+	if len(list.Items) == 0 && st.Phase == p.Status.Phase && p.Status.Reputation.UpdatedTime != nil &&
+		r.Now().Sub(p.Status.Reputation.UpdatedTime.Time) < cmp.Or(r.ReputationRefresh, DefaultReputationRefresh) {
+		st.Reputation = p.Status.Reputation
+		return nil, nil
 	}
 	leases := make([]*flotillav1.Lease, len(list.Items))
 	for i := range list.Items {

@@ -27,7 +27,7 @@ func startProviderController(t *testing.T, halfLife time.Duration) (stop func())
 	}
 	r := &ProviderReconciler{Client: mgr.GetClient(), Remote: remote.NewCache(env.Scheme, remote.Options{RequestTimeout: time.Second}),
 		Recorder: mgr.GetEventRecorderFor("test"), HubID: "rep", GracePeriod: 5 * time.Second, ProbeInterval: 200 * time.Millisecond,
-		ReputationHalfLife: halfLife, Now: time.Now}
+		ReputationHalfLife: halfLife, ReputationRefresh: 500 * time.Millisecond, Now: time.Now}
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
@@ -94,6 +94,12 @@ func TestReputationCountsEachLeaseEventOnce(t *testing.T) {
 	reachableProvider(t, prov)
 	namespace(t, ns)
 	stop := startProviderController(t, time.Hour)
+	stopped := false
+	defer func() {
+		if !stopped {
+			stop() // a failed wait must not leave it changing later tests' providers
+		}
+	}()
 
 	get := func() *flotillav1.Provider {
 		p := &flotillav1.Provider{}
@@ -148,6 +154,7 @@ func TestReputationCountsEachLeaseEventOnce(t *testing.T) {
 	// A restart, then a lost mark (as if the manager died between the two
 	// writes): nothing is counted again, and the mark comes back.
 	stop()
+	stopped = true
 	l := &flotillav1.Lease{}
 	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "done-dissented"}, l); err != nil {
 		t.Fatal(err)
