@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -154,6 +157,19 @@ func TestExposedWorkload(t *testing.T) {
 			l = *get(t, &flotillav1.Lease{}, ns, l.Name)
 			return l.Status.UnreachableCount == 1 && l.Status.ReadyReplicas == 0, fmt.Sprintf("%+v", l.Status)
 		})
+		hubenv.Await(t, 30*time.Second, "a warning on the Workload naming the endpoint", func() (bool, string) {
+			var evs corev1.EventList
+			if err := env.Client.List(ctx, &evs, client.InNamespace(ns)); err != nil {
+				return false, err.Error()
+			}
+			for _, e := range evs.Items {
+				if e.InvolvedObject.Kind == "Workload" && e.InvolvedObject.Name == "web" && e.Reason == flotillav1.LeaseReasonUnreachable &&
+					strings.Contains(e.Message, addr) {
+					return true, ""
+				}
+			}
+			return false, fmt.Sprint(len(evs.Items), " events")
+		})
 		hubenv.Await(t, 30*time.Second, "the provider's reputation counts it", func() (bool, string) {
 			p = get(t, p, "", prov)
 			return p.Status.Reputation.EndpointsUnreachable == 1, fmt.Sprintf("%+v", p.Status.Reputation)
@@ -184,6 +200,22 @@ func TestExposedWorkload(t *testing.T) {
 			got := get(t, &flotillav1.Workload{}, ns, "db")
 			c := apimeta.FindStatusCondition(got.Status.Conditions, flotillav1.WorkloadScheduled)
 			return c != nil && c.Status == metav1.ConditionFalse && strings.Contains(c.Message, "do not expose TCP ports (spec.expose"), fmt.Sprintf("%+v", c)
+		})
+	})
+
+	hubenv.Stage(t, "P9.exposure-withdrawn: the owner stopped exposing, so the Service and the open port go from the provider", func(t *testing.T) {
+		lns := render.Namespace(hubID, l.UID)
+		hubenv.Await(t, 30*time.Second, "the Service and the expose policy deleted on the provider", func() (bool, string) {
+			errS := env.Client.Get(ctx, client.ObjectKey{Namespace: lns, Name: render.ServiceName}, &corev1.Service{})
+			errP := env.Client.Get(ctx, client.ObjectKey{Namespace: lns, Name: "expose"}, &networkingv1.NetworkPolicy{})
+			return apierrors.IsNotFound(errS) && apierrors.IsNotFound(errP), fmt.Sprint(errS, errP)
+		})
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: lns, Name: render.WorkloadName}, &appsv1.Deployment{}); err != nil {
+			t.Errorf("the Deployment went too: %v", err)
+		}
+		hubenv.Await(t, 30*time.Second, "web counted Ready again without endpoints", func() (bool, string) {
+			got := get(t, &flotillav1.Workload{}, ns, "web")
+			return got.Status.ReadyReplicas == 1 && len(got.Status.Endpoints) == 0, fmt.Sprintf("ready %d %+v", got.Status.ReadyReplicas, got.Status.Endpoints)
 		})
 	})
 }

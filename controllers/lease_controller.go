@@ -209,7 +209,10 @@ func (r *LeaseReconciler) sync(ctx context.Context, l *flotillav1.Lease, w *flot
 	due := st.AppliedHash != hash || st.LastApplyTime == nil || in.Now.Sub(st.LastApplyTime.Time) >= leaseReapplyInterval
 	for attempt := 0; ; attempt++ {
 		if due {
-			if reason, err := r.applyObjects(ctx, cl, l, p, rin); err != nil {
+			// Only a change of what they are rendered from can drop an
+			// optional object; a Lease's first apply has none to drop.
+			prune := st.AppliedHash != "" && st.AppliedHash != hash
+			if reason, err := r.applyObjects(ctx, cl, l, p, rin, prune); err != nil {
 				r.refreshEndpoints(l, st)
 				res := lease.SyncFailed(st, *in, reason, err)
 				if reason == flotillav1.LeaseReasonApplyFailed {
@@ -222,8 +225,9 @@ func (r *LeaseReconciler) sync(ctx context.Context, l *flotillav1.Lease, w *flot
 		}
 		obs, err := r.readBack(ctx, cl, l, render.Exposes(w, rin.Offer))
 		if err == nil {
-			r.checkEndpoints(l, w, p, rin.Offer, &obs, st, old)
+			events := r.checkEndpoints(l, w, p, rin.Offer, &obs, st, old)
 			res := lease.Observed(st, old, *in, obs, p.Name)
+			res.Events = append(res.Events, events...)
 			r.seen.Store(l.UID, in.Now.Truncate(time.Second))
 			// What ran up to this look is charged if the Lease now ends.
 			in.LastSeen = in.Now

@@ -66,8 +66,9 @@ func (r *LeaseReconciler) syncPull(ctx context.Context, l *flotillav1.Lease, w *
 		lease.Awaiting(st, *in, "waiting for the agent of provider "+p.Name+" to accept the assignment", rep.LastError)
 		return lease.Result{RequeueAfter: lease.ConvergeInterval}
 	}
-	r.checkEndpoints(l, w, p, rin.Offer, &rep.Observation, st, old)
+	events := r.checkEndpoints(l, w, p, rin.Offer, &rep.Observation, st, old)
 	res := lease.Observed(st, old, *in, rep.Observation, p.Name)
+	res.Events = append(res.Events, events...)
 	st.LastError = rep.LastError
 	r.seen.Store(l.UID, in.Now.Truncate(time.Second))
 	in.LastSeen = in.Now

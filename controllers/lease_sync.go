@@ -33,10 +33,11 @@ func (r *LeaseReconciler) renderInput(l *flotillav1.Lease, w *flotillav1.Workloa
 }
 
 // applyObjects reads what the template references, renders the Lease's
-// objects and applies them; a failure comes with the Ready reason it
-// gives the Lease.
+// objects and applies them, and when what they are rendered from changed
+// (prune) deletes the optional ones no longer rendered; a failure comes
+// with the Ready reason it gives the Lease.
 func (r *LeaseReconciler) applyObjects(ctx context.Context, cl *remote.Client, l *flotillav1.Lease, p *flotillav1.Provider,
-	in render.Input) (string, error) {
+	in render.Input, prune bool) (string, error) {
 	if err := r.readReferences(ctx, l.Namespace, &in); err != nil {
 		return flotillav1.LeaseReasonRenderFailed, err
 	}
@@ -45,7 +46,7 @@ func (r *LeaseReconciler) applyObjects(ctx context.Context, cl *remote.Client, l
 		return flotillav1.LeaseReasonRenderFailed, err
 	}
 	start := time.Now()
-	err = r.apply(ctx, cl, objs)
+	err = r.apply(ctx, cl, objs, prune)
 	metrics.RemoteRequest(p.Name, "apply", time.Since(start))
 	if err != nil {
 		return flotillav1.LeaseReasonApplyFailed, err
@@ -77,8 +78,9 @@ func (r *LeaseReconciler) readReferences(ctx context.Context, ns string, in *ren
 	return nil
 }
 
-// apply server-side applies the objects in order (remote.ApplyLease).
-func (r *LeaseReconciler) apply(ctx context.Context, cl *remote.Client, objs []client.Object) error {
+// apply server-side applies the objects in order (remote.ApplyLease),
+// then prunes (remote.PruneLease) when asked.
+func (r *LeaseReconciler) apply(ctx context.Context, cl *remote.Client, objs []client.Object, prune bool) error {
 	us := make([]*unstructured.Unstructured, 0, len(objs))
 	for _, o := range objs {
 		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
@@ -89,7 +91,13 @@ func (r *LeaseReconciler) apply(ctx context.Context, cl *remote.Client, objs []c
 		unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
 		us = append(us, &unstructured.Unstructured{Object: u})
 	}
-	return remote.ApplyLease(ctx, cl, us, FieldManager)
+	if err := remote.ApplyLease(ctx, cl, us, FieldManager); err != nil {
+		return err
+	}
+	if !prune || len(us) == 0 {
+		return nil
+	}
+	return remote.PruneLease(ctx, cl, us[0].GetName(), us)
 }
 
 // readBack reads the Lease's workload object and its pods on the
@@ -129,9 +137,10 @@ func (r *LeaseReconciler) refreshEndpoints(l *flotillav1.Lease, st *flotillav1.L
 // An exposed Lease whose endpoints do not all answer is marked in obs as
 // unreachable: its replicas are then neither counted nor charged. Each
 // time a serving Lease stops answering while its provider reports
-// replicas ready, it counts against the provider's reputation.
+// replicas ready, it counts against the provider's reputation, and the
+// events returned say so on the Lease and its Workload.
 func (r *LeaseReconciler) checkEndpoints(l *flotillav1.Lease, w *flotillav1.Workload, p *flotillav1.Provider, o *flotillav1.OfferSpec,
-	obs *lease.Observation, st, old *flotillav1.LeaseStatus) {
+	obs *lease.Observation, st, old *flotillav1.LeaseStatus) []lease.Event {
 	key := l.Namespace + "/" + l.Name
 	want := endpoint.Wanted(w, o)
 	if want == 0 || r.Prober == nil {
@@ -139,7 +148,7 @@ func (r *LeaseReconciler) checkEndpoints(l *flotillav1.Lease, w *flotillav1.Work
 		if r.Prober != nil {
 			r.Prober.Forget(key)
 		}
-		return
+		return nil
 	}
 	targets := endpoint.Compose(w, o, render.Namespace(r.HubID, l.UID), obs.Endpoints, endpoint.Ranges(p.Spec.EndpointRanges))
 	r.Prober.Set(key, p.Name, targets)
@@ -166,13 +175,18 @@ func (r *LeaseReconciler) checkEndpoints(l *flotillav1.Lease, w *flotillav1.Work
 	}
 	st.Endpoints = eps
 	if why == "" {
-		return
+		return nil
 	}
 	serving := len(old.Endpoints) == want && !slices.ContainsFunc(old.Endpoints, func(x flotillav1.LeaseEndpoint) bool { return !x.Reachable })
-	if serving && obs.Ready > 0 {
-		st.UnreachableCount = min(st.UnreachableCount+1, 1<<20)
-	}
 	obs.Unreachable = why
+	if !serving || obs.Ready == 0 {
+		return nil
+	}
+	st.UnreachableCount = min(st.UnreachableCount+1, 1<<20)
+	metrics.EndpointUnreachable()
+	msg := fmt.Sprintf("Lease %s on provider %s: %s while it reports %d replicas ready; they are neither counted nor charged", l.Name, p.Name, why, obs.Ready)
+	return []lease.Event{{Warning: true, Reason: flotillav1.LeaseReasonUnreachable, Message: msg},
+		{OnWorkload: true, Warning: true, Reason: flotillav1.LeaseReasonUnreachable, Message: msg}}
 }
 
 func timePtr(t time.Time) *metav1.Time { return &metav1.Time{Time: t} }

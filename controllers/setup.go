@@ -19,6 +19,7 @@ import (
 	"github.com/flotilla-dev/flotilla/internal/endpoint"
 	"github.com/flotilla-dev/flotilla/internal/keys"
 	"github.com/flotilla-dev/flotilla/internal/ledgerstore"
+	"github.com/flotilla-dev/flotilla/internal/metrics"
 
 	"github.com/flotilla-dev/flotilla/internal/flap"
 	"github.com/flotilla-dev/flotilla/internal/remote"
@@ -125,6 +126,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Scheduler, err
 		return nil, err
 	}
 	prober := endpoint.NewProber()
+	prober.Counted = metrics.EndpointCheck
 	if opts.EndpointInterval > 0 {
 		prober.Interval = opts.EndpointInterval
 	}

@@ -278,6 +278,7 @@ type LeaseStatus struct {
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Epoch",type=integer,JSONPath=`.spec.epoch`,priority=1
 // +kubebuilder:printcolumn:name="Price/h",type=string,JSONPath=`.spec.pricePerReplicaHour`,priority=1
+// +kubebuilder:printcolumn:name="Endpoints",type=string,JSONPath=`.status.endpoints[*].address`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type Lease struct {
 	metav1.TypeMeta   `json:",inline"`

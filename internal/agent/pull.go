@@ -188,6 +188,14 @@ func (a *Agent) run(ctx context.Context, cfg *Config, as *flotillav1.Assignment,
 			st.LastError = bound.Error(err)
 			return
 		}
+		// A changed Assignment may no longer hold an optional object
+		// (an exposed port closed, egress withdrawn).
+		if st.AppliedHash != "" && st.AppliedHash != as.Spec.Hash {
+			if err := remote.PruneLease(ctx, a.Federation, as.Spec.Namespace, objs); err != nil {
+				st.LastError = bound.Error(err)
+				return
+			}
+		}
 		st.AppliedHash, st.LastError = as.Spec.Hash, ""
 		// Nothing runs yet: the first read waits for the next round.
 		a.appliedMu.Lock()

@@ -29,6 +29,9 @@ type Prober struct {
 	OnChange func(key string)
 	// Check is the check; Check above unless a test swaps it.
 	Check func(ctx context.Context, t Target, timeout time.Duration) error
+	// Counted, when set, is told the result of every check: "answered",
+	// "failed", or "refused" (a target the hub will not dial).
+	Counted func(result string)
 
 	mu       sync.Mutex
 	leases   map[string]*entry
@@ -195,8 +198,16 @@ func (p *Prober) probe(ctx context.Context, key string) {
 	p.mu.Unlock()
 	errs := make([]error, len(targets))
 	for i, t := range targets {
+		result := "refused"
 		if t.Invalid == "" {
 			errs[i] = p.Check(ctx, t, p.Timeout)
+			result = "answered"
+			if errs[i] != nil {
+				result = "failed"
+			}
+		}
+		if p.Counted != nil {
+			p.Counted(result)
 		}
 	}
 	p.mu.Lock()

@@ -99,6 +99,14 @@ var (
 		Help:    "Duration of one settlement: reading accounts, Leases and Workloads, appending and storing entries.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 	})
+	endpointChecks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: "endpoint", Name: "checks_total",
+		Help: "Checks of exposed Leases' endpoints from the hub, by result (answered, failed, refused: outside the provider's endpoint ranges or out of bounds).",
+	}, []string{"result"})
+	endpointsUnreachable = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: "endpoint", Name: "unreachable_total",
+		Help: "Times an exposed Lease's endpoint stopped answering the hub while its provider reported replicas ready.",
+	})
 	remoteLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: namespace, Subsystem: "remote", Name: "request_duration_seconds",
 		Help:    "Duration of work against a provider's API server, by provider and operation (probe, apply, cleanup).",
@@ -108,7 +116,8 @@ var (
 
 func init() {
 	crmetrics.Registry.MustRegister(schedulingCycleDuration, pendingReplicas, leasesCreated, leaseCreateErrors, unschedulableWorkloads,
-		providers, leases, failovers, progressDeadlines, settlementFailing, settlementFailures, fencingDeletions, holdDowns, leasesThrottled, verifications, dissents, reputationScore, ledgerEntries, usageDisputes, settlementDuration, remoteLatency)
+		providers, leases, failovers, progressDeadlines, settlementFailing, settlementFailures, fencingDeletions, holdDowns, leasesThrottled, verifications, dissents, reputationScore, ledgerEntries, usageDisputes, settlementDuration, remoteLatency,
+		endpointChecks, endpointsUnreachable)
 }
 
 // Phases sets the providers and leases gauges from counts by phase; every
@@ -194,3 +203,10 @@ func SettlementCycle(d time.Duration) { settlementDuration.Observe(d.Seconds()) 
 
 // UsageDisputed counts a disputed payment.
 func UsageDisputed() { usageDisputes.Inc() }
+
+// EndpointCheck counts one check of an endpoint from the hub.
+func EndpointCheck(result string) { endpointChecks.WithLabelValues(result).Inc() }
+
+// EndpointUnreachable counts an endpoint that stopped answering while its
+// provider reported replicas ready.
+func EndpointUnreachable() { endpointsUnreachable.Inc() }

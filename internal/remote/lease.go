@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -62,6 +65,36 @@ func ApplyLease(ctx context.Context, c client.Client, objs []*unstructured.Unstr
 		}
 	}
 	return nil
+}
+
+// PruneLease deletes, in a Lease's namespace ns, the optional objects
+// (render.Optional) that objs, what the Lease renders now, no longer
+// holds. One that is not there, or that this identity may not touch (a
+// provider that never allowed it), is left alone.
+func PruneLease(ctx context.Context, c client.Client, ns string, objs []*unstructured.Unstructured) error {
+	var errs []error
+	for _, o := range render.Optional {
+		if slices.ContainsFunc(objs, func(u *unstructured.Unstructured) bool { return u.GetKind() == o[0] && u.GetName() == o[1] }) {
+			continue
+		}
+		var obj client.Object
+		switch o[0] {
+		case "NetworkPolicy":
+			obj = &networkingv1.NetworkPolicy{}
+		case "Service":
+			obj = &corev1.Service{}
+		case "Ingress":
+			obj = &networkingv1.Ingress{}
+		default:
+			continue
+		}
+		obj.SetNamespace(ns)
+		obj.SetName(o[1])
+		if err := c.Delete(ctx, obj); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsForbidden(err) {
+			errs = append(errs, fmt.Errorf("deleting %s %s: %w", o[0], o[1], err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // ReadLease reads a Lease's Deployment or Job and one page of its pods on

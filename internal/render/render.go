@@ -122,6 +122,15 @@ func Labels(hubID string, l *flotillav1.Lease) map[string]string {
 // its Ingress.
 const ServiceName = "workload"
 
+// Optional are the objects rendered only under conditions that may change
+// during a Lease (the Workload's spec, what its Offer allows), as kind and
+// name: when one is no longer rendered it must be deleted on the provider,
+// or a port would stay open or egress allowed after the tenant or owner
+// closed it.
+var Optional = [][2]string{
+	{"NetworkPolicy", "internet-egress"}, {"NetworkPolicy", "expose"}, {"Service", ServiceName}, {"Ingress", ServiceName},
+}
+
 // Exposes reports whether a Lease of w on an Offer with spec o exposes
 // ports: only a Service Workload that asks, on an Offer that can.
 func Exposes(w *flotillav1.Workload, o *flotillav1.OfferSpec) bool {
