@@ -419,6 +419,15 @@ func TestPullJoinCredentials(t *testing.T) {
 			p.Spec.KubeconfigSecretRef = &flotillav1.SecretKeyReference{Name: "pjc-1-kubeconfig"}
 			return c1.Update(ctx, p)
 		}(),
+		"P9.join-changes-endpoint-ranges: widen where the hub will check and forward to": func() error {
+			p := get(t, &flotillav1.Provider{}, "", "pjc-1")
+			p.Spec.EndpointRanges = []string{"0.0.0.0/0"}
+			err := c1.Update(ctx, p)
+			if err != nil && !strings.Contains(err.Error(), "cannot change spec.endpointRanges") {
+				return nil // refused, but not for saying why: reported as allowed
+			}
+			return err
+		}(),
 		"P2.pull-join-own-reports-only: the other credential reports on the first's": func() error {
 			o := get(t, &flotillav1.Assignment{}, mine.Namespace, mine.Name)
 			o.Status.State = flotillav1.AssignmentRefused

@@ -216,6 +216,10 @@ type Agent struct {
 	appliedMu sync.Mutex
 	appliedAt map[string]time.Time
 	readAt    map[string]time.Time
+	// known holds the Assignments as last read or written, by name, so
+	// that a round fetches whole only those that changed.
+	knownMu sync.Mutex
+	known   map[string]*flotillav1.Assignment
 	// mu guards Config, which a reload swaps while the pull loop reads it.
 	mu sync.Mutex
 }

@@ -63,7 +63,8 @@ func (a *Agent) SyncAssignments(ctx context.Context) error {
 	}
 	cfg := a.config()
 	var list flotillav1.AssignmentList
-	if err := a.Hub.List(ctx, &list, client.InNamespace(flotillav1.ProviderNamespace(cfg.Provider.Name))); err != nil {
+	var err error
+	if list.Items, err = a.assignments(ctx, flotillav1.ProviderNamespace(cfg.Provider.Name)); err != nil {
 		a.fenced.Store(false)
 		return fmt.Errorf("listing assignments on the hub: %w", err)
 	}
@@ -135,6 +136,8 @@ func (a *Agent) SyncAssignments(ctx context.Context) error {
 			j.as.Status = *st
 			if err := a.Hub.Status().Update(ctx, j.as); err != nil && !apierrors.IsNotFound(err) {
 				errs[i] = fmt.Errorf("reporting on assignment %s: %w", j.as.Name, err)
+			} else if err == nil {
+				a.remember(j.as)
 			}
 		})
 	}
@@ -148,6 +151,55 @@ func (a *Agent) SyncAssignments(ctx context.Context) error {
 	}
 	a.appliedMu.Unlock()
 	return errors.Join(errs...)
+}
+
+// assignments reads this provider's Assignments: the metadata of all of
+// them from the hub every round (which exist, and at which version: what
+// fencing needs, fresh), and whole only those that changed since the agent
+// last read or wrote them. Listing them whole every round moved every
+// tenant object they carry, for each provider, every few seconds.
+func (a *Agent) assignments(ctx context.Context, ns string) ([]flotillav1.Assignment, error) {
+	var meta metav1.PartialObjectMetadataList
+	meta.SetGroupVersionKind(flotillav1.GroupVersion.WithKind("AssignmentList"))
+	if err := a.Hub.List(ctx, &meta, client.InNamespace(ns)); err != nil {
+		return nil, err
+	}
+	a.knownMu.Lock()
+	defer a.knownMu.Unlock()
+	if a.known == nil {
+		a.known = map[string]*flotillav1.Assignment{}
+	}
+	seen := make(map[string]bool, len(meta.Items))
+	out := make([]flotillav1.Assignment, 0, len(meta.Items))
+	for _, m := range meta.Items {
+		seen[m.Name] = true
+		as := a.known[m.Name]
+		if as == nil || as.ResourceVersion != m.ResourceVersion {
+			as = &flotillav1.Assignment{}
+			if err := a.Hub.Get(ctx, client.ObjectKey{Namespace: ns, Name: m.Name}, as); apierrors.IsNotFound(err) {
+				continue
+			} else if err != nil {
+				return nil, err
+			}
+			a.known[m.Name] = as
+		}
+		out = append(out, *as.DeepCopy())
+	}
+	for name := range a.known {
+		if !seen[name] {
+			delete(a.known, name)
+		}
+	}
+	return out, nil
+}
+
+// remember keeps an Assignment the agent just wrote, at its new version.
+func (a *Agent) remember(as *flotillav1.Assignment) {
+	a.knownMu.Lock()
+	defer a.knownMu.Unlock()
+	if a.known != nil {
+		a.known[as.Name] = as.DeepCopy()
+	}
 }
 
 // admit decides whether the agent takes an Assignment it has not answered
