@@ -79,12 +79,8 @@ func (s *EntryServer) lookup(ns, name string) ([]endpoint.Target, bool) {
 		e := l.Status.Endpoints[j]
 		reachable := e.Reachable
 		if s.Prober != nil {
-			if vs, ok := s.Prober.Verdicts(l.Namespace + "/" + l.Name); ok {
-				for _, v := range vs {
-					if v.Port == port && v.Address == e.Address && v.Known {
-						reachable = v.Reachable
-					}
-				}
+			if v, ok := s.Prober.Known(l.Namespace+"/"+l.Name, port, e.Address); ok {
+				reachable = v.Reachable
 			}
 		}
 		if !reachable {

@@ -111,19 +111,13 @@ func (r *LeaseReconciler) readBack(ctx context.Context, cl *remote.Client, l *fl
 // not need the provider's API server, and a provider that vanished must
 // not keep its endpoints listed as reachable until it is declared Lost.
 func (r *LeaseReconciler) refreshEndpoints(l *flotillav1.Lease, st *flotillav1.LeaseStatus) {
-	if r.Prober == nil || len(st.Endpoints) == 0 {
-		return
-	}
-	verdicts, ok := r.Prober.Verdicts(l.Namespace + "/" + l.Name)
-	if !ok {
+	if r.Prober == nil {
 		return
 	}
 	for i := range st.Endpoints {
 		e := &st.Endpoints[i]
-		for _, v := range verdicts {
-			if v.Known && v.Port == e.Port && v.Address == e.Address {
-				e.Reachable, e.Message = v.Reachable, bound.Text(v.Message, 256)
-			}
+		if v, ok := r.Prober.Known(l.Namespace+"/"+l.Name, e.Port, e.Address); ok {
+			e.Reachable, e.Message = v.Reachable, bound.Text(v.Message, 256)
 		}
 		if e.Reachable {
 			e.Message = ""
@@ -152,7 +146,6 @@ func (r *LeaseReconciler) checkEndpoints(l *flotillav1.Lease, w *flotillav1.Work
 	}
 	targets := endpoint.Compose(w, o, render.Namespace(r.HubID, l.UID), obs.Endpoints, endpoint.Ranges(p.Spec.EndpointRanges))
 	r.Prober.Set(key, p.Name, targets)
-	verdicts, _ := r.Prober.Verdicts(key)
 	eps := make([]flotillav1.LeaseEndpoint, len(targets))
 	why := ""
 	if len(targets) < want {
@@ -160,8 +153,8 @@ func (r *LeaseReconciler) checkEndpoints(l *flotillav1.Lease, w *flotillav1.Work
 	}
 	for i, t := range targets {
 		e := flotillav1.LeaseEndpoint{Port: t.Port, Address: bound.Text(t.Address, 300), Message: "not checked yet"}
-		if i < len(verdicts) && verdicts[i].Known {
-			e.Reachable, e.Message = verdicts[i].Reachable, verdicts[i].Message
+		if v, ok := r.Prober.Known(key, e.Port, e.Address); ok {
+			e.Reachable, e.Message = v.Reachable, v.Message
 		} else if j := slices.IndexFunc(old.Endpoints, func(x flotillav1.LeaseEndpoint) bool { return x.Port == e.Port && x.Address == e.Address }); j >= 0 {
 			e.Reachable, e.Message = old.Endpoints[j].Reachable, old.Endpoints[j].Message
 		}

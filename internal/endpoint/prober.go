@@ -134,6 +134,19 @@ func (p *Prober) Verdicts(key string) ([]Verdict, bool) {
 	return out, true
 }
 
+// Known returns the Prober's word on the endpoint of a Lease with this port
+// and address, and false while it has none (not registered, not checked
+// enough yet, or registered at another address).
+func (p *Prober) Known(key, port, address string) (Verdict, bool) {
+	vs, _ := p.Verdicts(key)
+	for _, v := range vs {
+		if v.Known && v.Port == port && v.Address == address {
+			return v, true
+		}
+	}
+	return Verdict{}, false
+}
+
 // Start checks what is due until ctx ends.
 func (p *Prober) Start(ctx context.Context) error {
 	sem := make(chan struct{}, max(p.Concurrency, 1))
