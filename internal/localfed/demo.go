@@ -664,8 +664,13 @@ func (d *demo) fetchWeb(ctx context.Context, fed *Federation) error {
 // AskWeb asks the web image's server at addr for its answer ("hello from
 // <pod>"), trimmed; an error for no answer or a status other than 200.
 func AskWeb(addr string, timeout time.Duration) (string, error) {
-	hc := http.Client{Timeout: timeout}
-	resp, err := hc.Get("http://" + net.JoinHostPort(addr, "8080") + "/")
+	return Fetch(&http.Client{Timeout: timeout}, "http://"+net.JoinHostPort(addr, "8080")+"/")
+}
+
+// Fetch GETs url once with c and returns the answer's first KiB, trimmed;
+// an error for no answer or a status other than 200.
+func Fetch(c *http.Client, url string) (string, error) {
+	resp, err := c.Get(url)
 	if err != nil {
 		return "", err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -78,20 +77,6 @@ func (h *hub) exposeNodePorts(t *testing.T, provider string) string {
 	return ip
 }
 
-// get fetches url once and returns the body and the status, or the error.
-func get(c *http.Client, url string) (string, error) {
-	resp, err := c.Get(url)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("status %d: %q", resp.StatusCode, body)
-	}
-	return strings.TrimSpace(string(body)), nil
-}
-
 func endpointsOf(w *flotillav1.Workload, provider string) []flotillav1.WorkloadEndpoint {
 	var out []flotillav1.WorkloadEndpoint
 	for _, e := range w.Status.Endpoints {
@@ -158,7 +143,7 @@ func TestExposedServiceOnRealNodes(t *testing.T) {
 			}) && len(endpointsOf(w, "alice-1")) == 1 && len(endpointsOf(w, "bob-1")) == 1, fmt.Sprintf("ready %d endpoints %+v", w.Status.ReadyReplicas, w.Status.Endpoints)
 		})
 		for _, e := range w.Status.Endpoints {
-			body, err := get(hc, "http://"+e.Address+"/")
+			body, err := localfed.Fetch(hc, "http://"+e.Address+"/")
 			if err != nil || !strings.HasPrefix(body, "hello from ") {
 				t.Errorf("endpoint %s of %s: %q %v", e.Address, e.Provider, body, err)
 			}
@@ -168,7 +153,7 @@ func TestExposedServiceOnRealNodes(t *testing.T) {
 		}
 		pods := map[string]bool{}
 		for range 8 {
-			body, err := get(hc, w.Status.Address)
+			body, err := localfed.Fetch(hc, w.Status.Address)
 			if err != nil || !strings.HasPrefix(body, "hello from ") {
 				t.Fatalf("through the stable address: %q %v", body, err)
 			}
@@ -214,7 +199,7 @@ func TestExposedServiceOnRealNodes(t *testing.T) {
 			_ = h.client.Get(ctx, client.ObjectKey{Name: "bob-1"}, p)
 			return p.Status.Reputation.EndpointsUnreachable >= 1, fmt.Sprintf("%+v", p.Status.Reputation)
 		})
-		if body, err := get(hc, w.Status.Address); err != nil || !strings.HasPrefix(body, "hello from ") {
+		if body, err := localfed.Fetch(hc, w.Status.Address); err != nil || !strings.HasPrefix(body, "hello from ") {
 			t.Errorf("the stable address while bob does not serve: %q %v", body, err)
 		}
 		// Several settlements later, nothing more is metered or paid for it.
@@ -302,7 +287,7 @@ func (h *hub) stableAddressFailover(t *testing.T, p *localfed.Cluster, url, repl
 			case <-time.After(50 * time.Millisecond):
 			}
 			start := time.Now()
-			_, err := get(hc, url)
+			_, err := localfed.Fetch(hc, url)
 			mu.Lock()
 			f.Requests++
 			slowest = max(slowest, time.Since(start))
