@@ -53,6 +53,9 @@ type Bank struct {
 	APIReader client.Reader
 	Cache     cache.Cache
 	Store     *ledgerstore.Store
+	// Publisher publishes the signed head, the index and each party's
+	// entries for witnesses.
+	Publisher *ledgerstore.Publisher
 	Key       func(context.Context) (ed25519.PrivateKey, error)
 	Recorder  record.EventRecorder
 	Policy    settle.Policy
@@ -76,6 +79,7 @@ func NewBank(c client.Client, ca cache.Cache, store *ledgerstore.Store, rec reco
 	key func(context.Context) (ed25519.PrivateKey, error)) *Bank {
 	return &Bank{
 		Client: c, Cache: ca, Store: store, Key: key, Recorder: rec,
+		Publisher:   &ledgerstore.Publisher{Client: store.Client, Reader: store.Reader, Hub: "hub"},
 		Policy:      settle.Policy{EscrowPeriod: DefaultEscrowPeriod, Interval: DefaultSettlementInterval, Grace: DefaultFundsGrace},
 		MinInterval: 200 * time.Millisecond, Now: time.Now, trigger: make(chan struct{}, 1),
 	}
@@ -185,12 +189,16 @@ func (b *Bank) load(ctx context.Context) error {
 	}
 	b.book, b.chain = book, ledger.NewChain(b.key, last)
 	logr.FromContextOrDiscard(ctx).Info("Ledger loaded", "entries", len(entries), "head", b.chain.Head().String())
+	// What witnesses read is rebuilt from what is stored, whatever it
+	// said before: a ledger cut or rewritten shows as it now is.
+	if err := b.Publisher.Load(ctx, entries); err != nil {
+		return fmt.Errorf("publishing the ledger index: %w", err)
+	}
 	return b.publish(ctx)
 }
 
 func (b *Bank) publish(ctx context.Context) error {
-	return b.Store.PublishHead(ctx, ledgerstore.Head{Entries: b.book.Len, Hash: b.chain.Head(),
-		PublicKey: b.key.Public().(ed25519.PublicKey), Time: b.Now()})
+	return b.Publisher.PublishHead(ctx, b.Publisher.Head(b.key, b.chain.Head(), b.Now()))
 }
 
 // cycle settles once and returns when the next one is due at the latest.
@@ -240,6 +248,11 @@ func (b *Bank) cycle(ctx context.Context) (time.Duration, error) {
 	if err := b.mirror(ctx, obs.Tenants, accounts.Items, out.Refused); err != nil {
 		return 0, err
 	}
+	// A party's copy that cannot be written now is written next cycle;
+	// it must not hold up settlement.
+	if err := b.Publisher.CopyToParties(ctx); err != nil {
+		logr.FromContextOrDiscard(ctx).Error(err, "Copying ledger entries to their parties; retrying next cycle")
+	}
 	metrics.SettlementCycle(time.Since(start))
 	return next, nil
 }
@@ -260,6 +273,9 @@ func (b *Bank) record(ctx context.Context, entries []ledger.Entry) error {
 	}
 	if err := b.Store.Append(ctx, signed); err != nil {
 		return err
+	}
+	if err := b.Publisher.Append(ctx, signed); err != nil {
+		return fmt.Errorf("publishing the ledger index: %w", err)
 	}
 	if err := b.publish(ctx); err != nil {
 		return fmt.Errorf("publishing the ledger head: %w", err)

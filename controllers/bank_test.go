@@ -101,11 +101,11 @@ func meter(t *testing.T, l *flotillav1.Lease, cost string, replicaSeconds int64)
 
 // storedLedger reads the ledger as the CLI would and checks it against the
 // published head and key.
-func storedLedger(t *testing.T) ([]ledger.Entry, ledgerstore.Head) {
+func storedLedger(t *testing.T) ([]ledger.Entry, ledger.Head) {
 	t.Helper()
 	ctx := context.Background()
 	// The head first: the bank stores entries before it publishes them.
-	head, err := ledgerstore.ReadHead(ctx, env.Client, flotillav1.SystemNamespace)
+	head, err := ledgerstore.ReadHead(ctx, env.Client)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,10 +114,10 @@ func storedLedger(t *testing.T) ([]ledger.Entry, ledgerstore.Head) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if head.Entries > len(entries) {
+	if int(head.Entries) > len(entries) {
 		t.Fatalf("head says %d entries, %d stored", head.Entries, len(entries))
 	}
-	entries = entries[:head.Entries]
+	entries = entries[:int(head.Entries)]
 	if err := ledger.Verify(entries, head.PublicKey, head.Hash); err != nil {
 		t.Fatalf("stored ledger: %v", err)
 	}

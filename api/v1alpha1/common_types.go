@@ -137,5 +137,9 @@ const (
 // SystemNamespace is where the hub keeps provider kubeconfig Secrets.
 const SystemNamespace = "flotilla-system"
 
+// LedgerNamespace is where the hub publishes its signed ledger head and the
+// index of entry hashes: public, readable by every provider and tenant.
+const LedgerNamespace = "flotilla-ledger"
+
 // ProviderNamespace returns the hub namespace that holds a provider's Offers.
 func ProviderNamespace(provider string) string { return "provider-" + provider }

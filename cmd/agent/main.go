@@ -11,8 +11,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
+	"time"
 
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -31,6 +36,7 @@ import (
 // options are the agent's command line.
 type options struct {
 	kubeconfig, hubKubeconfig, namespace string
+	metricsAddr                          string
 	version                              bool
 	zap                                  zap.Options
 }
@@ -45,6 +51,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "Kubeconfig of the provider cluster; empty means the in-cluster service account.")
 	fs.StringVar(&o.hubKubeconfig, "hub-kubeconfig", "", "Kubeconfig of the hub (the join credential); empty means the Secret named by the chart's hub.joinSecret.")
 	fs.StringVar(&o.namespace, "namespace", flotillav1.SystemNamespace, "Namespace the chart is installed in.")
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", "0", "Address the Prometheus metrics endpoint binds to; 0 disables it.")
 	o.zap.BindFlags(fs)
 	return o, fs.Parse(args)
 }
@@ -60,6 +67,9 @@ func main() {
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
 	log := ctrl.Log.WithName("agent")
+	if o.metricsAddr != "0" && o.metricsAddr != "" {
+		go serveMetrics(o.metricsAddr, log)
+	}
 	if err := run(ctrl.SetupSignalHandler(), o.kubeconfig, o.hubKubeconfig, o.namespace); err != nil {
 		log.Error(err, "Agent stopped")
 		os.Exit(1)
@@ -132,4 +142,16 @@ func run(ctx context.Context, kubeconfig, hubKubeconfig, namespace string) error
 		a.HubWatch = hub
 	}
 	return a.Run(ctx)
+}
+
+// serveMetrics exposes the agent's metrics, for the owner's Prometheus.
+func serveMetrics(addr string, log logr.Logger) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(agent.Metrics()...)
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if err := srv.ListenAndServe(); err != nil {
+		log.Error(err, "Serving metrics")
+	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/agent"
 	"github.com/flotilla-dev/flotilla/internal/join"
+	"github.com/flotilla-dev/flotilla/internal/ledgerstore"
 	"github.com/flotilla-dev/flotilla/internal/remote"
 )
 
@@ -94,6 +96,12 @@ func hubCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			APIServerURL: *apiServer, Mode: flotillav1.ProviderMode(*mode), Server: srv, CAData: ca, EndpointRanges: ranges})
 		if err != nil {
 			return err
+		}
+		// The owner pins the hub's ledger key from here, not from what
+		// the hub says later.
+		if head, err := ledgerstore.ReadHead(ctx, c); err == nil {
+			fmt.Fprintf(stderr, "hub ledger key: %s (set the provider chart's hub.ledgerPublicKey to pin it)\n",
+				base64.StdEncoding.EncodeToString(head.PublicKey))
 		}
 		if *out != "" {
 			if err := os.WriteFile(*out, kc, 0o600); err != nil {

@@ -23,7 +23,10 @@ import (
 
 const ledgerUsage = `flotillactl ledger export [--kubeconfig F] [-o FILE]
 flotillactl ledger verify --file F --public-key KEY [--head HASH] [--accounts FILE]
-flotillactl ledger verify --hub [--kubeconfig F]`
+flotillactl ledger verify --hub [--public-key KEY] [--kubeconfig F]
+flotillactl ledger verify --witness FILE [--namespace NS] [--public-key KEY] [--kubeconfig F]
+flotillactl ledger verify --anchor FILE --public-key KEY [--kubeconfig F]
+flotillactl ledger anchor [--kubeconfig F]`
 
 // ledgerCommand: export the hub's ledger, or verify one.
 func ledgerCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -35,6 +38,8 @@ func ledgerCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return ledgerExport(ctx, args[1:], stdout, stderr)
 	case "verify":
 		return ledgerVerify(ctx, args[1:], stdout, stderr)
+	case "anchor":
+		return ledgerAnchor(ctx, args[1:], stdout, stderr)
 	}
 	return usageError(ledgerUsage)
 }
@@ -70,20 +75,20 @@ func ledgerExport(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 // fromHub reads the stored ledger, the published head and, if asked, the
 // Accounts.
-func fromHub(ctx context.Context, kubeconfig string, withAccounts bool) ([]ledger.Entry, ledgerstore.Head, []flotillav1.Account, error) {
+func fromHub(ctx context.Context, kubeconfig string, withAccounts bool) ([]ledger.Entry, ledger.Head, []flotillav1.Account, error) {
 	c, _, err := hubClient(kubeconfig)
 	if err != nil {
-		return nil, ledgerstore.Head{}, nil, err
+		return nil, ledger.Head{}, nil, err
 	}
 	// In the reverse of the order the hub writes them (entries, head,
 	// Accounts), so that each read covers everything the one before it saw.
 	var accounts flotillav1.AccountList
 	if withAccounts {
 		if err := c.List(ctx, &accounts); err != nil {
-			return nil, ledgerstore.Head{}, nil, fmt.Errorf("listing accounts: %w", err)
+			return nil, ledger.Head{}, nil, fmt.Errorf("listing accounts: %w", err)
 		}
 	}
-	head, err := ledgerstore.ReadHead(ctx, c, flotillav1.SystemNamespace)
+	head, err := ledgerstore.ReadHead(ctx, c)
 	if err != nil {
 		return nil, head, nil, err
 	}
@@ -99,13 +104,31 @@ func ledgerVerify(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs := flag.NewFlagSet("ledger verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("file", "", "Exported ledger, JSON lines (- for standard input).")
-	key := fs.String("public-key", "", "The hub's ed25519 public key, base64 (published in flotilla-system/flotilla-ledger-head).")
+	key := fs.String("public-key", "", "The hub's ed25519 public key, base64, as pinned at join (the hub publishes it in flotilla-ledger/flotilla-ledger-head).")
 	headFlag := fs.String("head", "", "The head hash the hub published; checks nothing was cut off the end.")
 	accountsFile := fs.String("accounts", "", "Accounts as `kubectl get accounts.flotilla.dev -A -o json` printed them; their balances must equal the ledger's.")
 	hub := fs.Bool("hub", false, "Read the ledger, its head, its key and the Accounts from the hub instead of files.")
-	kubeconfig := fs.String("kubeconfig", "", "Kubeconfig of the hub, with --hub.")
+	kubeconfig := fs.String("kubeconfig", "", "Kubeconfig of the hub, with --hub, --witness or --anchor.")
+	witness := fs.String("witness", "", "File of what this party witnessed before (made on first use): the hub's published ledger must extend it; updated when it does.")
+	namespace := fs.String("namespace", "", "With --witness: also check the entries the hub copied to this namespace (a tenant's, or provider-<name>).")
+	anchor := fs.String("anchor", "", "A head printed by `ledger anchor` and kept elsewhere: the hub's published ledger must extend it.")
 	if err := fs.Parse(args); err != nil {
 		return errUsage{err.Error()}
+	}
+	if *witness != "" || *anchor != "" {
+		c, _, err := hubClient(*kubeconfig)
+		if err != nil {
+			return err
+		}
+		if *anchor != "" {
+			if err := anchorVerify(ctx, c, *anchor, *key, stdout); err != nil {
+				return err
+			}
+		}
+		if *witness != "" {
+			return witnessVerify(ctx, c, *witness, *key, *namespace, stdout)
+		}
+		return nil
 	}
 	var entries []ledger.Entry
 	var pub ed25519.PublicKey
@@ -113,13 +136,24 @@ func ledgerVerify(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var accounts []flotillav1.Account
 	var compare bool
 	if *hub {
-		h := ledgerstore.Head{}
+		h := ledger.Head{}
 		var err error
 		if entries, h, accounts, err = fromHub(ctx, *kubeconfig, true); err != nil {
 			return err
 		}
 		pub, head, compare = h.PublicKey, h.Hash, true
-		if h.Entries < len(entries) {
+		if *key != "" {
+			// A key pinned elsewhere, not the one the hub hands out.
+			b, err := base64.StdEncoding.DecodeString(*key)
+			if err != nil || len(b) != ed25519.PublicKeySize {
+				return fmt.Errorf("--public-key: not a base64 ed25519 public key")
+			}
+			pub = b
+		}
+		if err := h.Verify(pub); err != nil {
+			return fmt.Errorf("ledger does NOT verify: the published head: %w", err)
+		}
+		if int(h.Entries) < len(entries) {
 			// Appended after the head was read: check up to the head.
 			entries = entries[:h.Entries]
 		}

@@ -51,8 +51,11 @@ const (
 
 // Config is the owner's settings, written by the chart as config.json.
 type Config struct {
-	HubID    string `json:"hubID"`
-	Provider struct {
+	HubID string `json:"hubID"`
+	// HubLedgerPublicKey pins the hub's ledger key (base64 ed25519), as the
+	// administrator gave it at join; empty pins the first one seen.
+	HubLedgerPublicKey string `json:"hubLedgerPublicKey"`
+	Provider           struct {
 		Name         string            `json:"name"`
 		Owner        string            `json:"owner"`
 		Region       string            `json:"region"`
@@ -120,6 +123,11 @@ func ParseConfig(b []byte) (*Config, error) {
 	}
 	if c.Offer.Name == "" {
 		c.Offer.Name = "standard"
+	}
+	if k := c.HubLedgerPublicKey; k != "" {
+		if b, err := base64.StdEncoding.DecodeString(k); err != nil || len(b) != ed25519.PublicKeySize {
+			errs = append(errs, errors.New("hubLedgerPublicKey: not a base64 ed25519 public key (flotillactl hub issue-join prints it)"))
+		}
 	}
 	dur := func(field, s string, def time.Duration) time.Duration {
 		if s == "" {
@@ -220,6 +228,9 @@ type Agent struct {
 	// that a round fetches whole only those that changed.
 	knownMu sync.Mutex
 	known   map[string]*flotillav1.Assignment
+	// diverged says why the hub's ledger stopped extending what this
+	// agent witnessed: it then takes no new work from the hub.
+	diverged atomic.Pointer[string]
 	// mu guards Config, which a reload swaps while the pull loop reads it.
 	mu sync.Mutex
 }
@@ -415,6 +426,14 @@ func (a *Agent) Heartbeat(ctx context.Context) error {
 
 // PublishOffer measures idle capacity and writes the Offer.
 func (a *Agent) PublishOffer(ctx context.Context) error {
+	if why := a.Diverged(); why != "" {
+		// A hub whose books cannot be trusted gets no capacity.
+		o := &flotillav1.Offer{ObjectMeta: metav1.ObjectMeta{Name: a.Config.Offer.Name, Namespace: flotillav1.ProviderNamespace(a.Config.Provider.Name)}}
+		if err := a.Hub.Delete(ctx, o); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("withdrawing Offer %s: %w", o.Name, err)
+		}
+		return nil
+	}
 	nodes, err := a.Local.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return fmt.Errorf("listing nodes: %w", err)
@@ -574,6 +593,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		do("Syncing assignments", a.SyncAssignments)
 		go a.pullLoop(ctx)
 	}
+	do("Witnessing the ledger", a.Witness)
 	do("Heartbeat", a.Heartbeat)
 	do("Publishing offer", a.PublishOffer)
 	do("Observing usage", a.ObserveUsage)
@@ -585,6 +605,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			do("Heartbeat", a.Heartbeat)
 			do("Observing usage", a.ObserveUsage)
 		case <-refresh.C:
+			do("Witnessing the ledger", a.Witness)
 			do("Publishing usage", a.PublishUsage)
 			if cfg, err := LoadConfig(ctx, a.Local, a.Namespace); err != nil {
 				a.Log.Error(err, "Reloading settings; keeping the previous ones")

@@ -4,6 +4,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -55,5 +60,35 @@ func TestParseConfig(t *testing.T) {
 		if _, err := ParseConfig([]byte(c.in)); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want one naming %q", name, err, c.want)
 		}
+	}
+}
+
+func TestParseConfigRefusesBadLedgerKey(t *testing.T) {
+	for _, k := range []string{"not base64!", "c2hvcnQ=", strings.Repeat("A", 100)} {
+		_, err := ParseConfig([]byte(`{"hubID":"hub","hubLedgerPublicKey":"` + k + `","provider":{"name":"a","owner":"o","mode":"Pull"}}`))
+		if err == nil || !strings.Contains(err.Error(), "hubLedgerPublicKey") {
+			t.Errorf("%q: %v", k, err)
+		}
+	}
+}
+
+// An agent whose hub's ledger diverged refuses new Assignments, whatever
+// they carry, and keeps the ones it accepted before.
+func TestDivergedAgentRefusesNewWork(t *testing.T) {
+	cfg, err := ParseConfig([]byte(`{"hubID":"hub","provider":{"name":"a","owner":"o","mode":"Pull"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Agent{Log: logr.Discard(), Config: cfg}
+	why := "the ledger diverges at entry 3"
+	a.diverged.Store(&why)
+	var accepted []*flotillav1.AssignmentSpec
+	st, _ := a.admit(&flotillav1.Assignment{}, cfg, corev1.ResourceList{}, nil, &accepted)
+	if st.State != flotillav1.AssignmentRefused || st.Reason != ReasonLedgerDiverged || !strings.Contains(st.Message, why) {
+		t.Errorf("a new assignment: %+v", st)
+	}
+	old := &flotillav1.Assignment{Status: flotillav1.AssignmentStatus{State: flotillav1.AssignmentAccepted}}
+	if st, _ := a.admit(old, cfg, corev1.ResourceList{}, nil, &accepted); st.Reason == ReasonLedgerDiverged {
+		t.Errorf("an accepted assignment was refused: %+v", st)
 	}
 }

@@ -211,6 +211,9 @@ func (a *Agent) admit(as *flotillav1.Assignment, cfg *Config, free corev1.Resour
 		a.Log.Info("Refused an assignment", "assignment", as.Name, "reason", reason, "message", msg)
 		return &flotillav1.AssignmentStatus{State: flotillav1.AssignmentRefused, Reason: reason, Message: bound.Message(msg)}
 	}
+	if why := a.Diverged(); why != "" && st.State == "" {
+		return refuse(ReasonLedgerDiverged, "the hub's ledger no longer extends the head this provider witnessed: "+why), nil
+	}
 	objs, err := assign.Check(as, cfg.HubID)
 	if err != nil {
 		return refuse(ReasonInvalidAssignment, err.Error()), nil

@@ -4,7 +4,9 @@
 // names every object it may touch exactly: its Provider, its kubeconfig
 // Secret (Push mode) and heartbeat Lease in flotilla-system, and the Offers
 // of its own provider-<name> namespace, and there, in Pull mode, reading
-// its Assignments and writing their status. Nothing is granted by prefix or through a group
+// its Assignments and writing their status; it reads the hub's published
+// ledger head and index, its own Account and the ledger entries the hub
+// copies to its namespace. Nothing is granted by prefix or through a group
 // shared between providers, and issue-join creates the named objects first,
 // because RBAC cannot limit creation by name. The hub's admission policy
 // flotilla-join-identity keeps a join identity from changing what the
@@ -157,13 +159,36 @@ func Objects(o Options) ([]client.Object, error) {
 				{APIGroups: []string{flotillav1.GroupVersion.Group}, Resources: []string{"offers"},
 					Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}},
 				{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{usage.ConfigMapName},
-					Verbs: []string{"get", "update", "patch"}},
+					Verbs: []string{"update", "patch"}},
+				// Its namespace's ConfigMaps: its usage report and the
+				// hub's copy of the ledger entries that concern it.
+				{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}},
+				// What it earned, as the hub mirrors it.
+				{APIGroups: []string{flotillav1.GroupVersion.Group}, Resources: []string{"accounts"}, ResourceNames: []string{flotillav1.AccountName},
+					Verbs: []string{"get"}},
 			}, pullRules...)},
 		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-join", Namespace: ns},
 			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "flotilla-join"},
 			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: sys}}},
+		// The published ledger head and index, which every party may read
+		// and witness; the Role is shared, the binding the provider's own.
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.LedgerNamespace}},
+		LedgerReaderRole(),
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: roleName(name), Namespace: flotillav1.LedgerNamespace, Labels: map[string]string{flotillav1.LabelProvider: name}},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: LedgerReader},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: sys}}},
 	)
 	return objs, nil
+}
+
+// LedgerReader is the Role in flotilla-ledger that reads what the hub
+// publishes there.
+const LedgerReader = "flotilla-ledger-reader"
+
+// LedgerReaderRole reads the published ledger head and index.
+func LedgerReaderRole() *rbacv1.Role {
+	return &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: LedgerReader, Namespace: flotillav1.LedgerNamespace},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}}}}
 }
 
 // awaitToken waits for the token controller to fill a token Secret.
@@ -195,6 +220,7 @@ func Revoke(ctx context.Context, c client.Client, provider string) error {
 		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: roleName(provider), Namespace: sys}},
 		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-join", Namespace: flotillav1.ProviderNamespace(provider)}},
 		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-join", Namespace: flotillav1.ProviderNamespace(provider)}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: roleName(provider), Namespace: flotillav1.LedgerNamespace}},
 	}
 	var errs []error
 	for _, o := range objs {

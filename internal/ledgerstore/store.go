@@ -1,8 +1,8 @@
 // Package ledgerstore keeps the hub's ledger in the API server: entries as
 // JSON lines in ConfigMaps of flotilla-system ("chunks", up to ChunkEntries
 // each, so a million entries take a thousand objects, not a million), and
-// the head (sequence, hash, public key) in the ConfigMap flotilla-ledger-head
-// for anyone to read and anchor elsewhere.
+// what witnesses read (the signed head, the index of hashes, each party's
+// copy of its entries) is published by a Publisher (publish.go).
 //
 // Appends are conditional writes: the last chunk is updated at the
 // resourceVersion it was read at, and a new chunk is created, never
@@ -14,16 +14,12 @@ package ledgerstore
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"encoding/base64"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -165,58 +161,4 @@ func (s *Store) newChunk(ctx context.Context) error {
 	}
 	s.last, s.count, s.index = cm, 0, s.index+1
 	return nil
-}
-
-// Head is what the hub publishes about its ledger.
-type Head struct {
-	Entries   int
-	Hash      ledger.Hash
-	PublicKey ed25519.PublicKey
-	Time      time.Time
-}
-
-// PublishHead writes the head ConfigMap.
-func (s *Store) PublishHead(ctx context.Context, h Head) error {
-	data := map[string]string{
-		"entries":   strconv.Itoa(h.Entries),
-		"head":      h.Hash.String(),
-		"publicKey": base64.StdEncoding.EncodeToString(h.PublicKey),
-		"time":      h.Time.UTC().Format(time.RFC3339),
-	}
-	cm := &corev1.ConfigMap{}
-	err := s.Reader.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: HeadName}, cm)
-	switch {
-	case apierrors.IsNotFound(err):
-		cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: HeadName, Namespace: s.Namespace}, Data: data}
-		return s.Client.Create(ctx, cm)
-	case err != nil:
-		return err
-	}
-	cm.Data = data
-	return s.Client.Update(ctx, cm)
-}
-
-// ReadHead reads the published head.
-func ReadHead(ctx context.Context, r client.Reader, namespace string) (Head, error) {
-	cm := &corev1.ConfigMap{}
-	if err := r.Get(ctx, client.ObjectKey{Namespace: namespace, Name: HeadName}, cm); err != nil {
-		return Head{}, fmt.Errorf("reading the published ledger head: %w", err)
-	}
-	var h Head
-	var err error
-	if h.Entries, err = strconv.Atoi(cm.Data["entries"]); err != nil {
-		return Head{}, fmt.Errorf("ledger head: entries: %w", err)
-	}
-	if h.Entries > 0 {
-		if h.Hash, err = ledger.ParseHash(cm.Data["head"]); err != nil {
-			return Head{}, fmt.Errorf("ledger head: %w", err)
-		}
-	}
-	pub, err := base64.StdEncoding.DecodeString(cm.Data["publicKey"])
-	if err != nil || len(pub) != ed25519.PublicKeySize {
-		return Head{}, fmt.Errorf("ledger head: publicKey is not a base64 ed25519 key")
-	}
-	h.PublicKey = pub
-	h.Time, _ = time.Parse(time.RFC3339, cm.Data["time"])
-	return h, nil
 }

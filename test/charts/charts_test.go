@@ -211,7 +211,7 @@ func TestHubChart(t *testing.T) {
 		"ServiceAccount/flotilla-manager", "ClusterRole/flotilla-manager", "ClusterRoleBinding/flotilla-manager",
 		"Role/flotilla-manager", "RoleBinding/flotilla-manager", "Deployment/flotilla-manager", "Service/flotilla-manager-metrics",
 		"ServiceMonitor/flotilla-manager", "ValidatingAdmissionPolicy/flotilla-workload-template-safety",
-		"ValidatingAdmissionPolicy/flotilla-join-identity", "ClusterRole/flotilla-tenant", "ClusterRole/flotilla-market-viewer",
+		"ValidatingAdmissionPolicy/flotilla-join-identity", "ClusterRole/flotilla-tenant", "ClusterRole/flotilla-market-viewer", "ClusterRole/flotilla-ledger-reader",
 	} {
 		if objs[want] == nil {
 			t.Errorf("%s is not rendered", want)

@@ -420,10 +420,10 @@ func (c *chaos) checkLedger(after string) {
 	}
 	pub := ed25519.PublicKey(key.Data[keys.PublicKey])
 	var entries []ledger.Entry
-	var head ledgerstore.Head
+	var head ledger.Head
 	hubenv.Await(c.t, 20*time.Second, "a consistent read of the ledger", func() (bool, string) {
 		var err error
-		if head, err = ledgerstore.ReadHead(ctx, c.h.client, flotillav1.SystemNamespace); err != nil {
+		if head, err = ledgerstore.ReadHead(ctx, c.h.client); err != nil {
 			return false, err.Error()
 		}
 		store := &ledgerstore.Store{Client: c.h.client, Reader: c.h.client, Namespace: flotillav1.SystemNamespace}
@@ -432,10 +432,10 @@ func (c *chaos) checkLedger(after string) {
 		}
 		// The head is written after the entries: read it first, and use
 		// the entries it covers.
-		if len(entries) < head.Entries {
+		if len(entries) < int(head.Entries) {
 			return false, fmt.Sprintf("%d entries, head covers %d", len(entries), head.Entries)
 		}
-		entries = entries[:head.Entries]
+		entries = entries[:int(head.Entries)]
 		return true, ""
 	})
 	if err := ledger.Verify(entries, pub, head.Hash); err != nil {

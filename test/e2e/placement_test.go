@@ -329,7 +329,7 @@ func TestPlacementFailoverAndFencing(t *testing.T) {
 			return acct.Status.Held == "0" && acct.Status.Spent != "" && acct.Status.Spent != "0", fmt.Sprintf("%+v", acct.Status)
 		})
 		// The head first: the bank stores entries before it publishes them.
-		head, err := ledgerstore.ReadHead(ctx, h.client, flotillav1.SystemNamespace)
+		head, err := ledgerstore.ReadHead(ctx, h.client)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -338,10 +338,10 @@ func TestPlacementFailoverAndFencing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if head.Entries > len(entries) {
+		if int(head.Entries) > len(entries) {
 			t.Fatalf("the head counts %d entries, %d are stored", head.Entries, len(entries))
 		}
-		if err := ledger.Verify(entries[:head.Entries], head.PublicKey, head.Hash); err != nil {
+		if err := ledger.Verify(entries[:int(head.Entries)], head.PublicKey, head.Hash); err != nil {
 			t.Fatalf("stored ledger: %v", err)
 		}
 		bal, err := ledger.Balances(entries)

@@ -1,0 +1,338 @@
+package controllers
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/agent"
+	"github.com/flotilla-dev/flotilla/internal/keys"
+	"github.com/flotilla-dev/flotilla/internal/ledger"
+	"github.com/flotilla-dev/flotilla/internal/ledgerstore"
+	"github.com/flotilla-dev/flotilla/test/hubenv"
+)
+
+// witnessAgent is the real agent's witness, keeping its state in its own
+// namespace of the test API server and reading the hub as hub.
+func witnessAgent(t *testing.T, ns string, hub client.Client) *agent.Agent {
+	t.Helper()
+	namespace(t, ns)
+	cfg, err := agent.ParseConfig([]byte(`{"hubID": "hub", "provider": {"name": "lw-1", "owner": "lw-1", "mode": "Pull"},
+		"offer": {"name": "lw-offer", "reserve": {"cpu": "0", "memory": "0"}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &agent.Agent{Log: logr.Discard(), Namespace: ns, Local: kubernetes.NewForConfigOrDie(env.Config), Hub: hub, Config: cfg}
+}
+
+func witnessStatus(t *testing.T, ns string) map[string]string {
+	t.Helper()
+	cm := &corev1.ConfigMap{}
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: agent.WitnessConfigMap}, cm); err != nil {
+		t.Fatal(err)
+	}
+	return cm.Data
+}
+
+// rewriteLedger changes the amount of stored entry k and signs it and every
+// entry after it again with a new key, which replaces the hub's: what an
+// operator holding the storage and the key Secret can do.
+func rewriteLedger(t *testing.T, k int) {
+	t.Helper()
+	ctx := context.Background()
+	var list corev1.ConfigMapList
+	if err := env.Client.List(ctx, &list, client.InNamespace(flotillav1.SystemNamespace), client.HasLabels{ledgerstore.ChunkLabel}); err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(list.Items, func(a, b corev1.ConfigMap) int { return strings.Compare(a.Name, b.Name) })
+	var all []ledger.Entry
+	var sizes []int
+	for _, cm := range list.Items {
+		e, err := ledger.ReadJSONL(strings.NewReader(cm.Data["entries.jsonl"]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		all, sizes = append(all, e...), append(sizes, len(e))
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last *ledger.Entry
+	if k > 0 {
+		last = &all[k-1]
+	}
+	chain := ledger.NewChain(priv, last)
+	for i := k; i < len(all); i++ {
+		e := all[i]
+		e.Sig = nil
+		if i == k {
+			e.Amount += 1_000_000
+		}
+		if all[i], err = chain.Append(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := 0
+	for i := range list.Items {
+		var b strings.Builder
+		if err := ledger.WriteJSONL(&b, all[at:at+sizes[i]]); err != nil {
+			t.Fatal(err)
+		}
+		at += sizes[i]
+		list.Items[i].Data["entries.jsonl"] = b.String()
+		if err := env.Client.Update(ctx, &list.Items[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := &corev1.Secret{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: ledgerstore.KeySecret}, s); err != nil {
+		t.Fatal(err)
+	}
+	s.Data[keys.PublicKey], s.Data[keys.PrivateKey] = pub, priv
+	if err := env.Client.Update(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The hub publishes its signed head, the index of entry hashes and each
+// party's entries; a provider's join credential reads exactly the public
+// part and its own; a provider's agent and a tenant's witness file catch a
+// ledger rewritten and re-signed with a new key, and one cut short.
+func TestLedgerWitness(t *testing.T) {
+	ctx := context.Background()
+	const ns, suite = "lw-tenant", "lw"
+	c1 := joinIdentity(t, "lw-1", flotillav1.ModePull)
+	_ = joinIdentity(t, "lw-2", flotillav1.ModePull)
+	p := get(t, &flotillav1.Provider{}, "", "lw-1")
+	p.Status.Phase = flotillav1.ProviderReady
+	if err := env.Client.Status().Update(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	createOffer(t, "lw-1", "lw-offer", suite, "8", "0.6")
+	account(t, ns, "10")
+	if err := env.Client.Create(ctx, newWorkload(ns, "web", suite, 1, "1")); err != nil {
+		t.Fatal(err)
+	}
+	stop := startEconomy(t)
+	defer func() { stop() }()
+	var l flotillav1.Lease
+	hubenv.Await(t, 20*time.Second, "a lease", func() (bool, string) {
+		ls := leasesOfWorkload(t, ns, "web")
+		if len(ls) == 1 {
+			l = ls[0]
+		}
+		return len(ls) == 1, fmt.Sprintf("%d leases", len(ls))
+	})
+	meter(t, &l, "0.05", 300)
+	hubenv.Await(t, 10*time.Second, "usage paid to lw-1 and copied to it", func() (bool, string) {
+		mine, err := ledgerstore.ReadParty(ctx, env.Client, flotillav1.ProviderNamespace("lw-1"))
+		return err == nil && getAccount(flotillav1.ProviderNamespace("lw-1")).Status.Earned != "" && len(mine) > 0,
+			fmt.Sprintf("%d entries copied, %v", len(mine), err)
+	})
+
+	// What the join credential reads: the head and index, its own entries
+	// and Account.
+	head, err := ledgerstore.ReadHead(ctx, c1)
+	if err != nil {
+		t.Fatalf("P4.join-reads-published-ledger: %v", err)
+	}
+	lines, err := ledgerstore.ReadIndex(ctx, c1, 0, head.Entries)
+	if err != nil {
+		t.Fatalf("P4.join-reads-published-ledger: %v", err)
+	}
+	if err := ledger.Extends(ledger.Seen{}, &head, lines); err != nil {
+		t.Fatalf("the published index does not end at the published head: %v", err)
+	}
+	mine, err := ledgerstore.ReadParty(ctx, c1, flotillav1.ProviderNamespace("lw-1"))
+	if err != nil {
+		t.Fatalf("P4.join-reads-own-ledger-entries: %v", err)
+	}
+	for _, e := range mine {
+		if !slices.Contains(e.Parties(), "provider:lw-1") {
+			t.Errorf("entry %d copied to lw-1 does not concern it: %+v", e.Seq, e)
+		}
+		if e.Seq < uint64(len(lines)) && e.Hash() != lines[e.Seq].Hash {
+			t.Errorf("entry %d copied to lw-1 is not the one published", e.Seq)
+		}
+	}
+	if err := c1.Get(ctx, client.ObjectKey{Namespace: flotillav1.ProviderNamespace("lw-1"), Name: flotillav1.AccountName}, &flotillav1.Account{}); err != nil {
+		t.Errorf("P4.join-reads-own-ledger-entries: its own Account: %v", err)
+	}
+	theirsCopy := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-ledger-00000001", Namespace: flotillav1.ProviderNamespace("lw-2"),
+		Labels: map[string]string{ledgerstore.PartyLabel: "entries"}}}
+	if err := env.Client.Create(ctx, theirsCopy); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	ownCopy := &corev1.ConfigMap{}
+	if err := c1.Get(ctx, client.ObjectKey{Namespace: flotillav1.ProviderNamespace("lw-1"), Name: "flotilla-ledger-00000001"}, ownCopy); err != nil {
+		t.Fatal(err)
+	}
+	published := &corev1.ConfigMap{}
+	if err := c1.Get(ctx, client.ObjectKey{Namespace: flotillav1.LedgerNamespace, Name: ledgerstore.HeadName}, published); err != nil {
+		t.Fatal(err)
+	}
+	for what, err := range map[string]error{
+		"P4.join-cannot-read-ledger-store: list the ledger's chunks": c1.List(ctx, &corev1.ConfigMapList{}, client.InNamespace(flotillav1.SystemNamespace)),
+		"P4.join-cannot-read-ledger-store: get a ledger chunk": c1.Get(ctx, client.ObjectKey{Namespace: flotillav1.SystemNamespace,
+			Name: "flotilla-ledger-00000001"}, &corev1.ConfigMap{}),
+		"P4.join-cannot-read-ledger-store: get the ledger key": c1.Get(ctx, client.ObjectKey{Namespace: flotillav1.SystemNamespace,
+			Name: ledgerstore.KeySecret}, &corev1.Secret{}),
+		"P4.join-reads-own-ledger-entries: list another provider's entries": c1.List(ctx, &corev1.ConfigMapList{}, client.InNamespace(flotillav1.ProviderNamespace("lw-2"))),
+		"P4.join-reads-own-ledger-entries: get another provider's entries":  c1.Get(ctx, client.ObjectKeyFromObject(theirsCopy), &corev1.ConfigMap{}),
+		"P4.join-reads-own-ledger-entries: list a tenant's entries":         c1.List(ctx, &corev1.ConfigMapList{}, client.InNamespace(ns)),
+		"P4.join-reads-own-ledger-entries: another provider's Account": c1.Get(ctx, client.ObjectKey{Namespace: flotillav1.ProviderNamespace("lw-2"),
+			Name: flotillav1.AccountName}, &flotillav1.Account{}),
+		"P4.join-reads-own-ledger-entries: a tenant's Account": c1.Get(ctx, client.ObjectKey{Namespace: ns, Name: flotillav1.AccountName}, &flotillav1.Account{}),
+		"P4.join-cannot-write-published-ledger: rewrite the head": func() error {
+			o := published.DeepCopy()
+			o.Data["entries"] = "0"
+			return c1.Update(ctx, o)
+		}(),
+		"P4.join-cannot-write-published-ledger: delete an index chunk": c1.Delete(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
+			Name: ledgerstore.IndexChunkName(1), Namespace: flotillav1.LedgerNamespace}}),
+		"P4.join-cannot-write-published-ledger: edit its own copy": func() error {
+			o := ownCopy.DeepCopy()
+			o.Data = map[string]string{"entries.jsonl": ""}
+			return c1.Update(ctx, o)
+		}(),
+		"P4.join-cannot-write-published-ledger: credit its own Account": func() error {
+			a := getAccount(flotillav1.ProviderNamespace("lw-1"))
+			a.Status.Earned = "1000000"
+			return c1.Status().Update(ctx, a)
+		}(),
+	} {
+		if err == nil {
+			t.Errorf("%s: allowed", what)
+		} else if !apierrors.IsForbidden(err) {
+			t.Errorf("%s: %v, want Forbidden", what, err)
+		}
+	}
+
+	// Two agents witness the honest ledger, and so does the tenant.
+	a, b := witnessAgent(t, "lw-agent-a", c1), witnessAgent(t, "lw-agent-b", c1)
+	for _, ag := range []*agent.Agent{a, b} {
+		if err := ag.Witness(ctx); err != nil || ag.Diverged() != "" {
+			t.Fatalf("witnessing an honest ledger: %v %q", err, ag.Diverged())
+		}
+	}
+	if st := witnessStatus(t, "lw-agent-a"); st["status"] != agent.WitnessConsistent || st["entries"] == "0" {
+		t.Fatalf("witness state: %v", st)
+	}
+	var tenantWitness ledgerstore.WitnessFile
+	rep, err := tenantWitness.Check(ctx, env.Client, nil, ns)
+	if err != nil || rep.Mine == 0 || !rep.PinnedOnFirstUse {
+		t.Fatalf("the tenant's first look: %+v %v", rep, err)
+	}
+	witnessed := tenantWitness
+
+	// Rewritten from the tenant's first deposit on, and re-signed with a
+	// new key; the hub restarts on it and publishes it.
+	stop()
+	entries, _ := storedLedger(t)
+	k := slices.IndexFunc(entries, func(e ledger.Entry) bool { return e.Kind == ledger.Deposit && e.To == "tenant:"+ns })
+	if k < 0 {
+		t.Fatal("no deposit of the tenant's in the ledger")
+	}
+	rewriteLedger(t, k)
+	stop = startEconomy(t)
+	hubenv.Await(t, 20*time.Second, "the rewritten ledger published", func() (bool, string) {
+		h, err := ledgerstore.ReadHead(ctx, env.Client)
+		return err == nil && !h.PublicKey.Equal(head.PublicKey), fmt.Sprintf("%v", err)
+	})
+	if err := a.Witness(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if a.Diverged() == "" {
+		t.Error("P4.agent-witness-catches-rewrite: the agent accepted a ledger rewritten and re-signed")
+	}
+	if st := witnessStatus(t, "lw-agent-a"); st["status"] != agent.WitnessDiverged || st["reason"] != agent.ReasonLedgerDiverged {
+		t.Errorf("P4.agent-witness-catches-rewrite: witness state %v", st)
+	}
+	var events corev1.EventList
+	if err := env.Client.List(ctx, &events, client.InNamespace("lw-agent-a")); err != nil ||
+		!slices.ContainsFunc(events.Items, func(e corev1.Event) bool { return e.Reason == agent.ReasonLedgerDiverged }) {
+		t.Errorf("P4.agent-witness-catches-rewrite: no %s event on the provider (%v)", agent.ReasonLedgerDiverged, err)
+	}
+	// It takes no new work: its Offer is withdrawn.
+	if err := a.PublishOffer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: flotillav1.ProviderNamespace("lw-1"), Name: "lw-offer"}, &flotillav1.Offer{}); !apierrors.IsNotFound(err) {
+		t.Errorf("P4.agent-witness-catches-rewrite: the Offer stays on a diverged hub: %v", err)
+	}
+	// The tenant's look names the entry rewritten.
+	check := witnessed
+	_, err = check.Check(ctx, env.Client, nil, ns)
+	var d *ledger.Divergence
+	if !errors.As(err, &d) || d.Seq != uint64(k) || d.AtMost {
+		t.Errorf("T4.witness-names-rewritten-entry: got %v, want entry %d named", err, k)
+	}
+	if check != witnessed {
+		t.Error("a failed look changed the witness file")
+	}
+
+	// Cut short: the last chunk of the (new) ledger goes; agent b, which
+	// accepts the new key from scratch, catches it.
+	if err := env.Client.Delete(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: agent.WitnessConfigMap, Namespace: "lw-agent-b"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Witness(ctx); err != nil || b.Diverged() != "" {
+		t.Fatalf("witnessing after accepting the new key: %v %q", err, b.Diverged())
+	}
+	// Its copy of its entries still holds the ones before the rewrite:
+	// evidence the hub does not take back.
+	var retenant ledgerstore.WitnessFile
+	if _, err := retenant.Check(ctx, env.Client, nil, ns); !errors.As(err, &d) || d.Seq != uint64(k) {
+		t.Errorf("T4.witness-names-rewritten-entry: the tenant's own copy against the rewritten ledger: %v", err)
+	}
+	if _, err := retenant.Check(ctx, env.Client, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	before, err := ledgerstore.ReadHead(ctx, env.Client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chunks corev1.ConfigMapList
+	if err := env.Client.List(ctx, &chunks, client.InNamespace(flotillav1.SystemNamespace), client.HasLabels{ledgerstore.ChunkLabel}); err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(chunks.Items, func(a, b corev1.ConfigMap) int { return strings.Compare(a.Name, b.Name) })
+	cut := chunks.Items[len(chunks.Items)-1]
+	cutAt, _ := ledger.ReadJSONL(strings.NewReader(cut.Data["entries.jsonl"]))
+	if err := env.Client.Delete(ctx, &cut); err != nil {
+		t.Fatal(err)
+	}
+	stop = startEconomy(t)
+	// The bank may append again at once: what is published from entry
+	// cutAt[0].Seq on is new either way.
+	hubenv.Await(t, 20*time.Second, "the truncated ledger published", func() (bool, string) {
+		h, err := ledgerstore.ReadHead(ctx, env.Client)
+		return err == nil && h.Hash != before.Hash, fmt.Sprintf("%+v %v", h.Entries, err)
+	})
+	if err := b.Witness(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if b.Diverged() == "" {
+		t.Error("P4.agent-witness-catches-truncation: the agent accepted a ledger cut short")
+	}
+	_, err = retenant.Check(ctx, env.Client, nil, "")
+	if !errors.As(err, &d) || d.Seq != cutAt[0].Seq {
+		t.Errorf("T4.witness-names-truncation: got %v, want entry %d named", err, cutAt[0].Seq)
+	}
+}
