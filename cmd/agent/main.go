@@ -97,22 +97,63 @@ func run(ctx context.Context, kubeconfig, hubKubeconfig, namespace string) error
 	if err != nil {
 		return err
 	}
+	key, err := keys.Ensure(ctx, local, namespace, agent.KeySecretName)
+	if err != nil {
+		return err
+	}
+	hubs := settings.HubIDs()
+	if len(hubs) > 1 && hubKubeconfig != "" {
+		return fmt.Errorf("--hub-kubeconfig serves one hub; this cluster serves %d", len(hubs))
+	}
+	var shared *agent.Shared
+	if len(hubs) > 1 {
+		shared = agent.NewShared(hubs...)
+	}
+	// One agent per hub, each with its own hub credential and federation
+	// identity, sharing the cluster's capacity.
+	errs := make(chan error, len(hubs))
+	for _, id := range hubs {
+		hcfg, err := settings.ForHub(id)
+		if err != nil {
+			return err
+		}
+		a, err := hubAgent(ctx, local, cfg, hcfg, hubKubeconfig, namespace, key)
+		if err != nil {
+			return fmt.Errorf("hub %s: %w", id, err)
+		}
+		a.Shared = shared
+		go func() { errs <- a.Run(ctx) }()
+	}
+	var first error
+	for range hubs {
+		if err := <-errs; err != nil && first == nil && ctx.Err() == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// hubAgent is the agent of one hub: its credential from --hub-kubeconfig
+// or the Secret the chart names.
+func hubAgent(ctx context.Context, local kubernetes.Interface, cfg *rest.Config, settings *agent.Config,
+	hubKubeconfig, namespace string, key ed25519.PrivateKey) (*agent.Agent, error) {
 	var hubCfg []byte
+	var err error
 	if hubKubeconfig != "" {
 		hubCfg, err = os.ReadFile(hubKubeconfig)
 	} else {
 		s, gerr := local.CoreV1().Secrets(namespace).Get(ctx, settings.HubJoinSecret, metav1.GetOptions{})
 		if gerr != nil {
-			return fmt.Errorf("reading the hub credential from Secret %s/%s: %w", namespace, settings.HubJoinSecret, gerr)
+			return nil, fmt.Errorf("reading the hub credential from Secret %s/%s: %w", namespace, settings.HubJoinSecret, gerr)
 		}
 		hubCfg = s.Data["kubeconfig"]
 	}
 	if err != nil {
-		return fmt.Errorf("reading the hub kubeconfig: %w", err)
+		return nil, fmt.Errorf("reading the hub kubeconfig: %w", err)
 	}
 	hubRest, err := clientcmd.RESTConfigFromKubeConfig(hubCfg)
 	if err != nil {
-		return fmt.Errorf("hub kubeconfig: %w", err)
+		return nil, fmt.Errorf("hub kubeconfig: %w", err)
 	}
 	hubRest.UserAgent = agent.UserAgent
 	// client-go's default of 5 requests a second throttles a pull-mode
@@ -121,27 +162,23 @@ func run(ctx context.Context, kubeconfig, hubKubeconfig, namespace string) error
 	hubRest.QPS, hubRest.Burst = 50, 100
 	hub, err := client.NewWithWatch(hubRest, client.Options{Scheme: remote.NewScheme()})
 	if err != nil {
-		return err
-	}
-	key, err := keys.Ensure(ctx, local, namespace, agent.KeySecretName)
-	if err != nil {
-		return err
+		return nil, err
 	}
 	host, _ := os.Hostname()
-	a := &agent.Agent{Log: ctrl.Log.WithName("agent"), Namespace: namespace, Local: local, Hub: hub, Config: settings,
+	a := &agent.Agent{Log: ctrl.Log.WithName("agent").WithValues("hub", settings.HubID), Namespace: namespace, Local: local, Hub: hub, Config: settings,
 		PublicKey: base64.StdEncoding.EncodeToString(key.Public().(ed25519.PublicKey)), Key: key,
 		Identity: settings.Provider.Name + "/" + host}
 	if settings.Pull() {
 		fc, err := agent.FederationConfig(ctx, local, namespace, settings, cfg)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if a.Federation, err = client.New(fc, client.Options{Scheme: remote.NewScheme()}); err != nil {
-			return err
+			return nil, err
 		}
 		a.HubWatch = hub
 	}
-	return a.Run(ctx)
+	return a, nil
 }
 
 // serveMetrics exposes the agent's metrics, for the owner's Prometheus.

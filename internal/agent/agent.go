@@ -6,6 +6,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
@@ -14,6 +15,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -84,6 +86,14 @@ type Config struct {
 			MaxSize   string `json:"maxSize"`
 		} `json:"storage"`
 	} `json:"offer"`
+	// Hubs this cluster serves, when more than the one above: each with
+	// its own join credential and federation identity. A provider serving
+	// several hubs serves them all in Pull mode, so that the agent decides
+	// every placement on its capacity.
+	Hubs []HubConfig `json:"hubs"`
+	// WitnessConfigMap keeps what the agent witnessed of this hub's
+	// ledger; flotilla-ledger-witness when empty.
+	WitnessConfigMap  string `json:"witnessConfigMap"`
 	HeartbeatInterval string `json:"heartbeatInterval"`
 	// PullInterval is how often a Pull-mode agent reads its cluster to
 	// report on its Assignments and fence what none wants.
@@ -96,6 +106,60 @@ type Config struct {
 	prices                   flotillav1.PriceList
 	reserve                  corev1.ResourceList
 	classes                  []flotillav1.WorkloadClass
+}
+
+var hubIDPattern = regexp.MustCompile(`^[a-z0-9]{1,20}$`)
+
+// HubConfig is one hub of several, as the chart writes it.
+type HubConfig struct {
+	ID                    string `json:"id"`
+	JoinSecret            string `json:"joinSecret"`
+	LedgerPublicKey       string `json:"ledgerPublicKey"`
+	FederationTokenSecret string `json:"federationTokenSecret"`
+	WitnessConfigMap      string `json:"witnessConfigMap"`
+	// ProviderName on this hub; provider.name when empty.
+	ProviderName string `json:"providerName"`
+	// Mode on this hub; provider.mode when empty.
+	Mode string `json:"mode"`
+}
+
+// HubIDs are the hubs this cluster serves.
+func (c *Config) HubIDs() []string {
+	if len(c.Hubs) == 0 {
+		return []string{c.HubID}
+	}
+	out := make([]string, len(c.Hubs))
+	for i, h := range c.Hubs {
+		out[i] = h.ID
+	}
+	return out
+}
+
+// ForHub is the configuration of the agent's work for one hub.
+func (c *Config) ForHub(id string) (*Config, error) {
+	if len(c.Hubs) == 0 {
+		if id != c.HubID {
+			return nil, fmt.Errorf("this cluster serves hub %q, not %q", c.HubID, id)
+		}
+		return c, nil
+	}
+	for _, h := range c.Hubs {
+		if h.ID != id {
+			continue
+		}
+		out := *c
+		out.Hubs = nil
+		out.HubID, out.HubJoinSecret, out.HubLedgerPublicKey = h.ID, h.JoinSecret, h.LedgerPublicKey
+		out.FederationTokenSecret, out.WitnessConfigMap = h.FederationTokenSecret, h.WitnessConfigMap
+		if h.ProviderName != "" {
+			out.Provider.Name = h.ProviderName
+		}
+		if h.Mode != "" {
+			out.Provider.Mode = h.Mode
+		}
+		return &out, nil
+	}
+	return nil, fmt.Errorf("this cluster does not serve hub %q", id)
 }
 
 // ParseConfig reads and checks config.json; every mistake is named.
@@ -123,6 +187,24 @@ func ParseConfig(b []byte) (*Config, error) {
 	}
 	if c.Offer.Name == "" {
 		c.Offer.Name = "standard"
+	}
+	seen := map[string]bool{}
+	for i, h := range c.Hubs {
+		if !hubIDPattern.MatchString(h.ID) || seen[h.ID] {
+			errs = append(errs, fmt.Errorf("hubs[%d].id: %q must be a unique name of 1-20 lowercase letters and digits", i, h.ID))
+		}
+		seen[h.ID] = true
+		if h.JoinSecret == "" || h.FederationTokenSecret == "" {
+			errs = append(errs, fmt.Errorf("hubs[%d]: joinSecret and federationTokenSecret are required", i))
+		}
+		if mode := cmp.Or(h.Mode, c.Provider.Mode); len(c.Hubs) > 1 && mode != string(flotillav1.ModePull) {
+			errs = append(errs, fmt.Errorf("hubs[%d]: a cluster serving %d hubs serves them all in Pull mode, so that no two hubs can oversell its capacity; %s is %s", i, len(c.Hubs), h.ID, mode))
+		}
+		if k := h.LedgerPublicKey; k != "" {
+			if b, err := base64.StdEncoding.DecodeString(k); err != nil || len(b) != ed25519.PublicKeySize {
+				errs = append(errs, fmt.Errorf("hubs[%d].ledgerPublicKey: not a base64 ed25519 public key", i))
+			}
+		}
 	}
 	if k := c.HubLedgerPublicKey; k != "" {
 		if b, err := base64.StdEncoding.DecodeString(k); err != nil || len(b) != ed25519.PublicKeySize {
@@ -207,6 +289,9 @@ type Agent struct {
 	// agent applies Assignments with it, so the provider's admission
 	// policy bounds them exactly as when the hub applies in Push mode.
 	Federation client.Client
+	// Shared, when the cluster serves several hubs, holds what each one's
+	// Assignments hold, so that admission counts them all.
+	Shared *Shared
 	// HubWatch, when set, wakes a Pull-mode agent as soon as one of its
 	// Assignments changes; without it, it reads them every pullInterval.
 	HubWatch client.WithWatch
@@ -249,6 +334,15 @@ func LoadConfig(ctx context.Context, cs kubernetes.Interface, namespace string) 
 		return nil, fmt.Errorf("reading ConfigMap %s/%s: %w", namespace, ConfigMapName, err)
 	}
 	return ParseConfig([]byte(cm.Data["config.json"]))
+}
+
+// loadHubConfig reads the chart's settings for one hub.
+func loadHubConfig(ctx context.Context, cs kubernetes.Interface, namespace, hub string) (*Config, error) {
+	cfg, err := LoadConfig(ctx, cs, namespace)
+	if err != nil {
+		return nil, err
+	}
+	return cfg.ForHub(hub)
 }
 
 // EnsureKey returns the agent's public key, generating the pair on first
@@ -453,6 +547,10 @@ func (a *Agent) PublishOffer(ctx context.Context) error {
 		RuntimeClasses:  slices.Clone(a.Config.Offer.RuntimeClasses),
 		Storage:         slices.Clone(a.Config.storage),
 	}
+	if a.Shared != nil {
+		// What another hub holds is not for sale here.
+		spec.Resources = lessHeld(spec.Resources, a.Shared.held(a.Config.HubID))
+	}
 	o := &flotillav1.Offer{}
 	key := client.ObjectKey{Namespace: flotillav1.ProviderNamespace(a.Config.Provider.Name), Name: a.Config.Offer.Name}
 	switch err := a.Hub.Get(ctx, key, o); {
@@ -607,7 +705,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-refresh.C:
 			do("Witnessing the ledger", a.Witness)
 			do("Publishing usage", a.PublishUsage)
-			if cfg, err := LoadConfig(ctx, a.Local, a.Namespace); err != nil {
+			if cfg, err := loadHubConfig(ctx, a.Local, a.Namespace, a.Config.HubID); err != nil {
 				a.Log.Error(err, "Reloading settings; keeping the previous ones")
 			} else {
 				a.mu.Lock()

@@ -83,12 +83,12 @@ func TestDivergedAgentRefusesNewWork(t *testing.T) {
 	why := "the ledger diverges at entry 3"
 	a.diverged.Store(&why)
 	var accepted []*flotillav1.AssignmentSpec
-	st, _ := a.admit(&flotillav1.Assignment{}, cfg, corev1.ResourceList{}, nil, &accepted)
+	st, _ := a.admit(&flotillav1.Assignment{}, cfg, corev1.ResourceList{}, nil, nil, &accepted)
 	if st.State != flotillav1.AssignmentRefused || st.Reason != ReasonLedgerDiverged || !strings.Contains(st.Message, why) {
 		t.Errorf("a new assignment: %+v", st)
 	}
 	old := &flotillav1.Assignment{Status: flotillav1.AssignmentStatus{State: flotillav1.AssignmentAccepted}}
-	if st, _ := a.admit(old, cfg, corev1.ResourceList{}, nil, &accepted); st.Reason == ReasonLedgerDiverged {
+	if st, _ := a.admit(old, cfg, corev1.ResourceList{}, nil, nil, &accepted); st.Reason == ReasonLedgerDiverged {
 		t.Errorf("an accepted assignment was refused: %+v", st)
 	}
 }

@@ -86,8 +86,14 @@ func (a *Agent) SyncAssignments(ctx context.Context) error {
 	var free corev1.ResourceList
 	var ferr error
 	var wg sync.WaitGroup
+	var fallback map[string][]*flotillav1.AssignmentSpec
 	if slices.ContainsFunc(list.Items, func(as flotillav1.Assignment) bool { return as.Status.State == "" && as.DeletionTimestamp == nil }) {
-		wg.Go(func() { free, ferr = a.freeCapacity(ctx, cfg) })
+		wg.Go(func() {
+			free, ferr = a.freeCapacity(ctx, cfg)
+			if a.Shared != nil && ferr == nil {
+				fallback, ferr = a.quotaHeld(ctx, a.Shared.unread())
+			}
+		})
 	}
 	if err := a.fence(ctx, cfg, wanted); err != nil {
 		wg.Wait()
@@ -97,8 +103,9 @@ func (a *Agent) SyncAssignments(ctx context.Context) error {
 	wg.Wait()
 	a.fenced.Store(true)
 
-	// Admission is decided one Assignment after another, oldest first;
-	// applying and reading back run side by side.
+	// Admission is decided one Assignment after another, oldest first,
+	// counting what every other hub this cluster serves holds; applying
+	// and reading back run side by side.
 	var accepted []*flotillav1.AssignmentSpec
 	for i := range list.Items {
 		if list.Items[i].Status.State == flotillav1.AssignmentAccepted {
@@ -111,13 +118,21 @@ func (a *Agent) SyncAssignments(ctx context.Context) error {
 		objs []*unstructured.Unstructured
 	}
 	var jobs []job
-	for i := range list.Items {
-		as := &list.Items[i]
-		if as.DeletionTimestamp != nil || as.Status.State == flotillav1.AssignmentRefused {
-			continue
+	decide := func(others []*flotillav1.AssignmentSpec) []*flotillav1.AssignmentSpec {
+		for i := range list.Items {
+			as := &list.Items[i]
+			if as.DeletionTimestamp != nil || as.Status.State == flotillav1.AssignmentRefused {
+				continue
+			}
+			st, objs := a.admit(as, cfg, free, ferr, others, &accepted)
+			jobs = append(jobs, job{as, st, objs})
 		}
-		st, objs := a.admit(as, cfg, free, ferr, &accepted)
-		jobs = append(jobs, job{as, st, objs})
+		return accepted
+	}
+	if a.Shared != nil {
+		a.Shared.admit(cfg.HubID, fallback, decide)
+	} else {
+		decide(nil)
 	}
 	errs := make([]error, len(jobs))
 	sem := make(chan struct{}, 8)
@@ -205,7 +220,7 @@ func (a *Agent) remember(as *flotillav1.Assignment) {
 // admit decides whether the agent takes an Assignment it has not answered
 // yet, and returns its report so far and its checked objects.
 func (a *Agent) admit(as *flotillav1.Assignment, cfg *Config, free corev1.ResourceList, ferr error,
-	accepted *[]*flotillav1.AssignmentSpec) (*flotillav1.AssignmentStatus, []*unstructured.Unstructured) {
+	others []*flotillav1.AssignmentSpec, accepted *[]*flotillav1.AssignmentSpec) (*flotillav1.AssignmentStatus, []*unstructured.Unstructured) {
 	st := as.Status.DeepCopy()
 	refuse := func(reason, msg string) *flotillav1.AssignmentStatus {
 		a.Log.Info("Refused an assignment", "assignment", as.Name, "reason", reason, "message", msg)
@@ -223,7 +238,7 @@ func (a *Agent) admit(as *flotillav1.Assignment, cfg *Config, free corev1.Resour
 			st.LastError = bound.Message("measuring free capacity: " + ferr.Error())
 			return st, objs
 		}
-		if why := assign.Admit(free, *accepted, &as.Spec); why != "" {
+		if why := assign.Admit(free, append(slices.Clip(others), *accepted...), &as.Spec); why != "" {
 			return refuse(ReasonInsufficientCapacity, why), nil
 		}
 		st.State, st.Reason, st.Message = flotillav1.AssignmentAccepted, "Accepted", "fits the cluster's free capacity"

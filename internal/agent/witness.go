@@ -20,7 +20,8 @@ import (
 )
 
 // WitnessConfigMap is where the agent keeps, on its own cluster, the last
-// ledger head of the hub it accepted and its verdict. The hub cannot touch
+// ledger head of the hub it accepted and its verdict (one per hub, named
+// by the chart, when the cluster serves several). The hub cannot touch
 // it. Deleting it is how an owner accepts a hub's new key or new books.
 const WitnessConfigMap = "flotilla-ledger-witness"
 
@@ -36,12 +37,12 @@ const (
 var (
 	witnessChecks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "flotilla_agent_ledger_witness_checks_total",
-		Help: "Looks at the hub's published ledger head, by result (consistent, diverged, error).",
-	}, []string{"result"})
-	witnessDiverged = prometheus.NewGauge(prometheus.GaugeOpts{
+		Help: "Looks at a hub's published ledger head, by hub and result (consistent, diverged, error).",
+	}, []string{"hub", "result"})
+	witnessDiverged = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "flotilla_agent_ledger_diverged",
-		Help: "1 while the hub's ledger does not extend the head this agent last accepted: it takes no new work.",
-	})
+		Help: "1 while a hub's ledger does not extend the head this agent last accepted: it takes no new work from that hub.",
+	}, []string{"hub"})
 )
 
 // Metrics are the agent's collectors, for its metrics endpoint.
@@ -71,14 +72,15 @@ func (a *Agent) Diverged() string {
 // metric) and stops new work from the hub until the owner deletes the
 // ConfigMap.
 func (a *Agent) Witness(ctx context.Context) error {
+	hub := a.config().HubID
 	st, err := a.loadWitness(ctx)
 	if err != nil {
-		witnessChecks.WithLabelValues("error").Inc()
+		witnessChecks.WithLabelValues(hub, "error").Inc()
 		return err
 	}
 	if st.diverged != "" {
 		a.diverged.Store(&st.diverged)
-		witnessDiverged.Set(1)
+		witnessDiverged.WithLabelValues(hub).Set(1)
 		return nil
 	}
 	pinned := st.pinned
@@ -89,7 +91,7 @@ func (a *Agent) Witness(ctx context.Context) error {
 		} else if h, err := ledgerstore.ReadHead(ctx, a.Hub); err == nil {
 			pinned = h.PublicKey
 		} else {
-			witnessChecks.WithLabelValues("error").Inc()
+			witnessChecks.WithLabelValues(hub, "error").Inc()
 			return fmt.Errorf("reading the hub's ledger head: %w", err)
 		}
 	}
@@ -97,8 +99,8 @@ func (a *Agent) Witness(ctx context.Context) error {
 	var d *ledger.Divergence
 	switch {
 	case errors.As(err, &d):
-		witnessChecks.WithLabelValues("diverged").Inc()
-		witnessDiverged.Set(1)
+		witnessChecks.WithLabelValues(hub, "diverged").Inc()
+		witnessDiverged.WithLabelValues(hub).Set(1)
 		why := bound.Message(d.Error())
 		a.diverged.Store(&why)
 		st.pinned, st.diverged = pinned, why
@@ -109,11 +111,11 @@ func (a *Agent) Witness(ctx context.Context) error {
 		a.event(ctx, ReasonLedgerDiverged, why)
 		return nil
 	case err != nil:
-		witnessChecks.WithLabelValues("error").Inc()
+		witnessChecks.WithLabelValues(hub, "error").Inc()
 		return fmt.Errorf("witnessing the hub's ledger: %w", err)
 	}
-	witnessChecks.WithLabelValues("consistent").Inc()
-	witnessDiverged.Set(0)
+	witnessChecks.WithLabelValues(hub, "consistent").Inc()
+	witnessDiverged.WithLabelValues(hub).Set(0)
 	next := ledger.Seen{Entries: head.Entries, Hash: head.Hash, Witness: head.Witness}
 	if next == st.seen && st.pinned != nil {
 		return nil
@@ -122,30 +124,37 @@ func (a *Agent) Witness(ctx context.Context) error {
 	return a.saveWitness(ctx, st)
 }
 
+func (a *Agent) witnessName() string {
+	if n := a.config().WitnessConfigMap; n != "" {
+		return n
+	}
+	return WitnessConfigMap
+}
+
 func (a *Agent) loadWitness(ctx context.Context) (*witnessState, error) {
-	cm, err := a.Local.CoreV1().ConfigMaps(a.Namespace).Get(ctx, WitnessConfigMap, metav1.GetOptions{})
+	cm, err := a.Local.CoreV1().ConfigMaps(a.Namespace).Get(ctx, a.witnessName(), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return &witnessState{}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", WitnessConfigMap, err)
+		return nil, fmt.Errorf("reading %s: %w", a.witnessName(), err)
 	}
 	st := &witnessState{rv: cm.ResourceVersion}
 	d := cm.Data
 	if d["publicKey"] != "" {
 		if st.pinned, err = base64.StdEncoding.DecodeString(d["publicKey"]); err != nil || len(st.pinned) != ed25519.PublicKeySize {
-			return nil, fmt.Errorf("%s: publicKey is not a base64 ed25519 key; delete it to pin the hub's key again", WitnessConfigMap)
+			return nil, fmt.Errorf("%s: publicKey is not a base64 ed25519 key; delete it to pin the hub's key again", a.witnessName())
 		}
 	}
 	if d["entries"] != "" {
 		if st.seen.Entries, err = strconv.ParseUint(d["entries"], 10, 64); err != nil {
-			return nil, fmt.Errorf("%s: entries: %w", WitnessConfigMap, err)
+			return nil, fmt.Errorf("%s: entries: %w", a.witnessName(), err)
 		}
 		if st.seen.Hash, err = ledger.ParseHash(d["head"]); err != nil {
-			return nil, fmt.Errorf("%s: head: %w", WitnessConfigMap, err)
+			return nil, fmt.Errorf("%s: head: %w", a.witnessName(), err)
 		}
 		if st.seen.Witness, err = ledger.ParseHash(d["witness"]); err != nil {
-			return nil, fmt.Errorf("%s: witness: %w", WitnessConfigMap, err)
+			return nil, fmt.Errorf("%s: witness: %w", a.witnessName(), err)
 		}
 	}
 	if d["status"] == WitnessDiverged {
@@ -159,7 +168,7 @@ func (a *Agent) saveWitness(ctx context.Context, st *witnessState) error {
 	if st.diverged != "" {
 		status, reason, msg = WitnessDiverged, ReasonLedgerDiverged, st.diverged
 	}
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: WitnessConfigMap, Namespace: a.Namespace, ResourceVersion: st.rv},
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: a.witnessName(), Namespace: a.Namespace, ResourceVersion: st.rv},
 		Data: map[string]string{
 			"publicKey": base64.StdEncoding.EncodeToString(st.pinned),
 			"entries":   strconv.FormatUint(st.seen.Entries, 10),
@@ -176,7 +185,7 @@ func (a *Agent) saveWitness(ctx context.Context, st *witnessState) error {
 		out, err = a.Local.CoreV1().ConfigMaps(a.Namespace).Update(ctx, cm, metav1.UpdateOptions{})
 	}
 	if err != nil {
-		return fmt.Errorf("writing %s: %w", WitnessConfigMap, err)
+		return fmt.Errorf("writing %s: %w", a.witnessName(), err)
 	}
 	st.rv = out.ResourceVersion
 	return nil
@@ -187,8 +196,8 @@ func (a *Agent) saveWitness(ctx context.Context, st *witnessState) error {
 func (a *Agent) event(ctx context.Context, reason, msg string) {
 	now := metav1.Now()
 	ev := &corev1.Event{
-		ObjectMeta:     metav1.ObjectMeta{GenerateName: WitnessConfigMap + ".", Namespace: a.Namespace},
-		InvolvedObject: corev1.ObjectReference{Kind: "ConfigMap", APIVersion: "v1", Namespace: a.Namespace, Name: WitnessConfigMap},
+		ObjectMeta:     metav1.ObjectMeta{GenerateName: a.witnessName() + ".", Namespace: a.Namespace},
+		InvolvedObject: corev1.ObjectReference{Kind: "ConfigMap", APIVersion: "v1", Namespace: a.Namespace, Name: a.witnessName()},
 		Reason:         reason, Message: bound.Message(msg), Type: corev1.EventTypeWarning,
 		FirstTimestamp: now, LastTimestamp: now, Count: 1, Source: corev1.EventSource{Component: UserAgent},
 	}

@@ -36,19 +36,28 @@ func init() { ctrl.SetLogger(logr.Discard()) }
 type hub struct {
 	stopRegistered bool
 	fed            *localfed.Federation
-	client         client.Client
-	providers      map[string]kubernetes.Interface
-	manager        context.CancelFunc
-	done           chan error
-	opts           controllers.Options
+	// cluster is the hub's control plane: the federation's hub, unless a
+	// test runs a second one.
+	cluster   *localfed.Cluster
+	client    client.Client
+	providers map[string]kubernetes.Interface
+	manager   context.CancelFunc
+	done      chan error
+	opts      controllers.Options
 }
 
 // installHub installs the CRDs, admission policies and RBAC on the hub,
 // and creates flotilla-system; the manager is not started.
 func installHub(t *testing.T, fed *localfed.Federation) *hub {
 	t.Helper()
+	return installHubOn(t, fed, fed.Hub)
+}
+
+// installHubOn does what installHub does, on cluster.
+func installHubOn(t *testing.T, fed *localfed.Federation, cluster *localfed.Cluster) *hub {
+	t.Helper()
 	ctx := context.Background()
-	cfg, err := fed.Hub.RESTConfig(30 * time.Second)
+	cfg, err := cluster.RESTConfig(30 * time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +69,7 @@ func installHub(t *testing.T, fed *localfed.Federation) *hub {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &hub{fed: fed, client: c, providers: map[string]kubernetes.Interface{}}
+	h := &hub{fed: fed, cluster: cluster, client: c, providers: map[string]kubernetes.Interface{}}
 	root := hubenv.RepoRoot()
 	crdFiles, _ := filepath.Glob(filepath.Join(root, "config/crd/bases/*.yaml"))
 	for _, glob := range []string{"config/crd/bases/*.yaml", "config/admission/*.yaml", "config/rbac/tenant_role.yaml"} {
@@ -152,7 +161,7 @@ func setupHub(t *testing.T, fed *localfed.Federation, prices map[string]string, 
 // start runs the manager in this process until stop or the test's end.
 func (h *hub) start(t *testing.T) {
 	t.Helper()
-	rc, err := h.fed.Hub.RESTConfig(30 * time.Second)
+	rc, err := h.cluster.RESTConfig(30 * time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
