@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -239,6 +240,17 @@ func TestLedgerWitness(t *testing.T) {
 		t.Fatalf("the tenant's first look: %+v %v", rep, err)
 	}
 	witnessed := tenantWitness
+	// An anchor of the honest head, published elsewhere.
+	anchored, err := ledgerstore.ReadHead(ctx, env.Client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if anchored, err = ledger.ParseAnchor(anchored.Anchor()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ledgerstore.VerifyAnchor(ctx, env.Client, &anchored, head.PublicKey); err != nil {
+		t.Fatalf("the honest ledger against its own anchor: %v", err)
+	}
 
 	// Rewritten from the tenant's first deposit on, and re-signed with a
 	// new key; the hub restarts on it and publishes it.
@@ -260,8 +272,14 @@ func TestLedgerWitness(t *testing.T) {
 	if a.Diverged() == "" {
 		t.Error("P4.agent-witness-catches-rewrite: the agent accepted a ledger rewritten and re-signed")
 	}
-	if st := witnessStatus(t, "lw-agent-a"); st["status"] != agent.WitnessDiverged || st["reason"] != agent.ReasonLedgerDiverged {
-		t.Errorf("P4.agent-witness-catches-rewrite: witness state %v", st)
+	st := witnessStatus(t, "lw-agent-a")
+	var cond metav1.Condition
+	if err := json.Unmarshal([]byte(st["condition"]), &cond); err != nil || st["status"] != agent.WitnessDiverged ||
+		cond.Type != agent.ConditionLedgerConsistent || cond.Status != metav1.ConditionFalse || cond.Reason != agent.ReasonLedgerDiverged {
+		t.Errorf("P4.agent-witness-catches-rewrite: witness state %v (%v)", st, err)
+	}
+	if _, err := ledgerstore.VerifyAnchor(ctx, env.Client, &anchored, head.PublicKey); !errors.As(err, new(*ledger.Divergence)) {
+		t.Errorf("P4.agent-witness-catches-rewrite: the rewritten ledger against the anchored head: %v", err)
 	}
 	var events corev1.EventList
 	if err := env.Client.List(ctx, &events, client.InNamespace("lw-agent-a")); err != nil ||

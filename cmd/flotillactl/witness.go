@@ -102,25 +102,9 @@ func anchorVerify(ctx context.Context, c client.Reader, path, key string, stdout
 	if err != nil || pinned == nil {
 		return usageError("--anchor needs --public-key: the hub's key as pinned at join")
 	}
-	if err := anchored.Verify(pinned); err != nil {
-		return fmt.Errorf("the anchored head: %w", err)
-	}
-	head, lines, err := published(ctx, c)
+	head, err := ledgerstore.VerifyAnchor(ctx, c, &anchored, pinned)
 	if err != nil {
-		return err
-	}
-	seen := ledger.Seen{Entries: anchored.Entries, Hash: anchored.Hash, Witness: anchored.Witness}
-	from := lines
-	if anchored.Entries > uint64(len(lines)) {
-		from = nil
-	} else if anchored.Entries > 0 {
-		from = lines[anchored.Entries-1:]
-	}
-	if err := ledger.Extends(seen, &head, from); err != nil {
 		return fmt.Errorf("ledger does NOT verify against the anchored head: %w", err)
-	}
-	if err := head.Verify(pinned); err != nil {
-		return fmt.Errorf("ledger does NOT verify: the published head: %w", err)
 	}
 	fmt.Fprintf(stdout, "ledger extends the anchored head of %s (%d entries) to %d entries\n", anchored.Time.Format("2006-01-02T15:04:05Z"), anchored.Entries, head.Entries)
 	return nil

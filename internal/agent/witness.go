@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -55,7 +56,15 @@ type witnessState struct {
 	// diverged is why, once the hub's ledger stopped extending seen.
 	diverged string
 	rv       string
+	// since: when the verdict last changed.
+	since metav1.Time
+	was   string
 }
+
+// ConditionLedgerConsistent is the condition the witness ConfigMap holds
+// (key "condition", JSON): True while the hub's ledger extends what the
+// agent accepted, False with reason LedgerDiverged once it does not.
+const ConditionLedgerConsistent = "LedgerConsistent"
 
 // Diverged says why the agent stopped taking work from its hub, or "".
 func (a *Agent) Diverged() string {
@@ -160,13 +169,25 @@ func (a *Agent) loadWitness(ctx context.Context) (*witnessState, error) {
 	if d["status"] == WitnessDiverged {
 		st.diverged = d["message"]
 	}
+	var c metav1.Condition
+	if json.Unmarshal([]byte(d["condition"]), &c) == nil {
+		st.since, st.was = c.LastTransitionTime, string(c.Status)
+	}
 	return st, nil
 }
 
 func (a *Agent) saveWitness(ctx context.Context, st *witnessState) error {
 	status, reason, msg := WitnessConsistent, "HeadExtended", "the hub's ledger extends every head this agent accepted"
+	cond := metav1.ConditionTrue
 	if st.diverged != "" {
-		status, reason, msg = WitnessDiverged, ReasonLedgerDiverged, st.diverged
+		status, reason, msg, cond = WitnessDiverged, ReasonLedgerDiverged, st.diverged, metav1.ConditionFalse
+	}
+	if st.was != string(cond) {
+		st.since, st.was = metav1.Now(), string(cond)
+	}
+	c, err := json.Marshal(metav1.Condition{Type: ConditionLedgerConsistent, Status: cond, Reason: reason, Message: msg, LastTransitionTime: st.since})
+	if err != nil {
+		return err
 	}
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: a.witnessName(), Namespace: a.Namespace, ResourceVersion: st.rv},
 		Data: map[string]string{
@@ -175,10 +196,10 @@ func (a *Agent) saveWitness(ctx context.Context, st *witnessState) error {
 			"head":      st.seen.Hash.String(),
 			"witness":   st.seen.Witness.String(),
 			"status":    status, "reason": reason, "message": msg,
-			"time": time.Now().UTC().Format(time.RFC3339),
+			"time":      time.Now().UTC().Format(time.RFC3339),
+			"condition": string(c),
 		}}
 	var out *corev1.ConfigMap
-	var err error
 	if st.rv == "" {
 		out, err = a.Local.CoreV1().ConfigMaps(a.Namespace).Create(ctx, cm, metav1.CreateOptions{})
 	} else {

@@ -122,3 +122,36 @@ func (w *WitnessFile) Check(ctx context.Context, r client.Reader, pinned ed25519
 	*w = WitnessFile{PublicKey: base64.StdEncoding.EncodeToString(pinned), Entries: head.Entries, Hashes: base64.StdEncoding.EncodeToString(hashes)}
 	return rep, nil
 }
+
+// VerifyAnchor checks an anchored head against the pinned key, and that
+// the hub's published ledger, as a whole, chains and extends it.
+func VerifyAnchor(ctx context.Context, r client.Reader, anchored *ledger.Head, pinned ed25519.PublicKey) (ledger.Head, error) {
+	if err := anchored.Verify(pinned); err != nil {
+		return ledger.Head{}, fmt.Errorf("the anchored head: %w", err)
+	}
+	head, err := ReadHead(ctx, r)
+	if err != nil {
+		return head, err
+	}
+	lines, err := ReadIndex(ctx, r, 0, head.Entries)
+	if err != nil {
+		return head, err
+	}
+	if err := ledger.Extends(ledger.Seen{}, &head, lines); err != nil {
+		return head, err
+	}
+	from := lines
+	if anchored.Entries > uint64(len(lines)) {
+		from = nil
+	} else if anchored.Entries > 0 {
+		from = lines[anchored.Entries-1:]
+	}
+	seen := ledger.Seen{Entries: anchored.Entries, Hash: anchored.Hash, Witness: anchored.Witness}
+	if err := ledger.Extends(seen, &head, from); err != nil {
+		return head, err
+	}
+	if err := head.Verify(pinned); err != nil {
+		return head, &ledger.Divergence{Seq: head.Entries, AtMost: true, Why: err.Error()}
+	}
+	return head, nil
+}

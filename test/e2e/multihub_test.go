@@ -2,21 +2,27 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/controllers"
+	"github.com/flotilla-dev/flotilla/internal/agent"
 	"github.com/flotilla-dev/flotilla/internal/fixture"
 	"github.com/flotilla-dev/flotilla/internal/join"
+	"github.com/flotilla-dev/flotilla/internal/ledger"
+	"github.com/flotilla-dev/flotilla/internal/ledgerstore"
 	"github.com/flotilla-dev/flotilla/internal/localfed"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
 	"github.com/flotilla-dev/flotilla/test/testbed"
@@ -152,6 +158,96 @@ func TestTwoHubsShareAProvider(t *testing.T) {
 			t.Errorf("only %dm accepted of the 6000m asked for beyond the first 4000m: nothing of the burst was placed", a+b)
 		}
 		t.Logf("hub a holds %dm, hub b %dm", a, b)
+	})
+	hubenv.Stage(t, "hub a's operator cuts its ledger: the agent and a tenant's witness catch it", func(t *testing.T) {
+		ha := hubs["huba"]
+		witnessFile := filepath.Join(t.TempDir(), "team.witness")
+		cli, err := buildFlotillactl()
+		if err != nil {
+			t.Fatal(err)
+		}
+		verify := func() (string, error) {
+			out, err := exec.Command(cli, "ledger", "verify", "--witness", witnessFile, "--namespace", "team", "--kubeconfig", ha.cluster.Kubeconfig).CombinedOutput()
+			return string(out), err
+		}
+		hubenv.Await(t, 30*time.Second, "the agent witnessing hub a's ledger", func() (bool, string) {
+			cm, err := admin.CoreV1().ConfigMaps(flotillav1.SystemNamespace).Get(ctx, "flotilla-ledger-witness-huba", metav1.GetOptions{})
+			return err == nil && cm.Data["status"] == agent.WitnessConsistent && cm.Data["entries"] != "0", fmt.Sprintf("%v %v", cm.Data, err)
+		})
+		if out, err := verify(); err != nil {
+			t.Fatalf("the tenant's first look: %v\n%s", err, out)
+		}
+		// The honest head, anchored elsewhere, with the key pinned at join.
+		anchor := flotillactl(t, "ledger", "anchor", "--kubeconfig", ha.cluster.Kubeconfig)
+		anchorFile := filepath.Join(t.TempDir(), "head.anchor")
+		if err := os.WriteFile(anchorFile, []byte(anchor), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		anchored, err := ledger.ParseAnchor(anchor)
+		if err != nil {
+			t.Fatalf("ledger anchor printed %q: %v", anchor, err)
+		}
+		pinned := base64.StdEncoding.EncodeToString(anchored.PublicKey)
+		verifyAnchor := func() (string, error) {
+			out, err := exec.Command(cli, "ledger", "verify", "--anchor", anchorFile, "--public-key", pinned, "--kubeconfig", ha.cluster.Kubeconfig).CombinedOutput()
+			return string(out), err
+		}
+		if out, err := verifyAnchor(); err != nil {
+			t.Fatalf("the honest ledger against its own anchor: %v\n%s", err, out)
+		}
+		// The manager stops; half the entries of the ledger's last chunk
+		// go; the manager starts again on what is left.
+		ha.stop()
+		var chunks corev1.ConfigMapList
+		if err := ha.client.List(ctx, &chunks, client.InNamespace(flotillav1.SystemNamespace), client.HasLabels{ledgerstore.ChunkLabel}); err != nil {
+			t.Fatal(err)
+		}
+		last := chunks.Items[0]
+		for _, c := range chunks.Items {
+			if c.Name > last.Name {
+				last = c
+			}
+		}
+		entries, err := ledger.ReadJSONL(strings.NewReader(last.Data["entries.jsonl"]))
+		if err != nil || len(entries) < 2 {
+			t.Fatalf("the last chunk holds %d entries: %v", len(entries), err)
+		}
+		keep := entries[:len(entries)/2]
+		cut := keep[len(keep)-1].Seq + 1
+		var buf strings.Builder
+		if err := ledger.WriteJSONL(&buf, keep); err != nil {
+			t.Fatal(err)
+		}
+		last.Data["entries.jsonl"] = buf.String()
+		if err := ha.client.Update(ctx, &last); err != nil {
+			t.Fatal(err)
+		}
+		cutAt := time.Now()
+		ha.start(t)
+		hubenv.Await(t, 60*time.Second, "P4.agent-witness-catches-truncation: the agent to catch hub a's cut ledger", func() (bool, string) {
+			cm, err := admin.CoreV1().ConfigMaps(flotillav1.SystemNamespace).Get(ctx, "flotilla-ledger-witness-huba", metav1.GetOptions{})
+			return err == nil && cm.Data["status"] == agent.WitnessDiverged, fmt.Sprintf("%v %v", cm.Data, err)
+		})
+		t.Logf("the agent caught the cut %s after the manager restarted on it (report interval 2s)", time.Since(cutAt).Round(100*time.Millisecond))
+		events, err := admin.CoreV1().Events(flotillav1.SystemNamespace).List(ctx, metav1.ListOptions{FieldSelector: "reason=" + agent.ReasonLedgerDiverged})
+		if err != nil || len(events.Items) == 0 {
+			t.Errorf("no %s event on the provider: %v", agent.ReasonLedgerDiverged, err)
+		}
+		hubenv.Await(t, 30*time.Second, "the provider's Offer withdrawn from hub a", func() (bool, string) {
+			err := ha.client.Get(ctx, client.ObjectKey{Namespace: flotillav1.ProviderNamespace(provider.Name), Name: "standard"}, &flotillav1.Offer{})
+			return apierrors.IsNotFound(err), fmt.Sprintf("%v", err)
+		})
+		if cm, err := admin.CoreV1().ConfigMaps(flotillav1.SystemNamespace).Get(ctx, "flotilla-ledger-witness-hubb", metav1.GetOptions{}); err != nil ||
+			cm.Data["status"] != agent.WitnessConsistent {
+			t.Errorf("hub b's witness after hub a's cut: %v %v", cm.Data, err)
+		}
+		out, err := verify()
+		if err == nil || !strings.Contains(out, fmt.Sprintf("entry %d", cut)) {
+			t.Errorf("T4.witness-names-truncation: ledger verify --witness after the cut at entry %d: %v\n%s", cut, err, out)
+		}
+		if out, err := verifyAnchor(); err == nil || !strings.Contains(out, "does NOT verify") {
+			t.Errorf("the cut ledger against the anchored head: %v\n%s", err, out)
+		}
 	})
 	hubenv.Stage(t, "hub a stops, manager and control plane: the provider keeps serving hub b", func(t *testing.T) {
 		aHeld, _ := acceptedCPU(t, hubs["huba"], provider.Name)
