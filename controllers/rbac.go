@@ -27,7 +27,6 @@ package controllers
 // The ledger's index and head in flotilla-ledger, and each party's copy of
 // its entries in its own namespace.
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;create;update
-// +kubebuilder:rbac:groups="",namespace=flotilla-ledger,resources=configmaps,verbs=delete
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=create
 // +kubebuilder:rbac:groups="",namespace=flotilla-system,resources=secrets;configmaps,verbs=get;list;watch
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=flotilla-system,resources=leases,verbs=get;list;watch;create;update;patch

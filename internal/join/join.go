@@ -182,13 +182,13 @@ func Objects(o Options) ([]client.Object, error) {
 }
 
 // LedgerReader is the Role in flotilla-ledger that reads what the hub
-// publishes there.
+// publishes there (the hub binds it to every authenticated user too).
 const LedgerReader = "flotilla-ledger-reader"
 
 // LedgerReaderRole reads the published ledger head and index.
 func LedgerReaderRole() *rbacv1.Role {
 	return &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: LedgerReader, Namespace: flotillav1.LedgerNamespace},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}}}}
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list"}}}}
 }
 
 // awaitToken waits for the token controller to fill a token Secret.

@@ -104,7 +104,8 @@ func (p *Publisher) Load(ctx context.Context, entries []ledger.Entry) error {
 			return err
 		}
 	}
-	// Chunks past the end (the ledger was cut) go.
+	// Chunks past the end (the ledger was cut) are emptied: nothing reads
+	// past the head, and the manager deletes no ConfigMap.
 	var list metav1.PartialObjectMetadataList
 	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ConfigMapList"))
 	if err := p.Reader.List(ctx, &list, client.InNamespace(flotillav1.LedgerNamespace)); err != nil {
@@ -113,9 +114,8 @@ func (p *Publisher) Load(ctx context.Context, entries []ledger.Entry) error {
 	for _, m := range list.Items {
 		n, err := strconv.Atoi(strings.TrimPrefix(m.Name, indexPrefix))
 		if strings.HasPrefix(m.Name, indexPrefix) && err == nil && n > chunks {
-			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace}}
-			if err := p.Client.Delete(ctx, cm); client.IgnoreNotFound(err) != nil {
-				return fmt.Errorf("deleting index chunk %s: %w", m.Name, err)
+			if err := p.putIndex(ctx, n, nil, true); err != nil {
+				return err
 			}
 		}
 	}

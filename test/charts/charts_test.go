@@ -212,6 +212,7 @@ func TestHubChart(t *testing.T) {
 		"Role/flotilla-manager", "RoleBinding/flotilla-manager", "Deployment/flotilla-manager", "Service/flotilla-manager-metrics",
 		"ServiceMonitor/flotilla-manager", "ValidatingAdmissionPolicy/flotilla-workload-template-safety",
 		"ValidatingAdmissionPolicy/flotilla-join-identity", "ClusterRole/flotilla-tenant", "ClusterRole/flotilla-market-viewer", "ClusterRole/flotilla-ledger-reader",
+		"Namespace/flotilla-ledger", "Role/flotilla-ledger-reader", "RoleBinding/flotilla-ledger-public",
 	} {
 		if objs[want] == nil {
 			t.Errorf("%s is not rendered", want)

@@ -128,3 +128,52 @@ func TestProviderChartServesSeveralHubs(t *testing.T) {
 		t.Errorf("hub us1's identity cannot write in its own namespace: %v", err)
 	}
 }
+
+// The hub chart lets every authenticated user, any tenant, read what the
+// hub publishes in flotilla-ledger, and nothing of the ledger's store.
+func TestHubChartPublishesTheLedgerToEveryone(t *testing.T) {
+	ctx := context.Background()
+	objs := render(t, "charts/flotilla-hub")
+	env, err := hubenv.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = env.Stop() }()
+	for _, k := range []string{"Namespace/flotilla-ledger", "Role/flotilla-ledger-reader", "RoleBinding/flotilla-ledger-public"} {
+		if err := env.Client.Create(ctx, objs[k]); err != nil {
+			t.Fatalf("%s: %v", k, err)
+		}
+	}
+	for _, cm := range []*corev1.ConfigMap{
+		{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-ledger-head", Namespace: flotillav1.LedgerNamespace}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-system"}},
+	} {
+		if cm.Namespace == "" {
+			if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: cm.Name}}); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if err := env.Client.Create(ctx, cm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "carol", Groups: []string{"tenants", "system:authenticated"}}
+	carol := kubernetes.NewForConfigOrDie(cfg)
+	if !hubenv.Eventually(ctx, 10*time.Second, func(ctx context.Context) bool {
+		_, err := carol.CoreV1().ConfigMaps(flotillav1.LedgerNamespace).Get(ctx, "flotilla-ledger-head", metav1.GetOptions{})
+		return err == nil
+	}) {
+		t.Fatal("T4.tenant-reads-published-ledger: a tenant cannot read the published head")
+	}
+	if _, err := carol.CoreV1().ConfigMaps(flotillav1.LedgerNamespace).List(ctx, metav1.ListOptions{}); err != nil {
+		t.Errorf("T4.tenant-reads-published-ledger: a tenant cannot list the index: %v", err)
+	}
+	if _, err := carol.CoreV1().ConfigMaps(flotillav1.SystemNamespace).List(ctx, metav1.ListOptions{}); err == nil {
+		t.Error("T4.tenant-reads-published-ledger: a tenant lists the ledger's store in flotilla-system")
+	}
+	if err := carol.CoreV1().ConfigMaps(flotillav1.LedgerNamespace).Delete(ctx, "flotilla-ledger-head", metav1.DeleteOptions{}); err == nil {
+		t.Error("T4.tenant-reads-published-ledger: a tenant deletes the published head")
+	}
+}
