@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -90,5 +92,40 @@ func TestDivergedAgentRefusesNewWork(t *testing.T) {
 	old := &flotillav1.Assignment{Status: flotillav1.AssignmentStatus{State: flotillav1.AssignmentAccepted}}
 	if st, _ := a.admit(old, cfg, corev1.ResourceList{}, nil, nil, &accepted); st.Reason == ReasonLedgerDiverged {
 		t.Errorf("an accepted assignment was refused: %+v", st)
+	}
+}
+
+// The chart's hubs, as an owner (or a hand-edited ConfigMap) may get them
+// wrong: each mistake is refused and named.
+func TestParseConfigHubs(t *testing.T) {
+	const base = `{"hubID":"hub","provider":{"name":"a","owner":"o","mode":"%s"},"hubs":%s}`
+	ok := `[{"id":"eu1","joinSecret":"j1","federationTokenSecret":"f1"},{"id":"us1","joinSecret":"j2","federationTokenSecret":"f2","providerName":"a-us"}]`
+	c, err := ParseConfig([]byte(fmt.Sprintf(base, "Pull", ok)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.HubIDs(); !slices.Equal(got, []string{"eu1", "us1"}) {
+		t.Errorf("hubs %v", got)
+	}
+	us, err := c.ForHub("us1")
+	if err != nil || us.Provider.Name != "a-us" || us.HubID != "us1" || us.HubJoinSecret != "j2" || us.FederationTokenSecret != "f2" || len(us.Hubs) != 0 {
+		t.Errorf("us1: %+v %v", us, err)
+	}
+	if _, err := c.ForHub("ap1"); err == nil {
+		t.Error("a hub the cluster does not serve was configured")
+	}
+	for name, tc := range map[string]struct{ mode, hubs, want string }{
+		"two hubs in Push mode": {"Push", ok, "Pull mode"},
+		"a duplicate id":        {"Pull", `[{"id":"eu1","joinSecret":"j","federationTokenSecret":"f"},{"id":"eu1","joinSecret":"j","federationTokenSecret":"f"}]`, "unique"},
+		"an id with capitals":   {"Pull", `[{"id":"EU1","joinSecret":"j","federationTokenSecret":"f"}]`, "hubs[0].id"},
+		"an id too long":        {"Pull", `[{"id":"` + strings.Repeat("a", 21) + `","joinSecret":"j","federationTokenSecret":"f"}]`, "hubs[0].id"},
+		"no join secret":        {"Pull", `[{"id":"eu1","federationTokenSecret":"f"}]`, "joinSecret"},
+		"a bad ledger key":      {"Pull", `[{"id":"eu1","joinSecret":"j","federationTokenSecret":"f","ledgerPublicKey":"xyz"}]`, "ledgerPublicKey"},
+		"one hub in Push mode":  {"Pull", `[{"id":"eu1","joinSecret":"j","federationTokenSecret":"f","mode":"Push"},{"id":"us1","joinSecret":"j","federationTokenSecret":"f"}]`, "Pull mode"},
+	} {
+		_, err := ParseConfig([]byte(fmt.Sprintf(base, tc.mode, tc.hubs)))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error naming %q", name, err, tc.want)
+		}
 	}
 }
