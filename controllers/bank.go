@@ -62,6 +62,10 @@ type Bank struct {
 	// MinInterval between two cycles, so a burst of changes costs one.
 	MinInterval time.Duration
 	Now         func() time.Time
+	// Available, when set, is called each time the bank can settle again
+	// (after a start or a failure): the scheduler waits on it, and would
+	// otherwise notice only at its next resync.
+	Available func()
 
 	trigger chan struct{}
 	// unavailable says why the last cycle could not settle; "" once one
@@ -228,6 +232,9 @@ func (b *Bank) cycle(ctx context.Context) (time.Duration, error) {
 	// a restart on a busy hub took tens of seconds.
 	if b.Unavailable() != "" {
 		b.unavailable.Store(new(string))
+		if b.Available != nil {
+			b.Available()
+		}
 	}
 	b.reportDisputes(out.Disputed, leases.Items)
 	// Only now that the entries are stored may ended Leases go.

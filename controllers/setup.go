@@ -180,7 +180,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Scheduler, err
 	bank := NewBank(mgr.GetClient(), mgr.GetCache(), store, mgr.GetEventRecorderFor("flotilla-bank"), key)
 	bank.APIReader, bank.Now = mgr.GetAPIReader(), now
 	bank.Publisher.Hub = hubID
-	s.Settlement = bank.Unavailable
+	s.Settlement, bank.Available = bank.Unavailable, s.Trigger
 	if opts.SettlementInterval > 0 {
 		bank.Policy.Interval = opts.SettlementInterval
 	}

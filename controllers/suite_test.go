@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 
 	"fmt"
 	"github.com/go-logr/logr"
@@ -22,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
@@ -32,7 +34,11 @@ import (
 var env *hubenv.Env
 
 func TestMain(m *testing.M) {
-	ctrl.SetLogger(logr.Discard())
+	if os.Getenv("DEBUG_LOG") != "" {
+		ctrl.SetLogger(zap.New(zap.UseDevMode(true)))
+	} else {
+		ctrl.SetLogger(logr.Discard())
+	}
 	var err error
 	env, err = hubenv.Start(context.Background())
 	if err != nil {
@@ -96,7 +102,13 @@ func awaitOneLease(t *testing.T, ns, workload string) flotillav1.Lease {
 		if len(ls) == 1 {
 			l = ls[0]
 		}
-		return len(ls) == 1, fmt.Sprint(len(ls), " leases")
+		w := &flotillav1.Workload{}
+		_ = env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: workload}, w)
+		var why string
+		if c := apimeta.FindStatusCondition(w.Status.Conditions, flotillav1.WorkloadScheduled); c != nil {
+			why = c.Reason + ": " + c.Message
+		}
+		return len(ls) == 1, fmt.Sprint(len(ls), " leases; scheduled: ", why)
 	})
 	return l
 }
