@@ -21,11 +21,7 @@ import (
 // published reads the head and the whole index, and checks that the index
 // chains and ends at the head.
 func published(ctx context.Context, c client.Reader) (ledger.Head, []ledger.IndexLine, error) {
-	head, err := ledgerstore.ReadHead(ctx, c)
-	if err != nil {
-		return head, nil, err
-	}
-	lines, err := ledgerstore.ReadIndex(ctx, c, 0, head.Entries)
+	head, lines, err := ledgerstore.ReadPublished(ctx, c)
 	if err != nil {
 		return head, nil, err
 	}

@@ -71,11 +71,7 @@ func (w *WitnessFile) Check(ctx context.Context, r client.Reader, pinned ed25519
 		}
 		pinned = k
 	}
-	head, err := ReadHead(ctx, r)
-	if err != nil {
-		return rep, err
-	}
-	lines, err := ReadIndex(ctx, r, 0, head.Entries)
+	head, lines, err := ReadPublished(ctx, r)
 	if err != nil {
 		return rep, err
 	}
@@ -129,11 +125,7 @@ func VerifyAnchor(ctx context.Context, r client.Reader, anchored *ledger.Head, p
 	if err := anchored.Verify(pinned); err != nil {
 		return ledger.Head{}, fmt.Errorf("the anchored head: %w", err)
 	}
-	head, err := ReadHead(ctx, r)
-	if err != nil {
-		return head, err
-	}
-	lines, err := ReadIndex(ctx, r, 0, head.Entries)
+	head, lines, err := ReadPublished(ctx, r)
 	if err != nil {
 		return head, err
 	}
@@ -154,4 +146,14 @@ func VerifyAnchor(ctx context.Context, r client.Reader, anchored *ledger.Head, p
 		return head, &ledger.Divergence{Seq: head.Entries, AtMost: true, Why: err.Error()}
 	}
 	return head, nil
+}
+
+// ReadPublished reads the published head and the whole index up to it.
+func ReadPublished(ctx context.Context, r client.Reader) (ledger.Head, []ledger.IndexLine, error) {
+	head, err := ReadHead(ctx, r)
+	if err != nil {
+		return head, nil, err
+	}
+	lines, err := ReadIndex(ctx, r, 0, head.Entries)
+	return head, lines, err
 }
