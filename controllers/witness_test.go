@@ -140,10 +140,12 @@ func TestLedgerWitness(t *testing.T) {
 		return len(ls) == 1, fmt.Sprintf("%d leases", len(ls))
 	})
 	meter(t, &l, "0.05", 300)
-	hubenv.Await(t, 10*time.Second, "usage paid to lw-1 and copied to it", func() (bool, string) {
+	// One write per party, the provider's before the tenant's: wait for both.
+	hubenv.Await(t, 10*time.Second, "usage paid to lw-1 and copied to it and the tenant", func() (bool, string) {
 		mine, err := ledgerstore.ReadParty(ctx, env.Client, flotillav1.ProviderNamespace("lw-1"))
-		return err == nil && getAccount(flotillav1.ProviderNamespace("lw-1")).Status.Earned != "" && len(mine) > 0,
-			fmt.Sprintf("%d entries copied, %v", len(mine), err)
+		tenants, terr := ledgerstore.ReadParty(ctx, env.Client, ns)
+		return err == nil && terr == nil && getAccount(flotillav1.ProviderNamespace("lw-1")).Status.Earned != "" && len(mine) > 0 && len(tenants) > 0,
+			fmt.Sprintf("%d entries copied to lw-1, %d to the tenant: %v %v", len(mine), len(tenants), err, terr)
 	})
 
 	// What the join credential reads: the head and index, its own entries
