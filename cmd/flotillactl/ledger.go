@@ -144,11 +144,9 @@ func ledgerVerify(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		pub, head, compare = h.PublicKey, h.Hash, true
 		if *key != "" {
 			// A key pinned elsewhere, not the one the hub hands out.
-			b, err := base64.StdEncoding.DecodeString(*key)
-			if err != nil || len(b) != ed25519.PublicKeySize {
-				return fmt.Errorf("--public-key: not a base64 ed25519 public key")
+			if pub, err = ledger.ParsePublicKey(*key); err != nil {
+				return fmt.Errorf("--public-key: %w", err)
 			}
-			pub = b
 		}
 		if err := h.Verify(pub); err != nil {
 			return fmt.Errorf("ledger does NOT verify: the published head: %w", err)
@@ -161,11 +159,10 @@ func ledgerVerify(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if *file == "" || *key == "" {
 			return usageError("--file and --public-key are required, or --hub")
 		}
-		b, err := base64.StdEncoding.DecodeString(*key)
-		if err != nil || len(b) != ed25519.PublicKeySize {
-			return fmt.Errorf("--public-key: not a base64 ed25519 public key")
+		var err error
+		if pub, err = ledger.ParsePublicKey(*key); err != nil {
+			return fmt.Errorf("--public-key: %w", err)
 		}
-		pub = b
 		if *headFlag != "" {
 			if head, err = ledger.ParseHash(*headFlag); err != nil {
 				return fmt.Errorf("--head: %w", err)

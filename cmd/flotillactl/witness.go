@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -35,11 +34,11 @@ func pinnedKey(v string) (ed25519.PublicKey, error) {
 	if v == "" {
 		return nil, nil
 	}
-	b, err := base64.StdEncoding.DecodeString(v)
-	if err != nil || len(b) != ed25519.PublicKeySize {
-		return nil, errors.New("--public-key: not a base64 ed25519 public key")
+	k, err := ledger.ParsePublicKey(v)
+	if err != nil {
+		return nil, fmt.Errorf("--public-key: %w", err)
 	}
-	return b, nil
+	return k, nil
 }
 
 // witnessVerify checks the hub's published ledger against a witness file

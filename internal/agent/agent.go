@@ -37,6 +37,7 @@ import (
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/capacity"
 	"github.com/flotilla-dev/flotilla/internal/keys"
+	"github.com/flotilla-dev/flotilla/internal/ledger"
 	"github.com/flotilla-dev/flotilla/internal/remote"
 	"github.com/flotilla-dev/flotilla/internal/usage"
 )
@@ -201,14 +202,14 @@ func ParseConfig(b []byte) (*Config, error) {
 			errs = append(errs, fmt.Errorf("hubs[%d]: a cluster serving %d hubs serves them all in Pull mode, so that no two hubs can oversell its capacity; %s is %s", i, len(c.Hubs), h.ID, mode))
 		}
 		if k := h.LedgerPublicKey; k != "" {
-			if b, err := base64.StdEncoding.DecodeString(k); err != nil || len(b) != ed25519.PublicKeySize {
-				errs = append(errs, fmt.Errorf("hubs[%d].ledgerPublicKey: not a base64 ed25519 public key", i))
+			if _, err := ledger.ParsePublicKey(k); err != nil {
+				errs = append(errs, fmt.Errorf("hubs[%d].ledgerPublicKey: %w", i, err))
 			}
 		}
 	}
 	if k := c.HubLedgerPublicKey; k != "" {
-		if b, err := base64.StdEncoding.DecodeString(k); err != nil || len(b) != ed25519.PublicKeySize {
-			errs = append(errs, errors.New("hubLedgerPublicKey: not a base64 ed25519 public key (flotillactl hub issue-join prints it)"))
+		if _, err := ledger.ParsePublicKey(k); err != nil {
+			errs = append(errs, fmt.Errorf("hubLedgerPublicKey: %w (flotillactl hub issue-join prints it)", err))
 		}
 	}
 	dur := func(field, s string, def time.Duration) time.Duration {

@@ -39,12 +39,7 @@ func (s *Shared) admit(hub string, fallback map[string][]*flotillav1.AssignmentS
 	decide func(others []*flotillav1.AssignmentSpec) []*flotillav1.AssignmentSpec) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var others []*flotillav1.AssignmentSpec
-	for h, specs := range s.accepted {
-		if h != hub {
-			others = append(others, specs...)
-		}
-	}
+	others := s.heldLocked(hub)
 	for h, specs := range fallback {
 		if _, read := s.accepted[h]; !read && h != hub {
 			others = append(others, specs...)
@@ -57,6 +52,10 @@ func (s *Shared) admit(hub string, fallback map[string][]*flotillav1.AssignmentS
 func (s *Shared) held(hub string) []*flotillav1.AssignmentSpec {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.heldLocked(hub)
+}
+
+func (s *Shared) heldLocked(hub string) []*flotillav1.AssignmentSpec {
 	var out []*flotillav1.AssignmentSpec
 	for h, specs := range s.accepted {
 		if h != hub {

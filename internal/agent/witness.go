@@ -93,18 +93,14 @@ func (a *Agent) Witness(ctx context.Context) error {
 		return nil
 	}
 	pinned := st.pinned
-	if pinned == nil {
-		// Trust on first use, unless the owner pinned the key at join.
-		if cfg := a.config(); cfg.HubLedgerPublicKey != "" {
-			pinned, _ = base64.StdEncoding.DecodeString(cfg.HubLedgerPublicKey)
-		} else if h, err := ledgerstore.ReadHead(ctx, a.Hub); err == nil {
-			pinned = h.PublicKey
-		} else {
-			witnessChecks.WithLabelValues(hub, "error").Inc()
-			return fmt.Errorf("reading the hub's ledger head: %w", err)
-		}
+	if k := a.config().HubLedgerPublicKey; pinned == nil && k != "" {
+		// Pinned at join; without it, trusted on first use below.
+		pinned, _ = ledger.ParsePublicKey(k) // checked by ParseConfig
 	}
 	head, err := ledgerstore.Observe(ctx, a.Hub, pinned, st.seen)
+	if pinned == nil {
+		pinned = head.PublicKey
+	}
 	var d *ledger.Divergence
 	switch {
 	case errors.As(err, &d):
@@ -151,8 +147,8 @@ func (a *Agent) loadWitness(ctx context.Context) (*witnessState, error) {
 	st := &witnessState{rv: cm.ResourceVersion}
 	d := cm.Data
 	if d["publicKey"] != "" {
-		if st.pinned, err = base64.StdEncoding.DecodeString(d["publicKey"]); err != nil || len(st.pinned) != ed25519.PublicKeySize {
-			return nil, fmt.Errorf("%s: publicKey is not a base64 ed25519 key; delete it to pin the hub's key again", a.witnessName())
+		if st.pinned, err = ledger.ParsePublicKey(d["publicKey"]); err != nil {
+			return nil, fmt.Errorf("%s: publicKey: %w; delete it to pin the hub's key again", a.witnessName(), err)
 		}
 	}
 	if d["entries"] != "" {

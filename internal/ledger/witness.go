@@ -145,6 +145,16 @@ func (h *Head) Verify(pinned ed25519.PublicKey) error {
 	return nil
 }
 
+// ParsePublicKey reads an ed25519 public key in base64, as the hub
+// publishes it, issue-join prints it and parties pin it.
+func ParsePublicKey(s string) (ed25519.PublicKey, error) {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || len(b) != ed25519.PublicKeySize {
+		return nil, errors.New("not a base64 ed25519 public key")
+	}
+	return b, nil
+}
+
 func keyID(k ed25519.PublicKey) string {
 	s := base64.StdEncoding.EncodeToString(k)
 	if len(s) > 12 {
@@ -193,8 +203,8 @@ func ParseAnchor(s string) (Head, error) {
 	if h.Time, err = time.Parse(time.RFC3339, v["time"]); err != nil {
 		return Head{}, fmt.Errorf("anchored head: time: %w", err)
 	}
-	if h.PublicKey, err = base64.StdEncoding.DecodeString(v["publicKey"]); err != nil || len(h.PublicKey) != ed25519.PublicKeySize {
-		return Head{}, errors.New("anchored head: publicKey is not a base64 ed25519 key")
+	if h.PublicKey, err = ParsePublicKey(v["publicKey"]); err != nil {
+		return Head{}, fmt.Errorf("anchored head: publicKey: %w", err)
 	}
 	if h.Signature, err = base64.StdEncoding.DecodeString(v["signature"]); err != nil {
 		return Head{}, errors.New("anchored head: signature is not base64")

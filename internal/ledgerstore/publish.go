@@ -100,7 +100,7 @@ func (p *Publisher) Load(ctx context.Context, entries []ledger.Entry) error {
 	chunks := (len(lines) + IndexEntries - 1) / IndexEntries
 	for n := 1; n <= chunks; n++ {
 		part := lines[(n-1)*IndexEntries : min(n*IndexEntries, len(lines))]
-		if err := p.putIndex(ctx, n, part, true); err != nil {
+		if err := p.putIndex(ctx, n, part); err != nil {
 			return err
 		}
 	}
@@ -114,7 +114,7 @@ func (p *Publisher) Load(ctx context.Context, entries []ledger.Entry) error {
 	for _, m := range list.Items {
 		n, err := strconv.Atoi(strings.TrimPrefix(m.Name, indexPrefix))
 		if strings.HasPrefix(m.Name, indexPrefix) && err == nil && n > chunks {
-			if err := p.putIndex(ctx, n, nil, true); err != nil {
+			if err := p.putIndex(ctx, n, nil); err != nil {
 				return err
 			}
 		}
@@ -135,9 +135,8 @@ func (p *Publisher) ensureNamespace(ctx context.Context) error {
 	return nil
 }
 
-// putIndex writes index chunk n; check reads it first and leaves it alone
-// when it already says the same.
-func (p *Publisher) putIndex(ctx context.Context, n int, lines []ledger.IndexLine, check bool) error {
+// putIndex writes index chunk n, unless it already says the same.
+func (p *Publisher) putIndex(ctx context.Context, n int, lines []ledger.IndexLine) error {
 	var buf bytes.Buffer
 	if err := ledger.WriteIndex(&buf, lines); err != nil {
 		return err
@@ -155,7 +154,7 @@ func (p *Publisher) putIndex(ctx context.Context, n int, lines []ledger.IndexLin
 	case err != nil:
 		return fmt.Errorf("reading index chunk %s: %w", key.Name, err)
 	}
-	if check && cm.Data[indexKey] == buf.String() {
+	if cm.Data[indexKey] == buf.String() {
 		return nil
 	}
 	cm.Data = map[string]string{indexKey: buf.String()}
@@ -181,7 +180,7 @@ func (p *Publisher) Append(ctx context.Context, entries []ledger.Entry) error {
 		}
 		n := min(IndexEntries-len(p.lastChunk), len(lines))
 		chunk := append(slices.Clone(p.lastChunk), lines[:n]...)
-		if err := p.putIndex(ctx, IndexChunkOf(chunk[0].Seq), chunk, false); err != nil {
+		if err := p.putIndex(ctx, IndexChunkOf(chunk[0].Seq), chunk); err != nil {
 			return err
 		}
 		p.lastChunk, p.count, p.witness = chunk, chunk[len(chunk)-1].Seq+1, chunk[len(chunk)-1].Witness
@@ -407,14 +406,18 @@ func ReadParty(ctx context.Context, r client.Reader, ns string) ([]ledger.Entry,
 }
 
 // Observe is a witness's look at the hub: it reads the published head,
-// checks it against the pinned key, reads the index since seen and checks
-// that the head extends seen through it. A *ledger.Divergence means the
+// checks it against the pinned key (nil on a first look trusts the head's
+// own), reads the index since seen and checks that the head extends seen
+// through it. A *ledger.Divergence means the
 // ledger was truncated, rewritten or forked; other errors that it could
 // not be read.
 func Observe(ctx context.Context, r client.Reader, pinned ed25519.PublicKey, seen ledger.Seen) (ledger.Head, error) {
 	head, err := ReadHead(ctx, r)
 	if err != nil {
 		return head, err
+	}
+	if pinned == nil {
+		pinned = head.PublicKey
 	}
 	if head.Entries < seen.Entries {
 		return head, ledger.Extends(seen, &head, nil)

@@ -62,11 +62,11 @@ func (w *WitnessFile) Check(ctx context.Context, r client.Reader, pinned ed25519
 		return rep, err
 	}
 	if w.PublicKey != "" {
-		k, err := base64.StdEncoding.DecodeString(w.PublicKey)
-		if err != nil || len(k) != ed25519.PublicKeySize {
-			return rep, errors.New("witness file: publicKey is not a base64 ed25519 key")
+		k, err := ledger.ParsePublicKey(w.PublicKey)
+		if err != nil {
+			return rep, fmt.Errorf("witness file: publicKey: %w", err)
 		}
-		if pinned != nil && !pinned.Equal(ed25519.PublicKey(k)) {
+		if pinned != nil && !pinned.Equal(k) {
 			return rep, errors.New("the key given is not the one the witness file pinned")
 		}
 		pinned = k
