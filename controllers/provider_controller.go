@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -54,6 +55,17 @@ type ProviderReconciler struct {
 	// Since is when this manager started: a Pull-mode provider's last
 	// heartbeat counts from no earlier (see health.Input.Since).
 	Since time.Time
+
+	// beats is, by provider, the last heartbeat value seen and when (a
+	// heartbeat): status records it only every health.Policy's
+	// HeartbeatRecord. Losing it (a restart) is covered by Since.
+	beats sync.Map
+}
+
+// heartbeat is a renew time seen on an agent's coordination Lease.
+type heartbeat struct {
+	value string
+	seen  time.Time
 }
 
 func (r *ProviderReconciler) interval() time.Duration {
@@ -73,6 +85,7 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if err := r.Client.Get(ctx, req.NamespacedName, p); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.Remote.Forget(req.Name)
+			r.beats.Delete(req.Name)
 			metrics.ForgetProvider(req.Name)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -85,7 +98,18 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 			return ctrl.Result{}, fmt.Errorf("adding finalizer to provider %s: %w", p.Name, err)
 		}
 	}
-	d := health.Decide(r.gather(ctx, p), r.policy())
+	in := r.gather(ctx, p)
+	d := health.Decide(in, r.policy())
+	if in.Pull && d.Status.Phase == flotillav1.ProviderLost && p.Status.Phase != flotillav1.ProviderLost {
+		// Lost only once the agent is told so, in the same write that
+		// checks its heartbeat is still the one judged stale.
+		if err := r.markLost(ctx, p.Name, in.Heartbeat); err != nil {
+			if apierrors.IsConflict(err) {
+				return ctrl.Result{RequeueAfter: conflictRetry}, nil
+			}
+			return ctrl.Result{}, fmt.Errorf("marking the heartbeat of provider %s lost: %w", p.Name, err)
+		}
+	}
 	if d.HeldDown {
 		metrics.ProviderHeldDown()
 	}

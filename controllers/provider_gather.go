@@ -8,6 +8,8 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -26,8 +28,8 @@ const heartbeatLeasePrefix = "provider-"
 // server, fencing of its stale namespaces when it answers, and its agent's
 // heartbeat.
 func (r *ProviderReconciler) gather(ctx context.Context, p *flotillav1.Provider) health.Input {
-	in := health.Input{Now: r.Now(), Generation: p.Generation, Unschedulable: p.Spec.Unschedulable, Status: p.Status,
-		Heartbeat: r.heartbeat(ctx, p.Name)}
+	in := health.Input{Now: r.Now(), Generation: p.Generation, Unschedulable: p.Spec.Unschedulable, Status: p.Status}
+	in.Heartbeat, in.HeartbeatSeen = r.heartbeat(ctx, p.Name, in.Now)
 	if p.Spec.Pull() {
 		// The hub never connects to it: its agent's heartbeat is the
 		// probe, and the agent fences itself.
@@ -93,16 +95,43 @@ func providerClient(ctx context.Context, c client.Client, cache *remote.Cache, p
 }
 
 // heartbeat returns the renew time of the agent's coordination Lease as
-// written, to compare with the last one seen; "" when there is none.
-func (r *ProviderReconciler) heartbeat(ctx context.Context, provider string) string {
+// written, to compare with the last one seen ("" when there is none), and
+// when this process first saw it.
+func (r *ProviderReconciler) heartbeat(ctx context.Context, provider string, now time.Time) (string, time.Time) {
 	l := &coordinationv1.Lease{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: heartbeatLeasePrefix + provider}, l); err != nil {
-		return ""
+		return "", time.Time{}
 	}
 	if l.Spec.RenewTime == nil {
-		return ""
+		return "", time.Time{}
 	}
-	return l.Spec.RenewTime.UTC().Format(time.RFC3339Nano)
+	v := l.Spec.RenewTime.UTC().Format(time.RFC3339Nano)
+	if b, ok := r.beats.Load(provider); ok && b.(heartbeat).value == v {
+		return v, b.(heartbeat).seen
+	}
+	r.beats.Store(provider, heartbeat{v, now})
+	return v, now
+}
+
+// markLost tells a Pull-mode provider's agent that the hub declared it
+// Lost, by annotating its heartbeat Lease, only if the heartbeat is still
+// the one judged stale: a Conflict means it beat meanwhile. The agent
+// does not beat again until a round of reading its Assignments has fenced
+// what the hub may now move elsewhere (see internal/agent).
+func (r *ProviderReconciler) markLost(ctx context.Context, provider, judged string) error {
+	l := &coordinationv1.Lease{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: heartbeatLeasePrefix + provider}, l); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if l.Annotations[flotillav1.AnnotationLost] != "" {
+		return nil
+	}
+	if l.Spec.RenewTime == nil || l.Spec.RenewTime.UTC().Format(time.RFC3339Nano) != judged {
+		return apierrors.NewConflict(coordinationv1.Resource("leases"), l.Name, errors.New("the heartbeat moved since it was judged"))
+	}
+	patch := client.MergeFromWithOptions(l.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	metav1.SetMetaDataAnnotation(&l.ObjectMeta, flotillav1.AnnotationLost, r.Now().UTC().Format(time.RFC3339Nano))
+	return r.Client.Patch(ctx, l, patch)
 }
 
 // fence deletes, on the provider, every namespace of this hub that

@@ -75,8 +75,11 @@ func joinConfig(t *testing.T, name, region string, mode flotillav1.ProviderMode)
 type pullAgent struct {
 	a           *agent.Agent
 	partitioned atomic.Bool
-	cancel      context.CancelFunc
-	done        chan struct{}
+	// listsFail fails only the rounds' lists of Assignments, as a hub too
+	// busy to answer them in time does.
+	listsFail atomic.Bool
+	cancel    context.CancelFunc
+	done      chan struct{}
 }
 
 func (pa *pullAgent) start() {
@@ -116,6 +119,9 @@ func startPullAgent(t *testing.T, name string, hub client.WithWatch) *pullAgent 
 		List: func(ctx context.Context, c client.WithWatch, l client.ObjectList, o ...client.ListOption) error {
 			if pa.partitioned.Load() {
 				return cut
+			}
+			if _, meta := l.(*metav1.PartialObjectMetadataList); meta && pa.listsFail.Load() {
+				return context.DeadlineExceeded
 			}
 			return c.List(ctx, l, o...)
 		},
@@ -321,10 +327,27 @@ func TestPullMode(t *testing.T) {
 		}
 	})
 
+	hubenv.Stage(t, "rounds that time out on a busy hub do not stop the heartbeat, and pull-a stays Ready", func(t *testing.T) {
+		a.listsFail.Store(true)
+		defer a.listsFail.Store(false)
+		// Three grace periods of failed rounds.
+		hubenv.Holds(t, 6*time.Second, "pull-a Ready while its rounds fail", func() (bool, string) {
+			p := phase("pull-a")
+			return p.Status.Phase == flotillav1.ProviderReady, string(p.Status.Phase)
+		})
+	})
+
 	old := render.Namespace(pullHub, smallLease.UID)
 	hubenv.Stage(t, "partitioned: pull-a is Lost and its work moves; back, it fences stale work before it is Ready", func(t *testing.T) {
 		a.partitioned.Store(true)
 		awaitPhase("pull-a", flotillav1.ProviderLost)
+		beat := &coordinationv1.Lease{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: "provider-pull-a"}, beat); err != nil {
+			t.Fatal(err)
+		}
+		if beat.Annotations[flotillav1.AnnotationLost] == "" {
+			t.Errorf("pull-a is Lost but its heartbeat Lease carries no %s mark: %v", flotillav1.AnnotationLost, beat.Annotations)
+		}
 		hubenv.Await(t, 30*time.Second, "small failed over to pull-b", func() (bool, string) {
 			w := get(t, &flotillav1.Workload{}, ns, "small")
 			return w.Status.ReadyReplicas == 1 && len(w.Status.Placements) == 1 && w.Status.Placements[0].Provider == "pull-b",
@@ -343,7 +366,7 @@ func TestPullMode(t *testing.T) {
 		// Back: not one heartbeat before a round that fenced.
 		a.stop()
 		a.partitioned.Store(false)
-		if err := a.a.Heartbeat(ctx); err == nil || !strings.Contains(err.Error(), "fenced") {
+		if err := a.a.Heartbeat(ctx); err == nil || !strings.Contains(err.Error(), "declared this provider Lost") {
 			t.Errorf("heartbeat before fencing: %v, want it withheld", err)
 		}
 		if err := a.a.SyncAssignments(ctx); err != nil {
@@ -351,6 +374,12 @@ func TestPullMode(t *testing.T) {
 		}
 		if err := a.a.Heartbeat(ctx); err != nil {
 			t.Fatalf("heartbeat after fencing: %v", err)
+		}
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: "provider-pull-a"}, beat); err != nil {
+			t.Fatal(err)
+		}
+		if m := beat.Annotations[flotillav1.AnnotationLost]; m != "" {
+			t.Errorf("the renewed heartbeat still carries the Lost mark %q", m)
 		}
 		a.start()
 		awaitPhase("pull-a", flotillav1.ProviderReady)

@@ -119,6 +119,11 @@ const (
 	// AnnotationReputationRecorded lists the events of a Lease its
 	// provider's reputation has counted ("outcome", "verdict").
 	AnnotationReputationRecorded = "flotilla.dev/reputation-recorded"
+	// AnnotationLost on a Pull-mode agent's heartbeat Lease is when the
+	// hub declared the provider Lost. The agent renews the heartbeat (and
+	// removes it) only after a round that began after it saw it has fenced
+	// its stale work.
+	AnnotationLost = "flotilla.dev/lost"
 )
 
 // Finalizers the hub sets. A Lease is created with the first two: its

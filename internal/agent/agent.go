@@ -302,11 +302,11 @@ type Agent struct {
 	ClusterReady func(context.Context) error
 
 	tracker *usage.Tracker
-	// fenced is set by a round of SyncAssignments that read the hub and
-	// removed what no Assignment wants; until then a Pull-mode agent does
-	// not renew its heartbeat, so the hub never sees it Ready with stale
-	// work running.
-	fenced    atomic.Bool
+	// fence is what a Pull-mode agent knows of its fencing: until a round
+	// of SyncAssignments has read the hub and removed what no Assignment
+	// wants, after the hub last declared it Lost, it does not renew its
+	// heartbeat, so the hub never sees it Ready with stale work running.
+	fence     fenceState
 	appliedMu sync.Mutex
 	appliedAt map[string]time.Time
 	readAt    map[string]time.Time
@@ -490,8 +490,10 @@ func (a *Agent) SyncProvider(ctx context.Context) error {
 // the cluster is alive, and an agent that cannot reach its cluster must not
 // keep a dead provider from failing over.
 func (a *Agent) Heartbeat(ctx context.Context) error {
-	if a.Config.Pull() && !a.fenced.Load() {
-		return errors.New("pull mode: the heartbeat waits until stale work on this cluster is fenced")
+	if a.Config.Pull() {
+		if why := a.fence.blocked(time.Now()); why != "" {
+			return errors.New(why)
+		}
 	}
 	ready := a.ClusterReady
 	if ready == nil {
@@ -514,9 +516,25 @@ func (a *Agent) Heartbeat(ctx context.Context) error {
 	case err != nil:
 		return err
 	}
+	marker := l.Annotations[flotillav1.AnnotationLost]
+	if a.Config.Pull() {
+		// The hub marks the heartbeat when it declares this provider Lost,
+		// and may then move its work: a round must fence after that first.
+		a.fence.observe(marker)
+		if why := a.fence.blocked(time.Now()); why != "" {
+			return errors.New(why)
+		}
+		delete(l.Annotations, flotillav1.AnnotationLost)
+	}
 	l.Spec.HolderIdentity, l.Spec.RenewTime = &a.Identity, &now
 	l.Spec.LeaseDurationSeconds = ptr.To(int32(3 * a.Config.heartbeat / time.Second))
-	return a.Hub.Update(ctx, l)
+	if err := a.Hub.Update(ctx, l); err != nil {
+		return err
+	}
+	if a.Config.Pull() && marker != "" {
+		a.fence.cleared(marker)
+	}
+	return nil
 }
 
 // PublishOffer measures idle capacity and writes the Offer.
@@ -688,20 +706,33 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if a.Config.Pull() {
 		// Assignments in a loop of their own: a long round must not hold
-		// up the heartbeat (it is renewed only after a round fenced).
+		// up the heartbeat.
 		do("Syncing assignments", a.SyncAssignments)
 		go a.pullLoop(ctx)
 	}
-	do("Witnessing the ledger", a.Witness)
+	// The heartbeat too: on a slow hub the refresh below (witness, usage,
+	// provider, Offer) took long enough to make a live provider Lost.
 	do("Heartbeat", a.Heartbeat)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-beat.C:
+				do("Heartbeat", a.Heartbeat)
+			}
+		}
+	}()
+	observe := time.NewTicker(a.Config.heartbeat)
+	defer observe.Stop()
+	do("Witnessing the ledger", a.Witness)
 	do("Publishing offer", a.PublishOffer)
 	do("Observing usage", a.ObserveUsage)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-beat.C:
-			do("Heartbeat", a.Heartbeat)
+		case <-observe.C:
 			do("Observing usage", a.ObserveUsage)
 		case <-refresh.C:
 			do("Witnessing the ledger", a.Witness)

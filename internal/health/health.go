@@ -28,13 +28,28 @@ type Policy struct {
 	ProbeInterval time.Duration
 	// Flap holds down providers that keep getting Lost.
 	Flap flap.Policy
+	// HeartbeatRecord is how often a Ready Pull-mode provider's heartbeat
+	// time is written into its status; between writes the hub keeps it in
+	// memory (Input.HeartbeatSeen). Writing every beat cost one status
+	// write per provider every few seconds, most of a large hub's writes.
+	HeartbeatRecord time.Duration
 }
 
 // Defaults of Policy.
 const (
 	DefaultGrace         = 20 * time.Second
 	DefaultProbeInterval = 3 * time.Second
+	// DefaultHeartbeatRecord: a Ready provider's status is written about
+	// once a minute while nothing else changes.
+	DefaultHeartbeatRecord = time.Minute
 )
+
+func (p Policy) heartbeatRecord() time.Duration {
+	if p.HeartbeatRecord > 0 {
+		return p.HeartbeatRecord
+	}
+	return DefaultHeartbeatRecord
+}
 
 func (p Policy) grace() time.Duration {
 	if p.Grace > 0 {
@@ -74,6 +89,10 @@ type Input struct {
 	FenceError string
 	// Heartbeat is the agent's renew time as it wrote it, "" when none.
 	Heartbeat string
+	// HeartbeatSeen is when this hub process first saw Heartbeat's value,
+	// by its clock; zero when it does not know (the value counts as seen
+	// now if it differs from status).
+	HeartbeatSeen time.Time
 	// Pull: the hub never connects to this provider; it is alive while
 	// the hub sees its agent's heartbeat change, by the hub's clock, and
 	// Probe is ignored.
@@ -118,7 +137,9 @@ type eval struct {
 	p           Policy
 	st          *flotillav1.ProviderStatus
 	lastContact *time.Time
-	heldDown    bool
+	// beat is when a heartbeat not yet written into status was seen.
+	beat     *time.Time
+	heldDown bool
 }
 
 // check decides, or passes to the next one.
@@ -144,14 +165,24 @@ func Decide(in Input, p Policy) Decision {
 	st.ObservedGeneration = in.Generation
 	e := &eval{Input: in, p: p, st: st}
 	// The agent writes its heartbeat's time itself; only that it changed
-	// is noted, by the hub's clock.
+	// is noted, by the hub's clock. A Ready provider's is written at most
+	// every HeartbeatRecord and counts from memory in between.
 	if in.Heartbeat != "" && in.Heartbeat != st.ObservedHeartbeat {
-		st.ObservedHeartbeat = in.Heartbeat
-		st.LastHeartbeatTime = &metav1.Time{Time: in.Now}
+		seen := in.HeartbeatSeen
+		if seen.IsZero() || seen.After(in.Now) {
+			seen = in.Now
+		}
+		if st.LastHeartbeatTime == nil || in.Status.Phase != flotillav1.ProviderReady || !in.Pull ||
+			seen.Sub(st.LastHeartbeatTime.Time) >= p.heartbeatRecord() {
+			st.ObservedHeartbeat = in.Heartbeat
+			st.LastHeartbeatTime = &metav1.Time{Time: seen}
+		} else {
+			e.beat = &seen
+		}
 	}
 	if in.Pull {
 		st.Mode = flotillav1.ModePull
-		in.Probe = pullProbe(st, in, p)
+		in.Probe = pullProbe(st, e.beat, in, p)
 		e.Input = in
 	} else {
 		st.Mode = flotillav1.ModePush
@@ -165,6 +196,9 @@ func Decide(in Input, p Policy) Decision {
 	if t := LastContact(st); t != nil {
 		e.lastContact = t
 	}
+	if in.Pull && e.beat != nil && (e.lastContact == nil || e.beat.After(*e.lastContact)) {
+		e.lastContact = e.beat
+	}
 	if in.Pull && e.lastContact != nil && e.lastContact.Before(in.Since) && in.Status.Phase != flotillav1.ProviderLost {
 		t := in.Since
 		e.lastContact = &t
@@ -177,6 +211,10 @@ func Decide(in Input, p Policy) Decision {
 		}
 	}
 	st.Phase = v.phase
+	if e.beat != nil && v.phase != in.Status.Phase {
+		// A change of phase is written with the heartbeat it was decided on.
+		st.ObservedHeartbeat, st.LastHeartbeatTime = in.Heartbeat, &metav1.Time{Time: *e.beat}
+	}
 	conditions.Apply(&st.Conditions, in.Generation, conditions.Summary{State: v.state, Reason: v.reason, Message: v.message})
 	d := Decision{Status: *st, RequeueAfter: p.interval(), HeldDown: e.heldDown}
 	if in.Pull && in.Probe.OK && e.lastContact != nil {
@@ -210,23 +248,27 @@ func LastContact(st *flotillav1.ProviderStatus) *time.Time {
 
 // pullProbe stands for a probe of a Pull-mode provider: its agent's
 // heartbeat, seen changing within the grace period.
-func pullProbe(st *flotillav1.ProviderStatus, in Input, p Policy) Probe {
+func pullProbe(st *flotillav1.ProviderStatus, beat *time.Time, in Input, p Policy) Probe {
 	if st.LastHeartbeatTime == nil {
 		return Probe{Reason: flotillav1.ProviderReasonNoHeartbeat, Message: "pull mode: no heartbeat from the provider's agent yet"}
 	}
 	seen := st.LastHeartbeatTime.Time
+	if beat != nil && beat.After(seen) {
+		seen = *beat
+	}
 	if seen.Before(in.Since) && in.Status.Phase != flotillav1.ProviderLost {
 		// The benefit of the doubt is for one that was alive when the hub
 		// stopped; one already Lost stays Lost until it beats again.
 		seen = in.Since
 	}
-	ago := in.Now.Sub(seen)
-	if ago >= p.grace() {
+	// The messages name times, not ages: an age changes at every look and
+	// would cost a status write each time.
+	if in.Now.Sub(seen) >= p.grace() {
 		return Probe{Reason: flotillav1.ProviderReasonHeartbeatStale,
-			Message: fmt.Sprintf("pull mode: no heartbeat from the provider's agent for %s", ago.Round(time.Second))}
+			Message: fmt.Sprintf("pull mode: no heartbeat from the provider's agent since %s", seen.UTC().Format(time.RFC3339))}
 	}
 	return Probe{OK: true, Reason: flotillav1.ProviderReasonHeartbeatFresh,
-		Message: fmt.Sprintf("pull mode: agent heartbeat seen %s ago", ago.Round(time.Second))}
+		Message: fmt.Sprintf("pull mode: the agent's heartbeat is fresh (grace period %s)", p.grace())}
 }
 
 func notFenced(e *eval) (verdict, bool) {
@@ -307,7 +349,7 @@ func withinGrace(e *eval) (verdict, bool) {
 	}
 	return verdict{phase: phase, reason: flotillav1.ProviderReasonWithinGracePeriod, state: state,
 		requeue: e.p.grace() - since + 10*time.Millisecond,
-		message: fmt.Sprintf("last contact %s ago (grace period %s): %s", since.Round(time.Second), e.p.grace(), e.Probe.Message)}, true
+		message: fmt.Sprintf("last contact at %s (grace period %s): %s", e.lastContact.UTC().Format(time.RFC3339), e.p.grace(), e.Probe.Message)}, true
 }
 
 func lost(e *eval) (verdict, bool) {
@@ -325,7 +367,7 @@ func lost(e *eval) (verdict, bool) {
 		st.ReadmitTime = nil
 	}
 	return verdict{phase: flotillav1.ProviderLost, reason: flotillav1.ProviderReasonLost, state: conditions.Stalled,
-		message: fmt.Sprintf("no contact for %s: %s", e.Now.Sub(*e.lastContact).Round(time.Second), e.Probe.Message)}, true
+		message: fmt.Sprintf("no contact since %s: %s", e.lastContact.UTC().Format(time.RFC3339), e.Probe.Message)}, true
 }
 
 func neverReached(e *eval) (verdict, bool) {

@@ -1,6 +1,7 @@
 package health
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -191,6 +192,23 @@ func TestDecidePull(t *testing.T) {
 			want: outcome{Phase: "Lost", Ready: "False/Lost", Stalled: "True/Lost", RecentLosses: 1, LastLost: at(20 * time.Second),
 				LastHeartbeat: at(0), RequeueAfter: 3 * time.Second, KStatus: "Failed"},
 		},
+		"a Ready provider's new heartbeat within a minute of the recorded one: kept in memory, not written, and it counts": {
+			in:   Input{Now: t0.Add(25 * time.Second), Pull: true, Status: pull("Ready", 0, "a"), Heartbeat: "b", HeartbeatSeen: t0.Add(15 * time.Second)},
+			want: outcome{Phase: "Ready", Ready: "True/Ready", LastHeartbeat: at(0), RequeueAfter: 3 * time.Second, KStatus: "Current"},
+		},
+		"the heartbeat in memory goes stale like a recorded one: Lost a grace period after it was seen": {
+			in: Input{Now: t0.Add(35 * time.Second), Pull: true, Status: pull("Ready", 0, "a"), Heartbeat: "b", HeartbeatSeen: t0.Add(15 * time.Second)},
+			want: outcome{Phase: "Lost", Ready: "False/Lost", Stalled: "True/Lost", RecentLosses: 1, LastLost: at(35 * time.Second),
+				LastHeartbeat: at(15 * time.Second), RequeueAfter: 3 * time.Second, Event: "PhaseLost", KStatus: "Failed"},
+		},
+		"a new heartbeat a minute after the recorded one: written, at the time it was seen": {
+			in:   Input{Now: t0.Add(62 * time.Second), Pull: true, Status: pull("Ready", 0, "a"), Heartbeat: "c", HeartbeatSeen: t0.Add(61 * time.Second)},
+			want: outcome{Phase: "Ready", Ready: "True/Ready", LastHeartbeat: at(61 * time.Second), RequeueAfter: 3 * time.Second, KStatus: "Current"},
+		},
+		"a seen time ahead of the hub's clock counts as now": {
+			in:   Input{Now: t0.Add(time.Minute), Pull: true, Status: pull("Pending", 0, "a"), Heartbeat: "b", HeartbeatSeen: t0.Add(time.Hour)},
+			want: outcome{Phase: "Ready", Ready: "True/Ready", LastHeartbeat: at(time.Minute), RequeueAfter: 3 * time.Second, Event: "PhaseReady", KStatus: "Current"},
+		},
 		"hub restarted, no heartbeat for a grace period since": {
 			in: Input{Now: t0.Add(time.Hour + 20*time.Second), Since: t0.Add(time.Hour), Pull: true, Status: pull("Ready", 0, "a"), Heartbeat: "a"},
 			want: outcome{Phase: "Lost", Ready: "False/Lost", Stalled: "True/Lost", RecentLosses: 1, LastLost: at(time.Hour + 20*time.Second),
@@ -206,6 +224,27 @@ func TestDecidePull(t *testing.T) {
 				t.Errorf("(-want +got)\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestSteadyPullProviderIsNotRewritten: while a Pull-mode provider beats
+// as it should, looks at it within a minute decide the same status, so the
+// hub writes nothing (every probe used to move a message's age).
+func TestSteadyPullProviderIsNotRewritten(t *testing.T) {
+	first := Decide(Input{Now: t0, Pull: true, Heartbeat: "a"}, policy)
+	for i := 1; i <= 19; i++ {
+		now := t0.Add(time.Duration(i) * 3 * time.Second)
+		beat := fmt.Sprint("b", i/3)
+		d := Decide(Input{Now: now, Pull: true, Status: first.Status, Heartbeat: beat, HeartbeatSeen: now.Add(-time.Second)}, policy)
+		if diff := cmp.Diff(first.Status, d.Status); diff != "" {
+			t.Fatalf("look %d at %s changed the status (-first +now):\n%s", i, now.Sub(t0), diff)
+		}
+	}
+	// Lost is steady too: its message names a time, not an age.
+	lost := Decide(Input{Now: t0.Add(2 * time.Minute), Pull: true, Status: first.Status, Heartbeat: "a"}, policy)
+	again := Decide(Input{Now: t0.Add(3 * time.Minute), Pull: true, Status: lost.Status, Heartbeat: "a"}, policy)
+	if diff := cmp.Diff(lost.Status, again.Status); diff != "" {
+		t.Errorf("a Lost provider's status changed between two looks (-first +second):\n%s", diff)
 	}
 }
 
