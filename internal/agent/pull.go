@@ -62,10 +62,10 @@ func (a *Agent) SyncAssignments(ctx context.Context) error {
 		return errors.New("pull mode needs the federation identity's client")
 	}
 	cfg := a.config()
+	round := a.fence.begin()
 	var list flotillav1.AssignmentList
 	var err error
 	if list.Items, err = a.assignments(ctx, flotillav1.ProviderNamespace(cfg.Provider.Name)); err != nil {
-		a.fenced.Store(false)
 		return fmt.Errorf("listing assignments on the hub: %w", err)
 	}
 	// First come, first admitted.
@@ -95,13 +95,12 @@ func (a *Agent) SyncAssignments(ctx context.Context) error {
 			}
 		})
 	}
-	if err := a.fence(ctx, cfg, wanted); err != nil {
+	if err := a.fenceStale(ctx, cfg, wanted); err != nil {
 		wg.Wait()
-		a.fenced.Store(false)
 		return err
 	}
 	wg.Wait()
-	a.fenced.Store(true)
+	a.fence.fenced(round, time.Now())
 
 	// Admission is decided one Assignment after another, oldest first,
 	// counting what every other hub this cluster serves holds; applying
@@ -171,7 +170,7 @@ func (a *Agent) SyncAssignments(ctx context.Context) error {
 // assignments reads this provider's Assignments: the metadata of all of
 // them from the hub every round (which exist, and at which version: what
 // fencing needs, fresh), and whole only those that changed since the agent
-// last read or wrote them. Listing them whole every round moved every
+// last read, wrote or was sent them by its watch. Listing them whole every round moved every
 // tenant object they carry, for each provider, every few seconds.
 func (a *Agent) assignments(ctx context.Context, ns string) ([]flotillav1.Assignment, error) {
 	var meta metav1.PartialObjectMetadataList
@@ -313,9 +312,9 @@ func (a *Agent) run(ctx context.Context, cfg *Config, as *flotillav1.Assignment,
 	}
 }
 
-// fence deletes every namespace of this hub on the cluster that no
+// fenceStale deletes every namespace of this hub on the cluster that no
 // Assignment wants, or wants at another epoch.
-func (a *Agent) fence(ctx context.Context, cfg *Config, wanted map[string]int64) error {
+func (a *Agent) fenceStale(ctx context.Context, cfg *Config, wanted map[string]int64) error {
 	var nss corev1.NamespaceList
 	if err := a.Federation.List(ctx, &nss, client.MatchingLabels{flotillav1.LabelManaged: "true", flotillav1.LabelHub: cfg.HubID}); err != nil {
 		return fmt.Errorf("listing the hub's namespaces: %w", err)
@@ -364,6 +363,11 @@ func (a *Agent) watchAssignments(ctx context.Context, ns string, wake chan<- str
 		if err == nil {
 			gen := map[string]int64{}
 			for ev := range w.ResultChan() {
+				if as, ok := ev.Object.(*flotillav1.Assignment); ok && (ev.Type == watch.Added || ev.Type == watch.Modified) {
+					// What the watch brings whole, the round need not get
+					// again (see assignments).
+					a.remember(as)
+				}
 				if as, ok := ev.Object.(*flotillav1.Assignment); ok && ev.Type == watch.Modified && gen[as.Name] == as.Generation {
 					continue
 				} else if ok {
