@@ -55,6 +55,12 @@ type scaleResult struct {
 	GracePeriods  float64 `json:"gracePeriodsSeconds"`
 	FailoverGoal  float64 `json:"failoverGoalSeconds"`
 	CreateSeconds float64 `json:"createAllWorkloadsSeconds"`
+	// Where the time went from the first Workload created to the last
+	// running: CPU seconds per process (the hub's components, the manager,
+	// and the bench itself, which runs the hollow providers), and the
+	// hub API server's most frequent requests.
+	PhaseCPUSec map[string]float64 `json:"placementCPUSeconds"`
+	TopRequests []string           `json:"placementTopRequests"`
 }
 
 func envInt(t *testing.T, name string, def int) int {
@@ -97,11 +103,12 @@ func TestBenchScale(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-C", root, "-o", managerBin, "./cmd/manager").CombinedOutput(); err != nil {
 		t.Fatalf("building the manager: %v\n%s", err, out)
 	}
-	metricsAddr := freeAddr(t)
+	metricsAddr, pprofAddr := freeAddr(t), freeAddr(t)
 	mgr := exec.CommandContext(ctx, managerBin, "--kubeconfig", fed.Hub.Kubeconfig, "--hub-id", hubID,
-		"--metrics-bind-address", metricsAddr, "--health-probe-bind-address", "0",
+		"--metrics-bind-address", metricsAddr, "--health-probe-bind-address", "0", "--pprof-bind-address", pprofAddr,
 		"--provider-grace-period", providerGrace.String())
-	logFile, err := os.Create(filepath.Join(t.TempDir(), "manager.log"))
+	// Kept (not committed) for reading after the run.
+	logFile, err := os.Create(filepath.Join(root, "bench", "results", "scale-manager.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,6 +212,17 @@ func TestBenchScale(t *testing.T) {
 		}
 	}()
 
+	procs := componentNames(fed.Hub.PIDs())
+	procs["manager"], procs["bench (hollow providers)"] = mgr.Process.Pid, os.Getpid()
+	cpuBefore := processCPU(procs)
+	reqBefore, err := apiRequests(ctx, hubRest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resultsDir := filepath.Join(root, "bench", "results")
+	profile := make(chan string, 1)
+	go func() { profile <- cpuProfile(t, pprofAddr, resultsDir, 60*time.Second) }()
+
 	createStart := time.Now()
 	jobs := make(chan int)
 	for range 16 {
@@ -232,6 +250,17 @@ func TestBenchScale(t *testing.T) {
 		defer mu.Unlock()
 		return len(running) == nWorkloads, fmt.Sprintf("%d assigned, %d running of %d", len(assigned), len(running), nWorkloads)
 	})
+	cpuAfter := processCPU(procs)
+	res.PhaseCPUSec = map[string]float64{}
+	for name, v := range cpuAfter {
+		res.PhaseCPUSec[name] = v - cpuBefore[name]
+	}
+	if reqAfter, err := apiRequests(ctx, hubRest); err == nil {
+		res.TopRequests = topDelta(reqBefore, reqAfter, 20)
+	}
+	if err := os.WriteFile(filepath.Join(resultsDir, "scale-manager-cpu.txt"), []byte(<-profile), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	mu.Lock()
 	res.AssignedP50, res.AssignedP99 = since(created, assigned, 0.5), since(created, assigned, 0.99)
 	res.RunningP50, res.RunningP99 = since(created, running, 0.5), since(created, running, 0.99)
@@ -244,7 +273,7 @@ func TestBenchScale(t *testing.T) {
 		res.Cycles, res.CycleMeanSec, res.CycleP99Sec = cycleStats(t, metricsAddr)
 		res.ManagerPeakRSSMiB, res.ManagerCPUSec = processStats(t, mgr.Process.Pid)
 		b, _ := json.MarshalIndent(res, "", "  ")
-		if err := os.WriteFile(filepath.Join(root, "bench", "results", "scale.json"), append(b, '\n'), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(resultsDir, "scale.json"), append(b, '\n'), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,0 +1,153 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/rest"
+)
+
+// What the scale bench records beside its latencies, so that a run says
+// where the time went: CPU per process, the hub API server's requests by
+// resource and verb, and the manager's CPU profile.
+
+// processCPU is the CPU time (seconds) of each named process.
+func processCPU(pids map[string]int) map[string]float64 {
+	out := map[string]float64{}
+	for name, pid := range pids {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		rest := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		utime, _ := strconv.ParseFloat(rest[11], 64)
+		stime, _ := strconv.ParseFloat(rest[12], 64)
+		out[name] = (utime + stime) / 100 // USER_HZ
+	}
+	return out
+}
+
+// componentNames names each hub component process by its binary.
+func componentNames(pids []int) map[string]int {
+	out := map[string]int{}
+	for _, pid := range pids {
+		cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			continue
+		}
+		name := filepath.Base(strings.SplitN(string(cmd), "\x00", 2)[0])
+		out[name] = pid
+	}
+	return out
+}
+
+// apiRequests reads apiserver_request_total off the API server, summed by
+// "verb resource[/subresource]".
+func apiRequests(ctx context.Context, cfg *rest.Config) (map[string]float64, error) {
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(cfg.Host, "/")+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(strings.NewReader(string(body)))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "apiserver_request_total{") {
+			continue
+		}
+		labels := line[strings.IndexByte(line, '{')+1 : strings.LastIndexByte(line, '}')]
+		l := map[string]string{}
+		for kv := range strings.SplitSeq(labels, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			l[k] = strings.Trim(v, `"`)
+		}
+		key := l["verb"] + " " + l["resource"]
+		if l["subresource"] != "" {
+			key += "/" + l["subresource"]
+		}
+		v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		out[key] += v
+	}
+	return out, sc.Err()
+}
+
+// topDelta lists the n largest increases from before to after, largest
+// first, as "count key" lines.
+func topDelta(before, after map[string]float64, n int) []string {
+	type kv struct {
+		k string
+		v float64
+	}
+	var all []kv
+	for k, v := range after {
+		if d := v - before[k]; d > 0 {
+			all = append(all, kv{k, d})
+		}
+	}
+	slices.SortFunc(all, func(a, b kv) int {
+		if a.v != b.v {
+			if a.v > b.v {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.k, b.k)
+	})
+	var out []string
+	for i := range min(n, len(all)) {
+		out = append(out, fmt.Sprintf("%.0f %s", all[i].v, all[i].k))
+	}
+	return out
+}
+
+// cpuProfile takes a CPU profile of the manager over d and returns the
+// top of it as text (go tool pprof -top), keeping the profile itself in
+// dir.
+func cpuProfile(t *testing.T, addr, dir string, d time.Duration) string {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d.Seconds())))
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	file := filepath.Join(dir, "scale-manager-cpu.pprof")
+	f, err := os.Create(file)
+	if err != nil {
+		return err.Error()
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err.Error()
+	}
+	f.Close()
+	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=30", file).CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("%v: %s", err, out)
+	}
+	return string(out)
+}
