@@ -49,8 +49,10 @@ const (
 // nothing is paid twice or lost.
 type Bank struct {
 	Client client.Client
-	Cache  cache.Cache
-	Store  *ledgerstore.Store
+	// APIReader reads providers' usage reports, which are not cached.
+	APIReader client.Reader
+	Cache     cache.Cache
+	Store     *ledgerstore.Store
 	// Publisher publishes the signed head, the index and each party's
 	// entries for witnesses.
 	Publisher *ledgerstore.Publisher
@@ -348,7 +350,7 @@ func (b *Bank) reports(ctx context.Context, leases []flotillav1.Lease) map[strin
 		p := &flotillav1.Provider{}
 		cm := &corev1.ConfigMap{}
 		if b.Client.Get(ctx, client.ObjectKey{Name: name}, p) != nil || p.Spec.PublicKey == "" ||
-			b.Client.Get(ctx, client.ObjectKey{Namespace: flotillav1.ProviderNamespace(name), Name: usage.ConfigMapName}, cm) != nil {
+			b.reader().Get(ctx, client.ObjectKey{Namespace: flotillav1.ProviderNamespace(name), Name: usage.ConfigMapName}, cm) != nil {
 			continue
 		}
 		pub, err := base64.StdEncoding.DecodeString(p.Spec.PublicKey)
@@ -365,6 +367,13 @@ func (b *Bank) reports(ctx context.Context, leases []flotillav1.Lease) map[strin
 		out[name] = lines
 	}
 	return out
+}
+
+func (b *Bank) reader() client.Reader {
+	if b.APIReader != nil {
+		return b.APIReader
+	}
+	return b.Client
 }
 
 // setFunds writes the Workload's BudgetExhausted condition; false means a

@@ -49,6 +49,7 @@ func startEconomy(t *testing.T) (stop func()) {
 	}
 	store := &ledgerstore.Store{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: flotillav1.SystemNamespace, ChunkEntries: 7}
 	bank := NewBank(mgr.GetClient(), mgr.GetCache(), store, mgr.GetEventRecorderFor("bank"), ledgerKey(t))
+	bank.APIReader = mgr.GetAPIReader()
 	bank.Policy.Interval, bank.Policy.FeeBPS = time.Second, 250
 	if err := mgr.Add(bank); err != nil {
 		t.Fatal(err)

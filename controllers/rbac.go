@@ -25,8 +25,8 @@ package controllers
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 // The ledger's index and head in flotilla-ledger, and each party's copy of
-// its entries in its own namespace; providers' usage reports, watched.
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update
+// its entries in its own namespace.
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;create;update
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=create
 // +kubebuilder:rbac:groups="",namespace=flotilla-system,resources=secrets;configmaps,verbs=get;list;watch
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=flotilla-system,resources=leases,verbs=get;list;watch;create;update;patch

@@ -8,7 +8,6 @@ import (
 	"golang.org/x/time/rate"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/client-go/kubernetes"
@@ -24,7 +23,6 @@ import (
 
 	"github.com/flotilla-dev/flotilla/internal/flap"
 	"github.com/flotilla-dev/flotilla/internal/remote"
-	"github.com/flotilla-dev/flotilla/internal/usage"
 )
 
 // Options tune the hub controllers.
@@ -79,18 +77,12 @@ type Options struct {
 // not the ledger's chunks there: a tenant filling its namespace with large
 // Secrets must not fill the hub's memory. Tenants' ConfigMaps and Secrets
 // are read straight from the API server, only when a Lease refers to them.
-// Elsewhere only ConfigMaps named like a provider's usage report are
-// cached (one per namespace at most): the bank reads every provider's at
-// each cycle, which cost one request per provider per cycle.
 func CacheOptions() cache.Options {
 	notLedger, _ := labels.NewRequirement(ledgerstore.ChunkLabel, selection.DoesNotExist, nil)
 	system := map[string]cache.Config{flotillav1.SystemNamespace: {}}
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.ConfigMap{}: {Namespaces: map[string]cache.Config{
-			flotillav1.SystemNamespace: {LabelSelector: labels.NewSelector().Add(*notLedger)},
-			cache.AllNamespaces:        {FieldSelector: fields.OneTermEqualSelector("metadata.name", usage.ConfigMapName)},
-		}},
-		&corev1.Secret{}: {Namespaces: system},
+		&corev1.ConfigMap{}: {Label: labels.NewSelector().Add(*notLedger), Namespaces: system},
+		&corev1.Secret{}:    {Namespaces: system},
 		// Heartbeats live in the system namespace, the only one the
 		// manager's role may read them in (found running the chart).
 		&coordinationv1.Lease{}: {Namespaces: system},
@@ -186,7 +178,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Scheduler, err
 		return keys.Ensure(ctx, cs, flotillav1.SystemNamespace, ledgerstore.KeySecret)
 	}
 	bank := NewBank(mgr.GetClient(), mgr.GetCache(), store, mgr.GetEventRecorderFor("flotilla-bank"), key)
-	bank.Now = now
+	bank.APIReader, bank.Now = mgr.GetAPIReader(), now
 	bank.Publisher.Hub = hubID
 	s.Settlement, bank.Available = bank.Unavailable, s.Trigger
 	if opts.SettlementInterval > 0 {
