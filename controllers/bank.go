@@ -16,6 +16,7 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -73,9 +74,17 @@ type Bank struct {
 	// before the ledger is read.
 	unavailable atomic.Pointer[string]
 	failures    int
-	book        *settle.Book
-	chain       *ledger.Chain
-	key         ed25519.PrivateKey
+	// reported is each provider's verified report lines as last read, and
+	// costSeen each Lease's metered cost at the last cycle: the bank
+	// cycles at every change of a Lease, and reading every provider's
+	// report each time was one request per provider per cycle. A report
+	// is read again only when one of its provider's Leases was charged
+	// more, which is when a payment can be due.
+	reported map[string]map[string]*usage.Line
+	costSeen map[types.UID]flotillav1.Amount
+	book     *settle.Book
+	chain    *ledger.Chain
+	key      ed25519.PrivateKey
 }
 
 // NewBank returns a Bank with the default economics.
@@ -341,12 +350,29 @@ func (b *Bank) enforce(ctx context.Context, obs *settle.Observed, out *settle.Ou
 // checked counts as none.
 func (b *Bank) reports(ctx context.Context, leases []flotillav1.Lease) map[string]map[string]*usage.Line {
 	out := map[string]map[string]*usage.Line{}
+	stale := map[string]bool{}
+	costs := make(map[types.UID]flotillav1.Amount, len(leases))
+	for i := range leases {
+		l := &leases[i]
+		costs[l.UID] = l.Status.Usage.Cost
+		if c, ok := b.costSeen[l.UID]; !ok || c != l.Status.Usage.Cost {
+			stale[l.Spec.ProviderRef.Name] = true
+		}
+	}
+	b.costSeen = costs
+	if b.reported == nil {
+		b.reported = map[string]map[string]*usage.Line{}
+	}
 	for i := range leases {
 		name := leases[i].Spec.ProviderRef.Name
 		if _, done := out[name]; done {
 			continue
 		}
-		out[name] = nil
+		if lines, ok := b.reported[name]; ok && !stale[name] {
+			out[name] = lines
+			continue
+		}
+		out[name], b.reported[name] = nil, nil
 		p := &flotillav1.Provider{}
 		cm := &corev1.ConfigMap{}
 		if b.Client.Get(ctx, client.ObjectKey{Name: name}, p) != nil || p.Spec.PublicKey == "" ||
@@ -364,7 +390,12 @@ func (b *Bank) reports(ctx context.Context, leases []flotillav1.Lease) map[strin
 				lines[l.Lease] = l
 			}
 		}
-		out[name] = lines
+		out[name], b.reported[name] = lines, lines
+	}
+	for name := range b.reported {
+		if _, ok := out[name]; !ok {
+			delete(b.reported, name)
+		}
 	}
 	return out
 }

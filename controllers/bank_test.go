@@ -7,7 +7,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -477,4 +479,48 @@ func TestLedgerStoreRefusesASecondWriter(t *testing.T) {
 	if entries := stored(); entries[len(entries)-1].To != "tenant:writer-b" || entries[len(entries)-2].To != "tenant:writer-a" {
 		t.Fatalf("the ledger ends %+v", entries[len(entries)-2:])
 	}
+}
+
+// The bank cycles at every change of a Lease; it reads a provider's usage
+// report again only when one of its Leases was charged more (when a
+// payment can be due), not at every cycle.
+func TestBankReadsAReportOnlyWhenItsLeaseWasCharged(t *testing.T) {
+	ctx := context.Background()
+	p := readyProvider(t, "rereads-a", "rereads-a")
+	key := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, ed25519.SeedSize))
+	p.Spec.PublicKey = base64.StdEncoding.EncodeToString(key.Public().(ed25519.PublicKey))
+	if err := env.Client.Update(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	l := flotillav1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "web-1", Namespace: "t", UID: "rereads-1"},
+		Spec: flotillav1.LeaseSpec{ProviderRef: flotillav1.ProviderReference{Name: p.Name}}}
+	l.Status.Usage.Cost, l.Status.Usage.MeteredUntil = "0.01", &metav1.Time{Time: time.Now()}
+	report(t, key, p.Name, &l, 60)
+	direct, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reads atomic.Int32
+	b := &Bank{Client: env.Client, APIReader: interceptor.NewClient(direct, interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, o ...client.GetOption) error {
+			if _, ok := obj.(*corev1.ConfigMap); ok {
+				reads.Add(1)
+			}
+			return c.Get(ctx, k, obj, o...)
+		}})}
+	look := func(want int32, what string) {
+		t.Helper()
+		got := b.reports(ctx, []flotillav1.Lease{l})
+		if reads.Load() != want {
+			t.Errorf("%s: %d reads of the report, want %d", what, reads.Load(), want)
+		}
+		if line := got[p.Name][string(l.UID)]; line == nil || line.ReplicaSeconds != 60 {
+			t.Errorf("%s: the report's line for the Lease is %+v, want its 60 replica-seconds", what, line)
+		}
+	}
+	look(1, "first cycle")
+	look(1, "a cycle with nothing charged since")
+	look(1, "another")
+	l.Status.Usage.Cost = "0.02"
+	look(2, "a cycle after the Lease was charged")
 }
