@@ -25,7 +25,7 @@ func createBackoff(n int) time.Duration {
 // change removes or shrinks Leases as planned.
 func (s *Scheduler) change(ctx context.Context, changes []placement.Change, workloads map[string]*flotillav1.Workload, reason string) {
 	for _, c := range changes {
-		l := c.Lease
+		l := c.Lease.DeepCopy() // c.Lease is the cache's own
 		var err error
 		if c.Replicas > 0 {
 			patch := client.MergeFrom(l.DeepCopy())
