@@ -9,9 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -146,6 +148,65 @@ func cpuProfile(t *testing.T, addr, dir string, d time.Duration) string {
 	}
 	f.Close()
 	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=30", file).CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("%v: %s", err, out)
+	}
+	return string(out)
+}
+
+// selfProfile profiles this process (the hollow providers) for d into
+// file; the returned func ends it early.
+func selfProfile(t *testing.T, file string, d time.Duration) func() {
+	t.Helper()
+	f, err := os.Create(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		t.Log("profiling the hollow providers: ", err)
+		return func() {}
+	}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		})
+	}
+	time.AfterFunc(d, stop)
+	return stop
+}
+
+// apiServerProfile takes a CPU profile of the hub's API server over d
+// (its /debug/pprof, on by default) and returns the top of it as text.
+func apiServerProfile(ctx context.Context, cfg *rest.Config, dir string, d time.Duration) string {
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return err.Error()
+	}
+	hc.Timeout = d + time.Minute
+	url := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", strings.TrimSuffix(cfg.Host, "/"), int(d.Seconds()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err.Error()
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	file := filepath.Join(dir, "scale-apiserver-cpu.pprof")
+	f, err := os.Create(file)
+	if err != nil {
+		return err.Error()
+	}
+	_, err = io.Copy(f, resp.Body)
+	f.Close()
+	if err != nil {
+		return err.Error()
+	}
+	out, err := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount=60", file).CombinedOutput()
 	if err != nil {
 		return fmt.Sprintf("%v: %s", err, out)
 	}

@@ -42,19 +42,23 @@ type scaleResult struct {
 	ManagerCPUSec     float64 `json:"managerCPUSeconds"`
 	// Scheduling cycles, from the manager's histogram (p99 is the upper
 	// bound of the bucket it falls in).
-	Cycles        int     `json:"schedulingCycles"`
-	CycleMeanSec  float64 `json:"schedulingCycleMeanSeconds"`
-	CycleP99Sec   float64 `json:"schedulingCycleP99UpperBoundSeconds"`
-	AssignedP50   float64 `json:"createToAssignedP50Seconds"`
-	AssignedP99   float64 `json:"createToAssignedP99Seconds"`
-	RunningP50    float64 `json:"createToRunningP50Seconds"`
-	RunningP99    float64 `json:"createToRunningP99Seconds"`
-	JoinSec       float64 `json:"allProvidersReadySeconds"`
-	Stopped       int     `json:"providersStopped"`
-	FailoverSec   float64 `json:"failoverSeconds"`
-	GracePeriods  float64 `json:"gracePeriodsSeconds"`
-	FailoverGoal  float64 `json:"failoverGoalSeconds"`
-	CreateSeconds float64 `json:"createAllWorkloadsSeconds"`
+	Cycles       int     `json:"schedulingCycles"`
+	CycleMeanSec float64 `json:"schedulingCycleMeanSeconds"`
+	CycleP99Sec  float64 `json:"schedulingCycleP99UpperBoundSeconds"`
+	AssignedP50  float64 `json:"createToAssignedP50Seconds"`
+	AssignedP99  float64 `json:"createToAssignedP99Seconds"`
+	RunningP50   float64 `json:"createToRunningP50Seconds"`
+	RunningP99   float64 `json:"createToRunningP99Seconds"`
+	JoinSec      float64 `json:"allProvidersReadySeconds"`
+	Stopped      int     `json:"providersStopped"`
+	FailoverSec  float64 `json:"failoverSeconds"`
+	// Steps of the failover: every stopped provider Lost, and their
+	// replicas placed elsewhere (the rest, to running, is FailoverSec).
+	FailoverLostSec     float64 `json:"failoverLostSeconds"`
+	FailoverAssignedSec float64 `json:"failoverPlacedSeconds"`
+	GracePeriods        float64 `json:"gracePeriodsSeconds"`
+	FailoverGoal        float64 `json:"failoverGoalSeconds"`
+	CreateSeconds       float64 `json:"createAllWorkloadsSeconds"`
 	// Where the time went from the first Workload created to the last
 	// running: CPU seconds per process (the hub's components, the manager,
 	// and the bench itself, which runs the hollow providers), and the
@@ -222,6 +226,11 @@ func TestBenchScale(t *testing.T) {
 	resultsDir := filepath.Join(root, "bench", "results")
 	profile := make(chan string, 1)
 	go func() { profile <- cpuProfile(t, pprofAddr, resultsDir, 60*time.Second) }()
+	apiProfile := make(chan string, 1)
+	go func() { apiProfile <- apiServerProfile(ctx, hubRest, resultsDir, 60*time.Second) }()
+	// The hollow providers' side, in this process, over the same minute.
+	stopSelf := selfProfile(t, filepath.Join(resultsDir, "scale-hollow-cpu.pprof"), 60*time.Second)
+	defer stopSelf()
 
 	createStart := time.Now()
 	jobs := make(chan int)
@@ -261,6 +270,9 @@ func TestBenchScale(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(resultsDir, "scale-manager-cpu.txt"), []byte(<-profile), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(resultsDir, "scale-apiserver-cpu.txt"), []byte(<-apiProfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	mu.Lock()
 	res.AssignedP50, res.AssignedP99 = since(created, assigned, 0.5), since(created, assigned, 0.99)
 	res.RunningP50, res.RunningP99 = since(created, running, 0.5), since(created, running, 0.99)
@@ -290,26 +302,53 @@ func TestBenchScale(t *testing.T) {
 	providers = providers[res.Stopped:]
 	res.GracePeriods = providerGrace.Seconds()
 	res.FailoverGoal = res.GracePeriods + 10
+	// The steps of the failover, each when it is complete for every
+	// stopped provider or Workload: Lost, replicas placed elsewhere, and
+	// running there.
 	hubenv.Await(t, 30*time.Minute, "the stopped providers' replicas running elsewhere", func() (bool, string) {
+		if res.FailoverLostSec == 0 {
+			var ps flotillav1.ProviderList
+			if err := h.client.List(ctx, &ps); err != nil {
+				return false, err.Error()
+			}
+			lost := 0
+			for _, p := range ps.Items {
+				if stopped[p.Name] && p.Status.Phase == flotillav1.ProviderLost {
+					lost++
+				}
+			}
+			if lost < res.Stopped {
+				return false, fmt.Sprintf("%d of %d stopped providers Lost", lost, res.Stopped)
+			}
+			res.FailoverLostSec = time.Since(failStart).Seconds()
+		}
 		var ws flotillav1.WorkloadList
 		if err := h.client.List(ctx, &ws, client.InNamespace("scale")); err != nil {
 			return false, err.Error()
 		}
-		left := 0
+		unplaced, notReady := 0, 0
 		for _, w := range ws.Items {
-			done := w.Status.ReadyReplicas >= int32(replicas)
+			placed := w.Status.ScheduledReplicas >= int32(replicas)
 			for _, pl := range w.Status.Placements {
 				if stopped[pl.Provider] {
-					done = false
+					placed = false
 				}
 			}
-			if !done {
-				left++
+			if !placed {
+				unplaced++
+			}
+			if !placed || w.Status.ReadyReplicas < int32(replicas) {
+				notReady++
 			}
 		}
-		return left == 0, fmt.Sprint(left, " workloads not yet whole")
+		if unplaced == 0 && res.FailoverAssignedSec == 0 {
+			res.FailoverAssignedSec = time.Since(failStart).Seconds()
+		}
+		return notReady == 0, fmt.Sprintf("%d workloads not yet placed elsewhere, %d not yet whole", unplaced, notReady)
 	})
 	res.FailoverSec = time.Since(failStart).Seconds()
+	t.Logf("failover: every stopped provider Lost after %.1fs, replicas placed elsewhere after %.1fs, running after %.1fs",
+		res.FailoverLostSec, res.FailoverAssignedSec, res.FailoverSec)
 	t.Logf("failover of %d providers: %.1fs (goal %.0fs)", res.Stopped, res.FailoverSec, res.FailoverGoal)
 
 	write(&res)
