@@ -127,33 +127,6 @@ func topDelta(before, after map[string]float64, n int) []string {
 	return out
 }
 
-// cpuProfile takes a CPU profile of the manager over d and returns the
-// top of it as text (go tool pprof -top), keeping the profile itself in
-// dir.
-func cpuProfile(t *testing.T, addr, dir string, d time.Duration) string {
-	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d.Seconds())))
-	if err != nil {
-		return err.Error()
-	}
-	defer resp.Body.Close()
-	file := filepath.Join(dir, "scale-manager-cpu.pprof")
-	f, err := os.Create(file)
-	if err != nil {
-		return err.Error()
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err.Error()
-	}
-	f.Close()
-	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=30", file).CombinedOutput()
-	if err != nil {
-		return fmt.Sprintf("%v: %s", err, out)
-	}
-	return string(out)
-}
-
 // selfProfile profiles this process (the hollow providers) for d into
 // file; the returned func ends it early.
 func selfProfile(t *testing.T, file string, d time.Duration) func() {
@@ -178,8 +151,16 @@ func selfProfile(t *testing.T, file string, d time.Duration) func() {
 	return stop
 }
 
-// apiServerProfile takes a CPU profile of the hub's API server over d
-// (its /debug/pprof, on by default) and returns the top of it as text.
+// cpuProfile takes a CPU profile of the manager over d and returns the
+// top of it as text, keeping the profile itself in dir.
+func cpuProfile(ctx context.Context, addr, dir string, d time.Duration) string {
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d.Seconds()))
+	return fetchProfile(ctx, &http.Client{Timeout: d + time.Minute}, url, filepath.Join(dir, "scale-manager-cpu.pprof"), "-nodecount=30")
+}
+
+// apiServerProfile does the same for the hub's API server (its own
+// /debug/pprof, on by default), with cumulative times: its flat top is
+// the runtime's.
 func apiServerProfile(ctx context.Context, cfg *rest.Config, dir string, d time.Duration) string {
 	hc, err := rest.HTTPClientFor(cfg)
 	if err != nil {
@@ -187,6 +168,12 @@ func apiServerProfile(ctx context.Context, cfg *rest.Config, dir string, d time.
 	}
 	hc.Timeout = d + time.Minute
 	url := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", strings.TrimSuffix(cfg.Host, "/"), int(d.Seconds()))
+	return fetchProfile(ctx, hc, url, filepath.Join(dir, "scale-apiserver-cpu.pprof"), "-cum", "-nodecount=60")
+}
+
+// fetchProfile saves the profile at url into file and returns go tool
+// pprof -top of it with args; an error's text when it cannot.
+func fetchProfile(ctx context.Context, hc *http.Client, url, file string, args ...string) string {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err.Error()
@@ -196,7 +183,6 @@ func apiServerProfile(ctx context.Context, cfg *rest.Config, dir string, d time.
 		return err.Error()
 	}
 	defer resp.Body.Close()
-	file := filepath.Join(dir, "scale-apiserver-cpu.pprof")
 	f, err := os.Create(file)
 	if err != nil {
 		return err.Error()
@@ -206,7 +192,7 @@ func apiServerProfile(ctx context.Context, cfg *rest.Config, dir string, d time.
 	if err != nil {
 		return err.Error()
 	}
-	out, err := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount=60", file).CombinedOutput()
+	out, err := exec.Command("go", append([]string{"tool", "pprof", "-top"}, append(args, file)...)...).CombinedOutput()
 	if err != nil {
 		return fmt.Sprintf("%v: %s", err, out)
 	}

@@ -225,7 +225,7 @@ func TestBenchScale(t *testing.T) {
 	}
 	resultsDir := filepath.Join(root, "bench", "results")
 	profile := make(chan string, 1)
-	go func() { profile <- cpuProfile(t, pprofAddr, resultsDir, 60*time.Second) }()
+	go func() { profile <- cpuProfile(ctx, pprofAddr, resultsDir, 60*time.Second) }()
 	apiProfile := make(chan string, 1)
 	go func() { apiProfile <- apiServerProfile(ctx, hubRest, resultsDir, 60*time.Second) }()
 	// The hollow providers' side, in this process, over the same minute.
