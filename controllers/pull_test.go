@@ -131,6 +131,13 @@ func startPullAgent(t *testing.T, name string, hub client.WithWatch) *pullAgent 
 			}
 			return c.Get(ctx, k, obj, o...)
 		},
+		// The heartbeat renews without reading first.
+		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, o ...client.UpdateOption) error {
+			if pa.partitioned.Load() {
+				return cut
+			}
+			return c.Update(ctx, obj, o...)
+		},
 		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, o ...client.SubResourceUpdateOption) error {
 			if pa.partitioned.Load() {
 				return cut
@@ -471,5 +478,49 @@ func TestPullJoinCredentials(t *testing.T) {
 	}
 	if got := get(t, &flotillav1.Assignment{}, mine.Namespace, mine.Name); got.Status.State != flotillav1.AssignmentAccepted || got.Spec.Replicas != 1 {
 		t.Errorf("assignment changed by a refused request: %+v", got)
+	}
+}
+
+// TestMarkLostOnlyTheJudgedHeartbeat: the hub marks a Pull-mode agent's
+// heartbeat Lost only if it is still the heartbeat it judged stale; one
+// that moved meanwhile is a Conflict and stays unmarked, so the provider
+// is not recorded Lost on a stale judgement.
+func TestMarkLostOnlyTheJudgedHeartbeat(t *testing.T) {
+	ctx := context.Background()
+	namespace(t, flotillav1.SystemNamespace)
+	renew := metav1.NewMicroTime(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC))
+	beat := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "provider-mark-a", Namespace: flotillav1.SystemNamespace},
+		Spec: coordinationv1.LeaseSpec{RenewTime: &renew}}
+	if err := env.Client.Create(ctx, beat); err != nil {
+		t.Fatal(err)
+	}
+	r := &ProviderReconciler{Client: env.Client, Now: time.Now}
+	mark := func() string {
+		t.Helper()
+		l := &coordinationv1.Lease{}
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(beat), l); err != nil {
+			t.Fatal(err)
+		}
+		return l.Annotations[flotillav1.AnnotationLost]
+	}
+	if err := r.markLost(ctx, "mark-a", "2026-12-01T11:59:50Z"); !apierrors.IsConflict(err) {
+		t.Errorf("marking after the heartbeat moved: %v, want a Conflict", err)
+	}
+	if m := mark(); m != "" {
+		t.Errorf("a heartbeat that moved since it was judged was marked Lost (%s)", m)
+	}
+	judged := renew.UTC().Format(time.RFC3339Nano)
+	if err := r.markLost(ctx, "mark-a", judged); err != nil {
+		t.Fatalf("marking the judged heartbeat: %v", err)
+	}
+	first := mark()
+	if first == "" {
+		t.Fatal("the judged heartbeat was not marked Lost")
+	}
+	if err := r.markLost(ctx, "mark-a", judged); err != nil || mark() != first {
+		t.Errorf("marking again: %v, mark %q, want the first mark %q kept", err, mark(), first)
+	}
+	if err := r.markLost(ctx, "mark-none", judged); err != nil {
+		t.Errorf("a provider that never beat: %v, want nothing to mark", err)
 	}
 }
