@@ -306,7 +306,10 @@ type Agent struct {
 	// of SyncAssignments has read the hub and removed what no Assignment
 	// wants, after the hub last declared it Lost, it does not renew its
 	// heartbeat, so the hub never sees it Ready with stale work running.
-	fence     fenceState
+	fence fenceState
+	// beat is the heartbeat Lease as this agent last wrote it.
+	beatMu    sync.Mutex
+	beat      *coordinationv1.Lease
 	appliedMu sync.Mutex
 	appliedAt map[string]time.Time
 	readAt    map[string]time.Time
@@ -505,14 +508,35 @@ func (a *Agent) Heartbeat(ctx context.Context) error {
 		return fmt.Errorf("provider API server not ready, heartbeat not renewed: %w", err)
 	}
 	now := metav1.NewMicroTime(time.Now())
+	duration := ptr.To(int32(3 * a.Config.heartbeat / time.Second))
+	// The Lease as this agent last wrote it is renewed without reading it
+	// first (a read per beat was half of a thousand agents' heartbeat
+	// requests). Anything else that wrote it since, the hub's Lost mark
+	// included, makes this a Conflict, and it is read.
+	a.beatMu.Lock()
+	defer a.beatMu.Unlock()
+	if l := a.beat; l != nil {
+		a.beat = nil
+		l.Spec.RenewTime, l.Spec.LeaseDurationSeconds = &now, duration
+		switch err := a.Hub.Update(ctx, l); {
+		case err == nil:
+			a.beat = l
+			return nil
+		case !apierrors.IsConflict(err) && !apierrors.IsNotFound(err):
+			return err
+		}
+	}
 	l := &coordinationv1.Lease{}
 	key := client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: "provider-" + a.Config.Provider.Name}
 	switch err := a.Hub.Get(ctx, key, l); {
 	case apierrors.IsNotFound(err):
 		l = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace},
-			Spec: coordinationv1.LeaseSpec{HolderIdentity: &a.Identity, RenewTime: &now,
-				LeaseDurationSeconds: ptr.To(int32(3 * a.Config.heartbeat / time.Second))}}
-		return a.Hub.Create(ctx, l)
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: &a.Identity, RenewTime: &now, LeaseDurationSeconds: duration}}
+		if err := a.Hub.Create(ctx, l); err != nil {
+			return err
+		}
+		a.beat = l
+		return nil
 	case err != nil:
 		return err
 	}
@@ -526,11 +550,11 @@ func (a *Agent) Heartbeat(ctx context.Context) error {
 		}
 		delete(l.Annotations, flotillav1.AnnotationLost)
 	}
-	l.Spec.HolderIdentity, l.Spec.RenewTime = &a.Identity, &now
-	l.Spec.LeaseDurationSeconds = ptr.To(int32(3 * a.Config.heartbeat / time.Second))
+	l.Spec.HolderIdentity, l.Spec.RenewTime, l.Spec.LeaseDurationSeconds = &a.Identity, &now, duration
 	if err := a.Hub.Update(ctx, l); err != nil {
 		return err
 	}
+	a.beat = l
 	if a.Config.Pull() && marker != "" {
 		a.fence.cleared(marker)
 	}
