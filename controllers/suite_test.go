@@ -2,10 +2,7 @@ package controllers
 
 import (
 	"context"
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
-
 	"fmt"
-	"github.com/go-logr/logr"
 	"os"
 	"strings"
 	"sync"
@@ -13,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
