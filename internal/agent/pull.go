@@ -170,8 +170,9 @@ func (a *Agent) SyncAssignments(ctx context.Context) error {
 // assignments reads this provider's Assignments: the metadata of all of
 // them from the hub every round (which exist, and at which version: what
 // fencing needs, fresh), and whole only those that changed since the agent
-// last read, wrote or was sent them by its watch. Listing them whole every round moved every
-// tenant object they carry, for each provider, every few seconds.
+// last read, wrote or was sent them by its watch. Listing them whole every
+// round moved every tenant object they carry, for each provider, every few
+// seconds.
 func (a *Agent) assignments(ctx context.Context, ns string) ([]flotillav1.Assignment, error) {
 	var meta metav1.PartialObjectMetadataList
 	meta.SetGroupVersionKind(flotillav1.GroupVersion.WithKind("AssignmentList"))
@@ -363,14 +364,15 @@ func (a *Agent) watchAssignments(ctx context.Context, ns string, wake chan<- str
 		if err == nil {
 			gen := map[string]int64{}
 			for ev := range w.ResultChan() {
-				if as, ok := ev.Object.(*flotillav1.Assignment); ok && (ev.Type == watch.Added || ev.Type == watch.Modified) {
-					// What the watch brings whole, the round need not get
-					// again (see assignments).
-					a.remember(as)
-				}
-				if as, ok := ev.Object.(*flotillav1.Assignment); ok && ev.Type == watch.Modified && gen[as.Name] == as.Generation {
-					continue
-				} else if ok {
+				if as, ok := ev.Object.(*flotillav1.Assignment); ok {
+					if ev.Type == watch.Added || ev.Type == watch.Modified {
+						// What the watch brings whole, the round need not
+						// get again (see assignments).
+						a.remember(as)
+					}
+					if ev.Type == watch.Modified && gen[as.Name] == as.Generation {
+						continue
+					}
 					gen[as.Name] = as.Generation
 				}
 				select {
