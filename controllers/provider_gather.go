@@ -102,15 +102,24 @@ func (r *ProviderReconciler) heartbeat(ctx context.Context, provider string, now
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: heartbeatLeasePrefix + provider}, l); err != nil {
 		return "", time.Time{}
 	}
-	if l.Spec.RenewTime == nil {
+	v := renewValue(l)
+	if v == "" {
 		return "", time.Time{}
 	}
-	v := l.Spec.RenewTime.UTC().Format(time.RFC3339Nano)
 	if b, ok := r.beats.Load(provider); ok && b.(heartbeat).value == v {
 		return v, b.(heartbeat).seen
 	}
 	r.beats.Store(provider, heartbeat{v, now})
 	return v, now
+}
+
+// renewValue is a heartbeat Lease's renew time as heartbeat and markLost
+// compare it; "" when it has none.
+func renewValue(l *coordinationv1.Lease) string {
+	if l.Spec.RenewTime == nil {
+		return ""
+	}
+	return l.Spec.RenewTime.UTC().Format(time.RFC3339Nano)
 }
 
 // markLost tells a Pull-mode provider's agent that the hub declared it
@@ -126,7 +135,7 @@ func (r *ProviderReconciler) markLost(ctx context.Context, provider, judged stri
 	if l.Annotations[flotillav1.AnnotationLost] != "" {
 		return nil
 	}
-	if l.Spec.RenewTime == nil || l.Spec.RenewTime.UTC().Format(time.RFC3339Nano) != judged {
+	if v := renewValue(l); v == "" || v != judged {
 		return apierrors.NewConflict(coordinationv1.Resource("leases"), l.Name, errors.New("the heartbeat moved since it was judged"))
 	}
 	patch := client.MergeFromWithOptions(l.DeepCopy(), client.MergeFromWithOptimisticLock{})
