@@ -28,16 +28,25 @@ import (
 func processCPU(pids map[string]int) map[string]float64 {
 	out := map[string]float64{}
 	for name, pid := range pids {
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
+		if s, err := cpuSeconds(pid); err == nil {
+			out[name] = s
 		}
-		rest := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-		utime, _ := strconv.ParseFloat(rest[11], 64)
-		stime, _ := strconv.ParseFloat(rest[12], 64)
-		out[name] = (utime + stime) / 100 // USER_HZ
 	}
 	return out
+}
+
+// cpuSeconds is a process's CPU time, user and system, from /proc.
+func cpuSeconds(pid int) (float64, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which is in parentheses.
+	rest := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	utime, _ := strconv.ParseFloat(rest[11], 64)
+	stime, _ := strconv.ParseFloat(rest[12], 64)
+	const clockTicks = 100 // USER_HZ on Linux
+	return (utime + stime) / clockTicks, nil
 }
 
 // componentNames names each hub component process by its binary.
@@ -70,12 +79,8 @@ func apiRequests(ctx context.Context, cfg *rest.Config) (map[string]float64, err
 		return nil, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
 	out := map[string]float64{}
-	sc := bufio.NewScanner(strings.NewReader(string(body)))
+	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()

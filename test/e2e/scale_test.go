@@ -443,14 +443,9 @@ func processStats(t *testing.T, pid int) (float64, float64) {
 			rss = kb / 1024
 		}
 	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	cpu, err := cpuSeconds(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Fields after the command name, which is in parentheses.
-	rest := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-	utime, _ := strconv.ParseFloat(rest[11], 64)
-	stime, _ := strconv.ParseFloat(rest[12], 64)
-	const clockTicks = 100 // USER_HZ on Linux
-	return rss, (utime + stime) / clockTicks
+	return rss, cpu
 }
