@@ -493,7 +493,10 @@ func (a *Agent) SyncProvider(ctx context.Context) error {
 // the cluster is alive, and an agent that cannot reach its cluster must not
 // keep a dead provider from failing over.
 func (a *Agent) Heartbeat(ctx context.Context) error {
-	if a.Config.Pull() {
+	// Its own loop: the settings are read under the lock the refresh
+	// writes them with.
+	cfg := a.config()
+	if cfg.Pull() {
 		if why := a.fence.blocked(time.Now()); why != "" {
 			return errors.New(why)
 		}
@@ -508,7 +511,7 @@ func (a *Agent) Heartbeat(ctx context.Context) error {
 		return fmt.Errorf("provider API server not ready, heartbeat not renewed: %w", err)
 	}
 	now := metav1.NewMicroTime(time.Now())
-	duration := ptr.To(int32(3 * a.Config.heartbeat / time.Second))
+	duration := ptr.To(int32(3 * cfg.heartbeat / time.Second))
 	// The Lease as this agent last wrote it is renewed without reading it
 	// first (a read per beat was half of a thousand agents' heartbeat
 	// requests). Anything else that wrote it since, the hub's Lost mark
@@ -527,7 +530,7 @@ func (a *Agent) Heartbeat(ctx context.Context) error {
 		}
 	}
 	l := &coordinationv1.Lease{}
-	key := client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: "provider-" + a.Config.Provider.Name}
+	key := client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: "provider-" + cfg.Provider.Name}
 	switch err := a.Hub.Get(ctx, key, l); {
 	case apierrors.IsNotFound(err):
 		l = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace},
@@ -541,7 +544,7 @@ func (a *Agent) Heartbeat(ctx context.Context) error {
 		return err
 	}
 	marker := l.Annotations[flotillav1.AnnotationLost]
-	if a.Config.Pull() {
+	if cfg.Pull() {
 		// The hub marks the heartbeat when it declares this provider Lost,
 		// and may then move its work: a round must fence after that first.
 		a.fence.observe(marker)
@@ -555,7 +558,7 @@ func (a *Agent) Heartbeat(ctx context.Context) error {
 		return err
 	}
 	a.beat = l
-	if a.Config.Pull() && marker != "" {
+	if cfg.Pull() && marker != "" {
 		a.fence.cleared(marker)
 	}
 	return nil
