@@ -64,8 +64,7 @@ func joinConfig(t *testing.T, name, region string, mode flotillav1.ProviderMode)
 		}
 	}
 	cfg := rest.CopyConfig(env.Config)
-	cfg.Impersonate = rest.ImpersonationConfig{UserName: join.Username(name),
-		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + flotillav1.SystemNamespace, "system:authenticated"}}
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: join.Username(name), Groups: join.Groups()}
 	return cfg
 }
 
@@ -478,6 +477,72 @@ func TestPullJoinCredentials(t *testing.T) {
 	}
 	if got := get(t, &flotillav1.Assignment{}, mine.Namespace, mine.Name); got.Status.State != flotillav1.AssignmentAccepted || got.Spec.Replicas != 1 {
 		t.Errorf("assignment changed by a refused request: %+v", got)
+	}
+}
+
+// TestJoinScope: join identities get their rules on Providers and on
+// Leases in flotilla-system through one shared binding to their group, so
+// what keeps each to its own Provider and heartbeat is the admission
+// policy flotilla-join-scope; a Push-mode kubeconfig Secret stays readable
+// only by its own provider.
+func TestJoinScope(t *testing.T) {
+	ctx := context.Background()
+	c1 := joinIdentity(t, "js-1", flotillav1.ModePush)
+	_ = joinIdentity(t, "js-2", flotillav1.ModePull)
+	_ = joinIdentity(t, "js-3", flotillav1.ModePush)
+	sys := flotillav1.SystemNamespace
+	hubLease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-manager.flotilla.dev", Namespace: sys}}
+	if err := env.Client.Create(ctx, hubLease); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	renew := func(name string) error {
+		l := get(t, &coordinationv1.Lease{}, sys, name)
+		l.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
+		return c1.Update(ctx, l)
+	}
+	for what, c := range map[string]struct {
+		err  error
+		want string
+	}{
+		"P2.join-other-provider: cordon another provider": {func() error {
+			p := get(t, &flotillav1.Provider{}, "", "js-2")
+			p.Spec.Unschedulable = true
+			return c1.Update(ctx, p)
+		}(), "may change only its own Provider"},
+		"P2.join-other-provider: delete another provider": {c1.Delete(ctx, &flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: "js-2"}}),
+			"may change only its own Provider"},
+		"P2.join-other-provider: create a Provider": {c1.Create(ctx, &flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: "js-4"},
+			Spec: flotillav1.ProviderSpec{Owner: "js-1", Mode: flotillav1.ModePull}}), "forbidden"},
+		"P2.join-other-heartbeat: renew another provider's heartbeat": {renew("provider-js-2"), "may renew only its heartbeat Lease"},
+		"P2.join-other-heartbeat: take the hub's leader election":     {renew(hubLease.Name), "may renew only its heartbeat Lease"},
+		"P2.join-other-heartbeat: delete another provider's heartbeat": {c1.Delete(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "provider-js-2", Namespace: sys}}),
+			"may renew only its heartbeat Lease"},
+		"P2.join-other-heartbeat: create a Lease":                             {c1.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "provider-js-1-b", Namespace: sys}}), "forbidden"},
+		"P2.join-other-kubeconfig: read another provider's kubeconfig Secret": {c1.Get(ctx, client.ObjectKey{Namespace: sys, Name: "js-3-kubeconfig"}, &corev1.Secret{}), "forbidden"},
+		"P2.join-other-kubeconfig: list Secrets in flotilla-system":           {c1.List(ctx, &corev1.SecretList{}, client.InNamespace(sys)), "forbidden"},
+		"P2.join-other-kubeconfig: read join tokens":                          {c1.List(ctx, &corev1.SecretList{}, client.InNamespace(flotillav1.JoinNamespace)), "forbidden"},
+	} {
+		if c.err == nil {
+			t.Errorf("%s: allowed", what)
+		} else if !apierrors.IsForbidden(c.err) || !strings.Contains(c.err.Error(), c.want) {
+			t.Errorf("%s: %v, want Forbidden saying %q", what, c.err, c.want)
+		}
+	}
+	// Its own: the heartbeat renewed, the Provider updated and its Secret
+	// read.
+	if err := renew("provider-js-1"); err != nil {
+		t.Errorf("renewing its own heartbeat: %v", err)
+	}
+	p := get(t, &flotillav1.Provider{}, "", "js-1")
+	p.Spec.Attributes = map[string]string{"gpu": "none"}
+	if err := c1.Update(ctx, p); err != nil {
+		t.Errorf("updating its own Provider: %v", err)
+	}
+	if err := c1.Get(ctx, client.ObjectKey{Namespace: sys, Name: "js-1-kubeconfig"}, &corev1.Secret{}); err != nil {
+		t.Errorf("reading its own kubeconfig Secret: %v", err)
+	}
+	if got := get(t, &flotillav1.Provider{}, "", "js-2"); got.Spec.Unschedulable {
+		t.Error("another provider's Provider changed by a refused request")
 	}
 }
 

@@ -146,5 +146,11 @@ const SystemNamespace = "flotilla-system"
 // index of entry hashes: public, readable by every provider and tenant.
 const LedgerNamespace = "flotilla-ledger"
 
+// JoinNamespace holds the providers' join identities and nothing else, so
+// that its ServiceAccount group names exactly the join identities: RBAC
+// grants them shared rules through that group rather than a binding per
+// provider, which every request would walk.
+const JoinNamespace = "flotilla-join"
+
 // ProviderNamespace returns the hub namespace that holds a provider's Offers.
 func ProviderNamespace(provider string) string { return "provider-" + provider }

@@ -1,14 +1,21 @@
 // Package join issues and revokes the hub credentials providers join with.
 //
-// A join credential is a ServiceAccount of its own per provider whose RBAC
-// names every object it may touch exactly: its Provider, its kubeconfig
-// Secret (Push mode) and heartbeat Lease in flotilla-system, and the Offers
-// of its own provider-<name> namespace, and there, in Pull mode, reading
-// its Assignments and writing their status; it reads the hub's published
-// ledger head and index, its own Account and the ledger entries the hub
-// copies to its namespace. Nothing is granted by prefix or through a group
-// shared between providers, and issue-join creates the named objects first,
-// because RBAC cannot limit creation by name. The hub's admission policy
+// A join credential is a ServiceAccount of its own per provider, in the
+// flotilla-join namespace, which holds join identities and nothing else.
+// What every provider may do in shared places (its Provider, which is
+// cluster-scoped, and its heartbeat Lease in flotilla-system; reading the
+// published ledger) is granted once, to the group of that namespace's
+// ServiceAccounts, and the admission policy flotilla-join-scope names the
+// objects: each identity may change only the Provider named after it and
+// the Lease provider-<name>. A binding per provider in those places would
+// be walked by the RBAC authorizer at every request to the hub, whoever
+// makes it. The rest is the provider's own: in its provider-<name>
+// namespace it manages its Offers, writes its usage report, reads the
+// hub's copy of its ledger entries and its Account, and, in Pull mode,
+// reads its Assignments and writes their status; in Push mode a Role in
+// flotilla-system names its kubeconfig Secret, which no other provider may
+// read. issue-join creates the named objects first, because RBAC cannot
+// limit creation by name. The hub's admission policy
 // flotilla-join-identity keeps a join identity from changing what the
 // administrator recorded (owner, region, zone, API server URL) or pointing
 // its Provider at another provider's Secret.
@@ -55,13 +62,23 @@ type Options struct {
 	CAData []byte
 }
 
-// ServiceAccountName of a provider's join identity, in flotilla-system.
-func ServiceAccountName(provider string) string { return "join-" + provider }
-
-// Username the hub's API server sees for a provider's join identity.
+// Username the hub's API server sees for a provider's join identity, the
+// ServiceAccount named after the provider in flotilla-join.
 func Username(provider string) string {
-	return "system:serviceaccount:" + flotillav1.SystemNamespace + ":" + ServiceAccountName(provider)
+	return "system:serviceaccount:" + flotillav1.JoinNamespace + ":" + provider
 }
+
+// Group every join identity is in, and only they.
+const Group = "system:serviceaccounts:" + flotillav1.JoinNamespace
+
+// Groups the hub's API server sees for a join identity.
+func Groups() []string {
+	return []string{"system:serviceaccounts", Group, "system:authenticated"}
+}
+
+// shared names the Roles and bindings every join identity has through
+// Group.
+const shared = "flotilla-join"
 
 func roleName(provider string) string { return "flotilla-join-" + provider }
 
@@ -77,12 +94,11 @@ func Issue(ctx context.Context, c client.Client, o Options) ([]byte, error) {
 			return nil, fmt.Errorf("creating %T %s: %w", obj, obj.GetName(), err)
 		}
 	}
-	sa := ServiceAccountName(o.Name)
-	token, err := awaitToken(ctx, c, client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: sa + "-token"})
+	token, err := awaitToken(ctx, c, client.ObjectKey{Namespace: flotillav1.JoinNamespace, Name: o.Name + "-token"})
 	if err != nil {
 		return nil, err
 	}
-	return remote.TokenKubeconfig("flotilla-hub", o.Server, o.CAData, sa, token)
+	return remote.TokenKubeconfig("flotilla-hub", o.Server, o.CAData, "join-"+o.Name, token)
 }
 
 // Objects are what Issue creates on the hub for a provider: its Provider
@@ -97,22 +113,20 @@ func Objects(o Options) ([]client.Object, error) {
 	}
 	name, sys, ns := o.Name, flotillav1.SystemNamespace, flotillav1.ProviderNamespace(o.Name)
 	secretName, leaseName := name+"-kubeconfig", "provider-"+name
-	sa := ServiceAccountName(name)
+	self := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: flotillav1.JoinNamespace}
 	provider := &flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: flotillav1.ProviderSpec{
 		Owner: o.Owner, Region: o.Region, Zone: o.Zone, Mode: flotillav1.ModePush, EndpointRanges: o.EndpointRanges}}
 	// In Pull mode the hub holds no credential of the provider's: there is
 	// no kubeconfig Secret to write, and the identity may read its
 	// Assignments and report on them instead.
-	secretRule := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{secretName}, Verbs: []string{"get", "update", "patch", "delete"}}}
 	var pullRules []rbacv1.PolicyRule
-	var secret []client.Object
+	var push []client.Object
 	switch o.Mode {
 	case flotillav1.ModePull:
 		if o.APIServerURL != "" {
 			return nil, errors.New("a Pull-mode provider has no API server URL: the hub never connects to it")
 		}
 		provider.Spec.Mode = flotillav1.ModePull
-		secretRule = nil
 		pullRules = []rbacv1.PolicyRule{
 			{APIGroups: []string{flotillav1.GroupVersion.Group}, Resources: []string{"assignments"}, Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{flotillav1.GroupVersion.Group}, Resources: []string{"assignments/status"}, Verbs: []string{"get", "update", "patch"}},
@@ -124,37 +138,31 @@ func Objects(o Options) ([]client.Object, error) {
 		}
 		provider.Spec.APIServerURL = server
 		provider.Spec.KubeconfigSecretRef = &flotillav1.SecretKeyReference{Name: secretName, Key: "kubeconfig"}
-		secret = []client.Object{&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secretName, Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name}}}}
+		// Secrets are read by name, so this one stays a Role of the
+		// provider's own: RBAC cannot share a rule that reads only one's
+		// own Secret.
+		push = []client.Object{
+			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secretName, Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name}}},
+			&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: roleName(name), Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name}},
+				Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{secretName}, Verbs: []string{"get", "update", "patch", "delete"}}}},
+			&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: roleName(name), Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name}},
+				RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: roleName(name)},
+				Subjects: []rbacv1.Subject{self}},
+		}
 	default:
 		return nil, fmt.Errorf("mode %q: Push or Pull", o.Mode)
 	}
-	objs := append([]client.Object{
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: sys}},
+	objs := append(SharedObjects(),
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{flotillav1.LabelProvider: name}}},
 		provider,
-	}, secret...)
-	objs = append(objs,
 		&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: leaseName, Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name}}},
-		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa, Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name}}},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: sa + "-token", Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name},
-			Annotations: map[string]string{corev1.ServiceAccountNameKey: sa}}, Type: corev1.SecretTypeServiceAccountToken},
-		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: roleName(name), Labels: map[string]string{flotillav1.LabelProvider: name}},
-			Rules: []rbacv1.PolicyRule{{APIGroups: []string{flotillav1.GroupVersion.Group}, Resources: []string{"providers"},
-				ResourceNames: []string{name}, Verbs: []string{"get", "update", "patch", "delete"}}}},
-		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: roleName(name), Labels: map[string]string{flotillav1.LabelProvider: name}},
-			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: roleName(name)},
-			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: sys}}},
-		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: roleName(name), Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name}},
-			Rules: append(secretRule,
-				rbacv1.PolicyRule{APIGroups: []string{coordinationv1.GroupName}, Resources: []string{"leases"}, ResourceNames: []string{leaseName}, Verbs: []string{"get", "update", "patch", "delete"}},
-			)},
-		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: roleName(name), Namespace: sys, Labels: map[string]string{flotillav1.LabelProvider: name}},
-			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: roleName(name)},
-			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: sys}}},
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: flotillav1.JoinNamespace, Labels: map[string]string{flotillav1.LabelProvider: name}}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name + "-token", Namespace: flotillav1.JoinNamespace, Labels: map[string]string{flotillav1.LabelProvider: name},
+			Annotations: map[string]string{corev1.ServiceAccountNameKey: name}}, Type: corev1.SecretTypeServiceAccountToken},
 		// The agent's signed usage report; made here because RBAC cannot
 		// limit create to one name.
 		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: usage.ConfigMapName, Namespace: ns, Labels: map[string]string{flotillav1.LabelProvider: name}}},
-		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-join", Namespace: ns},
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: shared, Namespace: ns},
 			Rules: append([]rbacv1.PolicyRule{
 				{APIGroups: []string{flotillav1.GroupVersion.Group}, Resources: []string{"offers"},
 					Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}},
@@ -167,18 +175,44 @@ func Objects(o Options) ([]client.Object, error) {
 				{APIGroups: []string{flotillav1.GroupVersion.Group}, Resources: []string{"accounts"}, ResourceNames: []string{flotillav1.AccountName},
 					Verbs: []string{"get"}},
 			}, pullRules...)},
-		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-join", Namespace: ns},
-			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "flotilla-join"},
-			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: sys}}},
-		// The published ledger head and index, which every party may read
-		// and witness; the Role is shared, the binding the provider's own.
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.LedgerNamespace}},
-		LedgerReaderRole(),
-		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: roleName(name), Namespace: flotillav1.LedgerNamespace, Labels: map[string]string{flotillav1.LabelProvider: name}},
-			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: LedgerReader},
-			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: sys}}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: shared, Namespace: ns},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: shared},
+			Subjects: []rbacv1.Subject{self}},
 	)
+	objs = append(objs, push...)
 	return objs, nil
+}
+
+// SharedObjects are what every join identity is granted through Group,
+// made once (Issue creates them when missing): reading Providers (the
+// market already shows them) and writing them, reading and renewing Leases
+// in flotilla-system, and reading the published ledger head and index.
+// The admission policy flotilla-join-scope keeps the writes to each
+// identity's own Provider and heartbeat Lease.
+func SharedObjects() []client.Object {
+	group := []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: Group}}
+	sys := flotillav1.SystemNamespace
+	return []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: sys}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.JoinNamespace}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.LedgerNamespace}},
+		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: shared},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{flotillav1.GroupVersion.Group}, Resources: []string{"providers"},
+				Verbs: []string{"get", "update", "patch", "delete"}}}},
+		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: shared},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: shared},
+			Subjects: group},
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: shared, Namespace: sys},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{coordinationv1.GroupName}, Resources: []string{"leases"},
+				Verbs: []string{"get", "update", "patch", "delete"}}}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: shared, Namespace: sys},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: shared},
+			Subjects: group},
+		LedgerReaderRole(),
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: shared, Namespace: flotillav1.LedgerNamespace},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: LedgerReader},
+			Subjects: group},
+	}
 }
 
 // LedgerReader is the Role in flotilla-ledger that reads what the hub
@@ -209,18 +243,17 @@ func awaitToken(ctx context.Context, c client.Client, key client.ObjectKey) (str
 }
 
 // Revoke deletes a provider's join identity; its Provider and Offers stay.
+// The ServiceAccount goes first: with it goes the token, and with the
+// token every right the identity had through Group.
 func Revoke(ctx context.Context, c client.Client, provider string) error {
 	sys := flotillav1.SystemNamespace
 	objs := []client.Object{
-		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: ServiceAccountName(provider), Namespace: sys}},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: ServiceAccountName(provider) + "-token", Namespace: sys}},
-		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: roleName(provider)}},
-		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: roleName(provider)}},
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: provider, Namespace: flotillav1.JoinNamespace}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: provider + "-token", Namespace: flotillav1.JoinNamespace}},
 		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: roleName(provider), Namespace: sys}},
 		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: roleName(provider), Namespace: sys}},
-		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-join", Namespace: flotillav1.ProviderNamespace(provider)}},
-		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-join", Namespace: flotillav1.ProviderNamespace(provider)}},
-		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: roleName(provider), Namespace: flotillav1.LedgerNamespace}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: shared, Namespace: flotillav1.ProviderNamespace(provider)}},
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: shared, Namespace: flotillav1.ProviderNamespace(provider)}},
 	}
 	var errs []error
 	for _, o := range objs {

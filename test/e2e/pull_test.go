@@ -94,7 +94,7 @@ func TestPullModeFederation(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range secrets.Items {
-		if strings.Contains(s.Name, "pull-1") && s.Name != "join-pull-1-token" {
+		if strings.Contains(s.Name, "pull-1") {
 			t.Errorf("the hub holds Secret %s for the pull-mode provider", s.Name)
 		}
 	}
