@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -28,6 +31,7 @@ import (
 	"github.com/flotilla-dev/flotilla/internal/fixture"
 	"github.com/flotilla-dev/flotilla/internal/join"
 	"github.com/flotilla-dev/flotilla/internal/render"
+	"github.com/flotilla-dev/flotilla/internal/usage"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
 )
 
@@ -77,20 +81,29 @@ type pullAgent struct {
 	// listsFail fails only the rounds' lists of Assignments, as a hub too
 	// busy to answer them in time does.
 	listsFail atomic.Bool
-	cancel    context.CancelFunc
-	done      chan struct{}
+	// lists counts the rounds' lists of Assignments.
+	lists  atomic.Int32
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
+// start runs the rounds and the heartbeat every 200 ms, and the watch of
+// Assignments that wakes the rounds and feeds them between lists.
 func (pa *pullAgent) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	pa.cancel, pa.done = cancel, make(chan struct{})
+	wake := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	wg.Go(func() { pa.a.WatchAssignments(ctx, wake) })
 	go func() {
 		defer close(pa.done)
+		defer wg.Wait()
 		for ctx.Err() == nil {
 			_ = pa.a.SyncAssignments(ctx)
 			_ = pa.a.Heartbeat(ctx)
 			select {
 			case <-ctx.Done():
+			case <-wake:
 			case <-time.After(200 * time.Millisecond):
 			}
 		}
@@ -104,6 +117,37 @@ func (pa *pullAgent) stop() {
 		pa.cancel = nil
 	}
 }
+
+// silentWhile passes a watch's events on except while cut, when it drops
+// them and stays open: a partition the stream does not notice, the worst
+// case for an agent that rests on its watch.
+func silentWhile(w watch.Interface, cut *atomic.Bool) watch.Interface {
+	out := make(chan watch.Event)
+	stop := make(chan struct{})
+	var once sync.Once
+	go func() {
+		defer close(out)
+		for ev := range w.ResultChan() {
+			if cut.Load() {
+				continue
+			}
+			select {
+			case out <- ev:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	return &silentWatch{stop: func() { once.Do(func() { close(stop); w.Stop() }) }, out: out}
+}
+
+type silentWatch struct {
+	stop func()
+	out  chan watch.Event
+}
+
+func (s *silentWatch) Stop()                          { s.stop() }
+func (s *silentWatch) ResultChan() <-chan watch.Event { return s.out }
 
 func startPullAgent(t *testing.T, name string, hub client.WithWatch) *pullAgent {
 	t.Helper()
@@ -119,10 +163,23 @@ func startPullAgent(t *testing.T, name string, hub client.WithWatch) *pullAgent 
 			if pa.partitioned.Load() {
 				return cut
 			}
-			if _, meta := l.(*metav1.PartialObjectMetadataList); meta && pa.listsFail.Load() {
-				return context.DeadlineExceeded
+			if _, meta := l.(*metav1.PartialObjectMetadataList); meta {
+				pa.lists.Add(1)
+				if pa.listsFail.Load() {
+					return context.DeadlineExceeded
+				}
 			}
 			return c.List(ctx, l, o...)
+		},
+		Watch: func(ctx context.Context, c client.WithWatch, l client.ObjectList, o ...client.ListOption) (watch.Interface, error) {
+			if pa.partitioned.Load() {
+				return nil, cut
+			}
+			w, err := c.Watch(ctx, l, o...)
+			if err != nil {
+				return nil, err
+			}
+			return silentWhile(w, &pa.partitioned), nil
 		},
 		Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, o ...client.GetOption) error {
 			if pa.partitioned.Load() {
@@ -145,7 +202,7 @@ func startPullAgent(t *testing.T, name string, hub client.WithWatch) *pullAgent 
 		},
 	})
 	pa.a = &agent.Agent{Log: logr.Discard(), Namespace: flotillav1.SystemNamespace, Local: kubernetes.NewForConfigOrDie(env.Config),
-		Hub: hubc, Federation: env.Client, Config: cfg, Identity: name + "/test"}
+		Hub: hubc, HubWatch: hubc, Federation: env.Client, Config: cfg, Identity: name + "/test", Resync: 2 * time.Second}
 	pa.start()
 	t.Cleanup(pa.stop)
 	return pa
@@ -333,6 +390,15 @@ func TestPullMode(t *testing.T) {
 		}
 	})
 
+	hubenv.Stage(t, "idle rounds rest on the watch: they do not list the Assignments again", func(t *testing.T) {
+		before := a.lists.Load()
+		// Fifteen rounds, and a list every resync (2 s here).
+		time.Sleep(3 * time.Second)
+		if n := a.lists.Load() - before; n > 2 {
+			t.Errorf("%d lists of Assignments in 3 s of rounds every 200 ms while the watch was open, want at most 2", n)
+		}
+	})
+
 	hubenv.Stage(t, "rounds that time out on a busy hub do not stop the heartbeat, and pull-a stays Ready", func(t *testing.T) {
 		a.listsFail.Store(true)
 		defer a.listsFail.Store(false)
@@ -399,6 +465,54 @@ func TestPullMode(t *testing.T) {
 			w := get(t, &flotillav1.Workload{}, ns, "small")
 			return w.Status.ScheduledReplicas == 1, fmt.Sprint(w.Status.ScheduledReplicas)
 		})
+	})
+
+	hubenv.Stage(t, "back from a partition its watch did not notice, pull-a reads the hub before it beats, and fences what moved", func(t *testing.T) {
+		// Rounds rest on the watch for as long as the test lasts: only the
+		// hub's Lost mark makes them list.
+		a.stop()
+		a.a.Resync = time.Hour
+		a.start()
+		med := fixture.Workload(ns, "med", fixture.Replicas(1), fixture.Requests("1", "1Gi"), fixture.Selecting("suite", "pull"))
+		if err := env.Client.Create(ctx, med); err != nil {
+			t.Fatal(err)
+		}
+		l := awaitOneLease(t, ns, "med")
+		if l.Spec.ProviderRef.Name != "pull-a" {
+			t.Fatalf("med placed on %s, want pull-a", l.Spec.ProviderRef.Name)
+		}
+		work := render.Namespace(pullHub, l.UID)
+		hubenv.Await(t, 20*time.Second, "med applied on pull-a", func() (bool, string) {
+			err := env.Client.Get(ctx, client.ObjectKey{Name: work}, &corev1.Namespace{})
+			return err == nil, fmt.Sprint(err)
+		})
+		hubenv.Await(t, 10*time.Second, "rounds resting on the watch", func() (bool, string) {
+			before := a.lists.Load()
+			time.Sleep(time.Second)
+			return a.lists.Load() == before, "still listing"
+		})
+		a.partitioned.Store(true)
+		awaitPhase("pull-a", flotillav1.ProviderLost)
+		hubenv.Await(t, 30*time.Second, "med's assignment on pull-a withdrawn", func() (bool, string) {
+			err := env.Client.Get(ctx, client.ObjectKey{Namespace: "provider-pull-a", Name: assign.Name(pullHub, l.UID)}, &flotillav1.Assignment{})
+			return apierrors.IsNotFound(err), fmt.Sprint(err)
+		})
+		before := a.lists.Load()
+		// The watch stays open and passes events on again, but the
+		// withdrawal went by while it was silent.
+		a.partitioned.Store(false)
+		// Reachable, not Ready: a second loss in a row backs it off.
+		hubenv.Await(t, 30*time.Second, "pull-a's heartbeat back", func() (bool, string) {
+			c := apimeta.FindStatusCondition(phase("pull-a").Status.Conditions, flotillav1.ProviderReachable)
+			return c != nil && c.Status == metav1.ConditionTrue, fmt.Sprintf("%+v", c)
+		})
+		if a.lists.Load() == before {
+			t.Error("pull-a beat again without listing its Assignments after it was declared Lost")
+		}
+		n := &corev1.Namespace{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: work}, n); err == nil && n.DeletionTimestamp == nil {
+			t.Errorf("pull-a beats again with med's withdrawn namespace %s still there", work)
+		}
 	})
 }
 
@@ -587,5 +701,73 @@ func TestMarkLostOnlyTheJudgedHeartbeat(t *testing.T) {
 	}
 	if err := r.markLost(ctx, "mark-none", judged); err != nil {
 		t.Errorf("a provider that never beat: %v, want nothing to mark", err)
+	}
+}
+
+// TestAgentWritesOnlyWhatChanged: an idle agent asks the hub nothing for
+// its Offer and usage report while neither changed (a thousand idle
+// agents' reads and rewrites of both loaded a hub), and an Offer deleted
+// by someone else is back within a resync.
+func TestAgentWritesOnlyWhatChanged(t *testing.T) {
+	ctx := context.Background()
+	hub := joinIdentity(t, "quiet-1", flotillav1.ModePull)
+	var requests atomic.Int32
+	count := interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, o client.Object, opts ...client.GetOption) error {
+			requests.Add(1)
+			return c.Get(ctx, k, o, opts...)
+		},
+		Create: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.CreateOption) error {
+			requests.Add(1)
+			return c.Create(ctx, o, opts...)
+		},
+		Update: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.UpdateOption) error {
+			requests.Add(1)
+			return c.Update(ctx, o, opts...)
+		},
+	}
+	cfg, err := agent.ParseConfig([]byte(`{"hubID": "` + pullHub + `", "provider": {"name": "quiet-1", "owner": "quiet-1", "mode": "Pull"},
+		"offer": {"name": "std", "reserve": {"cpu": "0", "memory": "0"}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &agent.Agent{Log: logr.Discard(), Namespace: flotillav1.SystemNamespace, Local: kubernetes.NewForConfigOrDie(env.Config),
+		Hub: interceptor.NewClient(hub, count), Federation: env.Client, Config: cfg, Identity: "quiet-1/test", Key: key, Resync: time.Second}
+	publish := func() int32 {
+		t.Helper()
+		before := requests.Load()
+		if err := a.ObserveUsage(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.PublishUsage(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.PublishOffer(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return requests.Load() - before
+	}
+	if n := publish(); n == 0 {
+		t.Fatal("the first publication asked the hub nothing")
+	}
+	offer := get(t, &flotillav1.Offer{}, flotillav1.ProviderNamespace("quiet-1"), "std")
+	report := get(t, &corev1.ConfigMap{}, flotillav1.ProviderNamespace("quiet-1"), usage.ConfigMapName)
+	if _, err := usage.Parse([]byte(report.Data[usage.DataKey])); err != nil {
+		t.Fatalf("the published report: %v", err)
+	}
+	if n := publish(); n != 0 {
+		t.Errorf("publishing an unchanged Offer and report took %d requests, want 0", n)
+	}
+	if err := env.Client.Delete(ctx, offer); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(a.Resync)
+	publish()
+	if got := get(t, &flotillav1.Offer{}, offer.Namespace, offer.Name); got.UID == offer.UID {
+		t.Errorf("the Offer deleted by someone else was not published again after a resync")
 	}
 }

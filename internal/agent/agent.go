@@ -242,6 +242,12 @@ func ParseConfig(b []byte) (*Config, error) {
 	for _, cl := range c.Offer.Classes {
 		c.classes = append(c.classes, flotillav1.WorkloadClass(cl))
 	}
+	if len(c.classes) == 0 {
+		// The CRD's default, spelled out: an Offer written without classes
+		// comes back with them, and never matched what the agent would
+		// write, so it was rewritten at every refresh.
+		c.classes = []flotillav1.WorkloadClass{flotillav1.ClassService, flotillav1.ClassBatch}
+	}
 	for _, pc := range c.Offer.PriorityClasses {
 		if strings.HasPrefix(pc, "system-") {
 			errs = append(errs, fmt.Errorf("offer.priorityClasses: %s preempts the cluster's own components and cannot be offered", pc))
@@ -300,6 +306,9 @@ type Agent struct {
 	// nil asks its /readyz. A hollow provider (internal/hollow) has no
 	// API server to ask.
 	ClusterReady func(context.Context) error
+	// Resync is how often a round lists the Assignments although the
+	// watch is open; 0 means resyncInterval.
+	Resync time.Duration
 
 	tracker *usage.Tracker
 	// fence is what a Pull-mode agent knows of its fencing: until a round
@@ -308,15 +317,31 @@ type Agent struct {
 	// heartbeat, so the hub never sees it Ready with stale work running.
 	fence fenceState
 	// beat is the heartbeat Lease as this agent last wrote it.
-	beatMu    sync.Mutex
-	beat      *coordinationv1.Lease
+	beatMu sync.Mutex
+	beat   *coordinationv1.Lease
+	// report is the usage report as this agent last wrote it, offer the
+	// Offer and offerAt when: what is unchanged is not written again, and
+	// a write needs no read first.
+	pubMu     sync.Mutex
+	report    *corev1.ConfigMap
+	offer     *flotillav1.Offer
+	offerAt   time.Time
 	appliedMu sync.Mutex
 	appliedAt map[string]time.Time
 	readAt    map[string]time.Time
-	// known holds the Assignments as last read or written, by name, so
-	// that a round fetches whole only those that changed.
+	// known holds the Assignments as last read, written or sent by the
+	// watch, by name, so that a round fetches whole only those that
+	// changed, and between lists reads none.
 	knownMu sync.Mutex
 	known   map[string]*flotillav1.Assignment
+	// listedAt is when the last list of Assignments that succeeded began;
+	// watchEpoch counts the watch's (re)connections, watching says it is
+	// open, and listedEpoch is the connection that was open through that
+	// list: while it still is, the watch has sent every change since.
+	listedAt    time.Time
+	watchEpoch  uint64
+	listedEpoch uint64
+	watching    bool
 	// diverged says why the hub's ledger stopped extending what this
 	// agent witnessed: it then takes no new work from the hub.
 	diverged atomic.Pointer[string]
@@ -568,6 +593,9 @@ func (a *Agent) Heartbeat(ctx context.Context) error {
 func (a *Agent) PublishOffer(ctx context.Context) error {
 	if why := a.Diverged(); why != "" {
 		// A hub whose books cannot be trusted gets no capacity.
+		a.pubMu.Lock()
+		a.offer = nil
+		a.pubMu.Unlock()
 		o := &flotillav1.Offer{ObjectMeta: metav1.ObjectMeta{Name: a.Config.Offer.Name, Namespace: flotillav1.ProviderNamespace(a.Config.Provider.Name)}}
 		if err := a.Hub.Delete(ctx, o); client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("withdrawing Offer %s: %w", o.Name, err)
@@ -597,27 +625,40 @@ func (a *Agent) PublishOffer(ctx context.Context) error {
 		// What another hub holds is not for sale here.
 		spec.Resources = lessHeld(spec.Resources, a.Shared.held(a.Config.HubID))
 	}
-	o := &flotillav1.Offer{}
 	key := client.ObjectKey{Namespace: flotillav1.ProviderNamespace(a.Config.Provider.Name), Name: a.Config.Offer.Name}
+	a.pubMu.Lock()
+	defer a.pubMu.Unlock()
+	// Unchanged since this agent wrote it, not long ago: nothing to ask the
+	// hub. A read now and then catches an Offer changed or deleted by
+	// someone else.
+	if o := a.offer; o != nil && o.Name == key.Name && time.Since(a.offerAt) < cmp.Or(a.Resync, resyncInterval) {
+		spec.Attributes, spec.ValidFrom, spec.ValidUntil = o.Spec.Attributes, o.Spec.ValidFrom, o.Spec.ValidUntil
+		if equality.Semantic.DeepEqual(spec, o.Spec) {
+			return nil
+		}
+	}
+	a.offer = nil
+	o := &flotillav1.Offer{}
 	switch err := a.Hub.Get(ctx, key, o); {
 	case apierrors.IsNotFound(err):
 		o = &flotillav1.Offer{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace}, Spec: spec}
 		if err := a.Hub.Create(ctx, o); err != nil {
 			return fmt.Errorf("creating Offer %s: %w", key, err)
 		}
+		a.offer, a.offerAt = o, time.Now()
 		a.Log.Info("Published offer", "offer", key.String(), "resources", spec.Resources)
 		return nil
 	case err != nil:
 		return fmt.Errorf("reading Offer %s: %w", key, err)
 	}
 	spec.Attributes, spec.ValidFrom, spec.ValidUntil = o.Spec.Attributes, o.Spec.ValidFrom, o.Spec.ValidUntil
-	if equality.Semantic.DeepEqual(spec, o.Spec) {
-		return nil
+	if !equality.Semantic.DeepEqual(spec, o.Spec) {
+		o.Spec = spec
+		if err := a.Hub.Update(ctx, o); err != nil {
+			return fmt.Errorf("updating Offer %s: %w", key, err)
+		}
 	}
-	o.Spec = spec
-	if err := a.Hub.Update(ctx, o); err != nil {
-		return fmt.Errorf("updating Offer %s: %w", key, err)
-	}
+	a.offer, a.offerAt = o, time.Now()
 	return nil
 }
 
@@ -680,13 +721,37 @@ func (a *Agent) PublishUsage(ctx context.Context) error {
 		return err
 	}
 	key := client.ObjectKey{Namespace: flotillav1.ProviderNamespace(a.Config.Provider.Name), Name: usage.ConfigMapName}
+	a.pubMu.Lock()
+	defer a.pubMu.Unlock()
+	// Only this agent writes its report: the copy it last wrote is current
+	// unless the write conflicts, and an unchanged report (an idle
+	// provider's) is not written again.
+	if last := a.report; last != nil {
+		if last.Data[usage.DataKey] == string(b) {
+			return nil
+		}
+		a.report = nil
+		next := last.DeepCopy()
+		next.Data = map[string]string{usage.DataKey: string(b)}
+		switch err := a.Hub.Update(ctx, next); {
+		case err == nil:
+			a.report = next
+			return nil
+		case !apierrors.IsConflict(err) && !apierrors.IsNotFound(err):
+			return fmt.Errorf("publishing the usage report: %w", err)
+		}
+	}
 	cm := &corev1.ConfigMap{}
 	switch err := a.Hub.Get(ctx, key, cm); {
 	case apierrors.IsNotFound(err):
 		// issue-join makes it; an administrator's credential may not have.
 		cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace},
 			Data: map[string]string{usage.DataKey: string(b)}}
-		return a.Hub.Create(ctx, cm)
+		if err := a.Hub.Create(ctx, cm); err != nil {
+			return err
+		}
+		a.report = cm
+		return nil
 	case err != nil:
 		return fmt.Errorf("reading the usage report: %w", err)
 	}
@@ -694,6 +759,7 @@ func (a *Agent) PublishUsage(ctx context.Context) error {
 	if err := a.Hub.Update(ctx, cm); err != nil {
 		return fmt.Errorf("publishing the usage report: %w", err)
 	}
+	a.report = cm
 	return nil
 }
 

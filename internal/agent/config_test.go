@@ -32,6 +32,18 @@ func TestParseConfig(t *testing.T) {
 	if c.Offer.Exposure != nil {
 		t.Errorf("exposure %+v without any configured", c.Offer.Exposure)
 	}
+	if !slices.Equal(c.classes, []flotillav1.WorkloadClass{flotillav1.ClassService}) {
+		t.Errorf("classes %v, want the configured Service", c.classes)
+	}
+	// No classes: the Offer CRD's default, so that what the agent writes
+	// is what the hub stores.
+	d, err := ParseConfig([]byte(strings.Replace(ok, `,"classes":["Service"]`, ``, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(d.classes, []flotillav1.WorkloadClass{flotillav1.ClassService, flotillav1.ClassBatch}) {
+		t.Errorf("classes without any configured: %v, want Service and Batch", d.classes)
+	}
 	for in, want := range map[string]bool{`{}`: false, `{"type":"NodePort","address":"203.0.113.7"}`: true} {
 		e, err := ParseConfig([]byte(strings.Replace(ok, `"classes"`, `"exposure":`+in+`,"classes"`, 1)))
 		if err != nil || (e.Offer.Exposure != nil) != want {

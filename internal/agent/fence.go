@@ -29,19 +29,24 @@ type fenceState struct {
 	done  bool
 }
 
-// begin starts a round: the mark it fences after.
-func (f *fenceState) begin() string {
+// begin starts a round: the mark it fences after, and whether that mark
+// (or the first round) is still to be fenced after, for which the round
+// must read the hub itself.
+func (f *fenceState) begin() (string, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.marker
+	return f.marker, !f.done || f.marker != f.after
 }
 
-// fenced ends a round that read the hub and removed what it no longer
-// wants.
-func (f *fenceState) fenced(round string, now time.Time) {
+// fenced ends a round that removed what the hub, as read at read, no
+// longer wants.
+func (f *fenceState) fenced(round string, read time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.after, f.at, f.done = round, now, true
+	f.after, f.done = round, true
+	if read.After(f.at) {
+		f.at = read
+	}
 }
 
 // observe notes the mark found on the heartbeat Lease.

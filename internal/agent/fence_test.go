@@ -17,7 +17,7 @@ func TestFenceState(t *testing.T) {
 		at   time.Duration
 		want string
 	}
-	begin := func(f *fenceState, round *string) { *round = f.begin() }
+	begin := func(f *fenceState, round *string) { *round, _ = f.begin() }
 	fenced := func(at time.Duration) func(*fenceState, *string) {
 		return func(f *fenceState, round *string) { f.fenced(*round, t0.Add(at)) }
 	}
@@ -50,6 +50,15 @@ func TestFenceState(t *testing.T) {
 			{do: begin}, {do: fenced(0)}, {do: observe("m1")}, {do: begin}, {do: fenced(time.Second), at: time.Second, want: "ok"},
 			{do: cleared("m1"), at: time.Second, want: "ok"}, {do: observe(""), at: 2 * time.Second, want: "ok"},
 		},
+		"rounds on the watch's view count from the list they rest on": {
+			{do: begin}, {do: fenced(0)}, {do: begin}, {do: fenced(RoundStale / 2)}, {do: begin}, {do: fenced(RoundStale / 2)},
+			{do: observe(""), at: RoundStale/2 + RoundStale, want: "ok"},
+			{do: observe(""), at: RoundStale/2 + RoundStale + time.Second, want: "no round has read"},
+		},
+		"a round reporting an older read does not move it back": {
+			{do: begin}, {do: fenced(time.Minute)}, {do: begin}, {do: fenced(0)},
+			{do: observe(""), at: time.Minute + RoundStale, want: "ok"},
+		},
 		"a second Lost after the first was cleared: withheld again": {
 			{do: begin}, {do: fenced(0)}, {do: observe("m1")}, {do: begin}, {do: fenced(time.Second)}, {do: cleared("m1")},
 			{do: observe("m2"), at: 2 * time.Second, want: "declared this provider Lost"},
@@ -70,4 +79,30 @@ func TestFenceState(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFenceStateSaysWhenARoundMustList: a round may rest on the watch's
+// view only once a first round fenced and no Lost mark awaits fencing;
+// otherwise it must read the hub itself.
+func TestFenceStateSaysWhenARoundMustList(t *testing.T) {
+	f := &fenceState{}
+	t0 := time.Now()
+	must := func(want bool, when string) {
+		t.Helper()
+		if _, got := f.begin(); got != want {
+			t.Errorf("%s: must list %v, want %v", when, got, want)
+		}
+	}
+	must(true, "before any round")
+	f.fenced("", t0)
+	must(false, "after a round fenced")
+	f.observe("m1")
+	must(true, "after the hub's Lost mark")
+	f.fenced("", t0)
+	must(true, "after a round begun before the mark")
+	round, _ := f.begin()
+	f.fenced(round, t0)
+	must(false, "after a round begun after the mark fenced")
+	f.cleared("m1")
+	must(false, "after the mark was cleared")
 }

@@ -48,6 +48,12 @@ const (
 	convergingReadInterval = time.Second
 )
 
+// resyncInterval is how often a round lists the Assignments on the hub
+// while the watch sends every change: what a silently stalled watch can
+// hide lasts at most this long. Listing every round (every 2 s by
+// default) was most of what a thousand idle agents asked of the hub.
+const resyncInterval = time.Minute
+
 // SyncAssignments is one round of the agent's half of pull mode: read this
 // provider's Assignments on the hub; delete every namespace of the hub on
 // this cluster that no Assignment wants (self-fencing, before anything is
@@ -62,10 +68,11 @@ func (a *Agent) SyncAssignments(ctx context.Context) error {
 		return errors.New("pull mode needs the federation identity's client")
 	}
 	cfg := a.config()
-	round := a.fence.begin()
+	round, pending := a.fence.begin()
 	var list flotillav1.AssignmentList
 	var err error
-	if list.Items, err = a.assignments(ctx, flotillav1.ProviderNamespace(cfg.Provider.Name)); err != nil {
+	var read time.Time
+	if list.Items, read, err = a.assignments(ctx, flotillav1.ProviderNamespace(cfg.Provider.Name), pending); err != nil {
 		return fmt.Errorf("listing assignments on the hub: %w", err)
 	}
 	// First come, first admitted.
@@ -100,7 +107,7 @@ func (a *Agent) SyncAssignments(ctx context.Context) error {
 		return err
 	}
 	wg.Wait()
-	a.fence.fenced(round, time.Now())
+	a.fence.fenced(round, read)
 
 	// Admission is decided one Assignment after another, oldest first,
 	// counting what every other hub this cluster serves holds; applying
@@ -167,17 +174,38 @@ func (a *Agent) SyncAssignments(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// assignments reads this provider's Assignments: the metadata of all of
-// them from the hub every round (which exist, and at which version: what
-// fencing needs, fresh), and whole only those that changed since the agent
-// last read, wrote or was sent them by its watch. Listing them whole every
-// round moved every tenant object they carry, for each provider, every few
-// seconds.
-func (a *Agent) assignments(ctx context.Context, ns string) ([]flotillav1.Assignment, error) {
+// assignments reads this provider's Assignments, and says as of when the
+// hub was read. While the watch has been open since the last list, for at
+// most resyncInterval, it has sent every change since: the round takes
+// them as the watch left them and asks the hub nothing. Otherwise, and
+// always when the hub declared this provider Lost since the last fencing
+// (mustList: fencing then needs the hub's word, fresh), it lists their
+// metadata (which exist, and at which version) and gets whole only those
+// that changed since the agent last read, wrote or was sent them. Listing
+// them whole every round moved every tenant object they carry, for each
+// provider, every few seconds.
+func (a *Agent) assignments(ctx context.Context, ns string, mustList bool) ([]flotillav1.Assignment, time.Time, error) {
+	start := time.Now()
+	a.knownMu.Lock()
+	resync := cmp.Or(a.Resync, resyncInterval)
+	if !mustList && a.watching && a.watchEpoch == a.listedEpoch && start.Sub(a.listedAt) < resync {
+		defer a.knownMu.Unlock()
+		out := make([]flotillav1.Assignment, 0, len(a.known))
+		for _, as := range a.known {
+			out = append(out, *as.DeepCopy())
+		}
+		return out, a.listedAt, nil
+	}
+	epoch := a.watchEpoch
+	if !a.watching {
+		epoch = 0
+	}
+	a.knownMu.Unlock()
+
 	var meta metav1.PartialObjectMetadataList
 	meta.SetGroupVersionKind(flotillav1.GroupVersion.WithKind("AssignmentList"))
 	if err := a.Hub.List(ctx, &meta, client.InNamespace(ns)); err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	a.knownMu.Lock()
 	defer a.knownMu.Unlock()
@@ -194,7 +222,7 @@ func (a *Agent) assignments(ctx context.Context, ns string) ([]flotillav1.Assign
 			if err := a.Hub.Get(ctx, client.ObjectKey{Namespace: ns, Name: m.Name}, as); apierrors.IsNotFound(err) {
 				continue
 			} else if err != nil {
-				return nil, err
+				return nil, time.Time{}, err
 			}
 			a.known[m.Name] = as
 		}
@@ -205,15 +233,40 @@ func (a *Agent) assignments(ctx context.Context, ns string) ([]flotillav1.Assign
 			delete(a.known, name)
 		}
 	}
-	return out, nil
+	// Only a watch open through the whole list vouches for what changed
+	// after it.
+	a.listedAt, a.listedEpoch = start, 0
+	if a.watching && a.watchEpoch == epoch {
+		a.listedEpoch = epoch
+	}
+	return out, start, nil
 }
 
-// remember keeps an Assignment the agent just wrote, at its new version.
+// remember keeps an Assignment the agent just wrote, or the watch sent,
+// at its new version.
 func (a *Agent) remember(as *flotillav1.Assignment) {
 	a.knownMu.Lock()
 	defer a.knownMu.Unlock()
 	if a.known != nil {
 		a.known[as.Name] = as.DeepCopy()
+	}
+}
+
+// forget drops an Assignment the watch says is gone.
+func (a *Agent) forget(name string) {
+	a.knownMu.Lock()
+	defer a.knownMu.Unlock()
+	delete(a.known, name)
+}
+
+// watchState notes the watch opening or closing: each opening is a new
+// epoch, which no earlier list is vouched for by.
+func (a *Agent) watchState(open bool) {
+	a.knownMu.Lock()
+	defer a.knownMu.Unlock()
+	a.watching = open
+	if open {
+		a.watchEpoch++
 	}
 }
 
@@ -354,21 +407,27 @@ func (a *Agent) freeCapacity(ctx context.Context, cfg *Config) (corev1.ResourceL
 	return capacity.Offer(nodes.Items, pods.Items, cfg.reserve), nil
 }
 
-// watchAssignments wakes the agent whenever the hub adds, changes or
+// WatchAssignments wakes the agent whenever the hub adds, changes or
 // withdraws one of its Assignments, so that new work does not wait for the
-// next round; the rounds go on without it. The agent's own reports (status
-// only, the generation unchanged) wake nothing.
-func (a *Agent) watchAssignments(ctx context.Context, ns string, wake chan<- struct{}) {
+// next round, and keeps what it sends for the rounds (see assignments),
+// until ctx ends. The agent's own reports (status only, the generation
+// unchanged) wake nothing. The pull loop of Run starts it.
+func (a *Agent) WatchAssignments(ctx context.Context, wake chan<- struct{}) {
+	ns := flotillav1.ProviderNamespace(a.config().Provider.Name)
 	for ctx.Err() == nil {
 		w, err := a.HubWatch.Watch(ctx, &flotillav1.AssignmentList{}, client.InNamespace(ns))
 		if err == nil {
+			a.watchState(true)
 			gen := map[string]int64{}
 			for ev := range w.ResultChan() {
 				if as, ok := ev.Object.(*flotillav1.Assignment); ok {
-					if ev.Type == watch.Added || ev.Type == watch.Modified {
+					switch ev.Type {
+					case watch.Added, watch.Modified:
 						// What the watch brings whole, the round need not
 						// get again (see assignments).
 						a.remember(as)
+					case watch.Deleted:
+						a.forget(as.Name)
 					}
 					if ev.Type == watch.Modified && gen[as.Name] == as.Generation {
 						continue
@@ -380,6 +439,7 @@ func (a *Agent) watchAssignments(ctx context.Context, ns string, wake chan<- str
 				default:
 				}
 			}
+			a.watchState(false)
 			w.Stop()
 		}
 		select {
@@ -397,7 +457,7 @@ func (a *Agent) pullLoop(ctx context.Context) {
 	defer t.Stop()
 	wake := make(chan struct{}, 1)
 	if a.HubWatch != nil {
-		go a.watchAssignments(ctx, flotillav1.ProviderNamespace(cfg.Provider.Name), wake)
+		go a.WatchAssignments(ctx, wake)
 	}
 	for {
 		select {
