@@ -705,7 +705,7 @@ func TestMarkLostOnlyTheJudgedHeartbeat(t *testing.T) {
 }
 
 // TestAgentWritesOnlyWhatChanged: an idle agent asks the hub nothing for
-// its Offer and usage report while neither changed (a thousand idle
+// its Offer, usage report and Provider while none changed (a thousand idle
 // agents' reads and rewrites of both loaded a hub), and an Offer deleted
 // by someone else is back within a resync.
 func TestAgentWritesOnlyWhatChanged(t *testing.T) {
@@ -749,6 +749,9 @@ func TestAgentWritesOnlyWhatChanged(t *testing.T) {
 		if err := a.PublishOffer(ctx); err != nil {
 			t.Fatal(err)
 		}
+		if err := a.SyncProvider(ctx); err != nil {
+			t.Fatal(err)
+		}
 		return requests.Load() - before
 	}
 	if n := publish(); n == 0 {
@@ -760,7 +763,7 @@ func TestAgentWritesOnlyWhatChanged(t *testing.T) {
 		t.Fatalf("the published report: %v", err)
 	}
 	if n := publish(); n != 0 {
-		t.Errorf("publishing an unchanged Offer and report took %d requests, want 0", n)
+		t.Errorf("publishing an unchanged Offer, report and Provider took %d requests, want 0", n)
 	}
 	if err := env.Client.Delete(ctx, offer); err != nil {
 		t.Fatal(err)

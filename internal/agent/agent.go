@@ -320,15 +320,17 @@ type Agent struct {
 	beatMu sync.Mutex
 	beat   *coordinationv1.Lease
 	// report is the usage report as this agent last wrote it, offer the
-	// Offer and offerAt when: what is unchanged is not written again, and
-	// a write needs no read first.
-	pubMu     sync.Mutex
-	report    *corev1.ConfigMap
-	offer     *flotillav1.Offer
-	offerAt   time.Time
-	appliedMu sync.Mutex
-	appliedAt map[string]time.Time
-	readAt    map[string]time.Time
+	// Offer and provider the Provider, with when: what is unchanged is not
+	// written again, and a write needs no read first.
+	pubMu      sync.Mutex
+	report     *corev1.ConfigMap
+	offer      *flotillav1.Offer
+	offerAt    time.Time
+	provider   *flotillav1.Provider
+	providerAt time.Time
+	appliedMu  sync.Mutex
+	appliedAt  map[string]time.Time
+	readAt     map[string]time.Time
 	// known holds the Assignments as last read, written or sent by the
 	// watch, by name, so that a round fetches whole only those that
 	// changed, and between lists reads none.
@@ -484,8 +486,17 @@ func (a *Agent) providerSpec(old flotillav1.ProviderSpec) flotillav1.ProviderSpe
 	return spec
 }
 
-// SyncProvider makes the Provider's spec match the owner's settings.
+// SyncProvider makes the Provider's spec match the owner's settings. A
+// spec this agent found or wrote in place less than a resync ago, and
+// would write the same, is not read again.
 func (a *Agent) SyncProvider(ctx context.Context) error {
+	a.pubMu.Lock()
+	defer a.pubMu.Unlock()
+	if last := a.provider; last != nil && last.Name == a.Config.Provider.Name && time.Since(a.providerAt) < cmp.Or(a.Resync, resyncInterval) &&
+		equality.Semantic.DeepEqual(a.providerSpec(last.Spec), last.Spec) {
+		return nil
+	}
+	a.provider = nil
 	p := &flotillav1.Provider{}
 	switch err := a.Hub.Get(ctx, client.ObjectKey{Name: a.Config.Provider.Name}, p); {
 	case apierrors.IsNotFound(err):
@@ -494,6 +505,7 @@ func (a *Agent) SyncProvider(ctx context.Context) error {
 			return fmt.Errorf("registering Provider %s: %w", p.Name, err)
 		}
 		a.Log.Info("Registered provider", "provider", p.Name)
+		a.provider, a.providerAt = p, time.Now()
 		return nil
 	case err != nil:
 		return fmt.Errorf("reading Provider %s: %w", a.Config.Provider.Name, err)
@@ -502,14 +514,13 @@ func (a *Agent) SyncProvider(ctx context.Context) error {
 		return fmt.Errorf("the hub recorded provider %s in %s mode but this chart is set to %s mode; set provider.mode=%s or ask the hub administrator",
 			p.Name, p.Spec.Mode, want, p.Spec.Mode)
 	}
-	spec := a.providerSpec(p.Spec)
-	if equality.Semantic.DeepEqual(spec, p.Spec) {
-		return nil
+	if spec := a.providerSpec(p.Spec); !equality.Semantic.DeepEqual(spec, p.Spec) {
+		p.Spec = spec
+		if err := a.Hub.Update(ctx, p); err != nil {
+			return fmt.Errorf("updating Provider %s: %w", p.Name, err)
+		}
 	}
-	p.Spec = spec
-	if err := a.Hub.Update(ctx, p); err != nil {
-		return fmt.Errorf("updating Provider %s: %w", p.Name, err)
-	}
+	a.provider, a.providerAt = p, time.Now()
 	return nil
 }
 

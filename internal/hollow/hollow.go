@@ -113,7 +113,10 @@ func Start(ctx context.Context, hub *rest.Config, o Options, log logr.Logger) (*
 	}
 	node.Status.Capacity = node.Status.Allocatable.DeepCopy()
 	node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
-	local := kubefake.NewClientset(node,
+	// The simple clientset: NewClientset's tracker builds a REST mapper of
+	// the whole scheme at every create to keep managed fields, which was
+	// most of the CPU of a thousand hollow kubelets creating pods.
+	local := kubefake.NewSimpleClientset(node,
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}},
 		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: agent.ConfigMapName, Namespace: namespace},
 			Data: map[string]string{"config.json": string(cfgJSON)}})

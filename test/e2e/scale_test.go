@@ -59,6 +59,13 @@ type scaleResult struct {
 	GracePeriods        float64 `json:"gracePeriodsSeconds"`
 	FailoverGoal        float64 `json:"failoverGoalSeconds"`
 	CreateSeconds       float64 `json:"createAllWorkloadsSeconds"`
+	// Rate is the Workloads created a second (0: all at once, 16 at a
+	// time); Throughput the replicas assigned a second, from the first
+	// Workload created to the last fully assigned. Latency means little
+	// without the arrival rate: created all at once, the last Workloads
+	// wait for the hub to write every one before them.
+	Rate       float64 `json:"workloadsPerSecond"`
+	Throughput float64 `json:"replicasAssignedPerSecond"`
 	// Where the time went from the first Workload created to the last
 	// running: CPU seconds per process (the hub's components, the manager,
 	// and the bench itself, which runs the hollow providers), and the
@@ -94,6 +101,7 @@ func TestBenchScale(t *testing.T) {
 	nProviders := envInt(t, "FLOTILLA_SCALE_PROVIDERS", 50)
 	nWorkloads := envInt(t, "FLOTILLA_SCALE_WORKLOADS", 200)
 	replicas := envInt(t, "FLOTILLA_SCALE_REPLICAS", 10)
+	rate := envInt(t, "FLOTILLA_SCALE_RATE", 0)
 	// The Workloads keep the default grace period (5 s), shorter than the
 	// provider's: replacement starts when the provider is Lost.
 	const hubID, providerGrace = "scale", 20 * time.Second
@@ -248,7 +256,16 @@ func TestBenchScale(t *testing.T) {
 			}
 		})
 	}
+	var pace <-chan time.Time
+	if rate > 0 {
+		tick := time.NewTicker(time.Second / time.Duration(rate))
+		defer tick.Stop()
+		pace = tick.C
+	}
 	for i := range nWorkloads {
+		if pace != nil {
+			<-pace
+		}
 		jobs <- i
 	}
 	close(jobs)
@@ -276,9 +293,17 @@ func TestBenchScale(t *testing.T) {
 	mu.Lock()
 	res.AssignedP50, res.AssignedP99 = since(created, assigned, 0.5), since(created, assigned, 0.99)
 	res.RunningP50, res.RunningP99 = since(created, running, 0.5), since(created, running, 0.99)
+	var last time.Time
+	for _, at := range assigned {
+		if at.After(last) {
+			last = at
+		}
+	}
 	mu.Unlock()
-	t.Logf("create to assigned p50 %.2fs p99 %.2fs; to running p50 %.2fs p99 %.2fs (all created in %.1fs)",
-		res.AssignedP50, res.AssignedP99, res.RunningP50, res.RunningP99, res.CreateSeconds)
+	res.Rate = float64(rate)
+	res.Throughput = float64(nWorkloads*replicas) / last.Sub(createStart).Seconds()
+	t.Logf("create to assigned p50 %.2fs p99 %.2fs; to running p50 %.2fs p99 %.2fs (all created in %.1fs, %d a second; %.1f replicas assigned a second)",
+		res.AssignedP50, res.AssignedP99, res.RunningP50, res.RunningP99, res.CreateSeconds, rate, res.Throughput)
 
 	// What is measured so far is kept, should the failover not end.
 	write := func(res *scaleResult) {
