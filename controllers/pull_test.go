@@ -15,6 +15,7 @@ import (
 	"github.com/go-logr/logr"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -657,6 +658,36 @@ func TestJoinScope(t *testing.T) {
 	}
 	if got := get(t, &flotillav1.Provider{}, "", "js-2"); got.Spec.Unschedulable {
 		t.Error("another provider's Provider changed by a refused request")
+	}
+}
+
+// TestJoinHeartbeatsHaveTheirOwnPriority: the API server puts a join
+// identity's heartbeat in the flotilla-heartbeats priority level, and its
+// other requests where every service account's go, so a hub busy with
+// agents' reads still takes heartbeats in time.
+func TestJoinHeartbeatsHaveTheirOwnPriority(t *testing.T) {
+	cfg := joinConfig(t, "prio-1", "eu-west", flotillav1.ModePull)
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	schema := get(t, &flowcontrolv1.FlowSchema{}, "", join.Heartbeats)
+	// The schema a request was classified in, which the API server names
+	// whatever it answers (a cache still filling answers 429).
+	flow := func(path string) string {
+		t.Helper()
+		resp, err := hc.Get(strings.TrimSuffix(cfg.Host, "/") + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		return resp.Header.Get(flowcontrolv1.ResponseHeaderMatchedFlowSchemaUID)
+	}
+	if got := flow("/apis/coordination.k8s.io/v1/namespaces/flotilla-system/leases/provider-prio-1"); got != string(schema.UID) {
+		t.Errorf("the heartbeat went to flow schema %q, want %s (%s)", got, join.Heartbeats, schema.UID)
+	}
+	if got := flow("/apis/flotilla.dev/v1alpha1/namespaces/provider-prio-1/offers"); got == "" || got == string(schema.UID) {
+		t.Errorf("listing its Offers went to flow schema %q, want another than the heartbeats'", got)
 	}
 }
 

@@ -30,11 +30,13 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
@@ -183,12 +185,21 @@ func Objects(o Options) ([]client.Object, error) {
 	return objs, nil
 }
 
+// Heartbeats names the API priority level, and the flow schema that puts
+// join identities' heartbeats in it.
+const Heartbeats = "flotilla-heartbeats"
+
 // SharedObjects are what every join identity is granted through Group,
 // made once (Issue creates them when missing): reading Providers (the
 // market already shows them) and writing them, reading and renewing Leases
 // in flotilla-system, and reading the published ledger head and index.
 // The admission policy flotilla-join-scope keeps the writes to each
 // identity's own Provider and heartbeat Lease.
+//
+// Heartbeats also get a priority level of their own in the API server's
+// priority and fairness, as nodes' do: among the service-account requests
+// of a thousand agents (reading the ledger, reporting), a busy hub let
+// heartbeats wait until it declared live providers Lost.
 func SharedObjects() []client.Object {
 	group := []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: Group}}
 	sys := flotillav1.SystemNamespace
@@ -212,6 +223,23 @@ func SharedObjects() []client.Object {
 		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: shared, Namespace: flotillav1.LedgerNamespace},
 			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: LedgerReader},
 			Subjects: group},
+		&flowcontrolv1.PriorityLevelConfiguration{ObjectMeta: metav1.ObjectMeta{Name: Heartbeats},
+			Spec: flowcontrolv1.PriorityLevelConfigurationSpec{Type: flowcontrolv1.PriorityLevelEnablementLimited,
+				Limited: &flowcontrolv1.LimitedPriorityLevelConfiguration{NominalConcurrencyShares: ptr.To[int32](20),
+					LimitResponse: flowcontrolv1.LimitResponse{Type: flowcontrolv1.LimitResponseTypeQueue,
+						Queuing: &flowcontrolv1.QueuingConfiguration{Queues: 64, HandSize: 6, QueueLengthLimit: 50}}}}},
+		// Ahead of the service-accounts schema (9000) every agent's other
+		// requests fall in.
+		&flowcontrolv1.FlowSchema{ObjectMeta: metav1.ObjectMeta{Name: Heartbeats},
+			Spec: flowcontrolv1.FlowSchemaSpec{
+				PriorityLevelConfiguration: flowcontrolv1.PriorityLevelConfigurationReference{Name: Heartbeats},
+				MatchingPrecedence:         1000,
+				DistinguisherMethod:        &flowcontrolv1.FlowDistinguisherMethod{Type: flowcontrolv1.FlowDistinguisherMethodByUserType},
+				Rules: []flowcontrolv1.PolicyRulesWithSubjects{{
+					Subjects: []flowcontrolv1.Subject{{Kind: flowcontrolv1.SubjectKindGroup, Group: &flowcontrolv1.GroupSubject{Name: Group}}},
+					ResourceRules: []flowcontrolv1.ResourcePolicyRule{{Verbs: []string{"get", "update", "patch"},
+						APIGroups: []string{coordinationv1.GroupName}, Resources: []string{"leases"}, Namespaces: []string{sys}}},
+				}}}},
 	}
 }
 

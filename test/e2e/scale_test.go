@@ -74,15 +74,17 @@ type scaleResult struct {
 	TopRequests []string           `json:"placementTopRequests"`
 }
 
-func envInt(t *testing.T, name string, def int) int {
+// envInt reads the whole number in the environment variable name, no
+// smaller than least; def when it is unset.
+func envInt(t *testing.T, name string, def, least int) int {
 	t.Helper()
 	v := os.Getenv(name)
 	if v == "" {
 		return def
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 {
-		t.Fatalf("%s=%q: a positive number", name, v)
+	if err != nil || n < least {
+		t.Fatalf("%s=%q: a whole number of at least %d", name, v, least)
 	}
 	return n
 }
@@ -98,10 +100,10 @@ func TestBenchScale(t *testing.T) {
 	if os.Getenv("FLOTILLA_BENCH_SCALE") == "" {
 		t.Skip("measurement, not a test: run make bench-scale")
 	}
-	nProviders := envInt(t, "FLOTILLA_SCALE_PROVIDERS", 50)
-	nWorkloads := envInt(t, "FLOTILLA_SCALE_WORKLOADS", 200)
-	replicas := envInt(t, "FLOTILLA_SCALE_REPLICAS", 10)
-	rate := envInt(t, "FLOTILLA_SCALE_RATE", 0)
+	nProviders := envInt(t, "FLOTILLA_SCALE_PROVIDERS", 50, 1)
+	nWorkloads := envInt(t, "FLOTILLA_SCALE_WORKLOADS", 200, 1)
+	replicas := envInt(t, "FLOTILLA_SCALE_REPLICAS", 10, 1)
+	rate := envInt(t, "FLOTILLA_SCALE_RATE", 0, 0)
 	// The Workloads keep the default grace period (5 s), shorter than the
 	// provider's: replacement starts when the provider is Lost.
 	const hubID, providerGrace = "scale", 20 * time.Second
