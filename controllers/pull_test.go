@@ -805,3 +805,98 @@ func TestAgentWritesOnlyWhatChanged(t *testing.T) {
 		t.Errorf("the Offer deleted by someone else was not published again after a resync")
 	}
 }
+
+// TestAgentKeepsWhatItsWatchSentDuringAList: an Assignment created after
+// a list was taken, whose creation the watch delivered before the list
+// returned, is not dropped as gone by that list: rounds that rest on the
+// watch afterwards take it.
+func TestAgentKeepsWhatItsWatchSentDuringAList(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hub := joinIdentity(t, "wl-1", flotillav1.ModePull)
+	ns := flotillav1.ProviderNamespace("wl-1")
+	late := &flotillav1.Assignment{ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: ns},
+		Spec: flotillav1.AssignmentSpec{LeaseRef: flotillav1.AssignmentLeaseReference{Namespace: "t", Name: "l", UID: "u"},
+			Class: flotillav1.ClassService, Replicas: 1, PricePerReplicaHour: "0.01", Epoch: 1, Namespace: "flotilla-x", Hash: "h",
+			ResourcesPerReplica: corev1.ResourceList{}, Objects: []runtime.RawExtension{{Raw: []byte(`{}`)}}}}
+	var opened, sent atomic.Bool
+	var trapped atomic.Bool
+	hubc := interceptor.NewClient(hub, interceptor.Funcs{
+		List: func(ctx context.Context, c client.WithWatch, l client.ObjectList, o ...client.ListOption) error {
+			if err := c.List(ctx, l, o...); err != nil {
+				return err
+			}
+			if _, meta := l.(*metav1.PartialObjectMetadataList); !meta || trapped.Swap(true) {
+				return nil
+			}
+			// The list is taken; the Assignment comes after it, and the
+			// watch sends it before the list returns.
+			if err := env.Client.Create(ctx, late.DeepCopy()); err != nil {
+				return err
+			}
+			for !sent.Load() && ctx.Err() == nil {
+				time.Sleep(10 * time.Millisecond)
+			}
+			return nil
+		},
+		Watch: func(ctx context.Context, c client.WithWatch, l client.ObjectList, o ...client.ListOption) (watch.Interface, error) {
+			w, err := c.Watch(ctx, l, o...)
+			if err != nil {
+				return nil, err
+			}
+			return &noticingWatch{Interface: w, opened: &opened, sent: &sent, name: late.Name}, nil
+		},
+	})
+	cfg, err := agent.ParseConfig([]byte(`{"hubID": "` + pullHub + `", "provider": {"name": "wl-1", "owner": "wl-1", "mode": "Pull"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &agent.Agent{Log: logr.Discard(), Namespace: flotillav1.SystemNamespace, Local: kubernetes.NewForConfigOrDie(env.Config),
+		Hub: hubc, HubWatch: hubc, Federation: env.Client, Config: cfg, Identity: "wl-1/test", Resync: time.Hour}
+	wake := make(chan struct{}, 1)
+	go a.WatchAssignments(ctx, wake)
+	hubenv.Await(t, 10*time.Second, "the watch open", func() (bool, string) { return opened.Load(), "" })
+	go func() {
+		for ctx.Err() == nil {
+			_ = a.SyncAssignments(ctx)
+			select {
+			case <-ctx.Done():
+			case <-wake:
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	hubenv.Await(t, 15*time.Second, "the late Assignment answered", func() (bool, string) {
+		got := &flotillav1.Assignment{}
+		err := env.Client.Get(ctx, client.ObjectKeyFromObject(late), got)
+		return err == nil && got.Status.State != "", fmt.Sprintf("trapped %v, sent %v, %v, state %q", trapped.Load(), sent.Load(), err, got.Status.State)
+	})
+}
+
+// noticingWatch says when the agent starts reading it, and when it passed
+// on an event of the named object.
+type noticingWatch struct {
+	watch.Interface
+	opened, sent *atomic.Bool
+	name         string
+	out          chan watch.Event
+	once         sync.Once
+}
+
+func (w *noticingWatch) ResultChan() <-chan watch.Event {
+	w.once.Do(func() {
+		w.out = make(chan watch.Event)
+		go func() {
+			defer close(w.out)
+			for ev := range w.Interface.ResultChan() {
+				w.out <- ev
+				if as, ok := ev.Object.(*flotillav1.Assignment); ok && as.Name == w.name {
+					// Received; the agent keeps it right after.
+					time.AfterFunc(100*time.Millisecond, func() { w.sent.Store(true) })
+				}
+			}
+		}()
+		w.opened.Store(true)
+	})
+	return w.out
+}

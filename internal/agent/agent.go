@@ -336,6 +336,8 @@ type Agent struct {
 	// changed, and between lists reads none.
 	knownMu sync.Mutex
 	known   map[string]*flotillav1.Assignment
+	// touched names what the watch sent while a list ran.
+	touched map[string]bool
 	// listedAt is when the last list of Assignments that succeeded began;
 	// watchEpoch counts the watch's (re)connections, watching says it is
 	// open, and listedEpoch is the connection that was open through that

@@ -200,6 +200,8 @@ func (a *Agent) assignments(ctx context.Context, ns string, mustList bool) ([]fl
 	if !a.watching {
 		epoch = 0
 	}
+	// What the watch sends while the list runs is newer than the list.
+	a.touched = map[string]bool{}
 	a.knownMu.Unlock()
 
 	var meta metav1.PartialObjectMetadataList
@@ -228,11 +230,17 @@ func (a *Agent) assignments(ctx context.Context, ns string, mustList bool) ([]fl
 		}
 		out = append(out, *as.DeepCopy())
 	}
-	for name := range a.known {
-		if !seen[name] {
+	for name, as := range a.known {
+		switch {
+		case seen[name]:
+		case a.touched[name]:
+			// Created after the list was taken: the watch knows better.
+			out = append(out, *as.DeepCopy())
+		default:
 			delete(a.known, name)
 		}
 	}
+	a.touched = nil
 	// Only a watch open through the whole list vouches for what changed
 	// after it.
 	a.listedAt, a.listedEpoch = start, 0
@@ -247,8 +255,12 @@ func (a *Agent) assignments(ctx context.Context, ns string, mustList bool) ([]fl
 func (a *Agent) remember(as *flotillav1.Assignment) {
 	a.knownMu.Lock()
 	defer a.knownMu.Unlock()
-	if a.known != nil {
-		a.known[as.Name] = as.DeepCopy()
+	if a.known == nil {
+		a.known = map[string]*flotillav1.Assignment{}
+	}
+	a.known[as.Name] = as.DeepCopy()
+	if a.touched != nil {
+		a.touched[as.Name] = true
 	}
 }
 
@@ -257,6 +269,9 @@ func (a *Agent) forget(name string) {
 	a.knownMu.Lock()
 	defer a.knownMu.Unlock()
 	delete(a.known, name)
+	if a.touched != nil {
+		a.touched[name] = true
+	}
 }
 
 // watchState notes the watch opening or closing: each opening is a new
