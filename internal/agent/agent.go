@@ -494,7 +494,7 @@ func (a *Agent) providerSpec(old flotillav1.ProviderSpec) flotillav1.ProviderSpe
 func (a *Agent) SyncProvider(ctx context.Context) error {
 	a.pubMu.Lock()
 	defer a.pubMu.Unlock()
-	if last := a.provider; last != nil && last.Name == a.Config.Provider.Name && time.Since(a.providerAt) < cmp.Or(a.Resync, resyncInterval) &&
+	if last := a.provider; last != nil && last.Name == a.Config.Provider.Name && time.Since(a.providerAt) < a.resync() &&
 		equality.Semantic.DeepEqual(a.providerSpec(last.Spec), last.Spec) {
 		return nil
 	}
@@ -556,15 +556,17 @@ func (a *Agent) Heartbeat(ctx context.Context) error {
 	// included, makes this a Conflict, and it is read.
 	a.beatMu.Lock()
 	defer a.beatMu.Unlock()
-	if l := a.beat; l != nil {
+	if last := a.beat; last != nil {
 		a.beat = nil
-		l.Spec.RenewTime, l.Spec.LeaseDurationSeconds = &now, duration
-		switch err := a.Hub.Update(ctx, l); {
-		case err == nil:
+		l, ok, err := rewrite(ctx, a.Hub, last, func(l *coordinationv1.Lease) {
+			l.Spec.RenewTime, l.Spec.LeaseDurationSeconds = &now, duration
+		})
+		if err != nil {
+			return err
+		}
+		if ok {
 			a.beat = l
 			return nil
-		case !apierrors.IsConflict(err) && !apierrors.IsNotFound(err):
-			return err
 		}
 	}
 	l := &coordinationv1.Lease{}
@@ -644,7 +646,7 @@ func (a *Agent) PublishOffer(ctx context.Context) error {
 	// Unchanged since this agent wrote it, not long ago: nothing to ask the
 	// hub. A read now and then catches an Offer changed or deleted by
 	// someone else.
-	if o := a.offer; o != nil && o.Name == key.Name && time.Since(a.offerAt) < cmp.Or(a.Resync, resyncInterval) {
+	if o := a.offer; o != nil && o.Name == key.Name && time.Since(a.offerAt) < a.resync() {
 		spec.Attributes, spec.ValidFrom, spec.ValidUntil = o.Spec.Attributes, o.Spec.ValidFrom, o.Spec.ValidUntil
 		if equality.Semantic.DeepEqual(spec, o.Spec) {
 			return nil
@@ -744,14 +746,13 @@ func (a *Agent) PublishUsage(ctx context.Context) error {
 			return nil
 		}
 		a.report = nil
-		next := last.DeepCopy()
-		next.Data = map[string]string{usage.DataKey: string(b)}
-		switch err := a.Hub.Update(ctx, next); {
-		case err == nil:
-			a.report = next
-			return nil
-		case !apierrors.IsConflict(err) && !apierrors.IsNotFound(err):
+		cm, ok, err := rewrite(ctx, a.Hub, last, func(cm *corev1.ConfigMap) { cm.Data = map[string]string{usage.DataKey: string(b)} })
+		if err != nil {
 			return fmt.Errorf("publishing the usage report: %w", err)
+		}
+		if ok {
+			a.report = cm
+			return nil
 		}
 	}
 	cm := &corev1.ConfigMap{}
@@ -775,6 +776,28 @@ func (a *Agent) PublishUsage(ctx context.Context) error {
 	a.report = cm
 	return nil
 }
+
+// rewrite writes last, the copy of an object this agent last wrote, with
+// change applied, without reading it first: only this agent writes it, so
+// its copy is current unless someone else wrote or deleted it since. ok is
+// false when that happened (a Conflict, or NotFound), for the caller to
+// read it again.
+func rewrite[T client.Object](ctx context.Context, c client.Client, last T, change func(T)) (next T, ok bool, err error) {
+	next = last.DeepCopyObject().(T)
+	change(next)
+	switch err := c.Update(ctx, next); {
+	case err == nil:
+		return next, true, nil
+	case apierrors.IsConflict(err) || apierrors.IsNotFound(err):
+		return next, false, nil
+	default:
+		return next, false, err
+	}
+}
+
+// resync is how long what the agent last read or wrote on the hub is
+// trusted before it is read again.
+func (a *Agent) resync() time.Duration { return cmp.Or(a.Resync, resyncInterval) }
 
 // Run joins, then heartbeats and refreshes the Offer until ctx ends.
 // Failures are logged and retried on the next tick: a hub that is away for

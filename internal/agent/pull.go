@@ -187,8 +187,7 @@ func (a *Agent) SyncAssignments(ctx context.Context) error {
 func (a *Agent) assignments(ctx context.Context, ns string, mustList bool) ([]flotillav1.Assignment, time.Time, error) {
 	start := time.Now()
 	a.knownMu.Lock()
-	resync := cmp.Or(a.Resync, resyncInterval)
-	if !mustList && a.watching && a.watchEpoch == a.listedEpoch && start.Sub(a.listedAt) < resync {
+	if !mustList && a.watching && a.watchEpoch == a.listedEpoch && start.Sub(a.listedAt) < a.resync() {
 		defer a.knownMu.Unlock()
 		out := make([]flotillav1.Assignment, 0, len(a.known))
 		for _, as := range a.known {
@@ -197,9 +196,6 @@ func (a *Agent) assignments(ctx context.Context, ns string, mustList bool) ([]fl
 		return out, a.listedAt, nil
 	}
 	epoch := a.watchEpoch
-	if !a.watching {
-		epoch = 0
-	}
 	// What the watch sends while the list runs is newer than the list.
 	a.touched = map[string]bool{}
 	a.knownMu.Unlock()
@@ -242,7 +238,7 @@ func (a *Agent) assignments(ctx context.Context, ns string, mustList bool) ([]fl
 	}
 	a.touched = nil
 	// Only a watch open through the whole list vouches for what changed
-	// after it.
+	// after it (one that opened meanwhile has a later epoch).
 	a.listedAt, a.listedEpoch = start, 0
 	if a.watching && a.watchEpoch == epoch {
 		a.listedEpoch = epoch
