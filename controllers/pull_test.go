@@ -150,13 +150,21 @@ type silentWatch struct {
 func (s *silentWatch) Stop()                          { s.stop() }
 func (s *silentWatch) ResultChan() <-chan watch.Event { return s.out }
 
-func startPullAgent(t *testing.T, name string, hub client.WithWatch) *pullAgent {
+// realPullAgent is the real agent of Pull-mode provider name, with hub as
+// its hub client and this API server as its cluster.
+func realPullAgent(t *testing.T, name string, hub client.WithWatch) *agent.Agent {
 	t.Helper()
 	cfg, err := agent.ParseConfig([]byte(fmt.Sprintf(`{"hubID": %q, "provider": {"name": %q, "owner": %q, "mode": "Pull"},
 		"offer": {"reserve": {"cpu": "0", "memory": "0"}}}`, pullHub, name, name)))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &agent.Agent{Log: logr.Discard(), Namespace: flotillav1.SystemNamespace, Local: kubernetes.NewForConfigOrDie(env.Config),
+		Hub: hub, HubWatch: hub, Federation: env.Client, Config: cfg, Identity: name + "/test"}
+}
+
+func startPullAgent(t *testing.T, name string, hub client.WithWatch) *pullAgent {
+	t.Helper()
 	pa := &pullAgent{}
 	cut := errors.New("partitioned from the hub")
 	hubc := interceptor.NewClient(hub, interceptor.Funcs{
@@ -202,8 +210,8 @@ func startPullAgent(t *testing.T, name string, hub client.WithWatch) *pullAgent 
 			return c.SubResource(sub).Update(ctx, obj, o...)
 		},
 	})
-	pa.a = &agent.Agent{Log: logr.Discard(), Namespace: flotillav1.SystemNamespace, Local: kubernetes.NewForConfigOrDie(env.Config),
-		Hub: hubc, HubWatch: hubc, Federation: env.Client, Config: cfg, Identity: name + "/test", Resync: 2 * time.Second}
+	pa.a = realPullAgent(t, name, hubc)
+	pa.a.Resync = 2 * time.Second
 	pa.start()
 	t.Cleanup(pa.stop)
 	return pa
@@ -757,17 +765,12 @@ func TestAgentWritesOnlyWhatChanged(t *testing.T) {
 			return c.Update(ctx, o, opts...)
 		},
 	}
-	cfg, err := agent.ParseConfig([]byte(`{"hubID": "` + pullHub + `", "provider": {"name": "quiet-1", "owner": "quiet-1", "mode": "Pull"},
-		"offer": {"name": "std", "reserve": {"cpu": "0", "memory": "0"}}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &agent.Agent{Log: logr.Discard(), Namespace: flotillav1.SystemNamespace, Local: kubernetes.NewForConfigOrDie(env.Config),
-		Hub: interceptor.NewClient(hub, count), Federation: env.Client, Config: cfg, Identity: "quiet-1/test", Key: key, Resync: time.Second}
+	a := realPullAgent(t, "quiet-1", interceptor.NewClient(hub, count))
+	a.Key, a.Resync = key, time.Second
 	publish := func() int32 {
 		t.Helper()
 		before := requests.Load()
@@ -788,7 +791,7 @@ func TestAgentWritesOnlyWhatChanged(t *testing.T) {
 	if n := publish(); n == 0 {
 		t.Fatal("the first publication asked the hub nothing")
 	}
-	offer := get(t, &flotillav1.Offer{}, flotillav1.ProviderNamespace("quiet-1"), "std")
+	offer := get(t, &flotillav1.Offer{}, flotillav1.ProviderNamespace("quiet-1"), a.Config.Offer.Name)
 	report := get(t, &corev1.ConfigMap{}, flotillav1.ProviderNamespace("quiet-1"), usage.ConfigMapName)
 	if _, err := usage.Parse([]byte(report.Data[usage.DataKey])); err != nil {
 		t.Fatalf("the published report: %v", err)
@@ -847,12 +850,8 @@ func TestAgentKeepsWhatItsWatchSentDuringAList(t *testing.T) {
 			return &noticingWatch{Interface: w, opened: &opened, sent: &sent, name: late.Name}, nil
 		},
 	})
-	cfg, err := agent.ParseConfig([]byte(`{"hubID": "` + pullHub + `", "provider": {"name": "wl-1", "owner": "wl-1", "mode": "Pull"}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := &agent.Agent{Log: logr.Discard(), Namespace: flotillav1.SystemNamespace, Local: kubernetes.NewForConfigOrDie(env.Config),
-		Hub: hubc, HubWatch: hubc, Federation: env.Client, Config: cfg, Identity: "wl-1/test", Resync: time.Hour}
+	a := realPullAgent(t, "wl-1", hubc)
+	a.Resync = time.Hour
 	wake := make(chan struct{}, 1)
 	go a.WatchAssignments(ctx, wake)
 	hubenv.Await(t, 10*time.Second, "the watch open", func() (bool, string) { return opened.Load(), "" })
