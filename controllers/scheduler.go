@@ -66,6 +66,11 @@ type Scheduler struct {
 
 	mu      sync.Mutex
 	assumed map[types.NamespacedName]assumedLease
+	queue   []*batch // Lease creations waiting for a creator
+	// inFlight counts the Lease creations sent and not answered, by
+	// provider; they hold their provider's rate tokens.
+	inFlight map[string]int
+	work     chan struct{} // wakes a creator
 	// failing holds Workloads whose last Lease creation failed, until
 	// when they wait: one tenant's Workload that cannot be created must
 	// not take the capacity (or the providers' rate of new Leases) others
@@ -78,6 +83,9 @@ type Scheduler struct {
 type assumedLease struct {
 	lease *flotillav1.Lease
 	at    time.Time
+	// inFlight: sent to the creators and not answered yet; such a Lease
+	// is assumed however long the API server takes.
+	inFlight bool
 }
 
 // assumeTTL bounds how long a created Lease is assumed without the cache
@@ -91,8 +99,9 @@ const (
 	DefaultLeaseBurst            = 50
 )
 
-// createParallelism bounds the Lease creations in flight in one cycle.
-const createParallelism = 8
+// creators create Leases side by side, off the loop: on a loaded API
+// server a Create takes about a second.
+const creators = 32
 
 // NewScheduler returns a Scheduler with its channels and defaults.
 func NewScheduler(c client.Client, apiReader client.Reader, ca cache.Cache, rec record.EventRecorder) *Scheduler {
@@ -101,8 +110,10 @@ func NewScheduler(c client.Client, apiReader client.Reader, ca cache.Cache, rec 
 		MinInterval: 100 * time.Millisecond, Resync: 30 * time.Second, Now: time.Now,
 		LeaseRate: DefaultLeaseRate, LeaseBurst: DefaultLeaseBurst, limiters: map[string]*rate.Limiter{},
 		trigger:  make(chan struct{}, 1),
+		work:     make(chan struct{}, 1),
 		Events:   make(chan event.GenericEvent, 1024),
 		assumed:  map[types.NamespacedName]assumedLease{},
+		inFlight: map[string]int{},
 		failing:  map[string]placement.Failure{},
 		verdicts: map[string]market.Unplaced{},
 		reported: map[string]string{},
@@ -143,6 +154,12 @@ func (s *Scheduler) Start(ctx context.Context) error {
 		return err
 	}
 	log.Info("Starting scheduling loop")
+	var wg sync.WaitGroup
+	defer s.drop()
+	defer wg.Wait() // no creation outlives the leadership
+	for range creators {
+		wg.Go(func() { s.creator(ctx) })
+	}
 	resync := time.NewTicker(s.Resync)
 	defer resync.Stop()
 	s.Trigger()
@@ -184,9 +201,9 @@ func (s *Scheduler) cycle(ctx context.Context) error {
 		time.AfterFunc(time.Duration(float64(time.Second)/float64(s.LeaseRate)), s.Trigger)
 	}
 	s.change(ctx, plan.ScaleDown, workloads, "ScaledDown")
-	created := s.create(ctx, plan.Create, workloads, start)
+	dispatched := s.dispatch(plan.Create, workloads, start)
 	s.change(ctx, plan.Drain, workloads, "Drained")
-	s.report(plan, workloads, created, time.Since(start))
+	s.report(plan, workloads, dispatched, time.Since(start))
 	return nil
 }
 
@@ -240,6 +257,8 @@ func (s *Scheduler) tokens(providers []flotillav1.Provider, now time.Time) map[s
 	}
 	out := make(map[string]int32, len(providers))
 	seen := make(map[string]bool, len(providers))
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for i := range providers {
 		name := providers[i].Name
 		seen[name] = true
@@ -248,7 +267,7 @@ func (s *Scheduler) tokens(providers []flotillav1.Provider, now time.Time) map[s
 			lim = rate.NewLimiter(s.LeaseRate, s.LeaseBurst)
 			s.limiters[name] = lim
 		}
-		out[name] = int32(lim.TokensAt(now))
+		out[name] = int32(lim.TokensAt(now)) - int32(s.inFlight[name])
 	}
 	for name := range s.limiters {
 		if !seen[name] {
@@ -328,13 +347,25 @@ func (s *Scheduler) withAssumed(items []flotillav1.Lease, now time.Time) []*flot
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, a := range s.assumed {
-		if seen[k] || now.Sub(a.at) > assumeTTL {
+		if seen[k] || (!a.inFlight && now.Sub(a.at) > assumeTTL) {
 			delete(s.assumed, k)
 			continue
 		}
 		out = append(out, a.lease)
 	}
 	return out
+}
+
+// drop forgets the creations still queued when the loop stops.
+func (s *Scheduler) drop() {
+	s.mu.Lock()
+	queue := s.queue
+	s.queue = nil
+	s.mu.Unlock()
+	for _, b := range queue {
+		s.forget(b.creations)
+	}
+	metrics.LeaseCreationsQueued(0)
 }
 
 func (s *Scheduler) assume(l *flotillav1.Lease) {

@@ -3,10 +3,10 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/time/rate"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -44,58 +44,147 @@ func (s *Scheduler) change(ctx context.Context, changes []placement.Change, work
 	}
 }
 
-// create makes the planned Leases: Workloads in parallel, since each Create
-// is a round trip to the API server, and one Workload's in order. A
-// provider's rate token is spent only on a Lease that exists; a Workload
-// whose creation fails waits, and gives its capacity to others.
-func (s *Scheduler) create(ctx context.Context, creations []placement.Creation, workloads map[string]*flotillav1.Workload, now time.Time) map[string]bool {
-	byWorkload := map[string][]placement.Creation{}
-	var order []string
+// batch is one Workload's planned Leases of one cycle, created in order.
+type batch struct {
+	key       string
+	workload  *flotillav1.Workload
+	creations []placement.Creation
+	// limiters are the creations' providers' rate limits (nil when off):
+	// a token is spent only on a Lease that exists.
+	limiters []*rate.Limiter
+	at       time.Time
+}
+
+// dispatch hands the planned Leases to the creators and returns at once,
+// so the next cycle need not wait for the API server's replies (the
+// kube-scheduler binds asynchronously for the same reason). Each Lease is
+// assumed before it is sent: the next cycle counts it, and one whose
+// creation fails is forgotten, its capacity and rate token given back.
+func (s *Scheduler) dispatch(creations []placement.Creation, workloads map[string]*flotillav1.Workload, now time.Time) map[string]bool {
+	byWorkload := map[string]*batch{}
+	var order []*batch
 	for _, c := range creations {
-		if byWorkload[c.Workload] == nil {
-			order = append(order, c.Workload)
+		b := byWorkload[c.Workload]
+		if b == nil {
+			b = &batch{key: c.Workload, workload: workloads[c.Workload], at: now}
+			byWorkload[c.Workload] = b
+			order = append(order, b)
 		}
-		byWorkload[c.Workload] = append(byWorkload[c.Workload], c)
+		b.creations = append(b.creations, c)
+		b.limiters = append(b.limiters, s.limiters[c.Lease.Spec.ProviderRef.Name])
 	}
-	created := map[string]bool{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	slots := make(chan struct{}, createParallelism)
-	for _, key := range order {
-		slots <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			w := workloads[key]
-			for _, c := range byWorkload[key] {
-				fresh, err := s.createLease(ctx, c.Lease)
-				if err != nil {
-					logr.FromContextOrDiscard(ctx).Error(err, "Creating Lease", "workload", key, "offer", c.Lease.Spec.OfferRef)
-					metrics.LeaseCreateFailed()
-					s.createFailed(key, err, now)
-					if w != nil {
-						s.Recorder.Eventf(w, "Warning", "FailedCreate", "Creating a Lease on offer %s/%s: %s",
-							c.Lease.Spec.OfferRef.Namespace, c.Lease.Spec.OfferRef.Name, bound.Error(err))
-					}
-					return // the rest of this Workload waits too
-				}
-				if lim := s.limiters[c.Lease.Spec.ProviderRef.Name]; lim != nil {
-					lim.AllowN(now, 1)
-				}
-				s.createSucceeded(key)
-				if fresh {
-					metrics.LeaseCreated()
-					if w != nil {
-						s.Recorder.Event(w, "Normal", "Scheduled", c.Event)
-					}
-				}
-				mu.Lock()
-				created[key] = true
-				mu.Unlock()
+	dispatched := make(map[string]bool, len(order))
+	s.mu.Lock()
+	for _, b := range order {
+		for _, c := range b.creations {
+			s.assumed[client.ObjectKeyFromObject(c.Lease)] = assumedLease{lease: c.Lease, inFlight: true}
+			s.inFlight[c.Lease.Spec.ProviderRef.Name]++
+		}
+		dispatched[b.key] = true
+	}
+	s.queue = append(s.queue, order...)
+	metrics.LeaseCreationsQueued(len(s.queue))
+	s.mu.Unlock()
+	if len(order) > 0 {
+		s.wake()
+	}
+	return dispatched
+}
+
+// wake tells one idle creator there is work; it never blocks.
+func (s *Scheduler) wake() {
+	select {
+	case s.work <- struct{}{}:
+	default:
+	}
+}
+
+// creator takes batches off the queue until ctx ends.
+func (s *Scheduler) creator(ctx context.Context) {
+	for {
+		s.mu.Lock()
+		var b *batch
+		if len(s.queue) > 0 {
+			b = s.queue[0]
+			s.queue[0] = nil
+			s.queue = s.queue[1:]
+			metrics.LeaseCreationsQueued(len(s.queue))
+		}
+		more := len(s.queue) > 0
+		s.mu.Unlock()
+		if more {
+			s.wake() // the signal holds one wake-up; pass it on
+		}
+		if b != nil {
+			s.createBatch(ctx, b)
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.work:
+		}
+	}
+}
+
+// createBatch creates one Workload's Leases in order. A Workload whose
+// creation fails waits, and gives its capacity to others: the rest of its
+// batch is not sent.
+func (s *Scheduler) createBatch(ctx context.Context, b *batch) {
+	log := logr.FromContextOrDiscard(ctx)
+	for i, c := range b.creations {
+		fresh, err := s.createLease(ctx, c.Lease)
+		if err == nil && b.limiters[i] != nil {
+			b.limiters[i].AllowN(time.Now(), 1)
+		}
+		s.sent(c.Lease, err == nil)
+		if err != nil && ctx.Err() != nil {
+			s.forget(b.creations[i+1:]) // stopping: the next leader plans again
+			return
+		}
+		if err != nil {
+			log.Error(err, "Creating Lease", "workload", b.key, "offer", c.Lease.Spec.OfferRef)
+			metrics.LeaseCreateFailed()
+			s.forget(b.creations[i+1:])
+			s.createFailed(b.key, err, time.Now()) // the back-off starts now, not when the cycle planned it
+			if b.workload != nil {
+				s.Recorder.Eventf(b.workload, "Warning", "FailedCreate", "Creating a Lease on offer %s/%s: %s",
+					c.Lease.Spec.OfferRef.Namespace, c.Lease.Spec.OfferRef.Name, bound.Error(err))
 			}
-		})
+			break
+		}
+		s.createSucceeded(b.key)
+		if fresh {
+			metrics.LeaseCreated(time.Since(b.at))
+			if b.workload != nil {
+				s.Recorder.Event(b.workload, "Normal", "Scheduled", c.Event)
+			}
+		}
 	}
-	wg.Wait()
-	return created
+	if b.workload != nil {
+		s.notify(b.workload)
+	}
+}
+
+// sent ends a creation: the provider's rate tokens count it no more as
+// in flight, and one that failed is no longer assumed.
+func (s *Scheduler) sent(l *flotillav1.Lease, created bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := l.Spec.ProviderRef.Name
+	if s.inFlight[p]--; s.inFlight[p] <= 0 {
+		delete(s.inFlight, p)
+	}
+	if !created {
+		delete(s.assumed, client.ObjectKeyFromObject(l))
+	}
+}
+
+// forget ends creations that will not be sent.
+func (s *Scheduler) forget(creations []placement.Creation) {
+	for _, c := range creations {
+		s.sent(c.Lease, false)
+	}
 }
 
 // createLease creates a planned Lease, and says whether it is new. A
@@ -140,11 +229,8 @@ func (s *Scheduler) createSucceeded(key string) {
 // report keeps the cycle's verdicts for the Workload controller, records a
 // FailedScheduling event when a Workload's reasons change, wakes the
 // Workloads whose status may change, and records the cycle's metrics.
-func (s *Scheduler) report(plan placement.Intents, workloads map[string]*flotillav1.Workload, created map[string]bool, took time.Duration) {
-	notify := map[string]bool{}
-	for key := range created {
-		notify[key] = true
-	}
+func (s *Scheduler) report(plan placement.Intents, workloads map[string]*flotillav1.Workload, dispatched map[string]bool, took time.Duration) {
+	notify := map[string]bool{} // createBatch wakes the dispatched ones once their Leases exist
 	var pending int64
 	byReason := map[string]int{}
 	var events []string
@@ -160,7 +246,7 @@ func (s *Scheduler) report(plan placement.Intents, workloads map[string]*flotill
 			notify[key] = true
 		}
 		msg := fmt.Sprintf("%d replicas pending: %s", u.Pending, u.Summary())
-		if s.reported[key] != msg && !created[key] {
+		if s.reported[key] != msg && !dispatched[key] {
 			s.reported[key] = msg
 			events = append(events, key)
 		}

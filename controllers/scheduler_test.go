@@ -388,3 +388,76 @@ func TestProviderLeaseRateLimit(t *testing.T) {
 		return n == 3, fmt.Sprint(n, " leases")
 	})
 }
+
+// A cycle hands its Lease creations to the creators and goes on: one
+// Workload whose creation hangs holds its planned capacity, not the loop.
+// When that creation fails, its capacity and its provider's rate token go
+// back to the market.
+func TestACycleDoesNotWaitForItsLeaseCreations(t *testing.T) {
+	ctx := context.Background()
+	const suite = "pipeline"
+	readyProvider(t, "pipe-a", "pipe")
+	createOffer(t, "pipe-a", "std", suite, "4", "0.01")
+	namespace(t, "tenant-pipe")
+	hanging, release := make(chan struct{}), make(chan struct{})
+	var refused sync.Once
+	hook := func(ctx context.Context, l *flotillav1.Lease) error {
+		if l.Namespace != "tenant-pipe" || l.Spec.WorkloadRef.Name != "slow" {
+			return nil
+		}
+		first := false
+		refused.Do(func() { first = true })
+		if !first {
+			return nil
+		}
+		close(hanging)
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return fmt.Errorf("refused once by the test")
+	}
+	// Three tokens, one per Lease that will exist, and none coming back: a
+	// failed creation must not keep its own.
+	m := startManager(t, testHooks{leaseCreate: hook, leaseRate: 1e-6, leaseBurst: 3})
+	defer m.stop(t)
+	if err := env.Client.Create(ctx, newWorkload("tenant-pipe", "slow", suite, 3, "1")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-hanging:
+	case <-time.After(20 * time.Second):
+		t.Fatal("slow's Lease was never sent")
+	}
+	if err := env.Client.Create(ctx, newWorkload("tenant-pipe", "quick", suite, 2, "1")); err != nil {
+		t.Fatal(err)
+	}
+	replicas := func(workload string) int32 {
+		var n int32
+		for _, l := range leasesOfWorkload(t, "tenant-pipe", workload) {
+			n += l.Spec.Replicas
+		}
+		return n
+	}
+	hubenv.Await(t, 10*time.Second, "the second Workload placed on what the first left", func() (bool, string) {
+		return replicas("quick") == 1, fmt.Sprint(replicas("quick"), " replicas of quick leased")
+	})
+	time.Sleep(time.Second)
+	if n := replicas("quick"); n != 1 {
+		t.Fatalf("quick has %d replicas leased while slow's 3 are being created on a 4-core offer, want 1", n)
+	}
+	close(release)
+	hubenv.Await(t, 20*time.Second, "the refused capacity given to both", func() (bool, string) {
+		return replicas("quick") == 2 && replicas("slow") == 2, fmt.Sprint(replicas("quick"), " quick, ", replicas("slow"), " slow")
+	})
+	var events corev1.EventList
+	if err := env.Client.List(ctx, &events, client.InNamespace("tenant-pipe"), client.MatchingFields{"involvedObject.name": "slow"}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(events.Items, func(e corev1.Event) bool {
+		return e.Reason == "FailedCreate" && strings.Contains(e.Message, "refused once by the test")
+	}) {
+		t.Errorf("no FailedCreate event on slow")
+	}
+}

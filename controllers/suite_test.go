@@ -117,6 +117,9 @@ type testHooks struct {
 	// createLimit lets this many Lease creations through; the next ones
 	// block until the manager stops, which stops it mid-cycle.
 	createLimit int
+	// leaseCreate, when set, runs before each Lease creation; an error it
+	// returns is the creation's.
+	leaseCreate func(ctx context.Context, l *flotillav1.Lease) error
 	// leaseListLag serves Lease lists up to this old, like a lagging informer.
 	leaseListLag time.Duration
 	// leaseRate and leaseBurst replace the per-provider lease rate limit.
@@ -134,16 +137,22 @@ func startManager(t *testing.T, hooks testHooks) *runningManager {
 	}
 	c := mgr.GetClient()
 	var created atomic.Int32
-	if hooks.createLimit > 0 || hooks.leaseListLag > 0 {
+	if hooks.createLimit > 0 || hooks.leaseListLag > 0 || hooks.leaseCreate != nil {
 		direct, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme, Cache: &client.CacheOptions{Reader: mgr.GetCache()}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		c = interceptor.NewClient(direct, interceptor.Funcs{
 			Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
-				if _, ok := obj.(*flotillav1.Lease); ok && hooks.createLimit > 0 && int(created.Add(1)) > hooks.createLimit {
+				l, ok := obj.(*flotillav1.Lease)
+				if ok && hooks.createLimit > 0 && int(created.Add(1)) > hooks.createLimit {
 					<-ctx.Done()
 					return ctx.Err()
+				}
+				if ok && hooks.leaseCreate != nil {
+					if err := hooks.leaseCreate(ctx, l); err != nil {
+						return err
+					}
 				}
 				return c.Create(ctx, obj, opts...)
 			},

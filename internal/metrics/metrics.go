@@ -15,7 +15,7 @@ const namespace = "flotilla"
 var (
 	schedulingCycleDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: namespace, Subsystem: "scheduler", Name: "cycle_duration_seconds",
-		Help:    "Duration of one scheduling cycle: snapshot, match and Lease creation.",
+		Help:    "Duration of one scheduling cycle: snapshot and match; its Lease creations go on after it.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 	})
 	pendingReplicas = prometheus.NewGauge(prometheus.GaugeOpts{
@@ -25,6 +25,15 @@ var (
 	leasesCreated = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: namespace, Subsystem: "scheduler", Name: "leases_created_total",
 		Help: "Leases created by the scheduler.",
+	})
+	leaseCreationsQueued = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Subsystem: "scheduler", Name: "lease_creations_queued",
+		Help: "Workloads whose planned Leases wait for a creator.",
+	})
+	leaseCreateLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: namespace, Subsystem: "scheduler", Name: "lease_create_duration_seconds",
+		Help:    "Time from the start of the cycle that planned a Lease to its creation.",
+		Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 	})
 	leaseCreateErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: namespace, Subsystem: "scheduler", Name: "lease_create_errors_total",
@@ -115,7 +124,7 @@ var (
 )
 
 func init() {
-	crmetrics.Registry.MustRegister(schedulingCycleDuration, pendingReplicas, leasesCreated, leaseCreateErrors, unschedulableWorkloads,
+	crmetrics.Registry.MustRegister(schedulingCycleDuration, pendingReplicas, leasesCreated, leaseCreationsQueued, leaseCreateLatency, leaseCreateErrors, unschedulableWorkloads,
 		providers, leases, failovers, progressDeadlines, settlementFailing, settlementFailures, fencingDeletions, holdDowns, leasesThrottled, verifications, dissents, reputationScore, ledgerEntries, usageDisputes, settlementDuration, remoteLatency,
 		endpointChecks, endpointsUnreachable)
 }
@@ -189,8 +198,15 @@ func SchedulingCycle(d time.Duration, pending int64, unschedulable map[string]in
 	}
 }
 
-// LeaseCreated counts a Lease the scheduler created.
-func LeaseCreated() { leasesCreated.Inc() }
+// LeaseCreated counts a Lease the scheduler created, d after the start of
+// the cycle that planned it.
+func LeaseCreated(d time.Duration) {
+	leasesCreated.Inc()
+	leaseCreateLatency.Observe(d.Seconds())
+}
+
+// LeaseCreationsQueued sets how many Workloads' Leases wait for a creator.
+func LeaseCreationsQueued(n int) { leaseCreationsQueued.Set(float64(n)) }
 
 // LeaseCreateFailed counts a Lease creation that failed.
 func LeaseCreateFailed() { leaseCreateErrors.Inc() }
