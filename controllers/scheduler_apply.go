@@ -44,7 +44,7 @@ func (s *Scheduler) change(ctx context.Context, changes []placement.Change, work
 	}
 }
 
-// batch is one Workload's planned Leases of one cycle, created in order.
+// batch is one Workload's planned Leases of one cycle.
 type batch struct {
 	key       string
 	workload  *flotillav1.Workload
@@ -53,6 +53,16 @@ type batch struct {
 	// a token is spent only on a Lease that exists.
 	limiters []*rate.Limiter
 	at       time.Time
+	// Under Scheduler.mu: the creations not answered yet, and whether one
+	// failed (the rest are then not sent).
+	left   int
+	failed bool
+}
+
+// creation is one planned Lease of a batch, waiting for a creator.
+type creation struct {
+	b *batch
+	i int
 }
 
 // dispatch hands the planned Leases to the creators and returns at once,
@@ -60,6 +70,9 @@ type batch struct {
 // kube-scheduler binds asynchronously for the same reason). Each Lease is
 // assumed before it is sent: the next cycle counts it, and one whose
 // creation fails is forgotten, its capacity and rate token given back.
+// Leases are created in the order planned, a Workload's side by side: on
+// an idle API server a Workload's Leases take one round trip, and on a
+// saturated one Workloads complete one after another rather than all late.
 func (s *Scheduler) dispatch(creations []placement.Creation, workloads map[string]*flotillav1.Workload, now time.Time) map[string]bool {
 	byWorkload := map[string]*batch{}
 	var order []*batch
@@ -76,13 +89,14 @@ func (s *Scheduler) dispatch(creations []placement.Creation, workloads map[strin
 	dispatched := make(map[string]bool, len(order))
 	s.mu.Lock()
 	for _, b := range order {
-		for _, c := range b.creations {
+		b.left = len(b.creations)
+		for i, c := range b.creations {
 			s.assumed[client.ObjectKeyFromObject(c.Lease)] = assumedLease{lease: c.Lease, inFlight: true}
 			s.inFlight[c.Lease.Spec.ProviderRef.Name]++
+			s.queue = append(s.queue, creation{b, i})
 		}
 		dispatched[b.key] = true
 	}
-	s.queue = append(s.queue, order...)
 	metrics.LeaseCreationsQueued(len(s.queue))
 	s.mu.Unlock()
 	if len(order) > 0 {
@@ -99,14 +113,14 @@ func (s *Scheduler) wake() {
 	}
 }
 
-// creator takes batches off the queue until ctx ends.
+// creator takes Leases off the queue until ctx ends.
 func (s *Scheduler) creator(ctx context.Context) {
 	for {
 		s.mu.Lock()
-		var b *batch
-		if len(s.queue) > 0 {
-			b = s.queue[0]
-			s.queue[0] = nil
+		c, ok := creation{}, len(s.queue) > 0
+		if ok {
+			c = s.queue[0]
+			s.queue[0] = creation{}
 			s.queue = s.queue[1:]
 			metrics.LeaseCreationsQueued(len(s.queue))
 		}
@@ -115,8 +129,8 @@ func (s *Scheduler) creator(ctx context.Context) {
 		if more {
 			s.wake() // the signal holds one wake-up; pass it on
 		}
-		if b != nil {
-			s.createBatch(ctx, b)
+		if ok {
+			s.createOne(ctx, c.b, c.i)
 			continue
 		}
 		select {
@@ -127,32 +141,38 @@ func (s *Scheduler) creator(ctx context.Context) {
 	}
 }
 
-// createBatch creates one Workload's Leases in order. A Workload whose
-// creation fails waits, and gives its capacity to others: the rest of its
-// batch is not sent.
-func (s *Scheduler) createBatch(ctx context.Context, b *batch) {
-	log := logr.FromContextOrDiscard(ctx)
-	for i, c := range b.creations {
-		fresh, err := s.createLease(ctx, c.Lease)
-		if err == nil && b.limiters[i] != nil {
-			b.limiters[i].AllowN(time.Now(), 1)
-		}
-		s.sent(c.Lease, err == nil)
-		if err != nil && ctx.Err() != nil {
-			s.forget(b.creations[i+1:]) // stopping: the next leader plans again
-			return
-		}
-		if err != nil {
-			log.Error(err, "Creating Lease", "workload", b.key, "offer", c.Lease.Spec.OfferRef)
-			metrics.LeaseCreateFailed()
-			s.forget(b.creations[i+1:])
+// createOne creates the i-th Lease of a batch, unless another of the
+// batch failed: a Workload whose creation fails waits, and gives its
+// capacity to others.
+func (s *Scheduler) createOne(ctx context.Context, b *batch, i int) {
+	c := b.creations[i]
+	s.mu.Lock()
+	skip := b.failed || ctx.Err() != nil
+	s.mu.Unlock()
+	if skip {
+		s.sent(b, c.Lease, false)
+		return
+	}
+	fresh, err := s.createLease(ctx, c.Lease)
+	if err == nil && b.limiters[i] != nil {
+		b.limiters[i].AllowN(time.Now(), 1)
+	}
+	if err != nil && ctx.Err() == nil {
+		s.mu.Lock()
+		first := !b.failed
+		b.failed = true
+		s.mu.Unlock()
+		logr.FromContextOrDiscard(ctx).Error(err, "Creating Lease", "workload", b.key, "offer", c.Lease.Spec.OfferRef)
+		metrics.LeaseCreateFailed()
+		if first {
 			s.createFailed(b.key, err, time.Now()) // the back-off starts now, not when the cycle planned it
-			if b.workload != nil {
-				s.Recorder.Eventf(b.workload, "Warning", "FailedCreate", "Creating a Lease on offer %s/%s: %s",
-					c.Lease.Spec.OfferRef.Namespace, c.Lease.Spec.OfferRef.Name, bound.Error(err))
-			}
-			break
 		}
+		if b.workload != nil {
+			s.Recorder.Eventf(b.workload, "Warning", "FailedCreate", "Creating a Lease on offer %s/%s: %s",
+				c.Lease.Spec.OfferRef.Namespace, c.Lease.Spec.OfferRef.Name, bound.Error(err))
+		}
+	}
+	if err == nil {
 		s.createSucceeded(b.key)
 		if fresh {
 			metrics.LeaseCreated(time.Since(b.at))
@@ -161,16 +181,14 @@ func (s *Scheduler) createBatch(ctx context.Context, b *batch) {
 			}
 		}
 	}
-	if b.workload != nil {
-		s.notify(b.workload)
-	}
+	s.sent(b, c.Lease, err == nil)
 }
 
 // sent ends a creation: the provider's rate tokens count it no more as
-// in flight, and one that failed is no longer assumed.
-func (s *Scheduler) sent(l *flotillav1.Lease, created bool) {
+// in flight, one that failed is no longer assumed, and the Workload is
+// looked at again once its batch is done.
+func (s *Scheduler) sent(b *batch, l *flotillav1.Lease, created bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	p := l.Spec.ProviderRef.Name
 	if s.inFlight[p]--; s.inFlight[p] <= 0 {
 		delete(s.inFlight, p)
@@ -178,19 +196,19 @@ func (s *Scheduler) sent(l *flotillav1.Lease, created bool) {
 	if !created {
 		delete(s.assumed, client.ObjectKeyFromObject(l))
 	}
-}
-
-// forget ends creations that will not be sent.
-func (s *Scheduler) forget(creations []placement.Creation) {
-	for _, c := range creations {
-		s.sent(c.Lease, false)
+	b.left--
+	done := b.left == 0
+	s.mu.Unlock()
+	if done && b.workload != nil {
+		s.notify(b.workload)
 	}
 }
 
 // createLease creates a planned Lease, and says whether it is new. A
 // create whose reply was lost is retried under the same name and answered
 // AlreadyExists: the Lease the server has is taken.
-func (s *Scheduler) createLease(ctx context.Context, l *flotillav1.Lease) (bool, error) {
+func (s *Scheduler) createLease(ctx context.Context, planned *flotillav1.Lease) (bool, error) {
+	l := planned.DeepCopy() // the reply is decoded into it while cycles read the planned one
 	err := s.Client.Create(ctx, l)
 	if apierrors.IsAlreadyExists(err) {
 		existing := &flotillav1.Lease{}

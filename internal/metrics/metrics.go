@@ -28,7 +28,7 @@ var (
 	})
 	leaseCreationsQueued = prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: namespace, Subsystem: "scheduler", Name: "lease_creations_queued",
-		Help: "Workloads whose planned Leases wait for a creator.",
+		Help: "Planned Leases waiting for a creator.",
 	})
 	leaseCreateLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: namespace, Subsystem: "scheduler", Name: "lease_create_duration_seconds",
@@ -205,7 +205,7 @@ func LeaseCreated(d time.Duration) {
 	leaseCreateLatency.Observe(d.Seconds())
 }
 
-// LeaseCreationsQueued sets how many Workloads' Leases wait for a creator.
+// LeaseCreationsQueued sets how many planned Leases wait for a creator.
 func LeaseCreationsQueued(n int) { leaseCreationsQueued.Set(float64(n)) }
 
 // LeaseCreateFailed counts a Lease creation that failed.
