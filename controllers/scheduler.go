@@ -100,9 +100,8 @@ const (
 )
 
 // creators create Leases side by side, off the loop: on a loaded API
-// server a Create takes about a second. More of them made every Workload
-// late on a saturated API server rather than the first ones early
-// (bench-scale: create-to-assigned p50 40 s with 32, against 21 s).
+// server a Create takes about a second, and more in flight only share a
+// saturated API server further (docs/performance.md, fifth round).
 const creators = 16
 
 // NewScheduler returns a Scheduler with its channels and defaults.

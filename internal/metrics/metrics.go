@@ -33,7 +33,7 @@ var (
 	leaseCreateLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: namespace, Subsystem: "scheduler", Name: "lease_create_duration_seconds",
 		Help:    "Time from the start of the cycle that planned a Lease to its creation.",
-		Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		Buckets: prometheus.ExponentialBuckets(0.005, 2, 16),
 	})
 	leaseCreateErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: namespace, Subsystem: "scheduler", Name: "lease_create_errors_total",

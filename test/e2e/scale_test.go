@@ -344,7 +344,10 @@ func TestBenchScale(t *testing.T) {
 		res.Cycles, res.CycleMeanSec, res.CycleP99Sec = histogramStats(t, metricsAddr, "flotilla_scheduler_cycle_duration_seconds")
 		_, res.LeaseCreateMeanSec, res.LeaseCreateP99Sec = histogramStats(t, metricsAddr, "flotilla_scheduler_lease_create_duration_seconds")
 		res.ManagerPeakRSSMiB, res.ManagerCPUSec = processStats(t, mgr.Process.Pid)
-		b, _ := json.MarshalIndent(res, "", "  ")
+		b, err := json.MarshalIndent(res, "", "  ")
+		if err != nil {
+			t.Fatalf("encoding the results: %v", err)
+		}
 		if err := os.WriteFile(filepath.Join(resultsDir, "scale.json"), append(b, '\n'), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -453,7 +456,7 @@ func freeAddr(t *testing.T) string {
 
 // histogramStats reads a histogram off the manager's metrics endpoint: the
 // count, the mean and the upper bound of the bucket the 99th percentile
-// falls in.
+// falls in (-1 when it falls beyond the largest finite one).
 func histogramStats(t *testing.T, addr, name string) (int, float64, float64) {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
@@ -488,9 +491,9 @@ func histogramStats(t *testing.T, addr, name string) (int, float64, float64) {
 	if count == 0 {
 		return 0, 0, 0
 	}
-	p99 := math.Inf(1)
+	p99 := -1.0 // beyond the largest finite bucket; JSON has no infinity
 	for _, b := range buckets {
-		if b.count >= 0.99*count {
+		if b.count >= 0.99*count && !math.IsInf(b.le, 1) {
 			p99 = b.le
 			break
 		}
