@@ -248,7 +248,7 @@ func (s *Scheduler) createSucceeded(key string) {
 // FailedScheduling event when a Workload's reasons change, wakes the
 // Workloads whose status may change, and records the cycle's metrics.
 func (s *Scheduler) report(plan placement.Intents, workloads map[string]*flotillav1.Workload, dispatched map[string]bool, took time.Duration) {
-	notify := map[string]bool{} // createBatch wakes the dispatched ones once their Leases exist
+	notify := map[string]bool{} // sent wakes the dispatched ones once their Leases are answered
 	var pending int64
 	byReason := map[string]int{}
 	var events []string

@@ -322,20 +322,19 @@ func TestBenchScale(t *testing.T) {
 	mu.Lock()
 	res.AssignedP50, res.AssignedP99 = since(created, assigned, 0.5), since(created, assigned, 0.99)
 	res.RunningP50, res.RunningP99 = since(created, running, 0.5), since(created, running, 0.99)
-	if !res.PlacementComplete {
-		res.Throughput = float64(res.WorkloadsAssigned*replicas) / time.Since(createStart).Seconds()
-	}
-	var last time.Time
-	for _, at := range assigned {
-		if at.After(last) {
-			last = at
+	// Up to the last Workload fully assigned, or to now when some never were.
+	n, last := res.WorkloadsAssigned, time.Now()
+	if res.PlacementComplete {
+		n, last = nWorkloads, time.Time{}
+		for _, at := range assigned {
+			if at.After(last) {
+				last = at
+			}
 		}
 	}
+	res.Throughput = float64(n*replicas) / last.Sub(createStart).Seconds()
 	mu.Unlock()
 	res.Rate = float64(rate)
-	if res.PlacementComplete {
-		res.Throughput = float64(nWorkloads*replicas) / last.Sub(createStart).Seconds()
-	}
 	t.Logf("create to assigned p50 %.2fs p99 %.2fs; to running p50 %.2fs p99 %.2fs (all created in %.1fs, %d a second; %.1f replicas assigned a second)",
 		res.AssignedP50, res.AssignedP99, res.RunningP50, res.RunningP99, res.CreateSeconds, rate, res.Throughput)
 
