@@ -64,7 +64,8 @@ func componentNames(pids []int) map[string]int {
 }
 
 // apiRequests reads apiserver_request_total off the API server, summed by
-// "verb resource[/subresource]".
+// "verb resource[/subresource]", with the code appended to requests that
+// failed (a Conflict is a write paid for twice).
 func apiRequests(ctx context.Context, cfg *rest.Config) (map[string]float64, error) {
 	hc, err := rest.HTTPClientFor(cfg)
 	if err != nil {
@@ -96,6 +97,9 @@ func apiRequests(ctx context.Context, cfg *rest.Config) (map[string]float64, err
 		key := l["verb"] + " " + l["resource"]
 		if l["subresource"] != "" {
 			key += "/" + l["subresource"]
+		}
+		if code, _ := strconv.Atoi(l["code"]); code >= 400 {
+			key += " " + l["code"]
 		}
 		v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
 		out[key] += v

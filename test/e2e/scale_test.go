@@ -5,12 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +20,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -70,9 +74,23 @@ type scaleResult struct {
 	// replicas placed elsewhere (the rest, to running, is FailoverSec).
 	FailoverLostSec     float64 `json:"failoverLostSeconds"`
 	FailoverAssignedSec float64 `json:"failoverPlacedSeconds"`
-	GracePeriods        float64 `json:"gracePeriodsSeconds"`
-	FailoverGoal        float64 `json:"failoverGoalSeconds"`
-	CreateSeconds       float64 `json:"createAllWorkloadsSeconds"`
+	// From the Leases themselves (whole seconds): when the last of the
+	// stopped providers' Leases closed, and when the last replacement
+	// Lease was created, Active and ready (its Ready condition's time).
+	FailoverClosedSec  float64 `json:"failoverLeasesClosedSeconds"`
+	FailoverCreatedSec float64 `json:"failoverReplacementsCreatedSeconds"`
+	FailoverReadySec   float64 `json:"failoverReplacementsReadySeconds"`
+	// FailoverControllers is each controller's work during the failover:
+	// reconciles, and the mean wait in its queue and reconcile time.
+	FailoverControllers map[string]controllerWork `json:"failoverControllers,omitempty"`
+	// LeaseStatusWrites counts the Lease controller's status writes by
+	// kind over the whole run, and FailoverLeaseStatusWrites during the
+	// failover.
+	LeaseStatusWrites         map[string]float64 `json:"leaseStatusWrites,omitempty"`
+	FailoverLeaseStatusWrites map[string]float64 `json:"failoverLeaseStatusWrites,omitempty"`
+	GracePeriods              float64            `json:"gracePeriodsSeconds"`
+	FailoverGoal              float64            `json:"failoverGoalSeconds"`
+	CreateSeconds             float64            `json:"createAllWorkloadsSeconds"`
 	// Rate is the Workloads created a second (0: all at once, 16 at a
 	// time); Throughput the replicas assigned a second, from the first
 	// Workload created to the last fully assigned. Latency means little
@@ -311,7 +329,7 @@ func TestBenchScale(t *testing.T) {
 		res.PhaseCPUSec[name] = v - cpuBefore[name]
 	}
 	if reqAfter, err := apiRequests(ctx, hubRest); err == nil {
-		res.TopRequests = topDelta(reqBefore, reqAfter, 20)
+		res.TopRequests = topDelta(reqBefore, reqAfter, 30)
 	}
 	if err := os.WriteFile(filepath.Join(resultsDir, "scale-manager-cpu.txt"), []byte(<-profile), 0o644); err != nil {
 		t.Fatal(err)
@@ -343,6 +361,7 @@ func TestBenchScale(t *testing.T) {
 		res.Cycles, res.CycleMeanSec, res.CycleP99Sec = histogramStats(t, metricsAddr, "flotilla_scheduler_cycle_duration_seconds")
 		_, res.LeaseCreateMeanSec, res.LeaseCreateP99Sec = histogramStats(t, metricsAddr, "flotilla_scheduler_lease_create_duration_seconds")
 		res.ManagerPeakRSSMiB, res.ManagerCPUSec = processStats(t, mgr.Process.Pid)
+		res.LeaseStatusWrites = leaseStatusWrites(t, metricsAddr)
 		b, err := json.MarshalIndent(res, "", "  ")
 		if err != nil {
 			t.Fatalf("encoding the results: %v", err)
@@ -358,6 +377,7 @@ func TestBenchScale(t *testing.T) {
 	}
 
 	// Fail over 10 % of the providers at once.
+	workBefore, writesBefore := controllerStats(t, metricsAddr), leaseStatusWrites(t, metricsAddr)
 	res.Stopped = max(1, nProviders/10)
 	stopped := map[string]bool{}
 	failStart := time.Now()
@@ -415,6 +435,19 @@ func TestBenchScale(t *testing.T) {
 	res.FailoverSec = time.Since(failStart).Seconds()
 	t.Logf("failover: every stopped provider Lost after %.1fs, replicas placed elsewhere after %.1fs, running after %.1fs",
 		res.FailoverLostSec, res.FailoverAssignedSec, res.FailoverSec)
+	res.FailoverClosedSec, res.FailoverCreatedSec, res.FailoverReadySec = failoverSteps(ctx, t, h.client, stopped, failStart)
+	res.FailoverControllers = controllerStats(t, metricsAddr).since(workBefore)
+	res.FailoverLeaseStatusWrites = map[string]float64{}
+	for kind, n := range leaseStatusWrites(t, metricsAddr) {
+		res.FailoverLeaseStatusWrites[kind] = n - writesBefore[kind]
+	}
+	t.Logf("Lease status writes during the failover: %v", res.FailoverLeaseStatusWrites)
+	for _, name := range slices.Sorted(maps.Keys(res.FailoverControllers)) {
+		c := res.FailoverControllers[name]
+		t.Logf("during the failover, controller %s: %d reconciles, mean %.3fs in the queue and %.3fs reconciling", name, c.Reconciles, c.QueueWaitMean, c.ReconcileMean)
+	}
+	t.Logf("failover, from the Leases: the last stopped provider's Lease closed after %.0fs; the last replacement created after %.0fs, ready after %.0fs",
+		res.FailoverClosedSec, res.FailoverCreatedSec, res.FailoverReadySec)
 	t.Logf("failover of %d providers: %.1fs (goal %.0fs)", res.Stopped, res.FailoverSec, res.FailoverGoal)
 
 	write(&res)
@@ -500,6 +533,104 @@ func histogramStats(t *testing.T, addr, name string) (int, float64, float64) {
 	return int(count), sum / count, p99
 }
 
+// leaseStatusWrites reads the Lease controller's status writes by kind
+// off the manager.
+func leaseStatusWrites(t *testing.T, addr string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	const prefix = `flotilla_lease_status_writes_total{kind="`
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), prefix); ok {
+			kind, value, _ := strings.Cut(rest, `"} `)
+			out[kind], _ = strconv.ParseFloat(value, 64)
+		}
+	}
+	return out
+}
+
+// controllerWork is what a controller did over a time: reconciles, and
+// the sums (then, from since, the means) of its items' wait in the queue
+// and of its reconciles.
+type controllerWork struct {
+	Reconciles           int     `json:"reconciles"`
+	QueueWaitMean        float64 `json:"queueWaitMeanSeconds"`
+	ReconcileMean        float64 `json:"reconcileMeanSeconds"`
+	queued, waited, took float64
+}
+
+type controllerWorks map[string]controllerWork
+
+// controllerStats reads controller-runtime's queue and reconcile
+// histograms off the manager, by controller.
+func controllerStats(t *testing.T, addr string) controllerWorks {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out := controllerWorks{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	label := func(line, key string) string {
+		_, rest, ok := strings.Cut(line, key+`="`)
+		if !ok {
+			return ""
+		}
+		v, _, _ := strings.Cut(rest, `"`)
+		return v
+	}
+	series := []struct {
+		prefix, label string
+		set           func(*controllerWork, float64)
+	}{
+		{"workqueue_queue_duration_seconds_sum{", "name", func(c *controllerWork, v float64) { c.waited = v }},
+		{"workqueue_queue_duration_seconds_count{", "name", func(c *controllerWork, v float64) { c.queued = v }},
+		{"controller_runtime_reconcile_time_seconds_sum{", "controller", func(c *controllerWork, v float64) { c.took = v }},
+		{"controller_runtime_reconcile_time_seconds_count{", "controller", func(c *controllerWork, v float64) { c.Reconciles = int(v) }},
+	}
+	for sc.Scan() {
+		line := sc.Text()
+		for _, m := range series {
+			if !strings.HasPrefix(line, m.prefix) {
+				continue
+			}
+			v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			name := label(line, m.label)
+			c := out[name]
+			m.set(&c, v)
+			out[name] = c
+		}
+	}
+	return out
+}
+
+// since is the work done after before, with its means.
+func (w controllerWorks) since(before controllerWorks) map[string]controllerWork {
+	out := map[string]controllerWork{}
+	for name, c := range w {
+		b := before[name]
+		d := controllerWork{Reconciles: c.Reconciles - b.Reconciles}
+		if n := c.queued - b.queued; n > 0 {
+			d.QueueWaitMean = (c.waited - b.waited) / n
+		}
+		if d.Reconciles > 0 {
+			d.ReconcileMean = (c.took - b.took) / float64(d.Reconciles)
+		}
+		if d.Reconciles > 0 || d.QueueWaitMean > 0 {
+			out[name] = d
+		}
+	}
+	return out
+}
+
 // processStats reads a process's peak resident memory (MiB) and CPU time
 // (seconds) from /proc.
 func processStats(t *testing.T, pid int) (float64, float64) {
@@ -520,4 +651,32 @@ func processStats(t *testing.T, pid int) (float64, float64) {
 		t.Fatal(err)
 	}
 	return rss, cpu
+}
+
+// failoverSteps reads, from the Leases of the scale namespace, how long
+// after start the last Lease of a stopped provider closed, and the last
+// Lease created since was created and turned ready: where a slow failover
+// spends its time.
+func failoverSteps(ctx context.Context, t *testing.T, c client.Client, stopped map[string]bool, start time.Time) (closed, created, ready float64) {
+	t.Helper()
+	var ls flotillav1.LeaseList
+	if err := c.List(ctx, &ls, client.InNamespace("scale")); err != nil {
+		t.Logf("listing the Leases after the failover: %v", err)
+		return -1, -1, -1
+	}
+	since := func(at time.Time) float64 { return max(0, at.Sub(start.Truncate(time.Second)).Seconds()) }
+	for _, l := range ls.Items {
+		switch {
+		case stopped[l.Spec.ProviderRef.Name]:
+			if c := l.Ended(); c != nil {
+				closed = max(closed, since(c.LastTransitionTime.Time))
+			}
+		case !l.CreationTimestamp.Before(&metav1.Time{Time: start.Truncate(time.Second)}):
+			created = max(created, since(l.CreationTimestamp.Time))
+			if c := apimeta.FindStatusCondition(l.Status.Conditions, flotillav1.ConditionReady); c != nil && c.Status == metav1.ConditionTrue {
+				ready = max(ready, since(c.LastTransitionTime.Time))
+			}
+		}
+	}
+	return closed, created, ready
 }
