@@ -123,6 +123,12 @@ func orNone(s string) string {
 	return s
 }
 
+// workloadWorkers reconcile Workloads side by side. A reconcile mostly
+// waits for its status write; when five of fifty providers failed at once,
+// four workers were busy the whole failover and a Workload waited 8 s in
+// the queue to say it was whole again.
+const workloadWorkers = 16
+
 // SetupWithManager watches Workloads, their Leases and the scheduler's
 // notifications.
 func (r *WorkloadReconciler) SetupWithManager(mgr ctrl.Manager) error {
@@ -130,7 +136,7 @@ func (r *WorkloadReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&flotillav1.Workload{}, builder.WithPredicates(specOrMetaChanged)).
 		Owns(&flotillav1.Lease{}).
 		WatchesRawSource(source.Channel(r.Scheduler.Events, &handler.EnqueueRequestForObject{})).
-		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: workloadWorkers}).
 		Named("workload").
 		Complete(r)
 }
