@@ -71,7 +71,16 @@ type LeaseReconciler struct {
 	// only ever stops charging (after a gap, or a restart that emptied
 	// it), so losing it is safe.
 	seen sync.Map
+	// flushing holds a slot for each periodic flush being written. With
+	// thousands of Leases their flushes (one per Lease every
+	// lease.MeterFlush) took every worker, and a failover's Leases waited
+	// 27 s in the queue behind them; a flush that finds no slot waits,
+	// up to lease.MaxFlushDelay.
+	flushing chan struct{}
 }
+
+// flushSlots is how many workers may be writing flushes at once.
+const flushSlots = leaseWorkers / 4
 
 // leaseWorkers reconcile Leases side by side. A reconcile spends most of
 // its time waiting on the API server (applying the Assignment or the
@@ -109,7 +118,13 @@ func (r *LeaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	if !res.SyncFailed {
 		st.ObservedGeneration = l.Generation
 	}
-	if !equality.Semantic.DeepEqual(st, old) {
+	if !res.Unwritten && !equality.Semantic.DeepEqual(st, old) {
+		kind, release := r.flushSlot(st, old, res)
+		if kind == writePostponed {
+			metrics.LeaseStatusWrite(kind)
+			return ctrl.Result{RequeueAfter: lease.SyncInterval, Priority: new(handler.LowPriority)}, nil
+		}
+		defer release()
 		// Usage adds to what status holds: writing over a newer status
 		// than the cache showed would charge an interval twice.
 		if err := applyStatus(ctx, r.Client, l, st, ManagerLease, l.ResourceVersion); err != nil {
@@ -118,9 +133,35 @@ func (r *LeaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 			}
 			return ctrl.Result{}, fmt.Errorf("writing the status of lease %s: %w", req, err)
 		}
+		metrics.LeaseStatusWrite(kind)
 	}
 	r.emit(ctx, l, res)
 	return ctrl.Result{RequeueAfter: res.RequeueAfter, Priority: new(syncPriority(res))}, nil
+}
+
+// Kinds of status writes, for metrics.LeaseStatusWrite.
+const (
+	writeProgress  = "progress"
+	writeFlush     = "flush"
+	writePostponed = "postponed"
+)
+
+// flushSlot says what writing st over old is: progress, a flush (with a
+// slot taken, to release once written), or a flush to put off because
+// every slot is taken and it is not overdue.
+func (r *LeaseReconciler) flushSlot(st, old *flotillav1.LeaseStatus, res lease.Result) (kind string, release func()) {
+	if !lease.FlushOnly(st, old) || len(res.Events) > 0 {
+		return writeProgress, func() {}
+	}
+	select {
+	case r.flushing <- struct{}{}:
+		return writeFlush, func() { <-r.flushing }
+	default:
+		if lease.FlushOverdue(old, r.Now()) {
+			return writeFlush, func() {}
+		}
+		return writePostponed, nil
+	}
 }
 
 // syncPriority puts the periodic sync of a settled Lease behind everything
@@ -412,6 +453,7 @@ func (r *LeaseReconciler) forgetEndpoints(l *flotillav1.Lease) {
 
 // SetupWithManager watches Leases and the Providers they run on.
 func (r *LeaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	r.flushing = make(chan struct{}, flushSlots)
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&flotillav1.Lease{}, builder.WithPredicates(specOrMetaChanged)).
 		Watches(&flotillav1.Provider{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {

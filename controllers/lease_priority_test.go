@@ -4,8 +4,10 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/lease"
 )
 
@@ -27,5 +29,56 @@ func TestSyncPriority(t *testing.T) {
 		if got := syncPriority(tc.res); got != tc.want {
 			t.Errorf("%s: priority %d, want %d", name, got, tc.want)
 		}
+	}
+}
+
+// Periodic flushes take at most flushSlots workers: one that finds every
+// slot taken waits, unless it is overdue; progress never waits.
+func TestFlushesWaitForASlot(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	ago := func(d time.Duration) *metav1.Time { return &metav1.Time{Time: now.Add(-d)} }
+	written := func(d time.Duration) *flotillav1.LeaseStatus {
+		return &flotillav1.LeaseStatus{Phase: flotillav1.LeaseActive, RunningReplicas: 1, ReadyReplicas: 1,
+			Usage: flotillav1.LeaseUsage{ReplicaSeconds: 5, MeteredUntil: ago(d), Cost: "0.005"}, LastSyncTime: ago(d)}
+	}
+	flushOf := func(old *flotillav1.LeaseStatus) *flotillav1.LeaseStatus {
+		st := old.DeepCopy()
+		st.Usage = flotillav1.LeaseUsage{ReplicaSeconds: 40, MeteredUntil: ago(0), Cost: "0.04"}
+		st.LastSyncTime = ago(0)
+		return st
+	}
+	r := &LeaseReconciler{Now: func() time.Time { return now }, flushing: make(chan struct{}, flushSlots)}
+	var releases []func()
+	for range flushSlots {
+		old := written(lease.MeterFlush)
+		kind, release := r.flushSlot(flushOf(old), old, lease.Result{})
+		if kind != writeFlush {
+			t.Fatalf("flush with a slot free: %s", kind)
+		}
+		releases = append(releases, release)
+	}
+	old := written(lease.MeterFlush)
+	if kind, _ := r.flushSlot(flushOf(old), old, lease.Result{}); kind != writePostponed {
+		t.Errorf("flush with every slot taken: %s, want it postponed", kind)
+	}
+	lost := flushOf(old)
+	lost.ReadyReplicas = 0
+	if kind, release := r.flushSlot(lost, old, lease.Result{}); kind != writeProgress {
+		t.Errorf("a replica no longer ready with every slot taken: %s, want it written", kind)
+	} else {
+		release()
+	}
+	overdue := written(lease.MaxFlushDelay)
+	if kind, release := r.flushSlot(flushOf(overdue), overdue, lease.Result{}); kind != writeFlush {
+		t.Errorf("overdue flush with every slot taken: %s, want it written", kind)
+	} else {
+		release()
+	}
+	releases[0]()
+	if kind, _ := r.flushSlot(flushOf(old), old, lease.Result{}); kind != writeFlush {
+		t.Errorf("flush after a slot was released: %s", kind)
+	}
+	if n := len(r.flushing); n != flushSlots {
+		t.Errorf("%d slots taken, want %d: a write without a slot released one", n, flushSlots)
 	}
 }

@@ -64,8 +64,7 @@ func (r *LeaseReconciler) syncPull(ctx context.Context, l *flotillav1.Lease, w *
 		if st.Phase == "" {
 			st.Phase = flotillav1.LeasePending
 		}
-		lease.Awaiting(st, *in, "waiting for the agent of provider "+p.Name+" to accept the assignment", rep.LastError)
-		return lease.Result{RequeueAfter: lease.ConvergeInterval}
+		return lease.Awaiting(st, *in, "waiting for the agent of provider "+p.Name+" to accept the assignment", rep.LastError)
 	}
 	events := r.checkEndpoints(l, w, p, rin.Offer, &rep.Observation, st, old)
 	res := lease.Observed(st, old, *in, rep.Observation, p.Name)

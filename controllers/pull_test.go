@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,7 @@ import (
 	"github.com/flotilla-dev/flotilla/internal/assign"
 	"github.com/flotilla-dev/flotilla/internal/fixture"
 	"github.com/flotilla-dev/flotilla/internal/join"
+	"github.com/flotilla-dev/flotilla/internal/lease"
 	"github.com/flotilla-dev/flotilla/internal/render"
 	"github.com/flotilla-dev/flotilla/internal/usage"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
@@ -219,8 +221,9 @@ func startPullAgent(t *testing.T, name string, hub client.WithWatch) *pullAgent 
 
 // startFakeAgent plays a Pull-mode provider's agent without a cluster: it
 // heartbeats and accepts every Assignment as running and ready, claiming
-// far more replicas than it was assigned.
-func startFakeAgent(t *testing.T, name string, hub client.Client) (stop func()) {
+// far more replicas than it was assigned. While mute is set it heartbeats
+// and answers nothing.
+func startFakeAgent(t *testing.T, name string, hub client.Client, mute *atomic.Bool) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -228,7 +231,7 @@ func startFakeAgent(t *testing.T, name string, hub client.Client) (stop func()) 
 		defer close(done)
 		for ctx.Err() == nil {
 			var as flotillav1.AssignmentList
-			if err := hub.List(ctx, &as, client.InNamespace(flotillav1.ProviderNamespace(name))); err == nil {
+			if err := hub.List(ctx, &as, client.InNamespace(flotillav1.ProviderNamespace(name))); err == nil && !mute.Load() {
 				for i := range as.Items {
 					a := &as.Items[i]
 					if a.Status.AppliedHash == a.Spec.Hash {
@@ -284,7 +287,8 @@ func TestPullMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range []struct{ name, price string }{{"pull-a", "0.01"}, {"pull-b", "0.02"}} {
-		o := fixture.Offer(p.name, "std", fixture.Selling("1000", "4Ti"), fixture.Priced(flotillav1.Amount(p.price), "0.001"), fixture.Attribute("suite", "pull"))
+		o := fixture.Offer(p.name, "std", fixture.Selling("1000", "4Ti"), fixture.Priced(flotillav1.Amount(p.price), "0.001"), fixture.Attribute("suite", "pull"),
+			fixture.Attribute("provider", p.name))
 		if err := env.Client.Create(ctx, o); err != nil {
 			t.Fatal(err)
 		}
@@ -297,7 +301,8 @@ func TestPullMode(t *testing.T) {
 	}
 	defer run(t, mgr, mctx, cancel)()
 	a := startPullAgent(t, "pull-a", joinA)
-	startFakeAgent(t, "pull-b", joinB)
+	var muteB atomic.Bool
+	startFakeAgent(t, "pull-b", joinB, &muteB)
 
 	phase := func(name string) *flotillav1.Provider { return get(t, &flotillav1.Provider{}, "", name) }
 	awaitPhase := func(name string, want flotillav1.ProviderPhase) {
@@ -322,6 +327,83 @@ func TestPullMode(t *testing.T) {
 			err := env.Client.Get(ctx, client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: name + "-kubeconfig"}, &corev1.Secret{})
 			if !apierrors.IsNotFound(err) {
 				t.Errorf("%s: the hub has a kubeconfig Secret for it: %v", name, err)
+			}
+		}
+	})
+
+	hubenv.Stage(t, "a Lease's status is not written before its agent answers, unless the agent stays silent", func(t *testing.T) {
+		hubLeases, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wctx, stopWatch := context.WithCancel(ctx)
+		defer stopWatch()
+		watcher, err := hubLeases.Watch(wctx, &flotillav1.LeaseList{}, client.InNamespace(ns))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer watcher.Stop()
+		var mu sync.Mutex
+		phases := map[string][]flotillav1.LeasePhase{} // every status a Lease was written with, by Workload
+		go func() {
+			for ev := range watcher.ResultChan() {
+				if l, ok := ev.Object.(*flotillav1.Lease); ok && l.Status.Phase != "" {
+					mu.Lock()
+					if p := phases[l.Spec.WorkloadRef.Name]; len(p) == 0 || p[len(p)-1] != l.Status.Phase {
+						phases[l.Spec.WorkloadRef.Name] = append(p, l.Status.Phase)
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+		onB := func(name string) *flotillav1.Workload {
+			return fixture.Workload(ns, name, fixture.Replicas(1), fixture.Requests("1", "1Gi"), fixture.Selecting("suite", "pull"),
+				fixture.Selecting("provider", "pull-b"))
+		}
+		prompt := onB("prompt")
+		if err := env.Client.Create(ctx, prompt); err != nil {
+			t.Fatal(err)
+		}
+		hubenv.Await(t, 20*time.Second, "prompt Ready on pull-b", func() (bool, string) {
+			w := get(t, &flotillav1.Workload{}, ns, "prompt")
+			return w.Status.ReadyReplicas == 1, fmt.Sprint(w.Status.ReadyReplicas)
+		})
+		hubenv.Await(t, 5*time.Second, "the watch saw the Lease Active", func() (bool, string) {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Contains(phases["prompt"], flotillav1.LeaseActive), fmt.Sprint(phases["prompt"])
+		})
+		mu.Lock()
+		if got := phases["prompt"]; got[0] != flotillav1.LeaseActive {
+			t.Errorf("prompt's Lease was written %v: a Lease whose agent answers at once needs no Pending status first", got)
+		}
+		mu.Unlock()
+
+		muteB.Store(true)
+		silent := onB("silent")
+		if err := env.Client.Create(ctx, silent); err != nil {
+			t.Fatal(err)
+		}
+		l := awaitOneLease(t, ns, "silent")
+		var c *metav1.Condition
+		hubenv.Await(t, 20*time.Second, "silent's Lease Pending, saying it waits for the agent", func() (bool, string) {
+			got := get(t, &flotillav1.Lease{}, ns, l.Name)
+			c = apimeta.FindStatusCondition(got.Status.Conditions, flotillav1.ConditionReady)
+			return got.Status.Phase == flotillav1.LeasePending && c != nil && c.Reason == flotillav1.LeaseReasonAwaitingAgent &&
+				strings.Contains(c.Message, "agent of provider pull-b"), fmt.Sprintf("%s %+v", got.Status.Phase, c)
+		})
+		// Timestamps are whole seconds.
+		if held := c.LastTransitionTime.Sub(l.CreationTimestamp.Time); held < lease.AnswerWait-time.Second {
+			t.Errorf("silent's Lease said it waits for the agent %s after placement; a new Lease is given %s to be answered", held, lease.AnswerWait)
+		}
+		muteB.Store(false)
+		hubenv.Await(t, 20*time.Second, "silent Ready once its agent answers", func() (bool, string) {
+			w := get(t, &flotillav1.Workload{}, ns, "silent")
+			return w.Status.ReadyReplicas == 1, fmt.Sprint(w.Status.ReadyReplicas)
+		})
+		for _, w := range []*flotillav1.Workload{prompt, silent} {
+			if err := env.Client.Delete(ctx, w); err != nil {
+				t.Fatal(err)
 			}
 		}
 	})

@@ -34,6 +34,9 @@ const (
 	SyncRefresh = 30 * time.Second
 	// MeterFlush is how often usage is written while nothing changes.
 	MeterFlush = 30 * time.Second
+	// MaxFlushDelay is how long a flush may be put off while the hub is
+	// busy writing other Leases.
+	MaxFlushDelay = 2 * MeterFlush
 	// MaxObservationGap is the longest time between two looks at a Lease
 	// that still counts as watched; syncs come every 1-3 s, so a longer gap
 	// means the hub (or the provider) was away, and that time is not
@@ -43,6 +46,9 @@ const (
 	DefaultProgressDeadline = 10 * time.Minute
 	// DefaultFailoverGrace when a Workload leaves it unset.
 	DefaultFailoverGrace = 5 * time.Second
+	// AnswerWait is how long a new Lease on a Pull-mode provider may go
+	// without a status while its agent has not answered.
+	AnswerWait = 5 * time.Second
 )
 
 // Input is a Lease as the hub knows it, and the Workload's timing.
@@ -106,6 +112,9 @@ type Result struct {
 	// provider does not run this generation yet and observedGeneration
 	// must not say it does.
 	SyncFailed bool
+	// Unwritten: the status need not be written yet; RequeueAfter says
+	// when it must be, unless something happens first.
+	Unwritten bool
 }
 
 // Wait keeps a Lease on a provider not Ready yet waiting.
@@ -223,13 +232,24 @@ func Lost(st *flotillav1.LeaseStatus, in Input, why string, lastContact *time.Ti
 }
 
 // Awaiting keeps a Lease whose Pull-mode agent has not answered its
-// Assignment yet waiting, with the last error the agent reported.
-func Awaiting(st *flotillav1.LeaseStatus, in Input, message, lastError string) {
+// Assignment yet waiting, with the last error the agent reported. A new
+// Lease's status stays unwritten for AnswerWait: its agent answers within
+// a round or two, and saying "waiting for the agent" first was one of the
+// three status writes of every Lease.
+func Awaiting(st *flotillav1.LeaseStatus, in Input, message, lastError string) Result {
 	if st.Phase == "" {
 		st.Phase = flotillav1.LeasePending
 	}
 	st.LastError = lastError
 	ready(st, in, false, flotillav1.LeaseReasonAwaitingAgent, message)
+	res := Result{RequeueAfter: ConvergeInterval}
+	if in.Lease.Status.Phase == "" && lastError == "" {
+		if left := in.Lease.CreationTimestamp.Add(AnswerWait).Sub(in.Now); left > 0 {
+			// The agent's answer wakes the Lease before then.
+			res.Unwritten, res.RequeueAfter = true, left
+		}
+	}
+	return res
 }
 
 // Refused closes a Lease whose Pull-mode provider's agent refused its
@@ -289,7 +309,7 @@ func Progress(st *flotillav1.LeaseStatus, in Input, res Result) Result {
 	ready(st, in, false, flotillav1.LeaseReasonProgressDeadline, msg)
 	res.Events = append(res.Events, Event{OnWorkload: true, Warning: true, Reason: flotillav1.LeaseReasonProgressDeadline,
 		Message: fmt.Sprintf("Closed lease %s: %s", l.Name, msg)})
-	res.DeadlineExceeded, res.RequeueAfter = true, time.Millisecond
+	res.DeadlineExceeded, res.RequeueAfter, res.Unwritten = true, time.Millisecond, false
 	return res
 }
 
@@ -365,6 +385,28 @@ func ready(st *flotillav1.LeaseStatus, in Input, isReady bool, reason, message s
 		state = conditions.Current
 	}
 	conditions.Apply(&st.Conditions, gen, conditions.Summary{State: state, Reason: reason, Message: message})
+}
+
+// FlushOnly reports a status that differs from old only in usage and the
+// sync time: a periodic flush, which can wait while the hub is busy
+// (metering charges the whole interval at the next write).
+func FlushOnly(st, old *flotillav1.LeaseStatus) bool {
+	x, y := *st, *old
+	x.Usage, y.Usage = flotillav1.LeaseUsage{}, flotillav1.LeaseUsage{}
+	x.LastSyncTime, y.LastSyncTime = nil, nil
+	return equality.Semantic.DeepEqual(x, y)
+}
+
+// FlushOverdue reports a status (as written) whose usage or sync time is
+// older than MaxFlushDelay: its flush waits no longer. A manager restart
+// forgoes what was not flushed, so this bounds the loss.
+func FlushOverdue(old *flotillav1.LeaseStatus, now time.Time) bool {
+	for _, t := range []*metav1.Time{old.Usage.MeteredUntil, old.LastSyncTime} {
+		if t == nil || now.Sub(t.Time) >= MaxFlushDelay {
+			return true
+		}
+	}
+	return false
 }
 
 // equalButSyncTime compares two statuses but for lastSyncTime.

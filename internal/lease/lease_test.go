@@ -49,7 +49,7 @@ type view struct {
 	RequeueAfter                time.Duration
 	Events                      []string
 	FailedOver, Deadline        bool
-	SyncFailed                  bool
+	SyncFailed, Unwritten       bool
 }
 
 func see(t *testing.T, l *flotillav1.Lease, st *flotillav1.LeaseStatus, res Result) view {
@@ -73,7 +73,7 @@ func see(t *testing.T, l *flotillav1.Lease, st *flotillav1.LeaseStatus, res Resu
 		Closed: cond(flotillav1.LeaseConditionClosed), KStatus: ks, ReplicaSeconds: st.Usage.ReplicaSeconds, Cost: st.Usage.Cost,
 		MeteredUntil: st.Usage.MeteredUntil, NotReadySince: st.NotReadySince, LostTime: st.LostTime, LastSyncTime: st.LastSyncTime,
 		FailedSyncs: st.FailedSyncs, RequeueAfter: res.RequeueAfter, FailedOver: res.FailedOver, Deadline: res.DeadlineExceeded,
-		SyncFailed: res.SyncFailed}
+		SyncFailed: res.SyncFailed, Unwritten: res.Unwritten}
 	for _, e := range res.Events {
 		who := "lease"
 		if e.OnWorkload {
@@ -189,6 +189,27 @@ func TestDecisions(t *testing.T) {
 				ReplicaSeconds: 14, Cost: "0.014", MeteredUntil: at(-time.Second), NotReadySince: at(-10 * time.Minute),
 				RequeueAfter: time.Millisecond, Events: []string{"workload:ProgressDeadlineExceeded"}, Deadline: true},
 		},
+		"agent has not answered a new Lease yet: status left unwritten until AnswerWait after placement": {
+			decide: awaiting(-2*time.Second, ""),
+			want: view{Phase: "Pending", Ready: "False/AwaitingAgent", Reconciling: "True/AwaitingAgent", KStatus: "InProgress",
+				RequeueAfter: 3 * time.Second, Unwritten: true},
+		},
+		"agent silent past AnswerWait: Pending written": {
+			decide: awaiting(-AnswerWait, ""),
+			want: view{Phase: "Pending", Ready: "False/AwaitingAgent", Reconciling: "True/AwaitingAgent", KStatus: "InProgress",
+				RequeueAfter: time.Second},
+		},
+		"agent reported an error on a new Lease: written at once": {
+			decide: awaiting(-time.Second, "applying: forbidden"),
+			want: view{Phase: "Pending", Ready: "False/AwaitingAgent", Reconciling: "True/AwaitingAgent", KStatus: "InProgress",
+				RequeueAfter: time.Second},
+		},
+		"agent has not answered a Lease whose status was written: nothing held back": {
+			status: flotillav1.LeaseStatus{Phase: flotillav1.LeasePending},
+			decide: awaiting(-time.Second, ""),
+			want: view{Phase: "Pending", Ready: "False/AwaitingAgent", Reconciling: "True/AwaitingAgent", KStatus: "InProgress",
+				RequeueAfter: time.Second},
+		},
 		"ready again: the deadline clock stops": {
 			status: flotillav1.LeaseStatus{Phase: flotillav1.LeaseActive, ReadyReplicas: 2, NotReadySince: at(-time.Minute)},
 			decide: progress,
@@ -226,6 +247,15 @@ func lost(lastContact *metav1.Time) func(st, old *flotillav1.LeaseStatus, in Inp
 }
 
 func progress(st, _ *flotillav1.LeaseStatus, in Input) Result { return Progress(st, in, Result{}) }
+
+// awaiting decides for a Lease placed age ago (negative) whose agent has
+// not answered.
+func awaiting(age time.Duration, lastError string) func(st, old *flotillav1.LeaseStatus, in Input) Result {
+	return func(st, _ *flotillav1.LeaseStatus, in Input) Result {
+		in.Lease.CreationTimestamp = metav1.Time{Time: t0.Add(age)}
+		return Awaiting(st, in, "waiting for the agent of provider bob-1 to accept the assignment", lastError)
+	}
+}
 
 func withUsage(st flotillav1.LeaseStatus, u flotillav1.LeaseUsage) flotillav1.LeaseStatus {
 	st.Usage = u
@@ -268,5 +298,40 @@ func BenchmarkObserved(b *testing.B) {
 	for b.Loop() {
 		st := l.Status.DeepCopy()
 		Progress(st, in, Observed(st, &l.Status, in, Observation{Running: 2, Ready: 2}, "bob-1"))
+	}
+}
+
+func TestFlushes(t *testing.T) {
+	written := flotillav1.LeaseStatus{Phase: flotillav1.LeaseActive, RunningReplicas: 2, ReadyReplicas: 2,
+		Usage: flotillav1.LeaseUsage{ReplicaSeconds: 10, MeteredUntil: at(-40 * time.Second), Cost: "0.01"}, LastSyncTime: at(-40 * time.Second)}
+	flushed := written.DeepCopy()
+	flushed.Usage = flotillav1.LeaseUsage{ReplicaSeconds: 90, MeteredUntil: at(0), Cost: "0.09"}
+	flushed.LastSyncTime = at(0)
+	lessReady := flushed.DeepCopy()
+	lessReady.ReadyReplicas = 1
+	newGen := flushed.DeepCopy()
+	newGen.ObservedGeneration = 2
+	cases := map[string]struct {
+		st, old        *flotillav1.LeaseStatus
+		now            time.Duration
+		flush, overdue bool
+	}{
+		"usage and sync time only: a flush, not overdue": {st: flushed, old: &written, flush: true},
+		"a replica less ready: progress":                 {st: lessReady, old: &written},
+		"a new generation observed: progress":            {st: newGen, old: &written},
+		"usage written MaxFlushDelay ago: overdue": {st: flushed, old: &written, now: MaxFlushDelay - 40*time.Second,
+			flush: true, overdue: true},
+		"never metered: overdue, written at once": {st: flushed, old: &flotillav1.LeaseStatus{Phase: flotillav1.LeaseActive, RunningReplicas: 2,
+			ReadyReplicas: 2, LastSyncTime: at(-time.Second)}, flush: true, overdue: true},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := FlushOnly(tc.st, tc.old); got != tc.flush {
+				t.Errorf("FlushOnly = %v, want %v", got, tc.flush)
+			}
+			if got := FlushOverdue(tc.old, t0.Add(tc.now)); got != tc.overdue {
+				t.Errorf("FlushOverdue = %v, want %v", got, tc.overdue)
+			}
+		})
 	}
 }

@@ -59,6 +59,10 @@ var (
 		Namespace: namespace, Name: "failovers_total",
 		Help: "Leases closed because their provider stayed Lost past the workload's failover grace period.",
 	})
+	leaseStatusWrites = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "lease_status_writes_total",
+		Help: "Lease status writes by kind: progress (phase, counts or conditions changed), flush (only usage and the sync time), postponed (a flush put off while others were being written).",
+	}, []string{"kind"})
 	progressDeadlines = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: namespace, Name: "progress_deadlines_exceeded_total",
 		Help: "Leases closed because their replicas were not ready within the workload's progress deadline.",
@@ -125,7 +129,7 @@ var (
 
 func init() {
 	crmetrics.Registry.MustRegister(schedulingCycleDuration, pendingReplicas, leasesCreated, leaseCreationsQueued, leaseCreateLatency, leaseCreateErrors, unschedulableWorkloads,
-		providers, leases, failovers, progressDeadlines, settlementFailing, settlementFailures, fencingDeletions, holdDowns, leasesThrottled, verifications, dissents, reputationScore, ledgerEntries, usageDisputes, settlementDuration, remoteLatency,
+		providers, leases, leaseStatusWrites, failovers, progressDeadlines, settlementFailing, settlementFailures, fencingDeletions, holdDowns, leasesThrottled, verifications, dissents, reputationScore, ledgerEntries, usageDisputes, settlementDuration, remoteLatency,
 		endpointChecks, endpointsUnreachable)
 }
 
@@ -139,6 +143,10 @@ func Phases(providerPhases, leasePhases []string, providerCounts, leaseCounts ma
 		leases.WithLabelValues(p).Set(float64(leaseCounts[p]))
 	}
 }
+
+// LeaseStatusWrite counts a Lease status write of kind progress or flush,
+// or a flush postponed.
+func LeaseStatusWrite(kind string) { leaseStatusWrites.WithLabelValues(kind).Inc() }
 
 // Failover counts a Lease closed for failover.
 func Failover() { failovers.Inc() }
