@@ -77,6 +77,7 @@ type scaleResult struct {
 	// From the Leases themselves (whole seconds): when the last of the
 	// stopped providers' Leases closed, and when the last replacement
 	// Lease was created, Active and ready (its Ready condition's time).
+	FailoverMoved      int     `json:"failoverReplicasMoved"`
 	FailoverClosedSec  float64 `json:"failoverLeasesClosedSeconds"`
 	FailoverCreatedSec float64 `json:"failoverReplacementsCreatedSeconds"`
 	FailoverReadySec   float64 `json:"failoverReplacementsReadySeconds"`
@@ -435,7 +436,7 @@ func TestBenchScale(t *testing.T) {
 	res.FailoverSec = time.Since(failStart).Seconds()
 	t.Logf("failover: every stopped provider Lost after %.1fs, replicas placed elsewhere after %.1fs, running after %.1fs",
 		res.FailoverLostSec, res.FailoverAssignedSec, res.FailoverSec)
-	res.FailoverClosedSec, res.FailoverCreatedSec, res.FailoverReadySec = failoverSteps(ctx, t, h.client, stopped, failStart)
+	res.FailoverMoved, res.FailoverClosedSec, res.FailoverCreatedSec, res.FailoverReadySec = failoverSteps(ctx, t, h.client, stopped, failStart)
 	res.FailoverControllers = controllerStats(t, metricsAddr).since(workBefore)
 	res.FailoverLeaseStatusWrites = map[string]float64{}
 	for kind, n := range leaseStatusWrites(t, metricsAddr) {
@@ -446,8 +447,8 @@ func TestBenchScale(t *testing.T) {
 		c := res.FailoverControllers[name]
 		t.Logf("during the failover, controller %s: %d reconciles, mean %.3fs in the queue and %.3fs reconciling", name, c.Reconciles, c.QueueWaitMean, c.ReconcileMean)
 	}
-	t.Logf("failover, from the Leases: the last stopped provider's Lease closed after %.0fs; the last replacement created after %.0fs, ready after %.0fs",
-		res.FailoverClosedSec, res.FailoverCreatedSec, res.FailoverReadySec)
+	t.Logf("failover, from the Leases: %d replicas moved; the last stopped provider's Lease closed after %.0fs; the last replacement created after %.0fs, ready after %.0fs",
+		res.FailoverMoved, res.FailoverClosedSec, res.FailoverCreatedSec, res.FailoverReadySec)
 	t.Logf("failover of %d providers: %.1fs (goal %.0fs)", res.Stopped, res.FailoverSec, res.FailoverGoal)
 
 	write(&res)
@@ -653,16 +654,16 @@ func processStats(t *testing.T, pid int) (float64, float64) {
 	return rss, cpu
 }
 
-// failoverSteps reads, from the Leases of the scale namespace, how long
-// after start the last Lease of a stopped provider closed, and the last
-// Lease created since was created and turned ready: where a slow failover
-// spends its time.
-func failoverSteps(ctx context.Context, t *testing.T, c client.Client, stopped map[string]bool, start time.Time) (closed, created, ready float64) {
+// failoverSteps reads, from the Leases of the scale namespace, how many
+// replicas the stopped providers' Leases held, how long after start the
+// last of them closed, and the last Lease created since was created and
+// turned ready: where a slow failover spends its time.
+func failoverSteps(ctx context.Context, t *testing.T, c client.Client, stopped map[string]bool, start time.Time) (moved int, closed, created, ready float64) {
 	t.Helper()
 	var ls flotillav1.LeaseList
 	if err := c.List(ctx, &ls, client.InNamespace("scale")); err != nil {
 		t.Logf("listing the Leases after the failover: %v", err)
-		return -1, -1, -1
+		return -1, -1, -1, -1
 	}
 	since := func(at time.Time) float64 { return max(0, at.Sub(start.Truncate(time.Second)).Seconds()) }
 	for _, l := range ls.Items {
@@ -671,6 +672,9 @@ func failoverSteps(ctx context.Context, t *testing.T, c client.Client, stopped m
 			if c := l.Ended(); c != nil {
 				closed = max(closed, since(c.LastTransitionTime.Time))
 			}
+			if l.Status.Outcome == flotillav1.OutcomeFailedOver {
+				moved += int(l.Spec.Replicas)
+			}
 		case !l.CreationTimestamp.Before(&metav1.Time{Time: start.Truncate(time.Second)}):
 			created = max(created, since(l.CreationTimestamp.Time))
 			if c := apimeta.FindStatusCondition(l.Status.Conditions, flotillav1.ConditionReady); c != nil && c.Status == metav1.ConditionTrue {
@@ -678,5 +682,5 @@ func failoverSteps(ctx context.Context, t *testing.T, c client.Client, stopped m
 			}
 		}
 	}
-	return closed, created, ready
+	return moved, closed, created, ready
 }
