@@ -2,8 +2,11 @@ package controllers
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -32,12 +35,20 @@ type WorkloadReconciler struct {
 	// EntryURL is the hub's entry point for stable addresses; "" when it
 	// serves none.
 	EntryURL string
+
+	// written is a digest of the status last written, by Workload: the
+	// cache may not show that write yet, and a status equal to the cached
+	// one is then still worth writing (see Reconcile).
+	written sync.Map
 }
 
 // Reconcile computes the status and writes it once, only when it changed.
 func (r *WorkloadReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	w := &flotillav1.Workload{}
 	if err := r.Client.Get(ctx, req.NamespacedName, w); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.written.Delete(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	var list flotillav1.LeaseList
@@ -61,14 +72,30 @@ func (r *WorkloadReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if len(mine.Conditions) == 0 {
 		mine.Conditions = nil
 	}
-	if equality.Semantic.DeepEqual(&status, mine) {
+	// Equal to the cached status is not enough when this controller last
+	// wrote another one: the cache may not show that write yet, and its
+	// own status writes wake no reconcile. (A restarted manager wrote
+	// WaitingForScheduler before its first cycle, the next reconcile found
+	// InsufficientCapacity in the stale cache, and the Workload kept
+	// saying WaitingForScheduler.)
+	digest := statusDigest(&status)
+	last, wrote := r.written.Load(req.NamespacedName)
+	if equality.Semantic.DeepEqual(&status, mine) && (!wrote || last == digest) {
 		return ctrl.Result{}, nil
 	}
 	if err := applyStatus(ctx, r.Client, w, &status, ManagerWorkload, ""); err != nil {
+		r.written.Delete(req.NamespacedName) // not known what the server has now
 		return ctrl.Result{}, fmt.Errorf("writing the status of workload %s: %w", req, err)
 	}
+	r.written.Store(req.NamespacedName, digest)
 	r.announce(w, mine, &status)
 	return ctrl.Result{}, nil
+}
+
+// statusDigest identifies a status as written.
+func statusDigest(st *flotillav1.WorkloadStatus) [sha256.Size]byte {
+	b, _ := json.Marshal(st) // plain data: cannot fail
+	return sha256.Sum256(b)
 }
 
 // announce records the verification's outcome once, when it changes.
