@@ -2,7 +2,9 @@ package market
 
 import (
 	"cmp"
+	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"slices"
 
@@ -22,9 +24,11 @@ const unpriceable money.Micro = math.MaxInt64
 //  3. region preference: the workload's preferredRegions in order, then the rest;
 //  4. balance: the provider running the fewest replicas of this workload;
 //  5. turn: offer key order, starting after the offer that took the last
-//     replica of this ranking from the run of tied offers, so that a market
-//     of equal offers spreads its workloads over all of them rather than
-//     putting every workload on the first few (same input, same result).
+//     replica of this ranking from the run of tied offers, and for the
+//     cycle's first at a point drawn from the snapshot's time, so that a
+//     market of equal offers spreads its workloads over all of them rather
+//     than putting every workload on the first few, whether they come in
+//     one cycle or one a cycle (same input, same result).
 //
 // Criteria 1-3 are fixed for a workload and an offer during a cycle; 4
 // changes as replicas are placed and is applied among offers tied on 1-3;
@@ -93,6 +97,17 @@ func newRanking(ranks []rank) *ranking {
 	return r
 }
 
+// startAt sets where each run of ties is first entered: at point, wrapped
+// to the run. The turns alone start afresh every cycle, and Workloads that
+// arrived one a cycle all went to the first offers of a run.
+func (r *ranking) startAt(point uint32) {
+	for a := range r.ranks {
+		if int(r.runStart[a]) == a {
+			r.turn[a] = int32(point % uint32(r.runEnd[a]-int32(a)))
+		}
+	}
+}
+
 // live returns the first entry at or after i not known to be too small.
 func (r *ranking) live(i int) int {
 	for int(r.next[i]) != i {
@@ -157,6 +172,7 @@ type matcher struct {
 	// selector, so that a cycle costs O(shapes x offers), not O(workloads x
 	// offers).
 	rankings  map[string]*ranking
+	start     uint32 // where runs of ties are first entered; from the snapshot's time
 	prices    map[Vector][]money.Micro
 	selectors map[string][]bool
 	// place is placeOne; a test swaps in a plain scan to check that both
@@ -183,6 +199,9 @@ func newMatcher(s *Snapshot) *matcher {
 		selectors: map[string][]bool{},
 	}
 	m.result.Unplaced = map[string]Unplaced{}
+	h := fnv.New32a()
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(s.Now.UnixNano())))
+	m.start = h.Sum32()
 	for i := range s.Providers {
 		p := &s.Providers[i]
 		ps := &providerState{Provider: p, leasesLeft: -1, roomLeft: -1}
@@ -343,6 +362,7 @@ func (m *matcher) prepare(w *workloadState) {
 		}
 		slices.SortFunc(r, rank.compare)
 		rk = newRanking(r)
+		rk.startAt(m.start)
 		m.rankings[key] = rk
 	}
 	w.ranking = rk

@@ -1,6 +1,7 @@
 package market
 
 import (
+	"fmt"
 	"maps"
 	"math/rand/v2"
 	"slices"
@@ -257,12 +258,6 @@ func TestScoringOrder(t *testing.T) {
 			workload:  wl("t/w", 1, req(1000, 1)).placed("a", 1),
 			want:      "b",
 		},
-		"then the offer key": {
-			providers: []Provider{prov("a", "a").obj(), prov("b", "b").obj()},
-			offers:    []Offer{offer("z/o", "b", vec(4000, 8), "0.01", "0").obj(), offer("m/o", "a", vec(4000, 8), "0.01", "0").obj()},
-			workload:  wl("t/w", 1, req(1000, 1)),
-			want:      "a",
-		},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -291,22 +286,59 @@ func TestBalanceSpreadsTiedOffers(t *testing.T) {
 	}
 }
 
-// Workloads take turns over a run of equal offers: each starts after the
-// offer that took the last replica, so that a market where owners post the
-// same rate spreads its work (and its new Leases) over every owner.
-func TestTiedOffersTakeTurns(t *testing.T) {
+// tiedMarket is n providers of one offer each, all at one price.
+func tiedMarket(names ...string) ([]Provider, []Offer) {
 	var providers []Provider
 	var offers []Offer
-	for _, n := range []string{"a", "b", "c", "d", "e"} {
+	for _, n := range names {
 		providers = append(providers, prov(n, n).obj())
-		offers = append(offers, offer(n+"/o", n, vec(8000, 8), "0.01", "0").obj())
+		offers = append(offers, offer(n+"/o", n, vec(64000, 64), "0.01", "0").obj())
 	}
+	return providers, offers
+}
+
+// Workloads take turns over a run of equal offers, in offer key order:
+// each starts after the offer that took the last replica, so that a market
+// where owners post the same rate spreads its work (and its new Leases)
+// over every owner.
+func TestTiedOffersTakeTurns(t *testing.T) {
+	names := []string{"a", "b", "c", "d", "e"}
+	providers, offers := tiedMarket(names...)
 	r := Match(&Snapshot{Now: t0, Providers: providers, Offers: offers, Workloads: []Workload{
 		wl("t/w1", 2, req(1000, 1)).obj(), wl("t/w2", 2, req(1000, 1)).obj(), wl("t/w3", 2, req(1000, 1)).obj(),
 	}})
-	want := map[string]map[string]int32{"t/w1": {"a": 1, "b": 1}, "t/w2": {"c": 1, "d": 1}, "t/w3": {"e": 1, "a": 1}}
-	if d := cmp.Diff(want, placements(r)); d != "" {
-		t.Fatalf("placements (-want +got):\n%s", d)
+	got := placements(r)
+	// The run is entered where the cycle's time says; from there, in turn.
+	for k := range names {
+		at := func(i int) string { return names[(k+i)%len(names)] }
+		want := map[string]map[string]int32{"t/w1": {at(0): 1, at(1): 1}, "t/w2": {at(2): 1, at(3): 1}, "t/w3": {at(4): 1, at(5): 1}}
+		if cmp.Equal(want, got) {
+			return
+		}
+	}
+	t.Fatalf("placements %v: not six turns in offer key order", got)
+}
+
+// Workloads that come one a cycle spread over a run of equal offers too:
+// each cycle enters the run at a point drawn from its time. (Entered at
+// its start, every Workload went to the first offers of the run, and the
+// first providers in key order held most of the replicas.)
+func TestTiedOffersSpreadAcrossCycles(t *testing.T) {
+	providers, offers := tiedMarket("a", "b", "c", "d", "e")
+	count := map[string]int32{}
+	const cycles = 50
+	for i := range cycles {
+		r := Match(&Snapshot{Now: t0.Add(time.Duration(i) * 1500 * time.Millisecond), Providers: providers, Offers: offers,
+			Workloads: []Workload{wl(fmt.Sprintf("t/w%d", i), 2, req(1000, 1)).obj()}})
+		for _, a := range r.Assignments {
+			count[a.Provider] += a.Replicas
+		}
+	}
+	for _, p := range providers {
+		// 20 each on average.
+		if n := count[p.Name]; n < 10 {
+			t.Errorf("%s took %d of %d replicas placed one Workload a cycle: %v", p.Name, n, 2*cycles, count)
+		}
 	}
 }
 
