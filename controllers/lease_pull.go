@@ -42,6 +42,10 @@ func (r *LeaseReconciler) syncPull(ctx context.Context, l *flotillav1.Lease, w *
 	}
 	rin := r.renderInput(l, w, offer)
 	hash := render.InputHash(rin)
+	assigned := in.Now // when the agent could first see it
+	if a != nil {
+		assigned = a.CreationTimestamp.Time
+	}
 	if a == nil || st.AppliedHash != hash || st.LastApplyTime == nil || in.Now.Sub(st.LastApplyTime.Time) >= leaseReapplyInterval {
 		written, reason, err := r.writeAssignment(ctx, l, key, a, rin)
 		if err != nil {
@@ -64,7 +68,7 @@ func (r *LeaseReconciler) syncPull(ctx context.Context, l *flotillav1.Lease, w *
 		if st.Phase == "" {
 			st.Phase = flotillav1.LeasePending
 		}
-		return lease.Awaiting(st, *in, "waiting for the agent of provider "+p.Name+" to accept the assignment", rep.LastError)
+		return lease.Awaiting(st, *in, assigned, "waiting for the agent of provider "+p.Name+" to accept the assignment", rep.LastError)
 	}
 	events := r.checkEndpoints(l, w, p, rin.Offer, &rep.Observation, st, old)
 	res := lease.Observed(st, old, *in, rep.Observation, p.Name)

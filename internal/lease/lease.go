@@ -232,11 +232,13 @@ func Lost(st *flotillav1.LeaseStatus, in Input, why string, lastContact *time.Ti
 }
 
 // Awaiting keeps a Lease whose Pull-mode agent has not answered its
-// Assignment yet waiting, with the last error the agent reported. A new
-// Lease's status stays unwritten for AnswerWait: its agent answers within
-// a round or two, and saying "waiting for the agent" first was one of the
-// three status writes of every Lease.
-func Awaiting(st *flotillav1.LeaseStatus, in Input, message, lastError string) Result {
+// Assignment (written at assigned) yet waiting, with the last error the
+// agent reported. A new Lease's status stays unwritten until AnswerWait
+// after its Assignment: its agent answers within a round or two, and
+// saying "waiting for the agent" first was one of the three status writes
+// of every Lease. The wait counts from the Assignment, not the Lease: on a
+// busy hub the Assignment itself came more than AnswerWait after the Lease.
+func Awaiting(st *flotillav1.LeaseStatus, in Input, assigned time.Time, message, lastError string) Result {
 	if st.Phase == "" {
 		st.Phase = flotillav1.LeasePending
 	}
@@ -244,7 +246,7 @@ func Awaiting(st *flotillav1.LeaseStatus, in Input, message, lastError string) R
 	ready(st, in, false, flotillav1.LeaseReasonAwaitingAgent, message)
 	res := Result{RequeueAfter: ConvergeInterval}
 	if in.Lease.Status.Phase == "" && lastError == "" {
-		if left := in.Lease.CreationTimestamp.Add(AnswerWait).Sub(in.Now); left > 0 {
+		if left := assigned.Add(AnswerWait).Sub(in.Now); left > 0 {
 			// The agent's answer wakes the Lease before then.
 			res.Unwritten, res.RequeueAfter = true, left
 		}

@@ -189,12 +189,12 @@ func TestDecisions(t *testing.T) {
 				ReplicaSeconds: 14, Cost: "0.014", MeteredUntil: at(-time.Second), NotReadySince: at(-10 * time.Minute),
 				RequeueAfter: time.Millisecond, Events: []string{"workload:ProgressDeadlineExceeded"}, Deadline: true},
 		},
-		"agent has not answered a new Lease yet: status left unwritten until AnswerWait after placement": {
+		"agent has not answered a new Lease's Assignment yet: status left unwritten until AnswerWait after the Assignment": {
 			decide: awaiting(-2*time.Second, ""),
 			want: view{Phase: "Pending", Ready: "False/AwaitingAgent", Reconciling: "True/AwaitingAgent", KStatus: "InProgress",
 				RequeueAfter: 3 * time.Second, Unwritten: true},
 		},
-		"agent silent past AnswerWait: Pending written": {
+		"agent silent past AnswerWait after the Assignment: Pending written": {
 			decide: awaiting(-AnswerWait, ""),
 			want: view{Phase: "Pending", Ready: "False/AwaitingAgent", Reconciling: "True/AwaitingAgent", KStatus: "InProgress",
 				RequeueAfter: time.Second},
@@ -248,12 +248,11 @@ func lost(lastContact *metav1.Time) func(st, old *flotillav1.LeaseStatus, in Inp
 
 func progress(st, _ *flotillav1.LeaseStatus, in Input) Result { return Progress(st, in, Result{}) }
 
-// awaiting decides for a Lease placed age ago (negative) whose agent has
-// not answered.
+// awaiting decides for a Lease (placed a minute ago) whose Assignment was
+// written age ago (negative) and not answered.
 func awaiting(age time.Duration, lastError string) func(st, old *flotillav1.LeaseStatus, in Input) Result {
 	return func(st, _ *flotillav1.LeaseStatus, in Input) Result {
-		in.Lease.CreationTimestamp = metav1.Time{Time: t0.Add(age)}
-		return Awaiting(st, in, "waiting for the agent of provider bob-1 to accept the assignment", lastError)
+		return Awaiting(st, in, t0.Add(age), "waiting for the agent of provider bob-1 to accept the assignment", lastError)
 	}
 }
 
