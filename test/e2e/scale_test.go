@@ -338,6 +338,13 @@ func TestBenchScale(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(resultsDir, "scale-apiserver-cpu.txt"), []byte(<-apiProfile), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The manager's memory at the end of the placement, where its peak
+	// usually is.
+	heap := fetchProfile(ctx, &http.Client{Timeout: time.Minute}, "http://"+pprofAddr+"/debug/pprof/heap",
+		filepath.Join(resultsDir, "scale-manager-heap.pprof"), "-sample_index=inuse_space", "-nodecount=30")
+	if err := os.WriteFile(filepath.Join(resultsDir, "scale-manager-heap.txt"), []byte(heap), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	mu.Lock()
 	res.AssignedP50, res.AssignedP99 = since(created, assigned, 0.5), since(created, assigned, 0.99)
 	res.RunningP50, res.RunningP99 = since(created, running, 0.5), since(created, running, 0.99)
