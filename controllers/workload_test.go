@@ -88,3 +88,35 @@ func TestWorkloadStatusNotLostToAStaleCache(t *testing.T) {
 		t.Errorf("Scheduled %q after the verdict came, want InsufficientCapacity: the write was skipped for a stale cache", got)
 	}
 }
+
+// The manager's cache keeps no managedFields: nothing reads them, and they
+// were a third of every Workload the scheduler copies each cycle.
+func TestCacheKeepsNoManagedFields(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const ns = "cache-fields"
+	namespace(t, ns)
+	w := newWorkload(ns, "fields", "cache-fields", 1, "1")
+	if err := env.Client.Create(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	mgr := newTestManager(t)
+	go func() { _ = mgr.Start(ctx) }()
+	if !mgr.GetCache().WaitForCacheSync(ctx) {
+		t.Fatal("cache did not sync")
+	}
+	server := &flotillav1.Workload{}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(w), server); err != nil {
+		t.Fatal(err)
+	}
+	if len(server.ManagedFields) == 0 {
+		t.Fatal("the API server kept no managedFields: nothing to check")
+	}
+	cached := &flotillav1.Workload{}
+	if err := mgr.GetCache().Get(ctx, client.ObjectKeyFromObject(w), cached); err != nil {
+		t.Fatal(err)
+	}
+	if len(cached.ManagedFields) != 0 {
+		t.Errorf("the cache keeps %d managedFields entries of a Workload", len(cached.ManagedFields))
+	}
+}
