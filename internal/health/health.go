@@ -306,8 +306,8 @@ func heldDown(e *eval) (verdict, bool) {
 	}
 	return verdict{phase: flotillav1.ProviderPending, reason: flotillav1.ProviderReasonBackingOff, state: conditions.Stalled,
 		requeue: hold + 10*time.Millisecond,
-		message: fmt.Sprintf("reachable again after %d losses in a row; takes work again in %s (at %s)",
-			st.RecentLosses, hold.Round(time.Second), st.ReadmitTime.UTC().Format(time.RFC3339))}, true
+		message: fmt.Sprintf("reachable again after %d losses in a row; takes work again at %s",
+			st.RecentLosses, st.ReadmitTime.UTC().Format(time.RFC3339))}, true
 }
 
 func cordoned(e *eval) (verdict, bool) {

@@ -248,6 +248,25 @@ func TestSteadyPullProviderIsNotRewritten(t *testing.T) {
 	}
 }
 
+// A provider held down after repeated losses is probed every few seconds
+// until it is readmitted; each probe must leave its status as it was.
+func TestBackingOffIsSteady(t *testing.T) {
+	lostTwice := flotillav1.ProviderStatus{Phase: flotillav1.ProviderLost, LastProbeTime: at(0), RecentLosses: 2, LastLostTime: at(20 * time.Second)}
+	held := Decide(Input{Now: t0.Add(time.Minute), Status: lostTwice, Probe: up}, policy)
+	if held.Status.Phase != flotillav1.ProviderPending {
+		t.Fatalf("not held down: %s", held.Status.Phase)
+	}
+	for _, later := range []time.Duration{3 * time.Second, 17 * time.Second} {
+		again := Decide(Input{Now: t0.Add(time.Minute + later), Status: held.Status, Probe: up}, policy)
+		if again.Status.LastProbeTime != nil {
+			again.Status.LastProbeTime = held.Status.LastProbeTime
+		}
+		if diff := cmp.Diff(held.Status, again.Status); diff != "" {
+			t.Errorf("a probe %s later changed the held-down status (-first +again):\n%s", later, diff)
+		}
+	}
+}
+
 func TestStale(t *testing.T) {
 	lease := func(mutate func(*flotillav1.Lease)) *flotillav1.Lease {
 		l := &flotillav1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "web-1"},

@@ -218,8 +218,13 @@ func Lost(st *flotillav1.LeaseStatus, in Input, why string, lastContact *time.Ti
 	if lastContact != nil && lastContact.Before(from) {
 		from = *lastContact
 	}
-	if wait := from.Add(in.FailoverGrace).Sub(in.Now); wait > 0 {
-		ready(st, in, false, flotillav1.LeaseReasonProviderLost, fmt.Sprintf("%s; failing over in %s", why, wait.Round(time.Second)))
+	if deadline := from.Add(in.FailoverGrace); deadline.After(in.Now) {
+		// The time, not a countdown: a message that changed each look was
+		// a status write each look, while every Workload and Provider
+		// change of a failover wakes the lost Lease again.
+		ready(st, in, false, flotillav1.LeaseReasonProviderLost,
+			fmt.Sprintf("%s; failing over at %s", why, deadline.UTC().Format(time.RFC3339)))
+		wait := deadline.Sub(in.Now)
 		res.RequeueAfter = wait
 		return res
 	}

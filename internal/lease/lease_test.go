@@ -2,6 +2,7 @@ package lease
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -230,6 +231,35 @@ func TestDecisions(t *testing.T) {
 				t.Errorf("(-want +got)\n%s", d)
 			}
 		})
+	}
+}
+
+// A Lost Lease waiting out its grace is woken by every change of its
+// Workload and Provider during a failover: each look must leave its status
+// as it was, or each is a status write.
+func TestLostLeaseHoldsStillUntilItFailsOver(t *testing.T) {
+	l := newLease(flotillav1.ClassService, flotillav1.LeaseStatus{Phase: flotillav1.LeaseActive, ReadyReplicas: 2, RunningReplicas: 2})
+	in := input(l, -2*time.Second)
+	in.FailoverGrace = 20 * time.Second
+	first := l.Status.DeepCopy()
+	Lost(first, in, "provider bob-1 is Lost", nil)
+	if c := apimeta.FindStatusCondition(first.Conditions, flotillav1.ConditionReady); c == nil ||
+		!strings.HasSuffix(c.Message, "failing over at 2026-12-01T12:00:20Z") {
+		t.Fatalf("the Lost Lease does not say when it fails over: %+v", first.Conditions)
+	}
+	for _, later := range []time.Duration{time.Second, 7 * time.Second, 19 * time.Second} {
+		in.Now = t0.Add(later)
+		again := first.DeepCopy()
+		if res := Lost(again, in, "provider bob-1 is Lost", nil); res.FailedOver {
+			t.Fatalf("failed over %s after Lost, before its grace of %s", later, in.FailoverGrace)
+		}
+		if d := cmp.Diff(first, again); d != "" {
+			t.Errorf("a look %s after Lost changed the status (-first +again):\n%s", later, d)
+		}
+	}
+	in.Now = t0.Add(20 * time.Second)
+	if res := Lost(first.DeepCopy(), in, "provider bob-1 is Lost", nil); !res.FailedOver {
+		t.Errorf("not failed over at the end of its grace")
 	}
 }
 

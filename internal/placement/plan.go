@@ -137,8 +137,8 @@ func gate(snap *market.Snapshot, states map[string]*workloadState, in *Input) {
 		case accounted && in.Settlement != "":
 			code, msg = flotillav1.WorkloadReasonSettlementUnavailable, "the hub cannot settle payments now, so no new replicas are placed: "+in.Settlement
 		case failing && in.Now.Before(f.Until):
-			code, msg = flotillav1.WorkloadReasonLeaseCreateFailed, fmt.Sprintf("creating a Lease failed %d times in a row, retrying in %s: %s",
-				f.N, f.Until.Sub(in.Now).Round(time.Second), f.Err)
+			code, msg = flotillav1.WorkloadReasonLeaseCreateFailed, fmt.Sprintf("creating a Lease failed %d times in a row, retrying at %s: %s",
+				f.N, f.Until.UTC().Format(time.RFC3339), f.Err)
 		}
 		if code != "" {
 			st.blocked = &market.Unplaced{Pending: w.Pending, Reasons: []market.Reason{{Code: code, Count: 1, Message: msg}}}

@@ -165,6 +165,28 @@ func TestPlan(t *testing.T) {
 	}
 }
 
+// A Workload backing off after failed creations is reported by every
+// cycle; its reason must read the same each time, or each cycle rewrites
+// its status.
+func TestBackOffReadsTheSameEachCycle(t *testing.T) {
+	w := fixture.Workload("team-a", "web", fixture.Replicas(2), fixture.Identity("web-uid", 1))
+	in := Input{Now: t0, Providers: []flotillav1.Provider{*fixture.Provider("bob-1", "bob", fixture.Ready())},
+		Offers: []flotillav1.Offer{*fixture.Offer("bob-1", "std")}, Workloads: []flotillav1.Workload{*w}, AllowUnaccounted: true,
+		Failing: map[string]Failure{"team-a/web": {N: 3, Until: t0.Add(8 * time.Second), Err: "forbidden"}}}
+	first, held := Plan(in).Unplaced["team-a/web"]
+	in.Now = t0.Add(5 * time.Second)
+	later, stillHeld := Plan(in).Unplaced["team-a/web"]
+	if !held || !stillHeld {
+		t.Fatalf("not held back: %v, %v", first, later)
+	}
+	if first.Summary() != later.Summary() {
+		t.Errorf("the reason changed within one back-off:\n%s\n%s", first.Summary(), later.Summary())
+	}
+	if !strings.Contains(first.Summary(), "2026-12-01T12:00:08Z") {
+		t.Errorf("the reason does not say when it is retried: %s", first.Summary())
+	}
+}
+
 // A Lease created under a name is never created again under it: names
 // are deterministic in the Workload, the Offer and the epoch, and skip
 // every name the Workload's Leases hold, closed ones included.
