@@ -216,16 +216,20 @@ func (s *Scheduler) gather(ctx context.Context, now time.Time) (placement.Input,
 	var workloads flotillav1.WorkloadList
 	var leases flotillav1.LeaseList
 	var accounts flotillav1.AccountList
-	for _, l := range []client.ObjectList{&providers, &offers, &workloads, &accounts} {
+	for _, l := range []client.ObjectList{&providers, &offers, &accounts} {
 		if err := s.Client.List(ctx, l); err != nil {
 			return placement.Input{}, nil, fmt.Errorf("listing %T: %w", l, err)
 		}
 	}
-	// Leases are the most numerous objects, one per provider a Workload
-	// runs on, and a cycle only reads them (change copies the ones it
-	// writes): copying all of them each cycle was most of its time.
-	if err := s.Client.List(ctx, &leases, client.UnsafeDisableDeepCopy); err != nil {
-		return placement.Input{}, nil, fmt.Errorf("listing leases: %w", err)
+	// Leases and Workloads are the most numerous objects, and a cycle only
+	// reads them (Plan changes none of its input; change copies the Leases
+	// it writes): copying all of them each cycle was most of its time, and
+	// the Workloads' copies, pod templates and all, most of the manager's
+	// heap at a thousand providers.
+	for _, l := range []client.ObjectList{&leases, &workloads} {
+		if err := s.Client.List(ctx, l, client.UnsafeDisableDeepCopy); err != nil {
+			return placement.Input{}, nil, fmt.Errorf("listing %T: %w", l, err)
+		}
 	}
 	in := placement.Input{Now: s.Now(), Providers: providers.Items, Offers: offers.Items, Workloads: workloads.Items,
 		Leases: s.withAssumed(leases.Items, now), Accounts: accounts.Items, AllowUnaccounted: s.AllowUnaccounted,

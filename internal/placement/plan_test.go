@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/diff"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/fixture"
@@ -158,8 +160,13 @@ func TestPlan(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
+			before := copyInput(tc.in)
 			if d := cmp.Diff(tc.want, summarize(Plan(tc.in))); d != "" {
 				t.Errorf("(-want +got)\n%s", d)
+			}
+			// The scheduler hands Plan the cache's own objects, uncopied.
+			if after := (inputObjects{tc.in.Providers, tc.in.Offers, tc.in.Workloads, tc.in.Accounts, tc.in.Leases}); !equality.Semantic.DeepEqual(before, after) {
+				t.Errorf("Plan changed its input:\n%s", diff.Diff(before, after))
 			}
 		})
 	}
@@ -209,6 +216,39 @@ func TestPlanNamesAreNewAndStable(t *testing.T) {
 	if len(next) != 1 || next[0].Lease.Name == taken.Name {
 		t.Fatalf("a new Lease reused the name %s of a closed one: %+v", taken.Name, next)
 	}
+}
+
+// inputObjects copies the API objects of in, so that a test can tell
+// whether Plan wrote to any.
+type inputObjects struct {
+	Providers []flotillav1.Provider
+	Offers    []flotillav1.Offer
+	Workloads []flotillav1.Workload
+	Accounts  []flotillav1.Account
+	Leases    []*flotillav1.Lease
+}
+
+func copyInput(in Input) inputObjects {
+	out := inputObjects{Providers: copyAll(in.Providers), Offers: copyAll(in.Offers),
+		Workloads: copyAll(in.Workloads), Accounts: copyAll(in.Accounts)}
+	for _, l := range in.Leases {
+		out.Leases = append(out.Leases, l.DeepCopy())
+	}
+	return out
+}
+
+func copyAll[T any, P interface {
+	*T
+	DeepCopy() *T
+}](in []T) []T {
+	if in == nil {
+		return nil
+	}
+	out := make([]T, len(in))
+	for i := range in {
+		out[i] = *P(&in[i]).DeepCopy()
+	}
+	return out
 }
 
 func BenchmarkPlan(b *testing.B) {
