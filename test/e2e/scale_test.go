@@ -366,10 +366,11 @@ func TestBenchScale(t *testing.T) {
 
 	// What is measured so far is kept, should the failover not end.
 	write := func(res *scaleResult) {
-		res.Cycles, res.CycleMeanSec, res.CycleP99Sec = histogramStats(t, metricsAddr, "flotilla_scheduler_cycle_duration_seconds")
-		_, res.LeaseCreateMeanSec, res.LeaseCreateP99Sec = histogramStats(t, metricsAddr, "flotilla_scheduler_lease_create_duration_seconds")
+		m := scrapeMetrics(t, metricsAddr)
+		res.Cycles, res.CycleMeanSec, res.CycleP99Sec = histogramStats(m, "flotilla_scheduler_cycle_duration_seconds")
+		_, res.LeaseCreateMeanSec, res.LeaseCreateP99Sec = histogramStats(m, "flotilla_scheduler_lease_create_duration_seconds")
 		res.ManagerPeakRSSMiB, res.ManagerCPUSec = processStats(t, mgr.Process.Pid)
-		res.LeaseStatusWrites = leaseStatusWrites(t, metricsAddr)
+		res.LeaseStatusWrites = leaseStatusWrites(m)
 		b, err := json.MarshalIndent(res, "", "  ")
 		if err != nil {
 			t.Fatalf("encoding the results: %v", err)
@@ -385,7 +386,8 @@ func TestBenchScale(t *testing.T) {
 	}
 
 	// Fail over 10 % of the providers at once.
-	workBefore, writesBefore := controllerStats(t, metricsAddr), leaseStatusWrites(t, metricsAddr)
+	before := scrapeMetrics(t, metricsAddr)
+	workBefore, writesBefore := controllerStats(before), leaseStatusWrites(before)
 	res.Stopped = max(1, nProviders/10)
 	stopped := map[string]bool{}
 	failStart := time.Now()
@@ -444,9 +446,10 @@ func TestBenchScale(t *testing.T) {
 	t.Logf("failover: every stopped provider Lost after %.1fs, replicas placed elsewhere after %.1fs, running after %.1fs",
 		res.FailoverLostSec, res.FailoverAssignedSec, res.FailoverSec)
 	res.FailoverMoved, res.FailoverClosedSec, res.FailoverCreatedSec, res.FailoverReadySec = failoverSteps(ctx, t, h.client, stopped, failStart)
-	res.FailoverControllers = controllerStats(t, metricsAddr).since(workBefore)
+	after := scrapeMetrics(t, metricsAddr)
+	res.FailoverControllers = controllerStats(after).since(workBefore)
 	res.FailoverLeaseStatusWrites = map[string]float64{}
-	for kind, n := range leaseStatusWrites(t, metricsAddr) {
+	for kind, n := range leaseStatusWrites(after) {
 		res.FailoverLeaseStatusWrites[kind] = n - writesBefore[kind]
 	}
 	t.Logf("Lease status writes during the failover: %v", res.FailoverLeaseStatusWrites)
@@ -494,25 +497,38 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// histogramStats reads a histogram off the manager's metrics endpoint: the
-// count, the mean and the upper bound of the bucket the 99th percentile
-// falls in (-1 when it falls beyond the largest finite one).
-func histogramStats(t *testing.T, addr, name string) (int, float64, float64) {
+// scrapeMetrics reads the manager's metrics endpoint once, line by line,
+// for the readers below.
+func scrapeMetrics(t *testing.T, addr string) []string {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	var lines []string
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("reading the manager's metrics: %v", err)
+	}
+	return lines
+}
+
+// histogramStats reads a histogram out of the metrics: the count, the
+// mean and the upper bound of the bucket the 99th percentile falls in (-1
+// when it falls beyond the largest finite one).
+func histogramStats(metrics []string, name string) (int, float64, float64) {
 	type bucket struct {
 		le    float64
 		count float64
 	}
 	var buckets []bucket
 	var sum, count float64
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
+	for _, line := range metrics {
 		if !strings.HasPrefix(line, name) {
 			continue
 		}
@@ -542,20 +558,12 @@ func histogramStats(t *testing.T, addr, name string) (int, float64, float64) {
 }
 
 // leaseStatusWrites reads the Lease controller's status writes by kind
-// off the manager.
-func leaseStatusWrites(t *testing.T, addr string) map[string]float64 {
-	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+// out of the metrics.
+func leaseStatusWrites(metrics []string) map[string]float64 {
 	out := map[string]float64{}
 	const prefix = `flotilla_lease_status_writes_total{kind="`
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), prefix); ok {
+	for _, line := range metrics {
+		if rest, ok := strings.CutPrefix(line, prefix); ok {
 			kind, value, _ := strings.Cut(rest, `"} `)
 			out[kind], _ = strconv.ParseFloat(value, 64)
 		}
@@ -576,17 +584,9 @@ type controllerWork struct {
 type controllerWorks map[string]controllerWork
 
 // controllerStats reads controller-runtime's queue and reconcile
-// histograms off the manager, by controller.
-func controllerStats(t *testing.T, addr string) controllerWorks {
-	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+// histograms out of the metrics, by controller.
+func controllerStats(metrics []string) controllerWorks {
 	out := controllerWorks{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	label := func(line, key string) string {
 		_, rest, ok := strings.Cut(line, key+`="`)
 		if !ok {
@@ -604,8 +604,7 @@ func controllerStats(t *testing.T, addr string) controllerWorks {
 		{"controller_runtime_reconcile_time_seconds_sum{", "controller", func(c *controllerWork, v float64) { c.took = v }},
 		{"controller_runtime_reconcile_time_seconds_count{", "controller", func(c *controllerWork, v float64) { c.Reconciles = int(v) }},
 	}
-	for sc.Scan() {
-		line := sc.Text()
+	for _, line := range metrics {
 		for _, m := range series {
 			if !strings.HasPrefix(line, m.prefix) {
 				continue
