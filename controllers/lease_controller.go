@@ -71,6 +71,11 @@ type LeaseReconciler struct {
 	// only ever stops charging (after a gap, or a restart that emptied
 	// it), so losing it is safe.
 	seen sync.Map
+	// rendered is when each Pull-mode Lease's Assignment was last
+	// rendered again and found unchanged, by UID: recording that in
+	// status was a write per Lease every leaseReapplyInterval for nothing.
+	// Losing it costs one render per Lease.
+	rendered sync.Map
 	// flushing holds a slot for each periodic flush being written. With
 	// thousands of Leases their flushes (one per Lease every
 	// lease.MeterFlush) took every worker, and a failover's Leases waited
@@ -122,7 +127,8 @@ func (r *LeaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 		kind, release := r.flushSlot(st, old, res)
 		if kind == writePostponed {
 			metrics.LeaseStatusWrite(kind)
-			return ctrl.Result{RequeueAfter: lease.SyncInterval, Priority: new(handler.LowPriority)}, nil
+			// At the next look, not sooner: its flush can wait.
+			return ctrl.Result{RequeueAfter: max(res.RequeueAfter, lease.SyncInterval), Priority: new(handler.LowPriority)}, nil
 		}
 		defer release()
 		// Usage adds to what status holds: writing over a newer status
@@ -195,6 +201,7 @@ func (r *LeaseReconciler) reconcile(ctx context.Context, l *flotillav1.Lease, st
 		// Closed for good; the provider's namespace goes when it can be
 		// reached (fencing catches it otherwise).
 		r.seen.Delete(l.UID)
+		r.rendered.Delete(l.UID)
 		r.forgetEndpoints(l)
 		if perr == nil && p.Spec.Pull() {
 			_ = r.deleteAssignment(ctx, l)
@@ -428,6 +435,30 @@ var specOrMetaChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bo
 		!slices.Equal(o.GetFinalizers(), n.GetFinalizers()) || !maps.Equal(o.GetLabels(), n.GetLabels())
 }}
 
+// openLeasesOf is the Leases of a Workload that are not Closed.
+func (r *LeaseReconciler) openLeasesOf(ctx context.Context, w client.Object) []reconcile.Request {
+	var ls flotillav1.LeaseList
+	if err := r.Client.List(ctx, &ls, client.InNamespace(w.GetNamespace()), client.MatchingFields{indexLeaseWorkload: w.GetName()},
+		client.UnsafeDisableDeepCopy); err != nil {
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(ls.Items))
+	for i := range ls.Items {
+		if ls.Items[i].Status.Phase != flotillav1.LeaseClosed {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&ls.Items[i])})
+		}
+	}
+	return out
+}
+
+// generationChanged passes spec changes only (creations and deletions
+// wake the Leases through their own events).
+var generationChanged = predicate.Funcs{
+	CreateFunc: func(event.CreateEvent) bool { return false },
+	DeleteFunc: func(event.DeleteEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool { return e.ObjectOld.GetGeneration() != e.ObjectNew.GetGeneration() },
+}
+
 // probed is the channel of Leases whose endpoint verdicts changed.
 func (r *LeaseReconciler) probed() chan event.GenericEvent {
 	if r.Probed == nil {
@@ -451,7 +482,8 @@ func (r *LeaseReconciler) forgetEndpoints(l *flotillav1.Lease) {
 	}
 }
 
-// SetupWithManager watches Leases and the Providers they run on.
+// SetupWithManager watches Leases, the Providers they run on, the
+// Workloads they render and the Assignments their agents answer.
 func (r *LeaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.flushing = make(chan struct{}, flushSlots)
 	return ctrl.NewControllerManagedBy(mgr).
@@ -467,6 +499,9 @@ func (r *LeaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			}
 			return out
 		}), builder.WithPredicates(providerPhaseChanged)).
+		// A Workload's spec (its template) is what its Leases render: a
+		// change reaches them now, not at their next sync.
+		Watches(&flotillav1.Workload{}, handler.EnqueueRequestsFromMapFunc(r.openLeasesOf), builder.WithPredicates(generationChanged)).
 		Watches(&flotillav1.Assignment{}, handler.EnqueueRequestsFromMapFunc(leaseOfAssignment), builder.WithPredicates(reportChanged)).
 		WatchesRawSource(source.Channel(r.probed(), &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: leaseWorkers}).

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -46,12 +47,16 @@ func (r *LeaseReconciler) syncPull(ctx context.Context, l *flotillav1.Lease, w *
 	if a != nil {
 		assigned = a.CreationTimestamp.Time
 	}
-	if a == nil || st.AppliedHash != hash || st.LastApplyTime == nil || in.Now.Sub(st.LastApplyTime.Time) >= leaseReapplyInterval {
+	if a == nil || st.AppliedHash != hash || st.LastApplyTime == nil || in.Now.Sub(r.lastRendered(l.UID, st.LastApplyTime.Time)) >= leaseReapplyInterval {
 		written, reason, err := r.writeAssignment(ctx, l, key, a, rin)
 		if err != nil {
 			return lease.SyncFailed(st, *in, reason, err)
 		}
-		st.AppliedHash, st.LastApplyTime = hash, timePtr(in.Now)
+		r.rendered.Store(l.UID, in.Now)
+		// lastApplyTime says when the Assignment last changed.
+		if written != nil || st.AppliedHash != hash || st.LastApplyTime == nil {
+			st.AppliedHash, st.LastApplyTime = hash, timePtr(in.Now)
+		}
 		if written != nil {
 			a = written
 		}
@@ -71,6 +76,7 @@ func (r *LeaseReconciler) syncPull(ctx context.Context, l *flotillav1.Lease, w *
 		return lease.Awaiting(st, *in, assigned, "waiting for the agent of provider "+p.Name+" to accept the assignment", rep.LastError)
 	}
 	events := r.checkEndpoints(l, w, p, rin.Offer, &rep.Observation, st, old)
+	in.Pull = true
 	res := lease.Observed(st, old, *in, rep.Observation, p.Name)
 	res.Events = append(res.Events, events...)
 	st.LastError = rep.LastError
@@ -80,6 +86,15 @@ func (r *LeaseReconciler) syncPull(ctx context.Context, l *flotillav1.Lease, w *
 		_ = r.deleteAssignment(ctx, l)
 	}
 	return res
+}
+
+// lastRendered is when the Lease's Assignment was last rendered: applied
+// at, or found unchanged since.
+func (r *LeaseReconciler) lastRendered(uid types.UID, applied time.Time) time.Time {
+	if v, ok := r.rendered.Load(uid); ok && v.(time.Time).After(applied) {
+		return v.(time.Time)
+	}
+	return applied
 }
 
 // writeAssignment renders the Lease and writes its Assignment with

@@ -117,6 +117,15 @@ func TestDecisions(t *testing.T) {
 			want: view{Phase: "Active", Ready: "True/Applied", KStatus: "Current", ReplicaSeconds: 10, Cost: "0.01",
 				MeteredUntil: at(-3 * time.Second), LastSyncTime: at(-10 * time.Second), RequeueAfter: 3 * time.Second},
 		},
+		"pull mode, every replica ready: looked at again when metering needs it": {
+			status: active, lastSeen: -3 * time.Second,
+			decide: func(st, old *flotillav1.LeaseStatus, in Input) Result {
+				in.Pull = true
+				return observe(Observation{Running: 2, Ready: 2})(st, old, in)
+			},
+			want: view{Phase: "Active", Ready: "True/Applied", KStatus: "Current", ReplicaSeconds: 10, Cost: "0.01",
+				MeteredUntil: at(-3 * time.Second), LastSyncTime: at(-10 * time.Second), RequeueAfter: 8 * time.Second},
+		},
 		"a replica stopped: the interval is charged at the count at its start": {
 			status: active, lastSeen: -3 * time.Second,
 			decide: observe(Observation{Running: 1, Ready: 1}),
