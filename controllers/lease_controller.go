@@ -354,6 +354,7 @@ func (r *LeaseReconciler) reconcileDelete(ctx context.Context, l *flotillav1.Lea
 		}
 	}
 	r.seen.Delete(l.UID)
+	r.rendered.Delete(l.UID)
 	controllerutil.RemoveFinalizer(l, flotillav1.FinalizerProviderCleanup)
 	if err := r.Client.Update(ctx, l); client.IgnoreNotFound(err) != nil {
 		return ctrl.Result{}, fmt.Errorf("removing finalizer from lease %s/%s: %w", l.Namespace, l.Name, err)
