@@ -17,6 +17,7 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -312,7 +313,8 @@ func leaseName(st *workloadState, offer string, taken map[string]bool) string {
 func newLease(st *workloadState, a market.Assignment, offer *flotillav1.Offer, owner, name string) *flotillav1.Lease {
 	w := st.workload
 	req := market.PodRequest(&w.Spec.Template.Spec)
-	prices := offer.Spec.Prices
+	// The Offer may be the cache's own: the Lease gets its own prices.
+	prices := maps.Clone(offer.Spec.Prices)
 	if prices == nil {
 		prices = flotillav1.PriceList{}
 	}

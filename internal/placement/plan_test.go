@@ -194,6 +194,26 @@ func TestBackOffReadsTheSameEachCycle(t *testing.T) {
 	}
 }
 
+// The scheduler plans from the cache's own Offers: a planned Lease's
+// prices must be its own, or writing them would write the cache.
+func TestPlannedLeaseOwnsItsPrices(t *testing.T) {
+	w := fixture.Workload("team-a", "web", fixture.Replicas(1), fixture.Identity("web-uid", 1))
+	o := fixture.Offer("bob-1", "std", fixture.Priced("0.01", "0.004"))
+	in := Input{Now: t0, Providers: []flotillav1.Provider{*fixture.Provider("bob-1", "bob", fixture.Ready())},
+		Offers: []flotillav1.Offer{*o}, Workloads: []flotillav1.Workload{*w}, AllowUnaccounted: true}
+	before := o.DeepCopy()
+	created := Plan(in).Create
+	if len(created) != 1 {
+		t.Fatalf("planned %d Leases, want 1", len(created))
+	}
+	for r := range created[0].Lease.Spec.Prices {
+		created[0].Lease.Spec.Prices[r] = "9"
+	}
+	if d := cmp.Diff(before.Spec.Prices, in.Offers[0].Spec.Prices); d != "" {
+		t.Errorf("writing the planned Lease's prices changed the Offer's (-before +after):\n%s", d)
+	}
+}
+
 // A Lease created under a name is never created again under it: names
 // are deterministic in the Workload, the Offer and the epoch, and skip
 // every name the Workload's Leases hold, closed ones included.
