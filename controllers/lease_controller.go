@@ -200,8 +200,7 @@ func (r *LeaseReconciler) reconcile(ctx context.Context, l *flotillav1.Lease, st
 	if st.Phase == flotillav1.LeaseClosed {
 		// Closed for good; the provider's namespace goes when it can be
 		// reached (fencing catches it otherwise).
-		r.seen.Delete(l.UID)
-		r.rendered.Delete(l.UID)
+		r.forgetLooks(l.UID)
 		r.forgetEndpoints(l)
 		if perr == nil && p.Spec.Pull() {
 			_ = r.deleteAssignment(ctx, l)
@@ -353,8 +352,7 @@ func (r *LeaseReconciler) reconcileDelete(ctx context.Context, l *flotillav1.Lea
 			return ctrl.Result{RequeueAfter: conflictRetry}, nil
 		}
 	}
-	r.seen.Delete(l.UID)
-	r.rendered.Delete(l.UID)
+	r.forgetLooks(l.UID)
 	controllerutil.RemoveFinalizer(l, flotillav1.FinalizerProviderCleanup)
 	if err := r.Client.Update(ctx, l); client.IgnoreNotFound(err) != nil {
 		return ctrl.Result{}, fmt.Errorf("removing finalizer from lease %s/%s: %w", l.Namespace, l.Name, err)
@@ -475,6 +473,12 @@ func (r *LeaseReconciler) probed() chan event.GenericEvent {
 		}
 	}
 	return r.Probed
+}
+
+// forgetLooks drops what is remembered in memory of a Lease that ended.
+func (r *LeaseReconciler) forgetLooks(uid types.UID) {
+	r.seen.Delete(uid)
+	r.rendered.Delete(uid)
 }
 
 func (r *LeaseReconciler) forgetEndpoints(l *flotillav1.Lease) {

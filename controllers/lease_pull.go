@@ -70,9 +70,6 @@ func (r *LeaseReconciler) syncPull(ctx context.Context, l *flotillav1.Lease, w *
 	case !rep.Decided:
 		// Not answered yet (or not this version): the progress deadline
 		// ends a Lease whose agent never answers.
-		if st.Phase == "" {
-			st.Phase = flotillav1.LeasePending
-		}
 		return lease.Awaiting(st, *in, assigned, "waiting for the agent of provider "+p.Name+" to accept the assignment", rep.LastError)
 	}
 	events := r.checkEndpoints(l, w, p, rin.Offer, &rep.Observation, st, old)

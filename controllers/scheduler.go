@@ -216,15 +216,12 @@ func (s *Scheduler) gather(ctx context.Context, now time.Time) (placement.Input,
 	var workloads flotillav1.WorkloadList
 	var leases flotillav1.LeaseList
 	var accounts flotillav1.AccountList
-	if err := s.Client.List(ctx, &accounts); err != nil {
-		return placement.Input{}, nil, fmt.Errorf("listing accounts: %w", err)
-	}
 	// A cycle only reads what it lists (Plan changes none of its input;
 	// change copies the Leases it writes), and copying every object each
 	// cycle was most of its time: the Workloads' copies, pod templates and
 	// all, were most of the manager's heap at a thousand providers, and
 	// the Offers' 11 % of its CPU.
-	for _, l := range []client.ObjectList{&leases, &workloads, &offers, &providers} {
+	for _, l := range []client.ObjectList{&leases, &workloads, &offers, &providers, &accounts} {
 		if err := s.Client.List(ctx, l, client.UnsafeDisableDeepCopy); err != nil {
 			return placement.Input{}, nil, fmt.Errorf("listing %T: %w", l, err)
 		}
