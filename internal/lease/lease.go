@@ -206,10 +206,21 @@ func Observed(st, old *flotillav1.LeaseStatus, in Input, obs Observation, provid
 	}
 	ready(st, in, false, flotillav1.LeaseReasonApplied, fmt.Sprintf("%d of %d replicas ready on %s", st.ReadyReplicas, l.Spec.Replicas, provider))
 	if st.ReadyReplicas < l.Spec.Replicas {
-		// Converging: look again soon so the Workload turns Ready promptly.
-		return Result{RequeueAfter: ConvergeInterval}
+		return converging(in)
 	}
 	return steady
+}
+
+// converging is when a Lease whose replicas are not all ready is looked at
+// again: soon, so that its Workload turns Ready promptly. In Pull mode a
+// look learns only what the agent reported, and each report wakes the
+// Lease as it comes, so the look waits like a settled one: the 1 s looks
+// of a failover's replacements kept the Lease workers from those reports.
+func converging(in Input) Result {
+	if in.Pull {
+		return Result{RequeueAfter: PullSyncInterval}
+	}
+	return Result{RequeueAfter: ConvergeInterval}
 }
 
 // Lost marks the Lease Lost and, once its Workload's failover grace period
@@ -262,7 +273,8 @@ func Awaiting(st *flotillav1.LeaseStatus, in Input, assigned time.Time, message,
 	}
 	st.LastError = lastError
 	ready(st, in, false, flotillav1.LeaseReasonAwaitingAgent, message)
-	res := Result{RequeueAfter: ConvergeInterval}
+	// The agent's answer wakes the Lease; the look is for the deadline.
+	res := Result{RequeueAfter: PullSyncInterval}
 	if in.Lease.Status.Phase == "" && lastError == "" {
 		if left := assigned.Add(AnswerWait).Sub(in.Now); left > 0 {
 			// The agent's answer wakes the Lease before then.

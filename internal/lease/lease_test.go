@@ -126,6 +126,16 @@ func TestDecisions(t *testing.T) {
 			want: view{Phase: "Active", Ready: "True/Applied", KStatus: "Current", ReplicaSeconds: 10, Cost: "0.01",
 				MeteredUntil: at(-3 * time.Second), LastSyncTime: at(-10 * time.Second), RequeueAfter: 8 * time.Second},
 		},
+		"pull mode, a replica not ready yet: its agent's report wakes it, the look is for metering": {
+			status: active, lastSeen: -3 * time.Second,
+			decide: func(st, old *flotillav1.LeaseStatus, in Input) Result {
+				in.Pull = true
+				return observe(Observation{Running: 2, Ready: 1})(st, old, in)
+			},
+			want: view{Phase: "Active", Ready: "False/Applied", Reconciling: "True/Applied", KStatus: "InProgress",
+				ReplicaSeconds: 10, Cost: "0.01", MeteredUntil: at(-3 * time.Second), NotReadySince: at(0), LastSyncTime: at(0),
+				RequeueAfter: PullSyncInterval},
+		},
 		"a replica stopped: the interval is charged at the count at its start": {
 			status: active, lastSeen: -3 * time.Second,
 			decide: observe(Observation{Running: 1, Ready: 1}),
@@ -207,18 +217,18 @@ func TestDecisions(t *testing.T) {
 		"agent silent past AnswerWait after the Assignment: Pending written": {
 			decide: awaiting(-AnswerWait, ""),
 			want: view{Phase: "Pending", Ready: "False/AwaitingAgent", Reconciling: "True/AwaitingAgent", KStatus: "InProgress",
-				RequeueAfter: time.Second},
+				RequeueAfter: PullSyncInterval},
 		},
 		"agent reported an error on a new Lease: written at once": {
 			decide: awaiting(-time.Second, "applying: forbidden"),
 			want: view{Phase: "Pending", Ready: "False/AwaitingAgent", Reconciling: "True/AwaitingAgent", KStatus: "InProgress",
-				RequeueAfter: time.Second},
+				RequeueAfter: PullSyncInterval},
 		},
 		"agent has not answered a Lease whose status was written: nothing held back": {
 			status: flotillav1.LeaseStatus{Phase: flotillav1.LeasePending},
 			decide: awaiting(-time.Second, ""),
 			want: view{Phase: "Pending", Ready: "False/AwaitingAgent", Reconciling: "True/AwaitingAgent", KStatus: "InProgress",
-				RequeueAfter: time.Second},
+				RequeueAfter: PullSyncInterval},
 		},
 		"ready again: the deadline clock stops": {
 			status: flotillav1.LeaseStatus{Phase: flotillav1.LeaseActive, ReadyReplicas: 2, NotReadySince: at(-time.Minute)},
