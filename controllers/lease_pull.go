@@ -77,6 +77,7 @@ func (r *LeaseReconciler) syncPull(ctx context.Context, l *flotillav1.Lease, w *
 	res := lease.Observed(st, old, *in, rep.Observation, p.Name)
 	res.Events = append(res.Events, events...)
 	st.LastError = rep.LastError
+	res = lease.Starting(st, *in, assigned, res)
 	r.seen.Store(l.UID, in.Now.Truncate(time.Second))
 	in.LastSeen = in.Now
 	if st.Phase == flotillav1.LeaseClosed {

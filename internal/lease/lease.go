@@ -284,6 +284,29 @@ func Awaiting(st *flotillav1.LeaseStatus, in Input, assigned time.Time, message,
 	return res
 }
 
+// Starting leaves the first status of a new Pull-mode Lease unwritten
+// while its agent has accepted the Assignment (written at assigned) but
+// runs none of its replicas yet, until AnswerWait after the Assignment:
+// the agent's next report, replicas running or ready, comes within a round
+// or two and is written instead. "Active, none ready" was a status write
+// of every new Lease, and in a failover each write is a turn of a Lease
+// worker on a busy API server. Nothing runs, so nothing goes unmetered.
+func Starting(st *flotillav1.LeaseStatus, in Input, assigned time.Time, res Result) Result {
+	if in.Lease.Status.Phase != "" || st.Phase != flotillav1.LeaseActive || st.RunningReplicas > 0 || st.LastError != "" ||
+		len(res.Events) > 0 {
+		return res
+	}
+	left := assigned.Add(AnswerWait).Sub(in.Now)
+	if left <= 0 {
+		return res
+	}
+	res.Unwritten = true
+	if res.RequeueAfter <= 0 || left < res.RequeueAfter {
+		res.RequeueAfter = left
+	}
+	return res
+}
+
 // Refused closes a Lease whose Pull-mode provider's agent refused its
 // Assignment: the provider is the authority over its own capacity, so
 // the replicas are placed elsewhere under a new epoch, with the agent's

@@ -91,6 +91,11 @@ func TestDecisions(t *testing.T) {
 	}
 	active := flotillav1.LeaseStatus{Phase: flotillav1.LeaseActive, RunningReplicas: 2, ReadyReplicas: 2,
 		Usage: metered(10, -3*time.Second), LastSyncTime: at(-10 * time.Second)}
+	// accepted is a new Lease whose agent accepted it and runs nothing yet.
+	accepted := func(requeue time.Duration, unwritten bool) view {
+		return view{Phase: "Active", Ready: "False/Applied", Reconciling: "True/Applied", KStatus: "InProgress", Cost: "0",
+			MeteredUntil: at(0), LastSyncTime: at(0), RequeueAfter: requeue, Unwritten: unwritten}
+	}
 	cases := map[string]struct {
 		class    flotillav1.WorkloadClass
 		status   flotillav1.LeaseStatus
@@ -209,6 +214,27 @@ func TestDecisions(t *testing.T) {
 				ReplicaSeconds: 14, Cost: "0.014", MeteredUntil: at(-time.Second), NotReadySince: at(-10 * time.Minute),
 				RequeueAfter: time.Millisecond, Events: []string{"workload:ProgressDeadlineExceeded"}, Deadline: true},
 		},
+		"agent accepted a new Lease, nothing runs yet: status left unwritten until AnswerWait after the Assignment": {
+			decide: starting(-2*time.Second, "", Observation{}),
+			want:   accepted(3*time.Second, true),
+		},
+		"agent accepted, nothing runs past AnswerWait after the Assignment: written": {
+			decide: starting(-AnswerWait, "", Observation{}),
+			want:   accepted(PullSyncInterval, false),
+		},
+		"agent accepted a new Lease, a replica runs: written at once": {
+			decide: starting(-time.Second, "", Observation{Running: 1}),
+			want:   accepted(PullSyncInterval, false),
+		},
+		"agent accepted a new Lease with an error: written at once": {
+			decide: starting(-time.Second, "pulling the image: not found", Observation{}),
+			want:   accepted(PullSyncInterval, false),
+		},
+		"agent reports nothing running on a Lease whose status was written: written": {
+			status: flotillav1.LeaseStatus{Phase: flotillav1.LeasePending},
+			decide: starting(-time.Second, "", Observation{}),
+			want:   accepted(PullSyncInterval, false),
+		},
 		"agent has not answered a new Lease's Assignment yet: status left unwritten until AnswerWait after the Assignment": {
 			decide: awaiting(-2*time.Second, ""),
 			want: view{Phase: "Pending", Ready: "False/AwaitingAgent", Reconciling: "True/AwaitingAgent", KStatus: "InProgress",
@@ -285,6 +311,17 @@ func TestLostLeaseHoldsStillUntilItFailsOver(t *testing.T) {
 func observe(obs Observation) func(st, old *flotillav1.LeaseStatus, in Input) Result {
 	return func(st, old *flotillav1.LeaseStatus, in Input) Result {
 		return Progress(st, in, Observed(st, old, in, obs, "bob-1"))
+	}
+}
+
+// starting decides for a new Pull-mode Lease whose Assignment, written
+// age ago (negative), the agent accepted, as syncPull does.
+func starting(age time.Duration, lastError string, obs Observation) func(st, old *flotillav1.LeaseStatus, in Input) Result {
+	return func(st, old *flotillav1.LeaseStatus, in Input) Result {
+		in.Pull = true
+		res := Observed(st, old, in, obs, "bob-1")
+		st.LastError = lastError
+		return Starting(st, in, t0.Add(age), res)
 	}
 }
 
