@@ -81,6 +81,11 @@ type scaleResult struct {
 	FailoverClosedSec  float64 `json:"failoverLeasesClosedSeconds"`
 	FailoverCreatedSec float64 `json:"failoverReplacementsCreatedSeconds"`
 	FailoverReadySec   float64 `json:"failoverReplacementsReadySeconds"`
+	// FailoverTimeline is each step of the failover over the Leases it
+	// applies to, from watch events stamped as they came: the stopped
+	// providers' Leases closed and their replacements created (from the
+	// stop), then each step of a replacement from the one before.
+	FailoverTimeline map[string]stepStats `json:"failoverTimeline,omitempty"`
 	// FailoverControllers is each controller's work during the failover:
 	// reconciles, and the mean wait in its queue and reconcile time.
 	FailoverControllers map[string]controllerWork `json:"failoverControllers,omitempty"`
@@ -390,9 +395,14 @@ func TestBenchScale(t *testing.T) {
 	workBefore, writesBefore := controllerStats(before), leaseStatusWrites(before)
 	res.Stopped = max(1, nProviders/10)
 	stopped := map[string]bool{}
-	failStart := time.Now()
 	for _, p := range providers[:res.Stopped] {
 		stopped[p.Name] = true
+	}
+	tctx, stopTimeline := context.WithCancel(ctx)
+	defer stopTimeline()
+	tl := watchTimeline(tctx, t, wc, hubID, stopped)
+	failStart := time.Now()
+	for _, p := range providers[:res.Stopped] {
 		p.Stop()
 	}
 	providers = providers[res.Stopped:]
@@ -443,6 +453,13 @@ func TestBenchScale(t *testing.T) {
 		return notReady == 0, fmt.Sprintf("%d workloads not yet placed elsewhere, %d not yet whole", unplaced, notReady)
 	})
 	res.FailoverSec = time.Since(failStart).Seconds()
+	stopTimeline()
+	res.FailoverTimeline = tl.steps(failStart)
+	for _, step := range timelineSteps {
+		if st, ok := res.FailoverTimeline[step.key]; ok {
+			t.Logf("failover, %s: p50 %.2fs, p90 %.2fs, max %.2fs (%d Leases)", step.what, st.P50, st.P90, st.Max, st.N)
+		}
+	}
 	t.Logf("failover: every stopped provider Lost after %.1fs, replicas placed elsewhere after %.1fs, running after %.1fs",
 		res.FailoverLostSec, res.FailoverAssignedSec, res.FailoverSec)
 	res.FailoverMoved, res.FailoverClosedSec, res.FailoverCreatedSec, res.FailoverReadySec = failoverSteps(ctx, t, h.client, stopped, failStart)
