@@ -153,21 +153,27 @@ const (
 )
 
 // flushSlot says what writing st over old is: progress, a flush (with a
-// slot taken, to release once written), or a flush to put off because
-// every slot is taken and it is not overdue.
+// slot taken, to release once written, unless it is overdue and finds
+// none), or a flush to put off until the Lease's next look.
 func (r *LeaseReconciler) flushSlot(st, old *flotillav1.LeaseStatus, res lease.Result) (kind string, release func()) {
 	if !lease.FlushOnly(st, old) || len(res.Events) > 0 {
 		return writeProgress, func() {}
 	}
-	select {
-	case r.flushing <- struct{}{}:
-		return writeFlush, func() { <-r.flushing }
-	default:
-		if lease.FlushOverdue(old, r.Now()) {
-			return writeFlush, func() {}
+	// A flush on time takes only the first half of the slots, so that an
+	// overdue one (it bounds what a restart forgoes) mostly finds a slot
+	// rather than writing beside them.
+	overdue := lease.FlushOverdue(old, r.Now())
+	if overdue || len(r.flushing) < flushSlots/2 {
+		select {
+		case r.flushing <- struct{}{}:
+			return writeFlush, func() { <-r.flushing }
+		default:
 		}
-		return writePostponed, nil
 	}
+	if overdue {
+		return writeFlush, func() {}
+	}
+	return writePostponed, nil
 }
 
 // syncPriority puts the periodic sync of a settled Lease behind everything

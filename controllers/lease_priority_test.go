@@ -48,19 +48,28 @@ func TestFlushesWaitForASlot(t *testing.T) {
 		return st
 	}
 	r := &LeaseReconciler{Now: func() time.Time { return now }, flushing: make(chan struct{}, flushSlots)}
-	var releases []func()
-	for range flushSlots {
-		old := written(lease.MeterFlush)
+	take := func(old *flotillav1.LeaseStatus, want, what string) func() {
+		t.Helper()
 		kind, release := r.flushSlot(flushOf(old), old, lease.Result{})
-		if kind != writeFlush {
-			t.Fatalf("flush with a slot free: %s", kind)
+		if kind != want {
+			t.Fatalf("%s with %d slots taken: %s, want %s", what, len(r.flushing), kind, want)
 		}
-		releases = append(releases, release)
+		return release
+	}
+	var onTime, overdue []func()
+	for range flushSlots / 2 {
+		onTime = append(onTime, take(written(lease.MeterFlush), writeFlush, "flush on time"))
+	}
+	take(written(lease.MeterFlush), writePostponed, "flush on time")
+	for range flushSlots / 2 {
+		overdue = append(overdue, take(written(lease.MaxFlushDelay), writeFlush, "overdue flush"))
+	}
+	// Overdue and no slot free: written beside them, taking none.
+	take(written(lease.MaxFlushDelay), writeFlush, "overdue flush")()
+	if n := len(r.flushing); n != flushSlots {
+		t.Errorf("%d slots taken after an overdue flush found none, want %d", n, flushSlots)
 	}
 	old := written(lease.MeterFlush)
-	if kind, _ := r.flushSlot(flushOf(old), old, lease.Result{}); kind != writePostponed {
-		t.Errorf("flush with every slot taken: %s, want it postponed", kind)
-	}
 	lost := flushOf(old)
 	lost.ReadyReplicas = 0
 	if kind, release := r.flushSlot(lost, old, lease.Result{}); kind != writeProgress {
@@ -68,17 +77,14 @@ func TestFlushesWaitForASlot(t *testing.T) {
 	} else {
 		release()
 	}
-	overdue := written(lease.MaxFlushDelay)
-	if kind, release := r.flushSlot(flushOf(overdue), overdue, lease.Result{}); kind != writeFlush {
-		t.Errorf("overdue flush with every slot taken: %s, want it written", kind)
-	} else {
+	overdue[0]()
+	take(written(lease.MeterFlush), writePostponed, "flush on time")
+	overdue = append(overdue[1:], take(written(lease.MaxFlushDelay), writeFlush, "overdue flush"))
+	for _, release := range append(onTime, overdue...) {
 		release()
 	}
-	releases[0]()
-	if kind, _ := r.flushSlot(flushOf(old), old, lease.Result{}); kind != writeFlush {
-		t.Errorf("flush after a slot was released: %s", kind)
-	}
-	if n := len(r.flushing); n != flushSlots {
-		t.Errorf("%d slots taken, want %d: a write without a slot released one", n, flushSlots)
+	take(written(lease.MeterFlush), writeFlush, "flush on time")
+	if n := len(r.flushing); n != 1 {
+		t.Errorf("%d slots taken, want 1: a write without a slot released one", n)
 	}
 }
