@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -32,8 +31,7 @@ type timeline struct {
 
 // leaseSteps is when the watches showed each step of one Lease.
 type leaseSteps struct {
-	stopped  bool // on a stopped provider
-	replicas int32
+	stopped bool // on a stopped provider
 	// Of a stopped provider's Lease.
 	closed time.Time
 	// Of a replacement: created, its Assignment written, its agent's
@@ -59,7 +57,7 @@ func watchTimeline(ctx context.Context, t *testing.T, c client.WithWatch, hubID 
 	for _, l := range ls.Items {
 		known[l.Name] = true
 		if stopped[l.Spec.ProviderRef.Name] {
-			tl.leases[l.Name] = &leaseSteps{stopped: true, replicas: l.Spec.Replicas}
+			tl.leases[l.Name] = &leaseSteps{stopped: true}
 		}
 	}
 	as := &metav1.PartialObjectMetadataList{}
@@ -106,7 +104,7 @@ func (tl *timeline) lease(l *flotillav1.Lease, known bool, now time.Time) {
 		if known || tl.stopped[l.Spec.ProviderRef.Name] {
 			return
 		}
-		s = &leaseSteps{replicas: l.Spec.Replicas, created: now}
+		s = &leaseSteps{created: now}
 		tl.leases[l.Name] = s
 		name := assign.Name(tl.hubID, l.UID)
 		tl.byName[name] = s
@@ -175,10 +173,10 @@ type stepStats struct {
 func (tl *timeline) steps(start time.Time) map[string]stepStats {
 	tl.mu.Lock()
 	defer tl.mu.Unlock()
-	d := map[string][]float64{}
+	d := map[string][]time.Duration{}
 	add := func(step string, from, to time.Time) {
 		if !from.IsZero() && !to.IsZero() {
-			d[step] = append(d[step], to.Sub(from).Seconds())
+			d[step] = append(d[step], to.Sub(from))
 		}
 	}
 	for _, s := range tl.leases {
@@ -204,9 +202,7 @@ func (tl *timeline) steps(start time.Time) map[string]stepStats {
 	}
 	out := map[string]stepStats{}
 	for step, xs := range d {
-		slices.Sort(xs)
-		q := func(p float64) float64 { return xs[min(len(xs)-1, int(p*float64(len(xs))))] }
-		out[step] = stepStats{N: len(xs), P50: q(0.5), P90: q(0.9), Max: xs[len(xs)-1]}
+		out[step] = stepStats{N: len(xs), P50: percentile(xs, 0.5), P90: percentile(xs, 0.9), Max: percentile(xs, 1)}
 	}
 	return out
 }
