@@ -177,7 +177,8 @@ func (r *ProviderReconciler) reconcileDelete(ctx context.Context, p *flotillav1.
 // that hangs until the timeout holds up only its own probe.
 func (r *ProviderReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&flotillav1.Provider{}).
+		// Its own status writes would wake it again for a second probe.
+		For(&flotillav1.Provider{}, builder.WithPredicates(specOrMetaChanged)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.providersOfSecret)).
 		Watches(&flotillav1.Lease{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.(*flotillav1.Lease).Spec.ProviderRef.Name}}}

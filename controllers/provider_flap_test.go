@@ -9,11 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/flap"
@@ -32,43 +28,48 @@ func kubeconfigFor(t *testing.T, server string) []byte {
 	return b
 }
 
-// A provider that keeps getting Lost is held down, longer each time, before
-// it takes work again; the first return is immediate.
-func TestFlappingProviderIsHeldDown(t *testing.T) {
+// pushProvider registers a Push-mode provider whose kubeconfig Secret holds
+// kubeconfig, and runs r (its intervals and policies as given) in a
+// manager of its own until the test ends. It returns the Secret and a
+// getter of the Provider.
+func pushProvider(t *testing.T, name string, kubeconfig []byte, r *ProviderReconciler) (*corev1.Secret, func() *flotillav1.Provider) {
+	t.Helper()
 	ctx := context.Background()
 	namespace(t, flotillav1.SystemNamespace)
-	up, down := kubeconfigFor(t, env.Config.Host), kubeconfigFor(t, "https://127.0.0.1:1")
-	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "flappy-kubeconfig", Namespace: flotillav1.SystemNamespace},
-		Data: map[string][]byte{"kubeconfig": up}}
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name + "-kubeconfig", Namespace: flotillav1.SystemNamespace},
+		Data: map[string][]byte{"kubeconfig": kubeconfig}}
 	if err := env.Client.Create(ctx, sec); err != nil {
 		t.Fatal(err)
 	}
-	p := &flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: "flappy"}, Spec: flotillav1.ProviderSpec{
-		Owner: "flappy", Region: "eu-west", APIServerURL: env.Config.Host, KubeconfigSecretRef: &flotillav1.SecretKeyReference{Name: sec.Name}}}
+	p := &flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: flotillav1.ProviderSpec{
+		Owner: name, Region: "eu-west", APIServerURL: env.Config.Host, KubeconfigSecretRef: &flotillav1.SecretKeyReference{Name: sec.Name}}}
 	if err := env.Client.Create(ctx, p); err != nil {
 		t.Fatal(err)
 	}
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &ProviderReconciler{Client: mgr.GetClient(), Remote: remote.NewCache(env.Scheme, remote.Options{RequestTimeout: time.Second}),
-		Recorder: mgr.GetEventRecorderFor("test"), HubID: "flap", GracePeriod: time.Second, ProbeInterval: 200 * time.Millisecond,
-		Flap: flap.Policy{Window: time.Minute, Base: 3 * time.Second, Max: time.Minute}, Now: time.Now}
+	mgr := newTestManager(t) // the manager's own cache options
+	r.Client, r.Recorder, r.HubID, r.Now = mgr.GetClient(), mgr.GetEventRecorderFor("test"), name, time.Now
+	r.Remote = remote.NewCache(env.Scheme, remote.Options{RequestTimeout: time.Second})
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
 	mctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(mctx) }()
-	defer func() { cancel(); <-done }()
-
-	get := func() *flotillav1.Provider {
+	t.Cleanup(func() { cancel(); <-done })
+	return sec, func() *flotillav1.Provider {
 		got := &flotillav1.Provider{}
-		_ = env.Client.Get(ctx, client.ObjectKey{Name: "flappy"}, got)
+		_ = env.Client.Get(ctx, client.ObjectKey{Name: name}, got)
 		return got
 	}
+}
+
+// A provider that keeps getting Lost is held down, longer each time, before
+// it takes work again; the first return is immediate.
+func TestFlappingProviderIsHeldDown(t *testing.T) {
+	ctx := context.Background()
+	up, down := kubeconfigFor(t, env.Config.Host), kubeconfigFor(t, "https://127.0.0.1:1")
+	sec, get := pushProvider(t, "flappy", up, &ProviderReconciler{GracePeriod: time.Second, ProbeInterval: 200 * time.Millisecond,
+		Flap: flap.Policy{Window: time.Minute, Base: 3 * time.Second, Max: time.Minute}})
 	setKubeconfig := func(kc []byte) {
 		t.Helper()
 		s := &corev1.Secret{}

@@ -1,0 +1,81 @@
+package controllers
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/test/hubenv"
+)
+
+// A Push-mode provider is probed once per probe interval: the status write
+// of one probe must not wake a second probe at once. (It did: each write
+// of the probe's time woke the controller, which probed again and sent the
+// status again, twice the probes and writes the interval asks.)
+func TestAProviderIsProbedOncePerInterval(t *testing.T) {
+	const interval = time.Second
+	_, get := pushProvider(t, "steady", kubeconfigFor(t, env.Config.Host), &ProviderReconciler{GracePeriod: 10 * time.Second, ProbeInterval: interval})
+	hubenv.Await(t, 10*time.Second, "provider Ready", func() (bool, string) {
+		p := get()
+		return p.Status.Phase == flotillav1.ProviderReady, string(p.Status.Phase)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	wc, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := wc.Watch(ctx, &flotillav1.ProviderList{}, client.MatchingFields{"metadata.name": "steady"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	const window = 5 * time.Second
+	before := probes(t, "steady")
+	writes, end := 0, time.After(window)
+	for done := false; !done; {
+		select {
+		case <-w.ResultChan():
+			writes++
+		case <-end:
+			done = true
+		}
+	}
+	probed := probes(t, "steady") - before
+	// One probe and one write per interval, each recording its time; and
+	// one more write for the watch's first event.
+	if limit := int(window/interval) + 2; writes > limit {
+		t.Errorf("the provider was written %d times in %s with a probe interval of %s, want at most %d", writes, window, interval, limit)
+	}
+	if limit := uint64(window/interval) + 1; probed > limit {
+		t.Errorf("the provider was probed %d times in %s with a probe interval of %s, want at most %d", probed, window, interval, limit)
+	}
+}
+
+// probes is how many times the provider was probed in this process.
+func probes(t *testing.T, provider string) uint64 {
+	t.Helper()
+	mfs, err := crmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "flotilla_remote_request_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			if l["provider"] == provider && l["operation"] == "probe" {
+				return m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	return 0
+}
