@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -38,9 +40,13 @@ import (
 // seen, so the bench can say where create-to-Running time goes. Watches,
 // not polling, so that observing adds no load to the control planes.
 type podObserver struct {
-	mu      sync.Mutex
-	lease   map[string]time.Time            // app -> first Lease seen on the hub
-	deploy  map[string]time.Time            // app -> first Deployment seen on a provider
+	mu     sync.Mutex
+	lease  map[string]time.Time // app -> first Lease seen on the hub
+	deploy map[string]time.Time // app -> first Deployment seen on a provider
+	// nss and sa: an app's namespaces on providers, and when each had its
+	// default ServiceAccount (pods wait for it at admission).
+	nss     map[string][]string
+	sa      map[string]time.Time
 	bound   map[string]map[string]time.Time // app -> pod -> first seen bound to a node
 	first   map[string]map[string]time.Time // app -> pod -> first seen Running
 	skip    map[string]bool
@@ -49,7 +55,7 @@ type podObserver struct {
 }
 
 func newPodObserver() *podObserver {
-	return &podObserver{lease: map[string]time.Time{}, deploy: map[string]time.Time{},
+	return &podObserver{lease: map[string]time.Time{}, deploy: map[string]time.Time{}, nss: map[string][]string{}, sa: map[string]time.Time{},
 		bound: map[string]map[string]time.Time{}, first: map[string]map[string]time.Time{}, created: map[string]map[string]time.Time{},
 		skip: map[string]bool{}, stores: map[string]cache.Store{}}
 }
@@ -92,11 +98,24 @@ func (o *podObserver) run(ctx context.Context, h *hub) error {
 				return
 			}
 			o.mu.Lock()
-			if _, seen := o.deploy[d.Spec.Template.Labels["app"]]; !seen {
-				o.deploy[d.Spec.Template.Labels["app"]] = time.Now()
+			app := d.Spec.Template.Labels["app"]
+			if _, seen := o.deploy[app]; !seen {
+				o.deploy[app] = time.Now()
 			}
+			o.nss[app] = append(o.nss[app], name+"/"+d.Namespace)
 			o.mu.Unlock()
 		}})
+		sas := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
+			lo.FieldSelector = "metadata.name=default"
+		}))
+		_, _ = sas.Core().V1().ServiceAccounts().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(obj any) {
+			if sa, ok := obj.(*corev1.ServiceAccount); ok {
+				o.mu.Lock()
+				o.sa[name+"/"+sa.Namespace] = time.Now()
+				o.mu.Unlock()
+			}
+		}})
+		sas.Start(ctx.Done())
 		o.mu.Lock()
 		o.stores[name] = pods.GetStore()
 		o.mu.Unlock()
@@ -276,47 +295,87 @@ func compare(workloads, floor []time.Duration, providers string) *vsFloor {
 	return v
 }
 
-// floor creates n Deployments of replicas pods from template directly on
-// the providers given, round robin, spaced as the bench spaces its
-// Workloads, and returns each one's create-to-all-Running, watched rather
-// than polled.
-func floor(ctx context.Context, t *testing.T, providers []kubernetes.Interface, n, replicas int, template corev1.PodTemplateSpec) []time.Duration {
+// floorRun creates Deployments directly on providers, round robin, and
+// watches their pods: the floor a Workload's latency is set against.
+type floorRun struct {
+	providers []kubernetes.Interface
+	replicas  int
+	template  corev1.PodTemplateSpec
+	stop      chan struct{}
+	mu        sync.Mutex
+	running   map[string]map[string]time.Time
+	created   map[string]time.Time
+}
+
+// newFloor starts watching the floor's namespace on each provider.
+func newFloor(ctx context.Context, t *testing.T, providers []kubernetes.Interface, replicas int, template corev1.PodTemplateSpec) *floorRun {
 	t.Helper()
 	const ns = "floor"
-	var mu sync.Mutex
-	running := map[string]map[string]time.Time{}
+	f := &floorRun{providers: providers, replicas: replicas, template: template, stop: make(chan struct{}),
+		running: map[string]map[string]time.Time{}, created: map[string]time.Time{}}
+	t.Cleanup(func() { close(f.stop) })
 	onPod := func(obj any) {
 		if p, ok := obj.(*corev1.Pod); ok && p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
-			mu.Lock()
-			firstSeen(running, p.Labels["floor"], p.Name, time.Now())
-			mu.Unlock()
+			f.mu.Lock()
+			firstSeen(f.running, p.Labels["floor"], p.Name, time.Now())
+			f.mu.Unlock()
 		}
 	}
-	stop := make(chan struct{})
-	defer close(stop)
 	for _, cs := range providers {
-		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatal(err)
 		}
-		f := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(ns))
-		_, _ = f.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: onPod, UpdateFunc: func(_, n any) { onPod(n) }})
-		f.Start(stop)
-		f.WaitForCacheSync(stop)
+		inf := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(ns))
+		_, _ = inf.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: onPod, UpdateFunc: func(_, n any) { onPod(n) }})
+		inf.Start(f.stop)
+		inf.WaitForCacheSync(f.stop)
 	}
+	return f
+}
+
+// create creates the floor's Deployment named name, on the next provider.
+func (f *floorRun) create(ctx context.Context, t *testing.T, name string) {
+	t.Helper()
+	tpl := *f.template.DeepCopy()
+	tpl.Labels = map[string]string{"floor": name}
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: appsv1.DeploymentSpec{
+		Replicas: ptr.To(int32(f.replicas)), Selector: &metav1.LabelSelector{MatchLabels: tpl.Labels}, Template: tpl}}
+	f.mu.Lock()
+	i := len(f.created)
+	f.created[name] = time.Now()
+	f.mu.Unlock()
+	if _, err := f.providers[i%len(f.providers)].AppsV1().Deployments("floor").Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// await returns each floor Deployment's create-to-all-Running.
+func (f *floorRun) await(t *testing.T) []time.Duration {
+	t.Helper()
+	f.mu.Lock()
+	created := maps.Clone(f.created)
+	f.mu.Unlock()
+	return awaitAllRunning(t, "every floor Deployment's pods Running", &f.mu, f.running, created, f.replicas)
+}
+
+// createBeside creates n Workloads made by mk and n floor Deployments in
+// turn, benchSpacing apart, so that each Workload and its floor meet the
+// same load (a floor measured after the Workloads met another machine:
+// its p99 moved between 0.6 s and 2.0 s from run to run); it returns when
+// each Workload was created, by name.
+func createBeside(ctx context.Context, t *testing.T, h *hub, f *floorRun, n int, mk func(i int) *flotillav1.Workload) map[string]time.Time {
+	t.Helper()
 	created := map[string]time.Time{}
 	for i := range n {
-		name := fmt.Sprintf("f%02d", i)
-		tpl := *template.DeepCopy()
-		tpl.Labels = map[string]string{"floor": name}
-		d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To(int32(replicas)), Selector: &metav1.LabelSelector{MatchLabels: tpl.Labels}, Template: tpl}}
-		created[name] = time.Now()
-		if _, err := providers[i%len(providers)].AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		w := mk(i)
+		created[w.Name] = time.Now()
+		mustCreate(t, h.client, w)
+		time.Sleep(benchSpacing)
+		f.create(ctx, t, fmt.Sprintf("f%02d", i))
 		time.Sleep(benchSpacing)
 	}
-	return awaitAllRunning(t, "every floor Deployment's pods Running", &mu, running, created, replicas)
+	return created
 }
 
 // benchSpacing is the time between two Workloads (and two floor
@@ -405,25 +464,32 @@ func TestBenchE2E(t *testing.T) {
 	}
 
 	h.tenant(t, "bench", "100000")
-	kwokTemplate := newWorkload("bench", "t", flotillav1.ClassService, replicas).Spec.Template
-	created := createSpaced(t, h, nWorkloads, func(i int) *flotillav1.Workload {
+	// The floor: as many Deployments, spread the same way over the same
+	// providers, each created directly on its provider, in turn with the
+	// Workloads.
+	var kwokProviders []kubernetes.Interface
+	for i := range nProviders {
+		kwokProviders = append(kwokProviders, h.providers[fmt.Sprintf("p%02d", i)])
+	}
+	kwokFloor := newFloor(ctx, t, kwokProviders, replicas, newWorkload("bench", "t", flotillav1.ClassService, replicas).Spec.Template)
+	// What the federation costs with nothing to place, for scale.
+	idle := startPhase(ctx, h)
+	time.Sleep(10 * time.Second)
+	idle.log(ctx, t, h, "idle")
+	kwokPhase := startPhase(ctx, h)
+	created := createBeside(ctx, t, h, kwokFloor, nWorkloads, func(i int) *flotillav1.Workload {
 		w := newWorkload("bench", fmt.Sprintf("w%02d", i), flotillav1.ClassService, replicas)
 		fixture.Selecting("region", "eu-west")(w)
 		return w
 	})
 	latencies := obs.awaitRunning(t, created, replicas)
+	kwokPhase.log(ctx, t, h, "kwok placement")
 	res := e2eResult{Date: time.Now().UTC().Format(time.RFC3339), Providers: nProviders, Workloads: nWorkloads, ReplicasEach: replicas,
 		CreateToRunningP50Sec: percentile(latencies, 0.50), CreateToRunningP99Sec: percentile(latencies, 0.99),
 		CreateToRunningMaxSec: percentile(latencies, 1)}
 	res.Stages = obs.stages(created)
 	t.Logf("create to all Running: p50 %.2fs p99 %.2fs max %.2fs; stages %v", res.CreateToRunningP50Sec, res.CreateToRunningP99Sec, res.CreateToRunningMaxSec, res.Stages)
-	// The floor: as many Deployments, spread the same way over the same
-	// providers, each created directly on its provider.
-	var kwokProviders []kubernetes.Interface
-	for i := range nProviders {
-		kwokProviders = append(kwokProviders, h.providers[fmt.Sprintf("p%02d", i)])
-	}
-	res.Kwok = compare(latencies, floor(ctx, t, kwokProviders, nWorkloads, replicas, kwokTemplate), "p00-p09")
+	res.Kwok = compare(latencies, kwokFloor.await(t), "p00-p09")
 	t.Logf("kwok nodes: %+v", *res.Kwok)
 
 	if realErr == nil {
@@ -432,21 +498,35 @@ func TestBenchE2E(t *testing.T) {
 				fixture.Requests("50m", "32Mi"), fixture.RunAsUser(65532), fixture.Runs("docker.io/flotilla/web:dev"),
 				fixture.PodLabel("app", name), fixture.Selecting("region", "real-0"))
 		}
-		realCreated := createSpaced(t, h, nReal, func(i int) *flotillav1.Workload { return webOf(fmt.Sprintf("real%02d", i)) })
-		realLat := obs.awaitRunning(t, realCreated, replicas)
-		// Flotilla's replicas all went to r00's node; the floor puts as
-		// many on r01's, the same kind of node with the same load.
-		res.Real = compare(realLat, floor(ctx, t, []kubernetes.Interface{h.providers["r01"]}, nReal, replicas, webOf("t").Spec.Template), "r01")
+		// Flotilla's replicas all go to r00's node; the floor puts as
+		// many on r01's, the same kind of node, at the same time.
+		realFloor := newFloor(ctx, t, []kubernetes.Interface{h.providers["r01"]}, replicas, webOf("t").Spec.Template)
+		realCreated := createBeside(ctx, t, h, realFloor, nReal, func(i int) *flotillav1.Workload { return webOf(fmt.Sprintf("real%02d", i)) })
+		res.Real = compare(obs.awaitRunning(t, realCreated, replicas), realFloor.await(t), "r01")
 		t.Logf("real nodes: %+v", *res.Real)
 	}
-	for k, v := range histogramMeans("workqueue_queue_duration_seconds", "workqueue_work_duration_seconds",
-		"flotilla_scheduler_cycle_duration_seconds", "flotilla_bank_settlement_duration_seconds", "flotilla_remote_request_duration_seconds") {
+	for k, v := range histogramMeans(benchHistograms...) {
 		t.Logf("  %s: %s", k, v)
 	}
 
 	// Pull mode beside push mode: the same Workloads on three pull-mode
 	// providers and on three push-mode ones (owners o07-o09).
 	const nPull = 20
+	// The push set needs 20 cores on o07-o09 beside the kwok Workloads,
+	// which may take most of those providers' 8-core offers (with the
+	// floor landing beside them, they are spread over all ten): offer 16
+	// of their nodes' 32.
+	for i := 7; i <= 9; i++ {
+		o := &flotillav1.Offer{}
+		key := client.ObjectKey{Namespace: flotillav1.ProviderNamespace(fmt.Sprintf("p%02d", i)), Name: "standard"}
+		if err := h.client.Get(ctx, key, o); err != nil {
+			t.Fatal(err)
+		}
+		o.Spec.Resources[corev1.ResourceCPU] = resource.MustParse("16")
+		if err := h.client.Update(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// One of each in turn, so that both sets meet the same load.
 	both := createSpaced(t, h, 2*nPull, func(i int) *flotillav1.Workload {
 		if i%2 == 0 {
@@ -577,16 +657,26 @@ func TestBenchE2E(t *testing.T) {
 // name is in names, the mean and count per label set, so a bench run shows
 // where the hub spends its time (queueing, reconciling, calling providers).
 func histogramMeans(names ...string) map[string]string {
-	out := map[string]string{}
+	return meansSince(nil, histogramSums(names...))
+}
+
+// benchHistograms are the manager's histograms a bench run logs.
+var benchHistograms = []string{"workqueue_queue_duration_seconds", "workqueue_work_duration_seconds",
+	"flotilla_scheduler_cycle_duration_seconds", "flotilla_scheduler_lease_create_duration_seconds",
+	"flotilla_bank_settlement_duration_seconds", "flotilla_remote_request_duration_seconds"}
+
+// histogramSums gives the sum and count of each histogram named, per
+// label set (the controller, name or operation).
+func histogramSums(names ...string) map[string][2]float64 {
+	sums := map[string][2]float64{}
 	mfs, err := crmetrics.Registry.Gather()
 	if err != nil {
-		return out
+		return sums
 	}
 	for _, mf := range mfs {
 		if !slices.Contains(names, mf.GetName()) {
 			continue
 		}
-		sums := map[string][2]float64{}
 		for _, m := range mf.GetMetric() {
 			var key []string
 			for _, lp := range m.GetLabel() {
@@ -599,11 +689,95 @@ func histogramMeans(names ...string) map[string]string {
 			v := sums[k]
 			sums[k] = [2]float64{v[0] + h.GetSampleSum(), v[1] + float64(h.GetSampleCount())}
 		}
-		for k, v := range sums {
-			if v[1] > 0 {
-				out[k] = fmt.Sprintf("mean %.3fs n=%d", v[0]/v[1], int(v[1]))
-			}
+	}
+	return sums
+}
+
+// meansSince gives the mean and count of what each histogram observed
+// between the sums before and after.
+func meansSince(before, after map[string][2]float64) map[string]string {
+	out := map[string]string{}
+	for k, v := range after {
+		sum, n := v[0]-before[k][0], v[1]-before[k][1]
+		if n > 0 {
+			out[k] = fmt.Sprintf("mean %.3fs n=%d", sum/n, int(n))
 		}
+	}
+	return out
+}
+
+// phase marks the start of a part of a bench run, to log what the hub did
+// during it: its API server's requests and the manager's histograms.
+type phase struct {
+	hist map[string][2]float64
+	req  map[string]float64
+	cpu  map[string]float64
+	at   time.Time
+}
+
+func startPhase(ctx context.Context, h *hub) phase {
+	p := phase{hist: histogramSums(benchHistograms...), cpu: cpuByRole(h), at: time.Now()}
+	if cfg, err := h.cluster.RESTConfig(10 * time.Second); err == nil {
+		p.req, _ = apiRequests(ctx, cfg)
+	}
+	return p
+}
+
+// log writes what the hub did since p started, largest request counts first.
+func (p phase) log(ctx context.Context, t *testing.T, h *hub, what string) {
+	t.Helper()
+	means := meansSince(p.hist, histogramSums(benchHistograms...))
+	for _, k := range slices.Sorted(maps.Keys(means)) {
+		t.Logf("%s: %s: %s", what, k, means[k])
+	}
+	took := time.Since(p.at).Seconds()
+	var cpu []string
+	for _, kv := range topDelta(p.cpu, cpuByRole(h), 8) {
+		n, role, _ := strings.Cut(kv, " ")
+		s, _ := strconv.ParseFloat(n, 64)
+		cpu = append(cpu, fmt.Sprintf("%s %.2f", role, s/100/took))
+	}
+	t.Logf("%s: %.1fs; CPU cores by process: %s", what, took, strings.Join(cpu, ", "))
+	cfg, err := h.cluster.RESTConfig(10 * time.Second)
+	if err != nil || p.req == nil {
+		return
+	}
+	if after, err := apiRequests(ctx, cfg); err == nil {
+		t.Logf("%s: the hub API server's requests: %s", what, strings.Join(topDelta(p.req, after, 15), ", "))
+	}
+}
+
+// cpuByRole sums the CPU time of this machine's processes, in hundredths
+// of a second, by role: the hub's control plane processes, the providers'
+// (all of them), this process (the manager and the bench), and the rest by
+// name.
+func cpuByRole(h *hub) map[string]float64 {
+	out := map[string]float64{}
+	hubDir := filepath.Dir(h.cluster.Kubeconfig)
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || len(cmd) == 0 {
+			continue
+		}
+		s, err := cpuSeconds(pid)
+		if err != nil {
+			continue
+		}
+		role := filepath.Base(strings.SplitN(string(cmd), "\x00", 2)[0])
+		switch {
+		case pid == os.Getpid():
+			role = "manager+bench"
+		case strings.Contains(string(cmd), hubDir):
+			role = "hub-" + role
+		case slices.Contains([]string{"kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok"}, role):
+			role = "providers-" + role
+		}
+		out[role] += s * 100
 	}
 	return out
 }
@@ -645,9 +819,20 @@ func (o *podObserver) stages(created map[string]time.Time) map[string][2]float64
 	for stage, at := range map[string]func(string) time.Time{
 		"1-lease":      func(app string) time.Time { return o.lease[app] },
 		"2-deployment": func(app string) time.Time { return o.deploy[app] },
-		"3-pods":       func(app string) time.Time { return latest(o.created[app]) },
-		"4-bound":      func(app string) time.Time { return latest(o.bound[app]) },
-		"5-running":    func(app string) time.Time { return latest(o.first[app]) },
+		"2b-serviceaccount": func(app string) time.Time {
+			var last time.Time
+			for _, ns := range o.nss[app] {
+				if t := o.sa[ns]; t.IsZero() {
+					return time.Time{}
+				} else if t.After(last) {
+					last = t
+				}
+			}
+			return last
+		},
+		"3-pods":    func(app string) time.Time { return latest(o.created[app]) },
+		"4-bound":   func(app string) time.Time { return latest(o.bound[app]) },
+		"5-running": func(app string) time.Time { return latest(o.first[app]) },
 	} {
 		var d []time.Duration
 		for name, c := range created {
