@@ -58,8 +58,11 @@ type ProviderReconciler struct {
 
 	// beats is, by provider, the last heartbeat value seen and when (a
 	// heartbeat): status records it only every health.Policy's
-	// HeartbeatRecord. Losing it (a restart) is covered by Since.
+	// ContactRecord. Losing it (a restart) is covered by Since.
 	beats sync.Map
+	// probed is, by Push-mode provider, when it last answered a probe:
+	// status records that only every ContactRecord too.
+	probed sync.Map
 }
 
 // heartbeat is a renew time seen on an agent's coordination Lease.
@@ -86,6 +89,7 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		if apierrors.IsNotFound(err) {
 			r.Remote.Forget(req.Name)
 			r.beats.Delete(req.Name)
+			r.probed.Delete(req.Name)
 			metrics.ForgetProvider(req.Name)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -99,7 +103,13 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		}
 	}
 	in := r.gather(ctx, p)
+	if t, ok := r.probed.Load(p.Name); ok {
+		in.ProbedAt = t.(time.Time)
+	}
 	d := health.Decide(in, r.policy())
+	if in.Probe.OK && !in.Pull {
+		r.probed.Store(p.Name, in.Now)
+	}
 	if in.Pull && d.Status.Phase == flotillav1.ProviderLost && p.Status.Phase != flotillav1.ProviderLost {
 		// Lost only once the agent is told so, in the same write that
 		// checks its heartbeat is still the one judged stale.

@@ -259,7 +259,9 @@ type ProviderStatus struct {
 	// +kubebuilder:validation:MaxLength=64
 	ObservedHeartbeat string `json:"observedHeartbeat,omitempty"`
 
-	// lastProbeTime is when the hub last reached the provider's API server.
+	// lastProbeTime is when the hub last reached the provider's API server,
+	// as recorded: about once a minute while nothing else changes, and at
+	// every change of phase.
 	// +optional
 	LastProbeTime *metav1.Time `json:"lastProbeTime,omitempty"`
 

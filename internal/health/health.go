@@ -28,27 +28,29 @@ type Policy struct {
 	ProbeInterval time.Duration
 	// Flap holds down providers that keep getting Lost.
 	Flap flap.Policy
-	// HeartbeatRecord is how often a Ready Pull-mode provider's heartbeat
-	// time is written into its status; between writes the hub keeps it in
-	// memory (Input.HeartbeatSeen). Writing every beat cost one status
-	// write per provider every few seconds, most of a large hub's writes.
-	HeartbeatRecord time.Duration
+	// ContactRecord is how often a Ready provider's last contact (its
+	// agent's heartbeat in Pull mode, its last successful probe in Push
+	// mode) is written into its status while nothing else changes;
+	// between writes the hub keeps it in memory (Input.HeartbeatSeen,
+	// Input.ProbedAt). Writing every beat or probe cost one status write
+	// per provider every few seconds, most of a large hub's writes.
+	ContactRecord time.Duration
 }
 
 // Defaults of Policy.
 const (
 	DefaultGrace         = 20 * time.Second
 	DefaultProbeInterval = 3 * time.Second
-	// DefaultHeartbeatRecord: a Ready provider's status is written about
+	// DefaultContactRecord: a Ready provider's status is written about
 	// once a minute while nothing else changes.
-	DefaultHeartbeatRecord = time.Minute
+	DefaultContactRecord = time.Minute
 )
 
-func (p Policy) heartbeatRecord() time.Duration {
-	if p.HeartbeatRecord > 0 {
-		return p.HeartbeatRecord
+func (p Policy) contactRecord() time.Duration {
+	if p.ContactRecord > 0 {
+		return p.ContactRecord
 	}
-	return DefaultHeartbeatRecord
+	return DefaultContactRecord
 }
 
 func (p Policy) grace() time.Duration {
@@ -93,14 +95,19 @@ type Input struct {
 	// by its clock; zero when it does not know (the value counts as seen
 	// now if it differs from status).
 	HeartbeatSeen time.Time
+	// ProbedAt is when this hub process last probed the provider
+	// successfully, by its clock; zero when it has not since it started.
+	// Push mode only: status records it every Policy.ContactRecord.
+	ProbedAt time.Time
 	// Pull: the hub never connects to this provider; it is alive while
 	// the hub sees its agent's heartbeat change, by the hub's clock, and
 	// Probe is ignored.
 	Pull bool
-	// Since is when this hub process started watching. A Pull-mode
-	// provider's last heartbeat counts from no earlier, so that a hub back
-	// from an outage does not declare every one of them Lost before it has
-	// had a chance to see them beat.
+	// Since is when this hub process started watching. A provider's last
+	// contact counts from no earlier (status records it only every
+	// Policy.ContactRecord), so that a hub back from an outage does not
+	// declare every one of them Lost before it has had a chance to see
+	// them beat or to probe them.
 	Since time.Time
 }
 
@@ -137,7 +144,8 @@ type eval struct {
 	p           Policy
 	st          *flotillav1.ProviderStatus
 	lastContact *time.Time
-	// beat is when a heartbeat not yet written into status was seen.
+	// beat is the last contact status may not show: when a heartbeat was
+	// seen (Pull mode), or the last successful probe (Push mode).
 	beat     *time.Time
 	heldDown bool
 }
@@ -166,14 +174,14 @@ func Decide(in Input, p Policy) Decision {
 	e := &eval{Input: in, p: p, st: st}
 	// The agent writes its heartbeat's time itself; only that it changed
 	// is noted, by the hub's clock. A Ready provider's is written at most
-	// every HeartbeatRecord and counts from memory in between.
+	// every ContactRecord and counts from memory in between.
 	if in.Heartbeat != "" && in.Heartbeat != st.ObservedHeartbeat {
 		seen := in.HeartbeatSeen
 		if seen.IsZero() || seen.After(in.Now) {
 			seen = in.Now
 		}
 		if st.LastHeartbeatTime == nil || in.Status.Phase != flotillav1.ProviderReady || !in.Pull ||
-			seen.Sub(st.LastHeartbeatTime.Time) >= p.heartbeatRecord() {
+			seen.Sub(st.LastHeartbeatTime.Time) >= p.contactRecord() {
 			st.ObservedHeartbeat = in.Heartbeat
 			st.LastHeartbeatTime = &metav1.Time{Time: seen}
 		} else {
@@ -187,19 +195,23 @@ func Decide(in Input, p Policy) Decision {
 	} else {
 		st.Mode = flotillav1.ModePush
 	}
-	if in.Probe.OK && !in.Pull {
-		st.LastProbeTime = &metav1.Time{Time: in.Now}
-		st.KubernetesVersion = in.Probe.KubernetesVersion
-		st.Capacity = in.Probe.Capacity
+	if !in.Pull {
+		if in.Probe.OK {
+			st.KubernetesVersion = in.Probe.KubernetesVersion
+			st.Capacity = in.Probe.Capacity
+			e.beat = &in.Now
+		} else if !in.ProbedAt.IsZero() && !in.ProbedAt.After(in.Now) {
+			e.beat = &in.ProbedAt
+		}
 	}
 	conditions.Set(&st.Conditions, in.Generation, flotillav1.ProviderReachable, in.Probe.OK, in.Probe.Reason, in.Probe.Message)
 	if t := LastContact(st); t != nil {
 		e.lastContact = t
 	}
-	if in.Pull && e.beat != nil && (e.lastContact == nil || e.beat.After(*e.lastContact)) {
+	if e.beat != nil && (e.lastContact == nil || e.beat.After(*e.lastContact)) {
 		e.lastContact = e.beat
 	}
-	if in.Pull && e.lastContact != nil && e.lastContact.Before(in.Since) && in.Status.Phase != flotillav1.ProviderLost {
+	if e.lastContact != nil && e.lastContact.Before(in.Since) && in.Status.Phase != flotillav1.ProviderLost {
 		t := in.Since
 		e.lastContact = &t
 	}
@@ -211,9 +223,17 @@ func Decide(in Input, p Policy) Decision {
 		}
 	}
 	st.Phase = v.phase
-	if e.beat != nil && v.phase != in.Status.Phase {
+	switch {
+	case e.beat == nil:
+	case in.Pull && v.phase != in.Status.Phase:
 		// A change of phase is written with the heartbeat it was decided on.
 		st.ObservedHeartbeat, st.LastHeartbeatTime = in.Heartbeat, &metav1.Time{Time: *e.beat}
+	case !in.Pull && (st.LastProbeTime == nil || in.ProbedAt.IsZero() || v.phase != in.Status.Phase ||
+		e.beat.Sub(st.LastProbeTime.Time) >= p.contactRecord()):
+		// And with the probe: the Lease controller counts a workload's
+		// failover grace from it. This process's first probe is written
+		// too, so that status shows it is watched.
+		st.LastProbeTime = &metav1.Time{Time: *e.beat}
 	}
 	conditions.Apply(&st.Conditions, in.Generation, conditions.Summary{State: v.state, Reason: v.reason, Message: v.message})
 	d := Decision{Status: *st, RequeueAfter: p.interval(), HeldDown: e.heldDown}

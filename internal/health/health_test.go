@@ -248,6 +248,87 @@ func TestSteadyPullProviderIsNotRewritten(t *testing.T) {
 	}
 }
 
+// TestSteadyPushProviderIsNotRewritten: a Push-mode provider that answers
+// every probe has its probe time written once a minute, not at every
+// probe; in between the hub counts from the probe it remembers.
+func TestSteadyPushProviderIsNotRewritten(t *testing.T) {
+	first := Decide(Input{Now: t0, Probe: up}, policy)
+	if got := first.Status.LastProbeTime; got == nil || !got.Time.Equal(t0) {
+		t.Fatalf("first probe: lastProbeTime %v, want %s", got, t0)
+	}
+	probed := t0
+	for i := 1; i < 20; i++ {
+		now := t0.Add(time.Duration(i) * 3 * time.Second)
+		d := Decide(Input{Now: now, Status: first.Status, Probe: up, ProbedAt: probed}, policy)
+		if diff := cmp.Diff(first.Status, d.Status); diff != "" {
+			t.Fatalf("probe %d at %s changed the status (-first +now):\n%s", i, now.Sub(t0), diff)
+		}
+		probed = now
+	}
+	d := Decide(Input{Now: t0.Add(time.Minute), Status: first.Status, Probe: up, ProbedAt: probed}, policy)
+	if got := d.Status.LastProbeTime; got == nil || !got.Time.Equal(t0.Add(time.Minute)) {
+		t.Errorf("a minute after the recorded probe: lastProbeTime %v, want it written", got)
+	}
+}
+
+// TestDecidePushContact: the last contact of a Push-mode provider is the
+// later of its recorded probe and the one the hub remembers; a change of
+// phase is written with it, and after a restart it counts from no earlier
+// than the restart.
+func TestDecidePushContact(t *testing.T) {
+	ready := flotillav1.ProviderStatus{Phase: flotillav1.ProviderReady, LastProbeTime: at(0)}
+	for name, tc := range map[string]struct {
+		in        Input
+		want      outcome
+		lastProbe *metav1.Time
+	}{
+		"unreachable 15s after the last probe remembered: within the grace period": {
+			in:        Input{Now: t0.Add(55 * time.Second), Status: ready, Probe: down, ProbedAt: t0.Add(40 * time.Second)},
+			want:      outcome{Phase: "Ready", Ready: "True/WithinGracePeriod", RequeueAfter: 3 * time.Second, KStatus: "Current"},
+			lastProbe: at(0),
+		},
+		"unreachable a grace period after the last probe remembered: Lost, written with that probe": {
+			in: Input{Now: t0.Add(60 * time.Second), Status: ready, Probe: down, ProbedAt: t0.Add(40 * time.Second)},
+			want: outcome{Phase: "Lost", Ready: "False/Lost", Stalled: "True/Lost", RecentLosses: 1, LastLost: at(60 * time.Second),
+				RequeueAfter: 3 * time.Second, Event: "PhaseLost", KStatus: "Failed"},
+			lastProbe: at(40 * time.Second),
+		},
+		"hub restarted 5s ago, provider unreachable: the grace period counts from the restart": {
+			in:        Input{Now: t0.Add(35 * time.Second), Since: t0.Add(30 * time.Second), Status: ready, Probe: down},
+			want:      outcome{Phase: "Ready", Ready: "True/WithinGracePeriod", RequeueAfter: 3 * time.Second, KStatus: "Current"},
+			lastProbe: at(0),
+		},
+		"hub restarted a grace period ago, provider unreachable since: Lost": {
+			in: Input{Now: t0.Add(50 * time.Second), Since: t0.Add(30 * time.Second), Status: ready, Probe: down},
+			want: outcome{Phase: "Lost", Ready: "False/Lost", Stalled: "True/Lost", RecentLosses: 1, LastLost: at(50 * time.Second),
+				RequeueAfter: 3 * time.Second, Event: "PhaseLost", KStatus: "Failed"},
+			// The restart is no probe: status keeps the last one.
+			lastProbe: at(0),
+		},
+		"the restarted hub's first probe is written": {
+			in:        Input{Now: t0.Add(35 * time.Second), Since: t0.Add(30 * time.Second), Status: ready, Probe: up},
+			want:      outcome{Phase: "Ready", Ready: "True/Ready", RequeueAfter: 3 * time.Second, KStatus: "Current"},
+			lastProbe: at(35 * time.Second),
+		},
+		"a remembered probe ahead of the hub's clock is not contact": {
+			in: Input{Now: t0.Add(30 * time.Second), Status: ready, Probe: down, ProbedAt: t0.Add(time.Hour)},
+			want: outcome{Phase: "Lost", Ready: "False/Lost", Stalled: "True/Lost", RecentLosses: 1, LastLost: at(30 * time.Second),
+				RequeueAfter: 3 * time.Second, Event: "PhaseLost", KStatus: "Failed"},
+			lastProbe: at(0),
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			d := Decide(tc.in, policy)
+			if diff := cmp.Diff(tc.want, summarize(t, tc.in, d)); diff != "" {
+				t.Errorf("(-want +got)\n%s", diff)
+			}
+			if diff := cmp.Diff(tc.lastProbe, d.Status.LastProbeTime); diff != "" {
+				t.Errorf("lastProbeTime (-want +got)\n%s", diff)
+			}
+		})
+	}
+}
+
 // A provider held down after repeated losses is probed every few seconds
 // until it is readmitted; each probe must leave its status as it was.
 func TestBackingOffIsSteady(t *testing.T) {
