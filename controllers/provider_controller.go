@@ -107,9 +107,6 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		in.ProbedAt = t.(time.Time)
 	}
 	d := health.Decide(in, r.policy())
-	if in.Probe.OK && !in.Pull {
-		r.probed.Store(p.Name, in.Now)
-	}
 	if in.Pull && d.Status.Phase == flotillav1.ProviderLost && p.Status.Phase != flotillav1.ProviderLost {
 		// Lost only once the agent is told so, in the same write that
 		// checks its heartbeat is still the one judged stale.
@@ -148,6 +145,11 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 			}
 			return ctrl.Result{}, fmt.Errorf("writing the status of provider %s: %w", p.Name, err)
 		}
+	}
+	if in.Probe.OK && !in.Pull {
+		// Remembered once status holds what was decided on it: a first
+		// probe whose write conflicted is written at the next one.
+		r.probed.Store(p.Name, in.Now)
 	}
 	if err := r.markRecorded(ctx, marks); err != nil {
 		return ctrl.Result{}, err

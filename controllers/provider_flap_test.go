@@ -28,11 +28,20 @@ func kubeconfigFor(t *testing.T, server string) []byte {
 	return b
 }
 
+// pushOptions bend pushProvider's setup.
+type pushOptions struct {
+	// status, when set, is the Provider's status before the controller
+	// starts: a previous manager's.
+	status *flotillav1.ProviderStatus
+	// wrap, when set, wraps the controller's client.
+	wrap func(client.Client) client.Client
+}
+
 // pushProvider registers a Push-mode provider whose kubeconfig Secret holds
 // kubeconfig, and runs r (its intervals and policies as given) in a
 // manager of its own until the test ends. It returns the Secret and a
 // getter of the Provider.
-func pushProvider(t *testing.T, name string, kubeconfig []byte, r *ProviderReconciler) (*corev1.Secret, func() *flotillav1.Provider) {
+func pushProvider(t *testing.T, name string, kubeconfig []byte, r *ProviderReconciler, o pushOptions) (*corev1.Secret, func() *flotillav1.Provider) {
 	t.Helper()
 	ctx := context.Background()
 	namespace(t, flotillav1.SystemNamespace)
@@ -46,8 +55,17 @@ func pushProvider(t *testing.T, name string, kubeconfig []byte, r *ProviderRecon
 	if err := env.Client.Create(ctx, p); err != nil {
 		t.Fatal(err)
 	}
+	if o.status != nil {
+		p.Status = *o.status
+		if err := env.Client.Status().Update(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
 	mgr := newTestManager(t) // the manager's own cache options
 	r.Client, r.Recorder, r.HubID, r.Now = mgr.GetClient(), mgr.GetEventRecorderFor("test"), name, time.Now
+	if o.wrap != nil {
+		r.Client = o.wrap(r.Client)
+	}
 	r.Remote = remote.NewCache(env.Scheme, remote.Options{RequestTimeout: time.Second})
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
@@ -69,7 +87,7 @@ func TestFlappingProviderIsHeldDown(t *testing.T) {
 	ctx := context.Background()
 	up, down := kubeconfigFor(t, env.Config.Host), kubeconfigFor(t, "https://127.0.0.1:1")
 	sec, get := pushProvider(t, "flappy", up, &ProviderReconciler{GracePeriod: time.Second, ProbeInterval: 200 * time.Millisecond,
-		Flap: flap.Policy{Window: time.Minute, Base: 3 * time.Second, Max: time.Minute}})
+		Flap: flap.Policy{Window: time.Minute, Base: 3 * time.Second, Max: time.Minute}}, pushOptions{})
 	setKubeconfig := func(kc []byte) {
 		t.Helper()
 		s := &corev1.Secret{}

@@ -2,8 +2,15 @@ package controllers
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -19,7 +26,7 @@ import (
 // probe's time alone is recorded once a minute.
 func TestAProviderIsProbedOncePerInterval(t *testing.T) {
 	const interval = time.Second
-	_, get := pushProvider(t, "steady", kubeconfigFor(t, env.Config.Host), &ProviderReconciler{GracePeriod: 10 * time.Second, ProbeInterval: interval})
+	_, get := pushProvider(t, "steady", kubeconfigFor(t, env.Config.Host), &ProviderReconciler{GracePeriod: 10 * time.Second, ProbeInterval: interval}, pushOptions{})
 	hubenv.Await(t, 10*time.Second, "provider Ready", func() (bool, string) {
 		p := get()
 		return p.Status.Phase == flotillav1.ProviderReady, string(p.Status.Phase)
@@ -56,6 +63,45 @@ func TestAProviderIsProbedOncePerInterval(t *testing.T) {
 	if limit := uint64(window/interval) + 1; probed > limit {
 		t.Errorf("the provider was probed %d times in %s with a probe interval of %s, want at most %d", probed, window, interval, limit)
 	}
+}
+
+// A restarted hub writes its first probe of a Ready provider, even when
+// that write fails the first time: the probe is remembered (and then
+// written only once a minute) once status holds it. (A first write that
+// conflicted left the previous manager's probe time in status for up to
+// a minute.)
+func TestTheFirstProbeAfterARestartIsWritten(t *testing.T) {
+	old := metav1.NewTime(time.Now().Add(-30 * time.Second).Truncate(time.Second))
+	var failed atomic.Bool
+	conflictOnce := func(c client.Client) client.Client { return conflictingStatus{c, &failed} }
+	_, get := pushProvider(t, "restarted", kubeconfigFor(t, env.Config.Host), &ProviderReconciler{GracePeriod: 10 * time.Second, ProbeInterval: 200 * time.Millisecond},
+		pushOptions{status: &flotillav1.ProviderStatus{Phase: flotillav1.ProviderReady, Mode: flotillav1.ModePush, LastProbeTime: &old}, wrap: conflictOnce})
+	hubenv.Await(t, 10*time.Second, "the restarted controller's probe written", func() (bool, string) {
+		p := get()
+		return failed.Load() && p.Status.LastProbeTime != nil && p.Status.LastProbeTime.After(old.Time), fmt.Sprintf("write failed once: %v; lastProbeTime %v", failed.Load(), p.Status.LastProbeTime)
+	})
+}
+
+// conflictingStatus fails its first status write with a Conflict.
+type conflictingStatus struct {
+	client.Client
+	failed *atomic.Bool
+}
+
+func (c conflictingStatus) Status() client.SubResourceWriter {
+	return conflictingWriter{c.Client.Status(), c.failed}
+}
+
+type conflictingWriter struct {
+	client.SubResourceWriter
+	failed *atomic.Bool
+}
+
+func (w conflictingWriter) Apply(ctx context.Context, obj runtime.ApplyConfiguration, opts ...client.SubResourceApplyOption) error {
+	if w.failed.CompareAndSwap(false, true) {
+		return apierrors.NewConflict(flotillav1.GroupVersion.WithResource("providers").GroupResource(), "restarted", errors.New("the object has been modified"))
+	}
+	return w.SubResourceWriter.Apply(ctx, obj, opts...)
 }
 
 // probes is how many times the provider was probed in this process.

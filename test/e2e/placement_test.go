@@ -223,7 +223,8 @@ func TestPlacementFailoverAndFencing(t *testing.T) {
 			_ = h.client.List(ctx, &ps)
 			fresh, s := 0, ""
 			for _, p := range ps.Items {
-				if t := p.Status.LastProbeTime; t != nil && t.After(restarted) {
+				// Status keeps whole seconds.
+				if t := p.Status.LastProbeTime; t != nil && !t.Time.Before(restarted.Truncate(time.Second)) {
 					fresh++
 				}
 				s += fmt.Sprintf("%s probed %v; ", p.Name, p.Status.LastProbeTime)
