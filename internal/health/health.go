@@ -174,19 +174,19 @@ func Decide(in Input, p Policy) Decision {
 	e := &eval{Input: in, p: p, st: st}
 	// The agent writes its heartbeat's time itself; only that it changed
 	// is noted, by the hub's clock. A Ready provider's is written at most
-	// every ContactRecord and counts from memory in between.
+	// every ContactRecord; in Pull mode it counts from memory in between.
 	if in.Heartbeat != "" && in.Heartbeat != st.ObservedHeartbeat {
 		seen := in.HeartbeatSeen
 		if seen.IsZero() || seen.After(in.Now) {
 			seen = in.Now
 		}
-		if st.LastHeartbeatTime == nil || in.Status.Phase != flotillav1.ProviderReady || !in.Pull ||
+		if st.LastHeartbeatTime == nil || in.Status.Phase != flotillav1.ProviderReady ||
 			seen.Sub(st.LastHeartbeatTime.Time) >= p.contactRecord() {
 			st.ObservedHeartbeat = in.Heartbeat
 			st.LastHeartbeatTime = &metav1.Time{Time: seen}
-		} else {
+		} else if in.Pull {
 			e.beat = &seen
-		}
+		} // In Push mode the heartbeat is only shown: never contact.
 	}
 	if in.Pull {
 		st.Mode = flotillav1.ModePull

@@ -140,6 +140,19 @@ func TestHeartbeatTimeIsTheHubs(t *testing.T) {
 	if !again.Status.LastHeartbeatTime.Time.Equal(t0) {
 		t.Errorf("an unchanged heartbeat moved lastHeartbeatTime to %v", again.Status.LastHeartbeatTime)
 	}
+	// A Ready Push-mode provider's agent beats every few seconds: shown
+	// once a minute, like the probe.
+	d.Status.Phase = flotillav1.ProviderReady
+	soon := Decide(Input{Now: t0.Add(30 * time.Second), Probe: up, ProbedAt: t0.Add(27 * time.Second), Status: d.Status,
+		Heartbeat: "b", HeartbeatSeen: t0.Add(29 * time.Second)}, policy)
+	if soon.Status.ObservedHeartbeat != d.Status.ObservedHeartbeat || !soon.Status.LastHeartbeatTime.Time.Equal(t0) {
+		t.Errorf("a new heartbeat 29s after the recorded one was written: %q at %v", soon.Status.ObservedHeartbeat, soon.Status.LastHeartbeatTime)
+	}
+	later := Decide(Input{Now: t0.Add(61 * time.Second), Probe: up, ProbedAt: t0.Add(57 * time.Second), Status: d.Status,
+		Heartbeat: "c", HeartbeatSeen: t0.Add(60 * time.Second)}, policy)
+	if later.Status.ObservedHeartbeat != "c" || !later.Status.LastHeartbeatTime.Time.Equal(t0.Add(60*time.Second)) {
+		t.Errorf("a new heartbeat a minute after the recorded one: %q at %v, want c at the time it was seen", later.Status.ObservedHeartbeat, later.Status.LastHeartbeatTime)
+	}
 }
 
 // TestDecidePull: a Pull-mode provider is alive while the hub sees its
