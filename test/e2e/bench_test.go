@@ -366,25 +366,20 @@ func (f *floorRun) await(t *testing.T) []time.Duration {
 // each Workload was created, by name.
 func createBeside(ctx context.Context, t *testing.T, h *hub, f *floorRun, n int, mk func(i int) *flotillav1.Workload) map[string]time.Time {
 	t.Helper()
-	created := map[string]time.Time{}
-	for i := range n {
-		w := mk(i)
-		created[w.Name] = time.Now()
-		mustCreate(t, h.client, w)
-		time.Sleep(benchSpacing)
+	return createSpaced(t, h, n, mk, func(i int) {
 		f.create(ctx, t, fmt.Sprintf("f%02d", i))
 		time.Sleep(benchSpacing)
-	}
-	return created
+	})
 }
 
 // benchSpacing is the time between two Workloads (and two floor
 // Deployments): tenants arriving one after another, not all at once.
 const benchSpacing = 200 * time.Millisecond
 
-// createSpaced creates n Workloads made by mk, benchSpacing apart, and
-// returns when each was created, by name.
-func createSpaced(t *testing.T, h *hub, n int, mk func(i int) *flotillav1.Workload) map[string]time.Time {
+// createSpaced creates n Workloads made by mk, benchSpacing apart, calling
+// after (when not nil) with each one's index once it is created and
+// spaced; it returns when each was created, by name.
+func createSpaced(t *testing.T, h *hub, n int, mk func(i int) *flotillav1.Workload, after func(i int)) map[string]time.Time {
 	t.Helper()
 	created := map[string]time.Time{}
 	for i := range n {
@@ -392,6 +387,9 @@ func createSpaced(t *testing.T, h *hub, n int, mk func(i int) *flotillav1.Worklo
 		created[w.Name] = time.Now()
 		mustCreate(t, h.client, w)
 		time.Sleep(benchSpacing)
+		if after != nil {
+			after(i)
+		}
 	}
 	return created
 }
@@ -538,7 +536,7 @@ func TestBenchE2E(t *testing.T) {
 		w.Spec.Placement.AttributeSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
 			{Key: "owner", Operator: metav1.LabelSelectorOpIn, Values: []string{"o07", "o08", "o09"}}}}
 		return w
-	})
+	}, nil)
 	pullCreated, pushCreated := map[string]time.Time{}, map[string]time.Time{}
 	for name, at := range both {
 		if strings.HasPrefix(name, "q") {
