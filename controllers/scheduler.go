@@ -78,6 +78,10 @@ type Scheduler struct {
 	failing  map[string]placement.Failure
 	verdicts map[string]market.Unplaced
 	reported map[string]string // last FailedScheduling message per workload
+	// arrived is when the loop first saw each Workload that has no
+	// replica scheduled yet, by namespace/name, for the time to its first
+	// Lease (metrics.FirstLeaseCreated).
+	arrived sync.Map
 }
 
 type assumedLease struct {
@@ -150,8 +154,11 @@ func (s *Scheduler) Verdict(namespace, name string) placement.Verdict {
 func (s *Scheduler) Start(ctx context.Context) error {
 	log := ctrl.LoggerFrom(ctx).WithName("scheduler")
 	ctx = ctrl.LoggerInto(ctx, log)
+	if err := s.watchWorkloads(ctx); err != nil {
+		return err
+	}
 	if err := watchChanges(ctx, s.Cache, schedulingInputChanged, s.Trigger,
-		&flotillav1.Workload{}, &flotillav1.Offer{}, &flotillav1.Provider{}, &flotillav1.Lease{}, &flotillav1.Account{}); err != nil {
+		&flotillav1.Offer{}, &flotillav1.Provider{}, &flotillav1.Lease{}, &flotillav1.Account{}); err != nil {
 		return err
 	}
 	log.Info("Starting scheduling loop")
@@ -331,6 +338,51 @@ func watchChanges(ctx context.Context, ca cache.Cache, changed func(o, n any) bo
 	}
 	if !ca.WaitForCacheSync(ctx) {
 		return fmt.Errorf("cache did not sync")
+	}
+	return nil
+}
+
+// watchWorkloads triggers a cycle as watchChanges does, and remembers
+// when each Workload without a scheduled replica appeared, until its first
+// Lease is created or it is deleted. One handler does both: a second
+// one's events come on their own goroutine, after the cycle they trigger
+// may have created the Lease.
+func (s *Scheduler) watchWorkloads(ctx context.Context) error {
+	inf, err := s.Cache.GetInformer(ctx, &flotillav1.Workload{})
+	if err != nil {
+		return fmt.Errorf("getting informer for Workloads: %w", err)
+	}
+	key := func(obj any) (string, bool) {
+		if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		w, ok := obj.(*flotillav1.Workload)
+		if !ok {
+			return "", false
+		}
+		return w.Namespace + "/" + w.Name, w.Status.ScheduledReplicas == 0
+	}
+	_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if k, fresh := key(obj); fresh {
+				s.arrived.LoadOrStore(k, time.Now())
+			}
+			s.Trigger()
+		},
+		UpdateFunc: func(o, n any) {
+			if schedulingInputChanged(o, n) {
+				s.Trigger()
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if k, _ := key(obj); k != "" {
+				s.arrived.Delete(k)
+			}
+			s.Trigger()
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("watching Workloads: %w", err)
 	}
 	return nil
 }

@@ -174,6 +174,9 @@ func (s *Scheduler) createOne(ctx context.Context, b *batch, i int) {
 	}
 	if err == nil {
 		s.createSucceeded(b.key)
+		if at, ok := s.arrived.LoadAndDelete(b.key); ok {
+			metrics.FirstLeaseCreated(time.Since(at.(time.Time)))
+		}
 		if fresh {
 			metrics.LeaseCreated(time.Since(b.at))
 			if b.workload != nil {

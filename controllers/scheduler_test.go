@@ -38,6 +38,7 @@ func TestSchedulesAWorkloadAcrossProviders(t *testing.T) {
 	if err := env.Client.Create(ctx, w); err != nil {
 		t.Fatal(err)
 	}
+	firstLeases := metricValueFor(t, "flotilla_scheduler_first_lease_duration_seconds", "", "")
 	m := startManager(t, testHooks{})
 	defer m.stop(t)
 
@@ -76,6 +77,10 @@ func TestSchedulesAWorkloadAcrossProviders(t *testing.T) {
 	})
 	if v := metricValue(t, "flotilla_scheduler_leases_created_total"); v < 3 {
 		t.Errorf("flotilla_scheduler_leases_created_total = %v, want at least 3", v)
+	}
+	// Three Leases, one Workload: its time to a first Lease, once.
+	if v := metricValueFor(t, "flotilla_scheduler_first_lease_duration_seconds", "", "") - firstLeases; v != 1 {
+		t.Errorf("flotilla_scheduler_first_lease_duration_seconds observed %v times, want once", v)
 	}
 	if v := metricValue(t, "flotilla_scheduler_cycle_duration_seconds"); v < 1 {
 		t.Errorf("no scheduling cycle observed in flotilla_scheduler_cycle_duration_seconds")

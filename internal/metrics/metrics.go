@@ -35,6 +35,12 @@ var (
 		Help:    "Time from the start of the cycle that planned a Lease to its creation.",
 		Buckets: prometheus.ExponentialBuckets(0.005, 2, 16),
 	})
+	firstLeaseLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: namespace, Subsystem: "scheduler", Name: "first_lease_duration_seconds",
+		Help: "Time from the scheduler seeing a new Workload to the creation of its first Lease: the hub's share " +
+			"of a Workload's start, waits for capacity, budget and back-off included.",
+		Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
+	})
 	leaseCreateErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: namespace, Subsystem: "scheduler", Name: "lease_create_errors_total",
 		Help: "Lease creations that failed and will be retried.",
@@ -128,7 +134,7 @@ var (
 )
 
 func init() {
-	crmetrics.Registry.MustRegister(schedulingCycleDuration, pendingReplicas, leasesCreated, leaseCreationsQueued, leaseCreateLatency, leaseCreateErrors, unschedulableWorkloads,
+	crmetrics.Registry.MustRegister(schedulingCycleDuration, pendingReplicas, leasesCreated, leaseCreationsQueued, leaseCreateLatency, firstLeaseLatency, leaseCreateErrors, unschedulableWorkloads,
 		providers, leases, leaseStatusWrites, failovers, progressDeadlines, settlementFailing, settlementFailures, fencingDeletions, holdDowns, leasesThrottled, verifications, dissents, reputationScore, ledgerEntries, usageDisputes, settlementDuration, remoteLatency,
 		endpointChecks, endpointsUnreachable)
 }
@@ -212,6 +218,10 @@ func LeaseCreated(d time.Duration) {
 	leasesCreated.Inc()
 	leaseCreateLatency.Observe(d.Seconds())
 }
+
+// FirstLeaseCreated records how long after the scheduler saw a new
+// Workload its first Lease was created.
+func FirstLeaseCreated(d time.Duration) { firstLeaseLatency.Observe(d.Seconds()) }
 
 // LeaseCreationsQueued sets how many planned Leases wait for a creator.
 func LeaseCreationsQueued(n int) { leaseCreationsQueued.Set(float64(n)) }
