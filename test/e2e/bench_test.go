@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,6 +20,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -41,8 +43,9 @@ import (
 // not polling, so that observing adds no load to the control planes.
 type podObserver struct {
 	mu     sync.Mutex
-	lease  map[string]time.Time // app -> first Lease seen on the hub
-	deploy map[string]time.Time // app -> first Deployment seen on a provider
+	seen   map[string]time.Time            // app -> Workload first seen in a watch of the hub
+	lease  map[string]map[string]time.Time // app -> Lease -> first seen on the hub
+	deploy map[string]map[string]time.Time // app -> provider/namespace -> Deployment first seen
 	// nss and sa: an app's namespaces on providers, and when each had its
 	// default ServiceAccount (pods wait for it at admission).
 	nss     map[string][]string
@@ -55,7 +58,7 @@ type podObserver struct {
 }
 
 func newPodObserver() *podObserver {
-	return &podObserver{lease: map[string]time.Time{}, deploy: map[string]time.Time{}, nss: map[string][]string{}, sa: map[string]time.Time{},
+	return &podObserver{seen: map[string]time.Time{}, lease: map[string]map[string]time.Time{}, deploy: map[string]map[string]time.Time{}, nss: map[string][]string{}, sa: map[string]time.Time{},
 		bound: map[string]map[string]time.Time{}, first: map[string]map[string]time.Time{}, created: map[string]map[string]time.Time{},
 		skip: map[string]bool{}, stores: map[string]cache.Store{}}
 }
@@ -69,58 +72,70 @@ func firstSeen(m map[string]map[string]time.Time, app, key string, now time.Time
 	}
 }
 
-func (o *podObserver) run(ctx context.Context, h *hub) error {
-	managed := informers.WithTweakListOptions(func(lo *metav1.ListOptions) { lo.LabelSelector = flotillav1.LabelManaged + "=true" })
+// run watches every provider of h but those in later, and the hub.
+func (o *podObserver) run(ctx context.Context, h *hub, later ...string) error {
 	for name, cs := range h.providers {
-		f := informers.NewSharedInformerFactoryWithOptions(cs, 0, managed)
-		pods := f.Core().V1().Pods().Informer()
-		onPod := func(obj any) {
-			p, ok := obj.(*corev1.Pod)
-			if !ok {
-				return
-			}
-			app, key, now := p.Labels["app"], name+"/"+p.Namespace+"/"+p.Name, time.Now()
-			o.mu.Lock()
-			defer o.mu.Unlock()
-			firstSeen(o.created, app, key, now)
-			if p.Spec.NodeName != "" {
-				firstSeen(o.bound, app, key, now)
-			}
-			if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
-				firstSeen(o.first, app, key, now)
-			}
+		if !slices.Contains(later, name) {
+			o.watch(ctx, name, cs)
 		}
-		_, _ = pods.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: onPod, UpdateFunc: func(_, n any) { onPod(n) }})
-		deps := f.Apps().V1().Deployments().Informer()
-		_, _ = deps.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(obj any) {
-			d, ok := obj.(*appsv1.Deployment)
-			if !ok {
-				return
-			}
-			o.mu.Lock()
-			app := d.Spec.Template.Labels["app"]
-			if _, seen := o.deploy[app]; !seen {
-				o.deploy[app] = time.Now()
-			}
-			o.nss[app] = append(o.nss[app], name+"/"+d.Namespace)
-			o.mu.Unlock()
-		}})
-		sas := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
-			lo.FieldSelector = "metadata.name=default"
-		}))
-		_, _ = sas.Core().V1().ServiceAccounts().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(obj any) {
-			if sa, ok := obj.(*corev1.ServiceAccount); ok {
-				o.mu.Lock()
-				o.sa[name+"/"+sa.Namespace] = time.Now()
-				o.mu.Unlock()
-			}
-		}})
-		sas.Start(ctx.Done())
-		o.mu.Lock()
-		o.stores[name] = pods.GetStore()
-		o.mu.Unlock()
-		f.Start(ctx.Done())
 	}
+	return o.watchHub(ctx, h)
+}
+
+// watch watches one provider's managed Deployments and pods, and its
+// namespaces' default ServiceAccounts.
+func (o *podObserver) watch(ctx context.Context, name string, cs kubernetes.Interface) {
+	managed := informers.WithTweakListOptions(func(lo *metav1.ListOptions) { lo.LabelSelector = flotillav1.LabelManaged + "=true" })
+	f := informers.NewSharedInformerFactoryWithOptions(cs, 0, managed)
+	pods := f.Core().V1().Pods().Informer()
+	onPod := func(obj any) {
+		p, ok := obj.(*corev1.Pod)
+		if !ok {
+			return
+		}
+		app, key, now := p.Labels["app"], name+"/"+p.Namespace+"/"+p.Name, time.Now()
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		firstSeen(o.created, app, key, now)
+		if p.Spec.NodeName != "" {
+			firstSeen(o.bound, app, key, now)
+		}
+		if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+			firstSeen(o.first, app, key, now)
+		}
+	}
+	_, _ = pods.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: onPod, UpdateFunc: func(_, n any) { onPod(n) }})
+	deps := f.Apps().V1().Deployments().Informer()
+	_, _ = deps.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(obj any) {
+		d, ok := obj.(*appsv1.Deployment)
+		if !ok {
+			return
+		}
+		o.mu.Lock()
+		app := d.Spec.Template.Labels["app"]
+		firstSeen(o.deploy, app, name+"/"+d.Namespace, time.Now())
+		o.nss[app] = append(o.nss[app], name+"/"+d.Namespace)
+		o.mu.Unlock()
+	}})
+	sas := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
+		lo.FieldSelector = "metadata.name=default"
+	}))
+	_, _ = sas.Core().V1().ServiceAccounts().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(obj any) {
+		if sa, ok := obj.(*corev1.ServiceAccount); ok {
+			o.mu.Lock()
+			o.sa[name+"/"+sa.Namespace] = time.Now()
+			o.mu.Unlock()
+		}
+	}})
+	sas.Start(ctx.Done())
+	o.mu.Lock()
+	o.stores[name] = pods.GetStore()
+	o.mu.Unlock()
+	f.Start(ctx.Done())
+}
+
+// watchHub watches the hub's Workloads and Leases.
+func (o *podObserver) watchHub(ctx context.Context, h *hub) error {
 	// Leases by watch: polling a list this often would load the hub.
 	cfg, err := h.fed.Hub.RESTConfig(30 * time.Second)
 	if err != nil {
@@ -131,27 +146,34 @@ func (o *podObserver) run(ctx context.Context, h *hub) error {
 		return err
 	}
 	// The config's request timeout ends each watch after 30 s: watch again.
-	go func() {
+	watch := func(list client.ObjectList, saw func(runtime.Object, time.Time)) {
 		for ctx.Err() == nil {
-			w, err := wc.Watch(ctx, &flotillav1.LeaseList{})
+			w, err := wc.Watch(ctx, list)
 			if err != nil {
 				time.Sleep(time.Second)
 				continue
 			}
 			for ev := range w.ResultChan() {
-				l, ok := ev.Object.(*flotillav1.Lease)
-				if !ok {
-					continue
-				}
+				now := time.Now()
 				o.mu.Lock()
-				if _, seen := o.lease[l.Spec.WorkloadRef.Name]; !seen {
-					o.lease[l.Spec.WorkloadRef.Name] = time.Now()
-				}
+				saw(ev.Object, now)
 				o.mu.Unlock()
 			}
 			w.Stop()
 		}
-	}()
+	}
+	go watch(&flotillav1.LeaseList{}, func(obj runtime.Object, now time.Time) {
+		if l, ok := obj.(*flotillav1.Lease); ok {
+			firstSeen(o.lease, l.Spec.WorkloadRef.Name, l.Name, now)
+		}
+	})
+	go watch(&flotillav1.WorkloadList{}, func(obj runtime.Object, now time.Time) {
+		if w, ok := obj.(*flotillav1.Workload); ok {
+			if _, seen := o.seen[w.Name]; !seen {
+				o.seen[w.Name] = now
+			}
+		}
+	})
 	return nil
 }
 
@@ -215,6 +237,16 @@ func (o *podObserver) appsOn(provider string) []string {
 		}
 	}
 	return slices.Sorted(maps.Keys(seen))
+}
+
+func earliest(m map[string]time.Time) time.Time {
+	var first time.Time
+	for _, ts := range m {
+		if first.IsZero() || ts.Before(first) {
+			first = ts
+		}
+	}
+	return first
 }
 
 func latest(m map[string]time.Time) time.Time {
@@ -450,14 +482,22 @@ func TestBenchE2E(t *testing.T) {
 	h := setupHub(t, fed, prices, controllers.Options{HubID: joinHubID})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	pulled := map[string]*joinedProvider{}
+	// The pull-mode providers' clusters and agents (which beat, refresh
+	// and pull every 1 to 2 s here) have no part in the phases before
+	// theirs: stopped until then, they take none of the machine those
+	// phases measure (their agents made a quarter of the hub API server's
+	// requests during the kwok placement).
+	var pullNames []string
 	for i := range nPullProviders {
 		name := fmt.Sprintf("q%02d", i)
-		pulled[name] = joinPullProvider(t, h, fed.Provider(name), "eu-pull")
+		pullNames = append(pullNames, name)
+		if err := fed.Provider(name).Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
-	h.awaitProvidersReady(t, len(specs), 120*time.Second)
+	h.awaitProvidersReady(t, len(specs)-nPullProviders, 120*time.Second)
 	obs := newPodObserver()
-	if err := obs.run(ctx, h); err != nil {
+	if err := obs.run(ctx, h, pullNames...); err != nil {
 		t.Fatal(err)
 	}
 
@@ -509,6 +549,15 @@ func TestBenchE2E(t *testing.T) {
 
 	// Pull mode beside push mode: the same Workloads on three pull-mode
 	// providers and on three push-mode ones (owners o07-o09).
+	pulled := map[string]*joinedProvider{}
+	for _, name := range pullNames {
+		if err := fed.Provider(name).Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		obs.watch(ctx, name, h.providers[name])
+		pulled[name] = joinPullProvider(t, h, fed.Provider(name), "eu-pull")
+	}
+	h.awaitProvidersReady(t, len(specs), 120*time.Second)
 	const nPull = 20
 	// The push set needs 20 cores on o07-o09 beside the kwok Workloads,
 	// which may take most of those providers' 8-core offers (with the
@@ -661,7 +710,48 @@ func histogramMeans(names ...string) map[string]string {
 // benchHistograms are the manager's histograms a bench run logs.
 var benchHistograms = []string{"workqueue_queue_duration_seconds", "workqueue_work_duration_seconds",
 	"flotilla_scheduler_cycle_duration_seconds", "flotilla_scheduler_lease_create_duration_seconds",
-	"flotilla_bank_settlement_duration_seconds", "flotilla_remote_request_duration_seconds"}
+	"flotilla_scheduler_first_lease_duration_seconds", "flotilla_bank_settlement_duration_seconds", "flotilla_remote_request_duration_seconds"}
+
+// tailHistograms are the manager's histograms whose p99 a phase logs: a
+// Workload's tail, not its mean, decides the bench's ratio.
+var tailHistograms = []string{"flotilla_scheduler_first_lease_duration_seconds", "flotilla_scheduler_lease_create_duration_seconds"}
+
+// buckets gives the cumulative bucket counts of an unlabelled histogram,
+// by upper bound.
+func buckets(name string) map[float64]uint64 {
+	out := map[float64]uint64{}
+	mfs, err := crmetrics.Registry.Gather()
+	if err != nil {
+		return out
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, b := range m.GetHistogram().GetBucket() {
+				out[b.GetUpperBound()] += b.GetCumulativeCount()
+			}
+		}
+	}
+	return out
+}
+
+// quantileSince is the upper bound of the bucket that holds the q-th
+// quantile of what a histogram observed between before and after.
+func quantileSince(before, after map[float64]uint64, q float64) (bound float64, n uint64) {
+	bounds := slices.Sorted(maps.Keys(after))
+	if len(bounds) == 0 {
+		return 0, 0
+	}
+	total := after[bounds[len(bounds)-1]] - before[bounds[len(bounds)-1]]
+	for _, b := range bounds {
+		if float64(after[b]-before[b]) >= q*float64(total) {
+			return b, total
+		}
+	}
+	return math.Inf(1), total
+}
 
 // histogramSums gives the sum and count of each histogram named, per
 // label set (the controller, name or operation).
@@ -708,17 +798,46 @@ func meansSince(before, after map[string][2]float64) map[string]string {
 // during it: its API server's requests and the manager's histograms.
 type phase struct {
 	hist map[string][2]float64
+	tail map[string]map[float64]uint64
 	req  map[string]float64
+	secs map[string]float64
+	// prov sums the requests of the kwok providers' API servers.
+	prov map[string]float64
 	cpu  map[string]float64
 	at   time.Time
 }
 
 func startPhase(ctx context.Context, h *hub) phase {
-	p := phase{hist: histogramSums(benchHistograms...), cpu: cpuByRole(h), at: time.Now()}
-	if cfg, err := h.cluster.RESTConfig(10 * time.Second); err == nil {
-		p.req, _ = apiRequests(ctx, cfg)
+	p := phase{hist: histogramSums(benchHistograms...), tail: map[string]map[float64]uint64{}, cpu: cpuByRole(h), at: time.Now()}
+	for _, name := range tailHistograms {
+		p.tail[name] = buckets(name)
 	}
+	if cfg, err := h.cluster.RESTConfig(10 * time.Second); err == nil {
+		p.req, p.secs, _ = apiMetrics(ctx, cfg)
+	}
+	p.prov = providerRequests(ctx, h)
 	return p
+}
+
+// providerRequests sums the request counts of the providers' API servers
+// whose names start with "p" (the kwok providers the placements use).
+func providerRequests(ctx context.Context, h *hub) map[string]float64 {
+	out := map[string]float64{}
+	for _, c := range h.fed.Providers {
+		if !strings.HasPrefix(c.Name, "p") {
+			continue
+		}
+		cfg, err := c.RESTConfig(10 * time.Second)
+		if err != nil {
+			continue
+		}
+		if counts, err := apiRequests(ctx, cfg); err == nil {
+			for k, v := range counts {
+				out[k] += v
+			}
+		}
+	}
+	return out
 }
 
 // log writes what the hub did since p started, largest request counts first.
@@ -727,6 +846,15 @@ func (p phase) log(ctx context.Context, t *testing.T, h *hub, what string) {
 	means := meansSince(p.hist, histogramSums(benchHistograms...))
 	for _, k := range slices.Sorted(maps.Keys(means)) {
 		t.Logf("%s: %s: %s", what, k, means[k])
+	}
+	for _, name := range tailHistograms {
+		now := buckets(name)
+		p50, n := quantileSince(p.tail[name], now, 0.5)
+		p99, _ := quantileSince(p.tail[name], now, 0.99)
+		if n == 0 {
+			continue
+		}
+		t.Logf("%s: %s: p50 <= %gs, p99 <= %gs, n=%d", what, name, p50, p99, n)
 	}
 	took := time.Since(p.at).Seconds()
 	var cpu []string
@@ -740,9 +868,21 @@ func (p phase) log(ctx context.Context, t *testing.T, h *hub, what string) {
 	if err != nil || p.req == nil {
 		return
 	}
-	if after, err := apiRequests(ctx, cfg); err == nil {
-		t.Logf("%s: the hub API server's requests: %s", what, strings.Join(topDelta(p.req, after, 15), ", "))
+	after, secs, err := apiMetrics(ctx, cfg)
+	if err != nil {
+		return
 	}
+	t.Logf("%s: the hub API server's requests: %s", what, strings.Join(topDelta(p.req, after, 15), ", "))
+	// What the server itself took per request: against the latency the
+	// stages show, the rest is waiting for a CPU on either side.
+	var served []string
+	for _, k := range []string{"POST workloads", "POST leases", "APPLY leases/status", "APPLY workloads/status"} {
+		if n := after[k] - p.req[k]; n > 0 {
+			served = append(served, fmt.Sprintf("%s %.0f ms", k, 1000*(secs[k]-p.secs[k])/n))
+		}
+	}
+	t.Logf("%s: the hub API server's mean time per request: %s", what, strings.Join(served, ", "))
+	t.Logf("%s: the kwok providers' API servers' requests: %s", what, strings.Join(topDelta(p.prov, providerRequests(ctx, h), 20), ", "))
 }
 
 // cpuByRole sums the CPU time of this machine's processes, in hundredths
@@ -815,8 +955,11 @@ func (o *podObserver) stages(created map[string]time.Time) map[string][2]float64
 	defer o.mu.Unlock()
 	out := map[string][2]float64{}
 	for stage, at := range map[string]func(string) time.Time{
-		"1-lease":      func(app string) time.Time { return o.lease[app] },
-		"2-deployment": func(app string) time.Time { return o.deploy[app] },
+		"0-workload":        func(app string) time.Time { return o.seen[app] },
+		"1-lease":           func(app string) time.Time { return earliest(o.lease[app]) },
+		"1b-lastlease":      func(app string) time.Time { return latest(o.lease[app]) },
+		"2-deployment":      func(app string) time.Time { return earliest(o.deploy[app]) },
+		"2c-lastdeployment": func(app string) time.Time { return latest(o.deploy[app]) },
 		"2b-serviceaccount": func(app string) time.Time {
 			var last time.Time
 			for _, ns := range o.nss[app] {

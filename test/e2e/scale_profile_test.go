@@ -67,25 +67,37 @@ func componentNames(pids []int) map[string]int {
 // "verb resource[/subresource]", with the code appended to requests that
 // failed (a Conflict is a write paid for twice).
 func apiRequests(ctx context.Context, cfg *rest.Config) (map[string]float64, error) {
+	counts, _, err := apiMetrics(ctx, cfg)
+	return counts, err
+}
+
+// apiMetrics reads an API server's request counts, as apiRequests, and
+// the seconds it spent serving them, by the same keys.
+func apiMetrics(ctx context.Context, cfg *rest.Config) (counts, seconds map[string]float64, err error) {
 	hc, err := rest.HTTPClientFor(cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(cfg.Host, "/")+"/metrics", nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer resp.Body.Close()
-	out := map[string]float64{}
+	counts, seconds = map[string]float64{}, map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, "apiserver_request_total{") {
+		out := counts
+		switch {
+		case strings.HasPrefix(line, "apiserver_request_total{"):
+		case strings.HasPrefix(line, "apiserver_request_duration_seconds_sum{"):
+			out = seconds
+		default:
 			continue
 		}
 		labels := line[strings.IndexByte(line, '{')+1 : strings.LastIndexByte(line, '}')]
@@ -104,7 +116,7 @@ func apiRequests(ctx context.Context, cfg *rest.Config) (map[string]float64, err
 		v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
 		out[key] += v
 	}
-	return out, sc.Err()
+	return counts, seconds, sc.Err()
 }
 
 // topDelta lists the n largest increases from before to after, largest
