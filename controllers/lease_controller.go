@@ -82,6 +82,8 @@ type LeaseReconciler struct {
 	// 27 s in the queue behind them; a flush that finds no slot waits,
 	// up to lease.MaxFlushDelay.
 	flushing chan struct{}
+	// assigning holds a slot for each AssignNew being written.
+	assigning chan struct{}
 }
 
 // flushSlots is how many workers may be writing flushes at once.
@@ -497,6 +499,9 @@ func (r *LeaseReconciler) forgetEndpoints(l *flotillav1.Lease) {
 // Workloads they render and the Assignments their agents answer.
 func (r *LeaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.flushing = make(chan struct{}, flushSlots)
+	if r.assigning == nil {
+		r.assigning = make(chan struct{}, assignSlots)
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&flotillav1.Lease{}, builder.WithPredicates(specOrMetaChanged)).
 		Watches(&flotillav1.Provider{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {

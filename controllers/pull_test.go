@@ -24,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
@@ -267,6 +268,57 @@ func startFakeAgent(t *testing.T, name string, hub client.Client, mute *atomic.B
 // work lands through Assignments, a refusal is placed elsewhere with the
 // agent's reason, and a provider back from a partition fences its stale
 // work before the hub sees it Ready.
+// A new Pull-mode Lease's Assignment is written as soon as the scheduler
+// created the Lease, before any turn of the Lease controller (none runs
+// here); a Push-mode provider's Lease gets none.
+func TestANewPullLeaseIsAssignedAtOnce(t *testing.T) {
+	ctx := context.Background()
+	const suite, ns = "assign-now", "tenant-assign-now"
+	p := &flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: "assign-now"},
+		Spec: flotillav1.ProviderSpec{Owner: "an", Region: "eu-west", Mode: flotillav1.ModePull}}
+	if err := env.Client.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	p.Status.Phase = flotillav1.ProviderReady
+	if err := env.Client.Status().Update(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	namespace(t, flotillav1.ProviderNamespace(p.Name))
+	readyProvider(t, "assign-push", "ap")
+	createOffer(t, p.Name, "std", suite, "8", "0.01")
+	createOffer(t, "assign-push", "std", suite, "8", "0.01")
+	namespace(t, ns)
+	w := newWorkload(ns, "web", suite, 2, "1")
+	w.Spec.Placement.MaxReplicasPerProvider = ptr.To[int32](1)
+	if err := env.Client.Create(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	m := startManager(t, testHooks{})
+	defer m.stop(t)
+	var pulled *flotillav1.Lease
+	hubenv.Await(t, 20*time.Second, "a Lease on each provider", func() (bool, string) {
+		ls := leasesOf(t, ns)
+		for i := range ls {
+			if ls[i].Spec.ProviderRef.Name == p.Name {
+				pulled = &ls[i]
+			}
+		}
+		return len(ls) == 2 && pulled != nil, fmt.Sprint(len(ls), " leases")
+	})
+	hubenv.Await(t, 20*time.Second, "the pull-mode Lease's Assignment", func() (bool, string) {
+		a := &flotillav1.Assignment{}
+		err := env.Client.Get(ctx, client.ObjectKey{Namespace: flotillav1.ProviderNamespace(p.Name), Name: assign.Name("hub", pulled.UID)}, a)
+		return err == nil && a.Spec.LeaseRef.Name == pulled.Name && a.Spec.Hash != "", fmt.Sprint(err)
+	})
+	var as flotillav1.AssignmentList
+	if err := env.Client.List(ctx, &as, client.InNamespace(flotillav1.ProviderNamespace("assign-push"))); err != nil {
+		t.Fatal(err)
+	}
+	if len(as.Items) != 0 {
+		t.Errorf("the Push-mode provider got %d Assignments", len(as.Items))
+	}
+}
+
 func TestPullMode(t *testing.T) {
 	ctx := context.Background()
 	const ns = "tenant-pull"

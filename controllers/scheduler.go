@@ -57,7 +57,10 @@ type Scheduler struct {
 	// Settlement, when set, says why the bank cannot settle now; while it
 	// cannot, Workloads of accounted namespaces get no new replicas.
 	Settlement func() string
-	Now        func() time.Time
+	// Created, when set, is told of each Lease this loop created, as soon
+	// as the API server answered; it must not block.
+	Created func(ctx context.Context, l *flotillav1.Lease)
+	Now     func() time.Time
 
 	limiters map[string]*rate.Limiter // by provider; used by the loop only
 	trigger  chan struct{}

@@ -153,7 +153,7 @@ func (s *Scheduler) createOne(ctx context.Context, b *batch, i int) {
 		s.sent(b, c.Lease, false)
 		return
 	}
-	fresh, err := s.createLease(ctx, c.Lease)
+	created, fresh, err := s.createLease(ctx, c.Lease)
 	if err == nil && b.limiters[i] != nil {
 		b.limiters[i].AllowN(time.Now(), 1)
 	}
@@ -178,6 +178,9 @@ func (s *Scheduler) createOne(ctx context.Context, b *batch, i int) {
 			metrics.FirstLeaseCreated(time.Since(at.(time.Time)))
 		}
 		if fresh {
+			if s.Created != nil {
+				s.Created(ctx, created)
+			}
 			metrics.LeaseCreated(time.Since(b.at))
 			if b.workload != nil {
 				s.Recorder.Event(b.workload, "Normal", "Scheduled", c.Event)
@@ -207,25 +210,25 @@ func (s *Scheduler) sent(b *batch, l *flotillav1.Lease, created bool) {
 	}
 }
 
-// createLease creates a planned Lease, and says whether it is new. A
-// create whose reply was lost is retried under the same name and answered
-// AlreadyExists: the Lease the server has is taken.
-func (s *Scheduler) createLease(ctx context.Context, planned *flotillav1.Lease) (bool, error) {
+// createLease creates a planned Lease, and returns it as created and
+// whether it is new. A create whose reply was lost is retried under the
+// same name and answered AlreadyExists: the Lease the server has is taken.
+func (s *Scheduler) createLease(ctx context.Context, planned *flotillav1.Lease) (*flotillav1.Lease, bool, error) {
 	l := planned.DeepCopy() // the reply is decoded into it while cycles read the planned one
 	err := s.Client.Create(ctx, l)
 	if apierrors.IsAlreadyExists(err) {
 		existing := &flotillav1.Lease{}
 		if gerr := s.APIReader.Get(ctx, client.ObjectKeyFromObject(l), existing); gerr != nil {
-			return false, fmt.Errorf("lease %s exists but cannot be read: %w", l.Name, gerr)
+			return nil, false, fmt.Errorf("lease %s exists but cannot be read: %w", l.Name, gerr)
 		}
 		s.assume(existing)
-		return false, nil
+		return existing, false, nil
 	}
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
 	s.assume(l)
-	return true, nil
+	return l, true, nil
 }
 
 func (s *Scheduler) createFailed(key string, err error, now time.Time) {

@@ -168,12 +168,14 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Scheduler, err
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
-	if err := (&LeaseReconciler{
+	lr := &LeaseReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Remote: rc, Recorder: mgr.GetEventRecorderFor("flotilla-lease"), HubID: hubID, Now: now,
 		Prober: prober,
-	}).SetupWithManager(mgr); err != nil {
+	}
+	if err := lr.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
+	s.Created = lr.AssignNew
 	store := &ledgerstore.Store{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(),
 		Namespace: flotillav1.SystemNamespace, ChunkEntries: opts.LedgerChunkEntries}
 	key := func(ctx context.Context) (ed25519.PrivateKey, error) {

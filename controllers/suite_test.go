@@ -164,6 +164,9 @@ func startManager(t *testing.T, hooks testHooks) *runningManager {
 	if hooks.leaseBurst > 0 {
 		s.LeaseRate, s.LeaseBurst = rate.Limit(hooks.leaseRate), hooks.leaseBurst
 	}
+	// As Setup wires it; no Lease controller runs here.
+	lr := &LeaseReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), HubID: "hub", assigning: make(chan struct{}, assignSlots)}
+	s.Created = lr.AssignNew
 	if err := mgr.Add(s); err != nil {
 		t.Fatal(err)
 	}
