@@ -258,11 +258,7 @@ func (r *LeaseReconciler) sync(ctx context.Context, l *flotillav1.Lease, w *flot
 		r.refreshEndpoints(l, st)
 		return lease.SyncFailed(st, *in, flotillav1.LeaseReasonWaitingForProvider, err)
 	}
-	offer := &flotillav1.Offer{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Spec.OfferRef.Namespace, Name: l.Spec.OfferRef.Name}, offer); err != nil {
-		offer = nil // withdrawn: the Lease keeps what it has, and nothing the Offer opted into
-	}
-	rin := r.renderInput(l, w, offer)
+	rin := r.renderInput(l, w, r.offerOf(ctx, l))
 	// Re-applying every object on every sync would cost each provider a
 	// handful of writes per Lease every few seconds; apply only when what
 	// they are rendered from changed, when the provider lost one, or to

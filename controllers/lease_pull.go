@@ -31,18 +31,14 @@ const ManagerAssignment = "flotilla-assignment"
 // observation, bounded like any provider's answer.
 func (r *LeaseReconciler) syncPull(ctx context.Context, l *flotillav1.Lease, w *flotillav1.Workload, p *flotillav1.Provider,
 	st, old *flotillav1.LeaseStatus, in *lease.Input) lease.Result {
-	key := client.ObjectKey{Namespace: flotillav1.ProviderNamespace(p.Name), Name: assign.Name(r.HubID, l.UID)}
+	key := r.assignmentKey(l)
 	a := &flotillav1.Assignment{}
 	if err := r.Client.Get(ctx, key, a); client.IgnoreNotFound(err) != nil {
 		return lease.SyncFailed(st, *in, flotillav1.LeaseReasonReadFailed, err)
 	} else if err != nil {
 		a = nil
 	}
-	offer := &flotillav1.Offer{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Spec.OfferRef.Namespace, Name: l.Spec.OfferRef.Name}, offer); err != nil {
-		offer = nil
-	}
-	rin := r.renderInput(l, w, offer)
+	rin := r.renderInput(l, w, r.offerOf(ctx, l))
 	hash := render.InputHash(rin)
 	assigned := in.Now // when the agent could first see it
 	if a != nil {
@@ -125,13 +121,14 @@ func (r *LeaseReconciler) assignNew(ctx context.Context, l *flotillav1.Lease) er
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Namespace, Name: l.Spec.WorkloadRef.Name}, w); err != nil {
 		return err
 	}
-	offer := &flotillav1.Offer{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Spec.OfferRef.Namespace, Name: l.Spec.OfferRef.Name}, offer); err != nil {
-		offer = nil
-	}
-	key := client.ObjectKey{Namespace: flotillav1.ProviderNamespace(p.Name), Name: assign.Name(r.HubID, l.UID)}
-	_, _, err := r.writeAssignment(ctx, l, key, nil, r.renderInput(l, w, offer))
+	_, _, err := r.writeAssignment(ctx, l, r.assignmentKey(l), nil, r.renderInput(l, w, r.offerOf(ctx, l)))
 	return err
+}
+
+// assignmentKey names a Lease's Assignment: in its provider's namespace on
+// the hub, named for this hub and the Lease.
+func (r *LeaseReconciler) assignmentKey(l *flotillav1.Lease) client.ObjectKey {
+	return client.ObjectKey{Namespace: flotillav1.ProviderNamespace(l.Spec.ProviderRef.Name), Name: assign.Name(r.HubID, l.UID)}
 }
 
 // lastRendered is when the Lease's Assignment was last rendered: applied
@@ -187,7 +184,7 @@ func (r *LeaseReconciler) writeAssignment(ctx context.Context, l *flotillav1.Lea
 // the Lease's objects on its cluster.
 func (r *LeaseReconciler) deleteAssignment(ctx context.Context, l *flotillav1.Lease) error {
 	a := &flotillav1.Assignment{}
-	key := client.ObjectKey{Namespace: flotillav1.ProviderNamespace(l.Spec.ProviderRef.Name), Name: assign.Name(r.HubID, l.UID)}
+	key := r.assignmentKey(l)
 	// A closed Lease is looked at again at every change until it goes, and
 	// each look deleted its long gone Assignment once more (the most
 	// frequent write in make bench-scale). One the cache has not seen yet

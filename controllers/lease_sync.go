@@ -32,6 +32,17 @@ func (r *LeaseReconciler) renderInput(l *flotillav1.Lease, w *flotillav1.Workloa
 	return in
 }
 
+// offerOf is the Offer a Lease was sold from, or nil once it is
+// withdrawn: the Lease keeps what it has, and nothing the Offer opted
+// into.
+func (r *LeaseReconciler) offerOf(ctx context.Context, l *flotillav1.Lease) *flotillav1.Offer {
+	offer := &flotillav1.Offer{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Spec.OfferRef.Namespace, Name: l.Spec.OfferRef.Name}, offer); err != nil {
+		return nil
+	}
+	return offer
+}
+
 // applyObjects reads what the template references, renders the Lease's
 // objects and applies them, and when what they are rendered from changed
 // (prune) deletes the optional ones no longer rendered; a failure comes

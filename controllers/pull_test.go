@@ -262,12 +262,6 @@ func startFakeAgent(t *testing.T, name string, hub client.Client, mute *atomic.B
 	return stop
 }
 
-// TestPullMode runs the hub with two Pull-mode providers: one with the
-// real agent (this API server is its cluster), one played by the test.
-// The hub holds no credential for either and never connects to them;
-// work lands through Assignments, a refusal is placed elsewhere with the
-// agent's reason, and a provider back from a partition fences its stale
-// work before the hub sees it Ready.
 // A new Pull-mode Lease's Assignment is written as soon as the scheduler
 // created the Lease, before any turn of the Lease controller (none runs
 // here); a Push-mode provider's Lease gets none.
@@ -319,6 +313,12 @@ func TestANewPullLeaseIsAssignedAtOnce(t *testing.T) {
 	}
 }
 
+// TestPullMode runs the hub with two Pull-mode providers: one with the
+// real agent (this API server is its cluster), one played by the test.
+// The hub holds no credential for either and never connects to them;
+// work lands through Assignments, a refusal is placed elsewhere with the
+// agent's reason, and a provider back from a partition fences its stale
+// work before the hub sees it Ready.
 func TestPullMode(t *testing.T) {
 	ctx := context.Background()
 	const ns = "tenant-pull"
