@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math"
 	"sync"
 	"time"
 
@@ -209,7 +210,7 @@ func (s *Scheduler) cycle(ctx context.Context) error {
 	}
 	if len(plan.Throttled) > 0 && len(plan.Unplaced) > 0 {
 		// No event comes when tokens refill.
-		time.AfterFunc(time.Duration(float64(time.Second)/float64(s.LeaseRate)), s.Trigger)
+		time.AfterFunc(s.nextToken(plan.Throttled, start), s.Trigger)
 	}
 	s.change(ctx, plan.ScaleDown, workloads, "ScaledDown")
 	dispatched := s.dispatch(plan.Create, workloads, start)
@@ -285,6 +286,25 @@ func (s *Scheduler) tokens(providers []flotillav1.Provider, now time.Time) map[s
 		}
 	}
 	return out
+}
+
+// nextToken is how long until the first of the throttled providers has
+// another whole token. A fixed 1/rate would come back just short of it
+// when tokens were spent after the cycle, as creations return, and the
+// next look would then find two tokens and hand out two Leases at once.
+func (s *Scheduler) nextToken(throttled []string, now time.Time) time.Duration {
+	period := float64(time.Second) / float64(s.LeaseRate)
+	wait := period
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, name := range throttled {
+		if lim := s.limiters[name]; lim != nil {
+			t := lim.TokensAt(now)
+			wait = min(wait, (math.Floor(t)+1-t)*period)
+		}
+	}
+	// A little past the token, so that the next look does not read 0.999.
+	return time.Duration(wait) + 10*time.Millisecond
 }
 
 // schedulingInputChanged tells the updates a cycle could act on from the

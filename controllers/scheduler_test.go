@@ -2,23 +2,21 @@ package controllers
 
 import (
 	"context"
-
 	"fmt"
 	"slices"
-
-	dto "github.com/prometheus/client_model/go"
-	corev1 "k8s.io/api/core/v1"
-	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"golang.org/x/time/rate"
+	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/market"
@@ -464,5 +462,32 @@ func TestACycleDoesNotWaitForItsLeaseCreations(t *testing.T) {
 		return e.Reason == "FailedCreate" && strings.Contains(e.Message, "refused once by the test")
 	}) {
 		t.Errorf("no FailedCreate event on slow")
+	}
+}
+
+// A throttled cycle comes back when the next whole token is there, not a
+// fixed period later: tokens spent as creations returned would leave it
+// just short, and the look after that would find two.
+func TestThrottledCycleWaitsForTheNextWholeToken(t *testing.T) {
+	s := NewScheduler(nil, nil, nil, nil)
+	s.LeaseRate, s.LeaseBurst = 0.25, 2
+	now := time.Now()
+	spent := rate.NewLimiter(s.LeaseRate, s.LeaseBurst)
+	spent.AllowN(now.Add(-time.Second), 2) // a quarter token back by now
+	partial := rate.NewLimiter(s.LeaseRate, s.LeaseBurst)
+	partial.AllowN(now.Add(-3*time.Second), 2) // three quarters
+	s.limiters["spent"], s.limiters["partial"] = spent, partial
+	for _, tc := range []struct {
+		throttled []string
+		want      time.Duration
+	}{
+		{[]string{"spent"}, 3 * time.Second},
+		{[]string{"spent", "partial"}, time.Second},
+		{[]string{"unknown"}, 4 * time.Second},
+	} {
+		got := s.nextToken(tc.throttled, now)
+		if d := got - tc.want; d < 0 || d > 50*time.Millisecond {
+			t.Errorf("next token for %v in %v, want just after %v", tc.throttled, got, tc.want)
+		}
 	}
 }
