@@ -196,3 +196,48 @@ func TestHollowProviders(t *testing.T) {
 		})
 	})
 }
+
+// An agent reports its replicas ready within about a second of their
+// starting, not at its next pull: nothing on the hub wakes it when pods
+// start on its cluster. Its pull interval here is a minute.
+func TestAgentReportsReadyBeforeItsNextPull(t *testing.T) {
+	ctx := context.Background()
+	const ns, name, hub = "tenant-ready-soon", "ready-soon", "rs"
+	namespace(t, ns)
+	acct := get(t, &flotillav1.Account{}, ns, flotillav1.AccountName)
+	acct.Spec.Credited = "1000"
+	if err := env.Client.Update(ctx, acct); err != nil {
+		t.Fatal(err)
+	}
+	mgr := newTestManager(t)
+	mctx, cancel := context.WithCancel(ctx)
+	if _, err := Setup(mctx, mgr, Options{HubID: hub, ProviderGracePeriod: 10 * time.Second, ProbeInterval: 300 * time.Millisecond,
+		SchedulerInterval: 50 * time.Millisecond, SettlementInterval: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	defer run(t, mgr, mctx, cancel)()
+	p, err := hollow.Start(ctx, joinConfig(t, name, "ready-soon-land", flotillav1.ModePull), hollow.Options{
+		HubID: hub, Name: name, Owner: name, Region: "ready-soon-land", CPU: "4", Memory: "8Gi", CPUPrice: "0.01",
+		Heartbeat: time.Second, Pull: time.Minute, Refresh: time.Second}, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	hubenv.Await(t, 30*time.Second, name+" Ready", func() (bool, string) {
+		ph := get(t, &flotillav1.Provider{}, "", name).Status.Phase
+		return ph == flotillav1.ProviderReady, string(ph)
+	})
+	if err := env.Client.Create(ctx, fixture.Workload(ns, "web", fixture.Replicas(1), fixture.Requests("1", "1Gi"),
+		fixture.Selecting("region", "ready-soon-land"))); err != nil {
+		t.Fatal(err)
+	}
+	hubenv.Await(t, 20*time.Second, "web's Assignment reporting its replica ready", func() (bool, string) {
+		var as flotillav1.AssignmentList
+		_ = env.Client.List(ctx, &as, client.InNamespace(flotillav1.ProviderNamespace(name)))
+		if len(as.Items) != 1 {
+			return false, fmt.Sprintf("%d assignments", len(as.Items))
+		}
+		st := as.Items[0].Status
+		return st.ReadyReplicas == 1, fmt.Sprintf("%+v", st)
+	})
+}

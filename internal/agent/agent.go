@@ -349,6 +349,9 @@ type Agent struct {
 	// diverged says why the hub's ledger stopped extending what this
 	// agent witnessed: it then takes no new work from the hub.
 	diverged atomic.Pointer[string]
+	// hurry: the last round left an Assignment converging, so the pull
+	// loop comes back in convergingReadInterval.
+	hurry atomic.Bool
 	// mu guards Config, which a reload swaps while the pull loop reads it.
 	mu sync.Mutex
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -47,6 +48,14 @@ const (
 	settledReadInterval    = 5 * time.Second
 	convergingReadInterval = time.Second
 )
+
+// convergeWindow is how long after applying an Assignment whose replicas
+// are not all ready the pull loop comes back every convergingReadInterval
+// instead of every pullInterval: nothing on the hub wakes it when pods
+// start, and waiting for the next pull held every new replica's "ready"
+// for half a pull interval on average. One that never gets ready is read
+// at the pull interval after that.
+const convergeWindow = time.Minute
 
 // resyncInterval is how often a round lists the Assignments on the hub
 // while the watch sends every change: what a silently stalled watch can
@@ -142,6 +151,7 @@ func (a *Agent) SyncAssignments(ctx context.Context) error {
 	}
 	errs := make([]error, len(jobs))
 	sem := make(chan struct{}, 8)
+	var converging atomic.Bool
 	for i, j := range jobs {
 		wg.Go(func() {
 			sem <- struct{}{}
@@ -149,6 +159,9 @@ func (a *Agent) SyncAssignments(ctx context.Context) error {
 			st := j.st
 			if st.State == flotillav1.AssignmentAccepted {
 				a.run(ctx, cfg, j.as, st, j.objs)
+				if a.converging(j.as, st) {
+					converging.Store(true)
+				}
 			}
 			if equality.Semantic.DeepEqual(st, &j.as.Status) {
 				return
@@ -163,6 +176,7 @@ func (a *Agent) SyncAssignments(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
+	a.hurry.Store(converging.Load())
 	a.appliedMu.Lock()
 	for name := range a.appliedAt {
 		if !slices.ContainsFunc(list.Items, func(as flotillav1.Assignment) bool { return as.Name == name }) {
@@ -377,6 +391,18 @@ func (a *Agent) run(ctx context.Context, cfg *Config, as *flotillav1.Assignment,
 	}
 }
 
+// converging reports an Assignment applied within convergeWindow whose
+// replicas are not all ready yet. A batch Assignment's pods run to their
+// end, however long: it is read at the pull interval.
+func (a *Agent) converging(as *flotillav1.Assignment, st *flotillav1.AssignmentStatus) bool {
+	if as.Spec.Class == flotillav1.ClassBatch || st.AppliedHash != as.Spec.Hash || st.ReadyReplicas >= as.Spec.Replicas {
+		return false
+	}
+	a.appliedMu.Lock()
+	defer a.appliedMu.Unlock()
+	return time.Since(a.appliedAt[as.Name]) < convergeWindow
+}
+
 // fenceStale deletes every namespace of this hub on the cluster that no
 // Assignment wants, or wants at another epoch.
 func (a *Agent) fenceStale(ctx context.Context, cfg *Config, wanted map[string]int64) error {
@@ -463,8 +489,7 @@ func (a *Agent) WatchAssignments(ctx context.Context, wake chan<- struct{}) {
 // pullLoop runs SyncAssignments every pullInterval and whenever the hub
 // changes an Assignment, until ctx ends.
 func (a *Agent) pullLoop(ctx context.Context) {
-	cfg := a.config()
-	t := time.NewTicker(cfg.pull)
+	t := time.NewTimer(a.config().pull)
 	defer t.Stop()
 	wake := make(chan struct{}, 1)
 	if a.HubWatch != nil {
@@ -482,5 +507,10 @@ func (a *Agent) pullLoop(ctx context.Context) {
 			a.Log.Error(err, "Syncing assignments")
 		}
 		cancel()
+		next := a.config().pull
+		if a.hurry.Load() {
+			next = min(next, convergingReadInterval)
+		}
+		t.Reset(next)
 	}
 }
