@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -363,6 +364,7 @@ func (b *Bank) reports(ctx context.Context, leases []flotillav1.Lease) map[strin
 	if b.reported == nil {
 		b.reported = map[string]map[string]*usage.Line{}
 	}
+	var toRead []string
 	for i := range leases {
 		name := leases[i].Spec.ProviderRef.Name
 		if _, done := out[name]; done {
@@ -372,25 +374,31 @@ func (b *Bank) reports(ctx context.Context, leases []flotillav1.Lease) map[strin
 			out[name] = lines
 			continue
 		}
-		out[name], b.reported[name] = nil, nil
-		p := &flotillav1.Provider{}
-		cm := &corev1.ConfigMap{}
-		if b.Client.Get(ctx, client.ObjectKey{Name: name}, p) != nil || p.Spec.PublicKey == "" ||
-			b.reader().Get(ctx, client.ObjectKey{Namespace: flotillav1.ProviderNamespace(name), Name: usage.ConfigMapName}, cm) != nil {
-			continue
+		out[name] = nil
+		toRead = append(toRead, name)
+	}
+	// Side by side: read one after another, a thousand providers' reports
+	// on a busy API server held a settlement for minutes.
+	read := make([]map[string]*usage.Line, len(toRead))
+	got := make([]bool, len(toRead))
+	var g errgroup.Group
+	g.SetLimit(reportReaders)
+	for i, name := range toRead {
+		g.Go(func() error {
+			read[i], got[i] = b.report(ctx, name)
+			return nil
+		})
+	}
+	_ = g.Wait() // nothing fails: a report not read is read next cycle
+	for i, name := range toRead {
+		out[name] = read[i]
+		if got[i] {
+			b.reported[name] = read[i]
+		} else {
+			// Not read: asked again next cycle, not taken as an empty report
+			// until its next charge.
+			delete(b.reported, name)
 		}
-		pub, err := base64.StdEncoding.DecodeString(p.Spec.PublicKey)
-		r, perr := usage.Parse([]byte(cm.Data[usage.DataKey]))
-		if err != nil || perr != nil || r.Provider != name {
-			continue
-		}
-		lines := map[string]*usage.Line{}
-		for j := range r.Lines {
-			if l := &r.Lines[j]; l.Verify(pub, name) {
-				lines[l.Lease] = l
-			}
-		}
-		out[name], b.reported[name] = lines, lines
 	}
 	for name := range b.reported {
 		if _, ok := out[name]; !ok {
@@ -398,6 +406,44 @@ func (b *Bank) reports(ctx context.Context, leases []flotillav1.Lease) map[strin
 		}
 	}
 	return out
+}
+
+// reportReaders bounds the usage reports read at once, and reportTimeout
+// each read.
+const (
+	reportReaders = 16
+	reportTimeout = 10 * time.Second
+)
+
+// report reads provider name's usage report and keeps the lines its key
+// signed; got is false when the report could not be read (not when it was
+// read and found wanting, which the provider must mend).
+func (b *Bank) report(ctx context.Context, name string) (lines map[string]*usage.Line, got bool) {
+	ctx, cancel := context.WithTimeout(ctx, reportTimeout)
+	defer cancel()
+	p := &flotillav1.Provider{}
+	if err := b.Client.Get(ctx, client.ObjectKey{Name: name}, p); err != nil {
+		return nil, false
+	}
+	if p.Spec.PublicKey == "" {
+		return nil, true
+	}
+	cm := &corev1.ConfigMap{}
+	if err := b.reader().Get(ctx, client.ObjectKey{Namespace: flotillav1.ProviderNamespace(name), Name: usage.ConfigMapName}, cm); err != nil {
+		return nil, false
+	}
+	pub, err := base64.StdEncoding.DecodeString(p.Spec.PublicKey)
+	r, perr := usage.Parse([]byte(cm.Data[usage.DataKey]))
+	if err != nil || perr != nil || r.Provider != name {
+		return nil, true
+	}
+	lines = map[string]*usage.Line{}
+	for j := range r.Lines {
+		if l := &r.Lines[j]; l.Verify(pub, name) {
+			lines[l.Lease] = l
+		}
+	}
+	return lines, true
 }
 
 func (b *Bank) reader() client.Reader {
@@ -488,6 +534,10 @@ func (b *Bank) mirror(ctx context.Context, tenants map[string]*flotillav1.Accoun
 	for i := range all {
 		existing[all[i].Namespace] = &all[i]
 	}
+	// Written side by side: a thousand providers' earnings, one after
+	// another, took a settlement minutes on a busy API server.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(bankWriters)
 	for ns, a := range tenants {
 		st := a.Status.DeepCopy()
 		st.ObservedGeneration = a.Generation
@@ -497,39 +547,38 @@ func (b *Bank) mirror(ctx context.Context, tenants map[string]*flotillav1.Accoun
 		st.Spent = amount(spent[ns])
 		st.LedgerEntries = int64(b.book.Len)
 		conditions.Apply(&st.Conditions, a.Generation, accountSummary(refused, ns))
-		if err := b.writeAccount(ctx, a, st); err != nil {
-			return err
-		}
+		g.Go(func() error { return b.writeAccount(gctx, a, st) })
 	}
 	for acct, v := range b.book.Balances {
-		name, ok := strings.CutPrefix(acct, "provider:")
-		if !ok {
-			continue
-		}
-		ns := flotillav1.ProviderNamespace(name)
-		a := existing[ns]
-		if a == nil {
-			a = &flotillav1.Account{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.AccountName, Namespace: ns}}
-			if err := b.Client.Create(ctx, a); err != nil {
-				if apierrors.IsNotFound(err) {
-					continue // the provider's namespace is gone
-				}
-				if !apierrors.IsAlreadyExists(err) {
-					return fmt.Errorf("creating the account of provider %s: %w", name, err)
-				}
-				continue // next cycle sees it
-			}
-		}
-		st := a.Status.DeepCopy()
-		st.ObservedGeneration = a.Generation
-		st.Earned, st.LedgerEntries = amount(v), int64(b.book.Len)
-		conditions.Apply(&st.Conditions, a.Generation, conditions.Summary{State: conditions.Current,
-			Reason: flotillav1.AccountReasonCredited, Message: "earnings are recorded in the ledger"})
-		if err := b.writeAccount(ctx, a, st); err != nil {
-			return err
+		if name, ok := strings.CutPrefix(acct, "provider:"); ok {
+			a := existing[flotillav1.ProviderNamespace(name)]
+			g.Go(func() error { return b.mirrorProvider(gctx, name, a, v) })
 		}
 	}
-	return nil
+	return g.Wait()
+}
+
+// bankWriters bounds the Account writes a settlement has in flight.
+const bankWriters = 16
+
+// mirrorProvider writes what provider name earned into its Account, a
+// (nil: made first).
+func (b *Bank) mirrorProvider(ctx context.Context, name string, a *flotillav1.Account, earned money.Micro) error {
+	if a == nil {
+		a = &flotillav1.Account{ObjectMeta: metav1.ObjectMeta{Name: flotillav1.AccountName, Namespace: flotillav1.ProviderNamespace(name)}}
+		if err := b.Client.Create(ctx, a); err != nil {
+			if apierrors.IsNotFound(err) || apierrors.IsAlreadyExists(err) {
+				return nil // the provider's namespace is gone, or the next cycle sees it
+			}
+			return fmt.Errorf("creating the account of provider %s: %w", name, err)
+		}
+	}
+	st := a.Status.DeepCopy()
+	st.ObservedGeneration = a.Generation
+	st.Earned, st.LedgerEntries = amount(earned), int64(b.book.Len)
+	conditions.Apply(&st.Conditions, a.Generation, conditions.Summary{State: conditions.Current,
+		Reason: flotillav1.AccountReasonCredited, Message: "earnings are recorded in the ledger"})
+	return b.writeAccount(ctx, a, st)
 }
 
 func (b *Bank) writeAccount(ctx context.Context, a *flotillav1.Account, st *flotillav1.AccountStatus) error {

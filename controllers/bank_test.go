@@ -7,7 +7,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +18,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -523,4 +526,74 @@ func TestBankReadsAReportOnlyWhenItsLeaseWasCharged(t *testing.T) {
 	look(1, "another")
 	l.Status.Usage.Cost = "0.02"
 	look(2, "a cycle after the Lease was charged")
+}
+
+// A settlement reads the providers' reports side by side, and a report it
+// could not read is read again at the next cycle rather than taken as
+// empty until its Lease is charged again.
+func TestBankReadsReportsSideBySideAndRetriesOnesItMissed(t *testing.T) {
+	ctx := context.Background()
+	key := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
+	var leases []flotillav1.Lease
+	for i := range 4 {
+		p := readyProvider(t, fmt.Sprintf("side-%d", i), "side")
+		p.Spec.PublicKey = base64.StdEncoding.EncodeToString(key.Public().(ed25519.PublicKey))
+		if err := env.Client.Update(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		l := flotillav1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "web-1", Namespace: "t", UID: types.UID(fmt.Sprintf("side-%d", i))},
+			Spec: flotillav1.LeaseSpec{ProviderRef: flotillav1.ProviderReference{Name: p.Name}}}
+		l.Status.Usage.Cost, l.Status.Usage.MeteredUntil = "0.01", &metav1.Time{Time: time.Now()}
+		report(t, key, p.Name, &l, 60)
+		leases = append(leases, l)
+	}
+	direct, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	inFlight, most := 0, 0
+	reads := map[string]int{}
+	b := &Bank{Client: env.Client, APIReader: interceptor.NewClient(direct, interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, o ...client.GetOption) error {
+			if _, ok := obj.(*corev1.ConfigMap); !ok {
+				return c.Get(ctx, k, obj, o...)
+			}
+			mu.Lock()
+			inFlight++
+			most = max(most, inFlight)
+			reads[k.Namespace]++
+			first := reads[k.Namespace] == 1
+			mu.Unlock()
+			defer func() { mu.Lock(); inFlight--; mu.Unlock() }()
+			time.Sleep(200 * time.Millisecond) // long enough for the others to start
+			if first && k.Namespace == flotillav1.ProviderNamespace("side-0") {
+				return apierrors.NewTimeoutError("the API server is busy", 1)
+			}
+			return c.Get(ctx, k, obj, o...)
+		}})}
+	got := b.reports(ctx, leases)
+	if most < 2 {
+		t.Errorf("at most %d report read at a time, want them side by side", most)
+	}
+	for i, l := range leases {
+		line := got[l.Spec.ProviderRef.Name][string(l.UID)]
+		if (line == nil) != (i == 0) {
+			t.Errorf("first cycle: provider %s's line is %+v; only side-0's read failed", l.Spec.ProviderRef.Name, line)
+		}
+	}
+	got = b.reports(ctx, leases) // nothing charged since
+	for _, l := range leases {
+		if line := got[l.Spec.ProviderRef.Name][string(l.UID)]; line == nil || line.ReplicaSeconds != 60 {
+			t.Errorf("second cycle: provider %s's line is %+v, want its 60 replica-seconds", l.Spec.ProviderRef.Name, line)
+		}
+	}
+	want := map[string]int{}
+	for i := range leases {
+		want[flotillav1.ProviderNamespace(fmt.Sprintf("side-%d", i))] = 1
+	}
+	want[flotillav1.ProviderNamespace("side-0")] = 2
+	if !maps.Equal(reads, want) {
+		t.Errorf("reads by namespace %v, want %v: only the missed report is read again", reads, want)
+	}
 }
