@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -154,7 +156,45 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if err := r.markRecorded(ctx, marks); err != nil {
 		return ctrl.Result{}, err
 	}
-	return ctrl.Result{RequeueAfter: d.RequeueAfter}, nil
+	return r.next(in.Pull, d.RequeueAfter), nil
+}
+
+// next is when to look at a provider again. A Pull-mode provider's
+// routine look (its heartbeat is watched, below) goes behind every other
+// item in the queue; the look at the end of its grace period, which can
+// find it Lost, does not: at a thousand providers the routine looks, each
+// waiting on a status write, kept Lost waiting minutes in the queue.
+func (r *ProviderReconciler) next(pull bool, after time.Duration) ctrl.Result {
+	res := ctrl.Result{RequeueAfter: after}
+	if pull && after >= r.interval() {
+		res.Priority = new(handler.LowPriority)
+	}
+	return res
+}
+
+// heartbeatSeen notes when this process saw an agent's heartbeat renewed,
+// as it comes rather than at the provider's next look, which on a busy hub
+// can be a grace period late, and wakes the provider only when that could
+// change its phase: one that is not Ready.
+func (r *ProviderReconciler) heartbeatSeen(ctx context.Context, o client.Object) []reconcile.Request {
+	l, ok := o.(*coordinationv1.Lease)
+	name, isBeat := strings.CutPrefix(o.GetName(), heartbeatLeasePrefix)
+	if !ok || !isBeat || o.GetNamespace() != flotillav1.SystemNamespace {
+		return nil
+	}
+	v := renewValue(l)
+	if v == "" {
+		return nil
+	}
+	if b, ok := r.beats.Load(name); ok && b.(heartbeat).value == v {
+		return nil
+	}
+	r.beats.Store(name, heartbeat{v, r.Now()})
+	p := &flotillav1.Provider{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: name}, p); err != nil || p.Status.Phase == flotillav1.ProviderReady {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: name}}}
 }
 
 // reconcileDelete drains a deregistered provider: the scheduler moves its
@@ -195,6 +235,7 @@ func (r *ProviderReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&flotillav1.Lease{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.(*flotillav1.Lease).Spec.ProviderRef.Name}}}
 		}), builder.WithPredicates(leaseEvidenceChanged)).
+		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(r.heartbeatSeen)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 8}).
 		Named("provider").
 		Complete(r)

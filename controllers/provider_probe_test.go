@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
@@ -104,4 +105,25 @@ func (w conflictingWriter) Apply(ctx context.Context, obj runtime.ApplyConfigura
 		return apierrors.NewConflict(flotillav1.GroupVersion.WithResource("providers").GroupResource(), "restarted", errors.New("the object has been modified"))
 	}
 	return w.SubResourceWriter.Apply(ctx, obj, opts...)
+}
+
+// A Pull-mode provider's routine look waits behind the rest of the queue;
+// the look at the end of its grace period, and every Push-mode probe, do
+// not.
+func TestRoutineLooksAtPullProvidersWait(t *testing.T) {
+	r := &ProviderReconciler{ProbeInterval: 3 * time.Second}
+	for _, tc := range []struct {
+		pull  bool
+		after time.Duration
+		low   bool
+	}{
+		{pull: true, after: 3 * time.Second, low: true},
+		{pull: true, after: 1200 * time.Millisecond},
+		{pull: false, after: 3 * time.Second},
+	} {
+		res := r.next(tc.pull, tc.after)
+		if low := res.Priority != nil && *res.Priority == handler.LowPriority; low != tc.low || res.RequeueAfter != tc.after {
+			t.Errorf("pull %v, next look in %v: %+v, want low priority %v", tc.pull, tc.after, res, tc.low)
+		}
+	}
 }

@@ -1033,3 +1033,62 @@ func (w *noticingWatch) ResultChan() <-chan watch.Event {
 	})
 	return w.out
 }
+
+// A Pull-mode provider's heartbeat is watched: a Lost provider whose agent
+// beats again is Ready at once, not at its next routine look (an hour
+// here), and the look at the end of its grace period, which finds it
+// Lost, comes however far off the routine one is.
+func TestAHeartbeatWakesItsProvider(t *testing.T) {
+	ctx := context.Background()
+	const name = "wake-a"
+	namespace(t, flotillav1.SystemNamespace)
+	p := &flotillav1.Provider{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: flotillav1.ProviderSpec{Owner: name, Region: "eu-west", Mode: flotillav1.ModePull}}
+	if err := env.Client.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	var beating atomic.Bool
+	beating.Store(true)
+	bctx, stopBeats := context.WithCancel(ctx)
+	defer stopBeats()
+	go func() {
+		key := client.ObjectKey{Namespace: flotillav1.SystemNamespace, Name: "provider-" + name}
+		for bctx.Err() == nil {
+			if beating.Load() {
+				now := metav1.NewMicroTime(time.Now())
+				l := &coordinationv1.Lease{}
+				if err := env.Client.Get(bctx, key, l); apierrors.IsNotFound(err) {
+					l = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace},
+						Spec: coordinationv1.LeaseSpec{RenewTime: &now}}
+					_ = env.Client.Create(bctx, l)
+				} else if err == nil {
+					l.Spec.RenewTime = &now
+					_ = env.Client.Update(bctx, l)
+				}
+			}
+			select {
+			case <-bctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	mgr := newTestManager(t)
+	mctx, cancel := context.WithCancel(ctx)
+	if _, err := Setup(mctx, mgr, Options{HubID: "wake", ProviderGracePeriod: time.Second, ProbeInterval: time.Hour,
+		SchedulerInterval: 50 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	defer run(t, mgr, mctx, cancel)()
+	awaitPhase := func(want flotillav1.ProviderPhase) {
+		t.Helper()
+		hubenv.Await(t, 10*time.Second, name+" "+string(want), func() (bool, string) {
+			ph := get(t, &flotillav1.Provider{}, "", name).Status.Phase
+			return ph == want, string(ph)
+		})
+	}
+	awaitPhase(flotillav1.ProviderReady)
+	beating.Store(false)
+	awaitPhase(flotillav1.ProviderLost)
+	beating.Store(true)
+	awaitPhase(flotillav1.ProviderReady)
+}
