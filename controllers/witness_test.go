@@ -356,3 +356,62 @@ func TestLedgerWitness(t *testing.T) {
 		t.Errorf("T4.witness-names-truncation: got %v, want entry %d named", err, cutAt[0].Seq)
 	}
 }
+
+// Parties' copies of their entries are written a bounded number of
+// parties a settlement, side by side, taking turns: a thousand providers'
+// copies, one after another, held a settlement for minutes.
+func TestPartyCopiesTakeTurns(t *testing.T) {
+	ctx := context.Background()
+	n := ledgerstore.PartiesPerCopy + 10
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := ledger.NewChain(key, nil)
+	var entries []ledger.Entry
+	for i := range n {
+		namespace(t, flotillav1.ProviderNamespace(fmt.Sprintf("turn-%03d", i)))
+		e, err := chain.Append(ledger.Entry{Kind: ledger.Deposit, From: "hub", To: fmt.Sprintf("provider:turn-%03d", i), Amount: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries = append(entries, e)
+	}
+	p := &ledgerstore.Publisher{Client: env.Client, Reader: env.Client, Hub: "turns"}
+	if err := p.Load(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Append(ctx, entries); err != nil {
+		t.Fatal(err)
+	}
+	copied := func() (int, []string) {
+		t.Helper()
+		done := 0
+		var odd []string
+		for i := range n {
+			got, err := ledgerstore.ReadParty(ctx, env.Client, flotillav1.ProviderNamespace(fmt.Sprintf("turn-%03d", i)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case len(got) == 1 && got[0].Seq == entries[i].Seq:
+				done++
+			case len(got) != 0:
+				odd = append(odd, fmt.Sprintf("turn-%03d: %d entries", i, len(got)))
+			}
+		}
+		return done, odd
+	}
+	if err := p.CopyToParties(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if done, odd := copied(); done != ledgerstore.PartiesPerCopy || odd != nil {
+		t.Errorf("after one copy: %d parties have their entry, want %d; %v", done, ledgerstore.PartiesPerCopy, odd)
+	}
+	if err := p.CopyToParties(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if done, odd := copied(); done != n || odd != nil {
+		t.Errorf("after two copies: %d parties have their entry, want all %d, each once; %v", done, n, odd)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -37,10 +38,14 @@ const (
 	PartyLabel = "flotilla.dev/ledger-party"
 	// PartyEntries caps the entries of a party's chunk.
 	PartyEntries = 1000
-	indexKey     = "index"
-	anchorKey    = "anchor"
-	indexPrefix  = "flotilla-ledger-index-"
-	lastSeqAnno  = "flotilla.dev/last-seq"
+	// PartiesPerCopy bounds the parties one CopyToParties writes to, and
+	// PartyWriters those it writes to at once.
+	PartiesPerCopy = 64
+	PartyWriters   = 16
+	indexKey       = "index"
+	anchorKey      = "anchor"
+	indexPrefix    = "flotilla-ledger-index-"
+	lastSeqAnno    = "flotilla.dev/last-seq"
 )
 
 // IndexChunkName holds the index lines of entries
@@ -81,6 +86,8 @@ type Publisher struct {
 	lastChunk []ledger.IndexLine
 	// parties: what each party's copy holds, and entries not yet copied.
 	parties map[string]*party
+	// lastCopied is the party CopyToParties copied last.
+	lastCopied string
 }
 
 type party struct {
@@ -310,27 +317,48 @@ func (p *Publisher) loadParties(ctx context.Context, entries []ledger.Entry) err
 	return nil
 }
 
-// CopyToParties writes each party's pending entries into its namespace.
-// A party whose namespace is gone is dropped; other failures are kept for
-// the next call and returned.
+// CopyToParties writes pending entries into their parties' namespaces:
+// at most PartiesPerCopy parties a call, taking turns, PartyWriters at a
+// time. A party whose namespace is gone is dropped; other failures are
+// kept for a later call and returned. One party after another, a thousand
+// providers' copies held a settlement for minutes; the rest now wait for
+// the next settlement.
 func (p *Publisher) CopyToParties(ctx context.Context) error {
-	var errs []error
+	var due []string
 	for _, who := range slices.Sorted(maps.Keys(p.parties)) {
-		pt := p.parties[who]
-		if len(pt.pending) == 0 {
+		if len(p.parties[who].pending) == 0 {
 			continue
 		}
-		ns := PartyNamespace(who)
-		if ns == "" {
+		if PartyNamespace(who) == "" {
 			delete(p.parties, who)
 			continue
 		}
-		if err := p.copyTo(ctx, ns, pt); err != nil {
-			if apierrors.IsNotFound(err) {
-				delete(p.parties, who)
-				continue
-			}
-			errs = append(errs, fmt.Errorf("copying ledger entries to %s: %w", ns, err))
+		due = append(due, who)
+	}
+	if len(due) > PartiesPerCopy {
+		// Taking turns: start after the last party copied.
+		i, _ := slices.BinarySearch(due, p.lastCopied+"\x00")
+		due = slices.Concat(due[i:], due[:i])[:PartiesPerCopy]
+	}
+	errs := make([]error, len(due))
+	var g errgroup.Group
+	g.SetLimit(PartyWriters)
+	for i, who := range due {
+		pt := p.parties[who]
+		g.Go(func() error {
+			errs[i] = p.copyTo(ctx, PartyNamespace(who), pt)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	for i, who := range due {
+		p.lastCopied = who
+		switch {
+		case apierrors.IsNotFound(errs[i]):
+			delete(p.parties, who)
+			errs[i] = nil
+		case errs[i] != nil:
+			errs[i] = fmt.Errorf("copying ledger entries to %s: %w", PartyNamespace(who), errs[i])
 		}
 	}
 	return errors.Join(errs...)
