@@ -204,9 +204,17 @@ func (b *Bank) load(ctx context.Context) error {
 	b.book, b.chain = book, ledger.NewChain(b.key, last)
 	logr.FromContextOrDiscard(ctx).Info("Ledger loaded", "entries", len(entries), "head", b.chain.Head().String())
 	// What witnesses read is rebuilt from what is stored, whatever it
-	// said before: a ledger cut or rewritten shows as it now is.
-	if err := b.Publisher.Load(ctx, entries); err != nil {
+	// said before: a ledger cut or rewritten shows as it now is. When the
+	// stored entries extend what was published (a reload after a write
+	// that failed), only what is missing is published.
+	resumed, err := b.Publisher.Resume(ctx, entries)
+	if err != nil {
 		return fmt.Errorf("publishing the ledger index: %w", err)
+	}
+	if !resumed {
+		if err := b.Publisher.Load(ctx, entries); err != nil {
+			return fmt.Errorf("publishing the ledger index: %w", err)
+		}
 	}
 	return b.publish(ctx)
 }

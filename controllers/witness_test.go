@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/agent"
@@ -377,6 +379,7 @@ func TestPartyCopiesTakeTurns(t *testing.T) {
 		}
 		entries = append(entries, e)
 	}
+	republishAfter(t)
 	p := &ledgerstore.Publisher{Client: env.Client, Reader: env.Client, Hub: "turns"}
 	if err := p.Load(ctx, nil); err != nil {
 		t.Fatal(err)
@@ -413,5 +416,98 @@ func TestPartyCopiesTakeTurns(t *testing.T) {
 	}
 	if done, odd := copied(); done != n || odd != nil {
 		t.Errorf("after two copies: %d parties have their entry, want all %d, each once; %v", done, n, odd)
+	}
+}
+
+// republishAfter publishes the stored ledger again once the test is over,
+// as a bank's start does: a test that publishes a ledger of its own
+// overwrites the package's shared published index.
+func republishAfter(t *testing.T) {
+	t.Cleanup(func() {
+		ctx := context.Background()
+		entries, err := (&ledgerstore.Store{Client: env.Client, Reader: env.Client, Namespace: flotillav1.SystemNamespace}).Load(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, err := ledgerKey(t)(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := &ledgerstore.Publisher{Client: env.Client, Reader: env.Client, Hub: "hub"}
+		if err := p.Load(ctx, entries); err != nil {
+			t.Fatal(err)
+		}
+		var head ledger.Hash
+		if len(entries) > 0 {
+			head = entries[len(entries)-1].Hash()
+		}
+		if err := p.PublishHead(ctx, p.Head(key, head, time.Now())); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// A publisher reloaded after a failed write publishes only what it
+// missed when the stored entries extend what it published, without
+// reading back every index chunk and party copy (minutes on the busy hub
+// that failed the write); a ledger cut or rewritten is rebuilt whole.
+func TestPublisherResumesWhatItMissed(t *testing.T) {
+	ctx := context.Background()
+	republishAfter(t)
+	entriesOf := func(n int) []ledger.Entry {
+		_, key, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain := ledger.NewChain(key, nil)
+		var out []ledger.Entry
+		for i := range n {
+			e, err := chain.Append(ledger.Entry{Kind: ledger.Deposit, From: "hub", To: fmt.Sprintf("provider:resume-%d", i), Amount: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, e)
+		}
+		return out
+	}
+	entries := entriesOf(5)
+	direct, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reads atomic.Int32
+	counted := interceptor.NewClient(direct, interceptor.Funcs{
+		List: func(ctx context.Context, c client.WithWatch, l client.ObjectList, o ...client.ListOption) error {
+			reads.Add(1)
+			return c.List(ctx, l, o...)
+		},
+		Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, o ...client.GetOption) error {
+			reads.Add(1)
+			return c.Get(ctx, k, obj, o...)
+		},
+	})
+	p := &ledgerstore.Publisher{Client: env.Client, Reader: counted, Hub: "resume"}
+	if err := p.Load(ctx, entries[:3]); err != nil {
+		t.Fatal(err)
+	}
+	reads.Store(0)
+	if ok, err := p.Resume(ctx, entries); !ok || err != nil {
+		t.Fatalf("resuming with two more entries: %v, %v; want it resumed", ok, err)
+	}
+	// Appending reads the index chunk it rewrites, and nothing else.
+	if n := reads.Load(); n > 1 {
+		t.Errorf("resuming read the hub %d times, want at most the one chunk it appends to", n)
+	}
+	lines, err := ledgerstore.ReadIndex(ctx, env.Client, 0, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := ledger.Index(entries, ledger.Hash{}); !slices.Equal(lines, want) {
+		t.Errorf("published index %v, want %v", lines, want)
+	}
+	for name, other := range map[string][]ledger.Entry{"a rewritten ledger": entriesOf(6), "a cut ledger": entries[:4]} {
+		if ok, err := p.Resume(ctx, other); ok || err != nil {
+			t.Errorf("%s: resumed %v (%v); want it left to a rebuild", name, ok, err)
+		}
 	}
 }

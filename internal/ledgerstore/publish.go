@@ -191,8 +191,16 @@ func (p *Publisher) Append(ctx context.Context, entries []ledger.Entry) error {
 			return err
 		}
 		p.lastChunk, p.count, p.witness = chunk, chunk[len(chunk)-1].Seq+1, chunk[len(chunk)-1].Witness
-		lines = lines[n:]
+		// Queued with their index, so that what Resume finds published is
+		// queued too.
+		p.queue(entries[:n])
+		lines, entries = lines[n:], entries[n:]
 	}
+	return nil
+}
+
+// queue adds entries to their parties' pending copies.
+func (p *Publisher) queue(entries []ledger.Entry) {
 	for i := range entries {
 		for _, who := range entries[i].Parties() {
 			if p.parties == nil {
@@ -206,7 +214,21 @@ func (p *Publisher) Append(ctx context.Context, entries []ledger.Entry) error {
 			pt.pending = append(pt.pending, entries[i])
 		}
 	}
-	return nil
+}
+
+// Resume brings a loaded publisher up to the stored entries when they
+// extend what it published, and reports whether they did; when they do
+// not (the ledger was cut or rewritten), Load must rebuild it. After an
+// append that timed out, Load's rebuild (every index chunk read, every
+// party's copy listed) took minutes on the busy hub that timed it out.
+func (p *Publisher) Resume(ctx context.Context, entries []ledger.Entry) (bool, error) {
+	if p.parties == nil || p.count == 0 || uint64(len(entries)) < p.count {
+		return false, nil
+	}
+	if lines := ledger.Index(entries[:p.count], ledger.Hash{}); lines[len(lines)-1].Witness != p.witness {
+		return false, nil
+	}
+	return true, p.Append(ctx, entries[p.count:])
 }
 
 // Head is the head of what was published so far, signed with key.
