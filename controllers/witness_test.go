@@ -365,19 +365,9 @@ func TestLedgerWitness(t *testing.T) {
 func TestPartyCopiesTakeTurns(t *testing.T) {
 	ctx := context.Background()
 	n := ledgerstore.PartiesPerCopy + 10
-	_, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chain := ledger.NewChain(key, nil)
-	var entries []ledger.Entry
+	entries := payments(t, "turn", n)
 	for i := range n {
 		namespace(t, flotillav1.ProviderNamespace(fmt.Sprintf("turn-%03d", i)))
-		e, err := chain.Append(ledger.Entry{Kind: ledger.Deposit, From: "hub", To: fmt.Sprintf("provider:turn-%03d", i), Amount: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		entries = append(entries, e)
 	}
 	republishAfter(t)
 	p := &ledgerstore.Publisher{Client: env.Client, Reader: env.Client, Hub: "turns"}
@@ -423,6 +413,7 @@ func TestPartyCopiesTakeTurns(t *testing.T) {
 // as a bank's start does: a test that publishes a ledger of its own
 // overwrites the package's shared published index.
 func republishAfter(t *testing.T) {
+	namespace(t, flotillav1.SystemNamespace)
 	t.Cleanup(func() {
 		ctx := context.Background()
 		entries, err := (&ledgerstore.Store{Client: env.Client, Reader: env.Client, Namespace: flotillav1.SystemNamespace}).Load(ctx)
@@ -454,23 +445,7 @@ func republishAfter(t *testing.T) {
 func TestPublisherResumesWhatItMissed(t *testing.T) {
 	ctx := context.Background()
 	republishAfter(t)
-	entriesOf := func(n int) []ledger.Entry {
-		_, key, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		chain := ledger.NewChain(key, nil)
-		var out []ledger.Entry
-		for i := range n {
-			e, err := chain.Append(ledger.Entry{Kind: ledger.Deposit, From: "hub", To: fmt.Sprintf("provider:resume-%d", i), Amount: 1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, e)
-		}
-		return out
-	}
-	entries := entriesOf(5)
+	entries := payments(t, "resume", 5)
 	direct, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
 	if err != nil {
 		t.Fatal(err)
@@ -505,9 +480,29 @@ func TestPublisherResumesWhatItMissed(t *testing.T) {
 	if want := ledger.Index(entries, ledger.Hash{}); !slices.Equal(lines, want) {
 		t.Errorf("published index %v, want %v", lines, want)
 	}
-	for name, other := range map[string][]ledger.Entry{"a rewritten ledger": entriesOf(6), "a cut ledger": entries[:4]} {
+	for name, other := range map[string][]ledger.Entry{"a rewritten ledger": payments(t, "resume", 6), "a cut ledger": entries[:4]} {
 		if ok, err := p.Resume(ctx, other); ok || err != nil {
 			t.Errorf("%s: resumed %v (%v); want it left to a rebuild", name, ok, err)
 		}
 	}
+}
+
+// payments is a ledger of n entries, each paying provider <prefix>-NNN,
+// signed with a key of its own.
+func payments(t *testing.T, prefix string, n int) []ledger.Entry {
+	t.Helper()
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := ledger.NewChain(key, nil)
+	out := make([]ledger.Entry, 0, n)
+	for i := range n {
+		e, err := chain.Append(ledger.Entry{Kind: ledger.Deposit, From: "hub", To: fmt.Sprintf("provider:%s-%03d", prefix, i), Amount: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, e)
+	}
+	return out
 }
