@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -81,7 +82,11 @@ func (r *ProviderReconciler) interval() time.Duration {
 }
 
 func (r *ProviderReconciler) policy() health.Policy {
-	return health.Policy{Grace: r.GracePeriod, ProbeInterval: r.ProbeInterval, Flap: r.Flap}
+	// A Pull-mode provider whose heartbeat is fresh is looked at when its
+	// grace period ends, and at least as often as its reputation's uptime
+	// is brought up to date.
+	return health.Policy{Grace: r.GracePeriod, ProbeInterval: r.ProbeInterval, Flap: r.Flap,
+		PullLook: cmp.Or(r.ReputationRefresh, DefaultReputationRefresh)}
 }
 
 // Reconcile watches one provider and writes its status once.
@@ -156,17 +161,17 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if err := r.markRecorded(ctx, marks); err != nil {
 		return ctrl.Result{}, err
 	}
-	return r.next(in.Pull, d.RequeueAfter), nil
+	return r.next(in.Pull, d.Status.Phase, d.RequeueAfter), nil
 }
 
-// next is when to look at a provider again. A Pull-mode provider's
-// routine look (its heartbeat is watched, below) goes behind every other
-// item in the queue; the look at the end of its grace period, which can
-// find it Lost, does not: at a thousand providers the routine looks, each
-// waiting on a status write, kept Lost waiting minutes in the queue.
-func (r *ProviderReconciler) next(pull bool, after time.Duration) ctrl.Result {
+// next is when to look at a provider again. A Pull-mode provider that is
+// not Ready or Cordoned is woken by its heartbeat (watched, below), so its
+// routine look goes behind every other item in the queue; a live one's
+// next look is at the end of its grace period (health.Policy.PullLook),
+// where it can be found Lost, and does not wait behind them.
+func (r *ProviderReconciler) next(pull bool, phase flotillav1.ProviderPhase, after time.Duration) ctrl.Result {
 	res := ctrl.Result{RequeueAfter: after}
-	if pull && after >= r.interval() {
+	if pull && phase != flotillav1.ProviderReady && phase != flotillav1.ProviderCordoned && after >= r.interval() {
 		res.Priority = new(handler.LowPriority)
 	}
 	return res
@@ -236,7 +241,10 @@ func (r *ProviderReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.(*flotillav1.Lease).Spec.ProviderRef.Name}}}
 		}), builder.WithPredicates(leaseEvidenceChanged)).
 		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(r.heartbeatSeen)).
-		WithOptions(controller.Options{MaxConcurrentReconciles: 8}).
+		// A look mostly waits on its writes (status, and the Leases'
+		// reputation marks): eight workers took a thousand providers'
+		// failover minutes to get through.
+		WithOptions(controller.Options{MaxConcurrentReconciles: 32}).
 		Named("provider").
 		Complete(r)
 }

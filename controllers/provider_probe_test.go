@@ -107,23 +107,27 @@ func (w conflictingWriter) Apply(ctx context.Context, obj runtime.ApplyConfigura
 	return w.SubResourceWriter.Apply(ctx, obj, opts...)
 }
 
-// A Pull-mode provider's routine look waits behind the rest of the queue;
-// the look at the end of its grace period, and every Push-mode probe, do
-// not.
+// A Pull-mode provider that is not Ready waits behind the rest of the
+// queue for its routine look (its heartbeat wakes it); a live one's look
+// at the end of its grace period, and every Push-mode probe, do not.
 func TestRoutineLooksAtPullProvidersWait(t *testing.T) {
 	r := &ProviderReconciler{ProbeInterval: 3 * time.Second}
 	for _, tc := range []struct {
 		pull  bool
+		phase flotillav1.ProviderPhase
 		after time.Duration
 		low   bool
 	}{
-		{pull: true, after: 3 * time.Second, low: true},
-		{pull: true, after: 1200 * time.Millisecond},
-		{pull: false, after: 3 * time.Second},
+		{pull: true, phase: flotillav1.ProviderLost, after: 3 * time.Second, low: true},
+		{pull: true, phase: flotillav1.ProviderPending, after: 3 * time.Second, low: true},
+		{pull: true, phase: flotillav1.ProviderPending, after: 1200 * time.Millisecond},
+		{pull: true, phase: flotillav1.ProviderReady, after: 20 * time.Second},
+		{pull: true, phase: flotillav1.ProviderCordoned, after: 20 * time.Second},
+		{pull: false, phase: flotillav1.ProviderLost, after: 3 * time.Second},
 	} {
-		res := r.next(tc.pull, tc.after)
+		res := r.next(tc.pull, tc.phase, tc.after)
 		if low := res.Priority != nil && *res.Priority == handler.LowPriority; low != tc.low || res.RequeueAfter != tc.after {
-			t.Errorf("pull %v, next look in %v: %+v, want low priority %v", tc.pull, tc.after, res, tc.low)
+			t.Errorf("pull %v, %s, next look in %v: %+v, want low priority %v", tc.pull, tc.phase, tc.after, res, tc.low)
 		}
 	}
 }

@@ -10,6 +10,7 @@
 package health
 
 import (
+	"cmp"
 	"fmt"
 	"time"
 
@@ -35,6 +36,13 @@ type Policy struct {
 	// Input.ProbedAt). Writing every beat or probe cost one status write
 	// per provider every few seconds, most of a large hub's writes.
 	ContactRecord time.Duration
+	// PullLook bounds the time between two looks at a Pull-mode provider
+	// whose heartbeat is fresh; otherwise it is looked at when its grace
+	// period ends, not every ProbeInterval: the hub watches heartbeats,
+	// so nothing in between can change its phase. A thousand providers
+	// looked at every 3 s made the look that finds one Lost wait minutes
+	// in the queue. 0 means ProbeInterval, as in Push mode.
+	PullLook time.Duration
 }
 
 // Defaults of Policy.
@@ -239,7 +247,7 @@ func Decide(in Input, p Policy) Decision {
 	d := Decision{Status: *st, RequeueAfter: p.interval(), HeldDown: e.heldDown}
 	if in.Pull && in.Probe.OK && e.lastContact != nil {
 		// Lost is decided at the end of the grace period, not a look later.
-		d.RequeueAfter = min(d.RequeueAfter, e.lastContact.Add(p.grace()).Sub(in.Now)+10*time.Millisecond)
+		d.RequeueAfter = min(cmp.Or(p.PullLook, d.RequeueAfter), e.lastContact.Add(p.grace()).Sub(in.Now)+10*time.Millisecond)
 	}
 	if v.requeue > 0 {
 		d.RequeueAfter = min(d.RequeueAfter, v.requeue)

@@ -392,3 +392,28 @@ func TestStale(t *testing.T) {
 		}
 	}
 }
+
+// With PullLook set, a live Pull-mode provider is next looked at when its
+// grace period ends (at most PullLook away), not every probe interval: its
+// heartbeat is watched, so nothing in between can change its phase.
+func TestPullLookAtTheEndOfTheGracePeriod(t *testing.T) {
+	ready := flotillav1.ProviderStatus{Mode: flotillav1.ModePull, Phase: "Ready", LastHeartbeatTime: at(0), ObservedHeartbeat: "a"}
+	for name, tc := range map[string]struct {
+		grace time.Duration
+		now   time.Duration
+		phase flotillav1.ProviderPhase
+		want  time.Duration
+	}{
+		"heartbeat 5s old":                            {grace: 20 * time.Second, now: 5 * time.Second, phase: "Ready", want: 15*time.Second + 10*time.Millisecond},
+		"a grace period longer than PullLook":         {grace: time.Hour, now: 5 * time.Second, phase: "Ready", want: 30 * time.Second},
+		"stale: Lost, looked at every probe interval": {grace: 20 * time.Second, now: 25 * time.Second, phase: "Lost", want: 3 * time.Second},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := Policy{Grace: tc.grace, ProbeInterval: 3 * time.Second, PullLook: 30 * time.Second}
+			d := Decide(Input{Now: t0.Add(tc.now), Pull: true, Status: ready, Heartbeat: "a"}, p)
+			if d.Status.Phase != tc.phase || d.RequeueAfter != tc.want {
+				t.Errorf("%s, next look in %v; want %s, in %v", d.Status.Phase, d.RequeueAfter, tc.phase, tc.want)
+			}
+		})
+	}
+}
