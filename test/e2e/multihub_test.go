@@ -146,6 +146,19 @@ func TestTwoHubsShareAProvider(t *testing.T) {
 		for id, h := range hubs {
 			hubenv.Await(t, 90*time.Second, "hub "+id+"'s first workload Ready", ready(h, "first", 2))
 		}
+		// Each hub's Offer shows what the other holds before both ask for
+		// more at once: the agent refreshes it every 2 s, and a Workload
+		// can now be Ready sooner than that after the other's was accepted.
+		for id, h := range hubs {
+			hubenv.Await(t, 30*time.Second, "hub "+id+"'s Offer less what the other hub holds", func() (bool, string) {
+				var offers flotillav1.OfferList
+				if err := h.client.List(ctx, &offers, client.InNamespace(flotillav1.ProviderNamespace(provider.Name))); err != nil || len(offers.Items) != 1 {
+					return false, fmt.Sprintf("%d offers, %v", len(offers.Items), err)
+				}
+				cpu := offers.Items[0].Spec.Resources.Cpu().MilliValue()
+				return cpu == 4000, fmt.Sprintf("the Offer sells %dm", cpu)
+			})
+		}
 	})
 	hubenv.Stage(t, "at once, both ask for more than is left: what it accepts never exceeds its capacity", func(t *testing.T) {
 		for _, h := range hubs {
