@@ -31,12 +31,7 @@ const hollowHub = "hl"
 func TestHollowProviders(t *testing.T) {
 	ctx := context.Background()
 	const ns = "tenant-hollow"
-	namespace(t, ns)
-	acct := get(t, &flotillav1.Account{}, ns, flotillav1.AccountName)
-	acct.Spec.Credited = "1000"
-	if err := env.Client.Update(ctx, acct); err != nil {
-		t.Fatal(err)
-	}
+	account(t, ns, "1000")
 	mgr := newTestManager(t)
 	mctx, cancel := context.WithCancel(ctx)
 	if _, err := Setup(mctx, mgr, Options{HubID: hollowHub, ProviderGracePeriod: 4 * time.Second, ProbeInterval: 300 * time.Millisecond,
@@ -203,12 +198,7 @@ func TestHollowProviders(t *testing.T) {
 func TestAgentReportsReadyBeforeItsNextPull(t *testing.T) {
 	ctx := context.Background()
 	const ns, name, hub = "tenant-ready-soon", "ready-soon", "rs"
-	namespace(t, ns)
-	acct := get(t, &flotillav1.Account{}, ns, flotillav1.AccountName)
-	acct.Spec.Credited = "1000"
-	if err := env.Client.Update(ctx, acct); err != nil {
-		t.Fatal(err)
-	}
+	account(t, ns, "1000")
 	mgr := newTestManager(t)
 	mctx, cancel := context.WithCancel(ctx)
 	if _, err := Setup(mctx, mgr, Options{HubID: hub, ProviderGracePeriod: 10 * time.Second, ProbeInterval: 300 * time.Millisecond,

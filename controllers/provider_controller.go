@@ -191,10 +191,9 @@ func (r *ProviderReconciler) heartbeatSeen(ctx context.Context, o client.Object)
 	if v == "" {
 		return nil
 	}
-	if b, ok := r.beats.Load(name); ok && b.(heartbeat).value == v {
+	if _, changed := r.noteBeat(name, v, r.Now()); !changed {
 		return nil
 	}
-	r.beats.Store(name, heartbeat{v, r.Now()})
 	p := &flotillav1.Provider{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Name: name}, p); err != nil || p.Status.Phase == flotillav1.ProviderReady {
 		return nil

@@ -106,11 +106,18 @@ func (r *ProviderReconciler) heartbeat(ctx context.Context, provider string, now
 	if v == "" {
 		return "", time.Time{}
 	}
+	seen, _ := r.noteBeat(provider, v, now)
+	return v, seen
+}
+
+// noteBeat returns when this process first saw heartbeat v of provider,
+// noting now when v is new (changed is then true).
+func (r *ProviderReconciler) noteBeat(provider, v string, now time.Time) (seen time.Time, changed bool) {
 	if b, ok := r.beats.Load(provider); ok && b.(heartbeat).value == v {
-		return v, b.(heartbeat).seen
+		return b.(heartbeat).seen, false
 	}
 	r.beats.Store(provider, heartbeat{v, now})
-	return v, now
+	return now, true
 }
 
 // renewValue is a heartbeat Lease's renew time as heartbeat and markLost

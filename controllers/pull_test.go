@@ -332,12 +332,7 @@ func TestPullMode(t *testing.T) {
 	}
 	joinA := joinIdentity(t, "pull-a", flotillav1.ModePull)
 	joinB := joinIdentity(t, "pull-b", flotillav1.ModePull)
-	namespace(t, ns)
-	acct := get(t, &flotillav1.Account{}, ns, flotillav1.AccountName)
-	acct.Spec.Credited = "1000"
-	if err := env.Client.Update(ctx, acct); err != nil {
-		t.Fatal(err)
-	}
+	account(t, ns, "1000")
 	for _, p := range []struct{ name, price string }{{"pull-a", "0.01"}, {"pull-b", "0.02"}} {
 		o := fixture.Offer(p.name, "std", fixture.Selling("1000", "4Ti"), fixture.Priced(flotillav1.Amount(p.price), "0.001"), fixture.Attribute("suite", "pull"),
 			fixture.Attribute("provider", p.name))
