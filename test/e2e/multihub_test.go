@@ -242,10 +242,12 @@ func TestTwoHubsShareAProvider(t *testing.T) {
 			return err == nil && cm.Data["status"] == agent.WitnessDiverged, fmt.Sprintf("%v %v", cm.Data, err)
 		})
 		t.Logf("the agent caught the cut %s after the manager restarted on it (report interval 2s)", time.Since(cutAt).Round(100*time.Millisecond))
-		events, err := admin.CoreV1().Events(flotillav1.SystemNamespace).List(ctx, metav1.ListOptions{FieldSelector: "reason=" + agent.ReasonLedgerDiverged})
-		if err != nil || len(events.Items) == 0 {
-			t.Errorf("no %s event on the provider: %v", agent.ReasonLedgerDiverged, err)
-		}
+		// The agent saves the witness before it records the Event, and the
+		// recorder sends Events asynchronously.
+		hubenv.Await(t, 30*time.Second, "a "+agent.ReasonLedgerDiverged+" event on the provider", func() (bool, string) {
+			events, err := admin.CoreV1().Events(flotillav1.SystemNamespace).List(ctx, metav1.ListOptions{FieldSelector: "reason=" + agent.ReasonLedgerDiverged})
+			return err == nil && len(events.Items) > 0, fmt.Sprintf("%v", err)
+		})
 		hubenv.Await(t, 30*time.Second, "the provider's Offer withdrawn from hub a", func() (bool, string) {
 			err := ha.client.Get(ctx, client.ObjectKey{Namespace: flotillav1.ProviderNamespace(provider.Name), Name: "standard"}, &flotillav1.Offer{})
 			return apierrors.IsNotFound(err), fmt.Sprintf("%v", err)
