@@ -1,10 +1,13 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -86,7 +89,25 @@ type Bank struct {
 	book     *settle.Book
 	chain    *ledger.Chain
 	key      ed25519.PrivateKey
+	// unstored are entries signed into the book and chain but not yet
+	// known to be stored, unpublished ones stored but not yet in the
+	// index; headStale says the published head is behind. After a write
+	// that failed the bank keeps its book and stores these first, instead
+	// of reloading the whole ledger.
+	unstored, unpublished []ledger.Entry
+	headStale             bool
 }
+
+// maxPendingFailures is how many cycles in a row may fail with entries
+// pending before the bank gives up its book and reloads the ledger.
+const maxPendingFailures = 6
+
+// pendingError is a failure that left the book whole: what it did not
+// store or publish is pending, and the next cycle does that first.
+type pendingError struct{ err error }
+
+func (e pendingError) Error() string { return e.err.Error() }
+func (e pendingError) Unwrap() error { return e.err }
 
 // NewBank returns a Bank with the default economics.
 func NewBank(c client.Client, ca cache.Cache, store *ledgerstore.Store, rec record.EventRecorder,
@@ -130,8 +151,13 @@ func (b *Bank) Start(ctx context.Context) error {
 			// scheduler places nothing in accounted namespaces meanwhile.
 			b.failures++
 			next = min(time.Second<<min(b.failures-1, 6), time.Minute)
-			log.Error(err, "Settlement cycle failed; reloading the ledger", "failures", b.failures, "retryIn", next)
-			b.book = nil
+			if !errors.As(err, new(pendingError)) || b.failures > maxPendingFailures {
+				log.Error(err, "Settlement cycle failed; reloading the ledger", "failures", b.failures, "retryIn", next)
+				b.book, b.unstored, b.unpublished = nil, nil, nil
+			} else {
+				log.Error(err, "Settlement cycle failed; storing its entries first next cycle", "failures", b.failures,
+					"retryIn", next, "unstored", len(b.unstored), "unpublished", len(b.unpublished))
+			}
 			why := bound.Error(err)
 			b.unavailable.Store(&why)
 			metrics.SettlementFailed(true)
@@ -202,6 +228,7 @@ func (b *Bank) load(ctx context.Context) error {
 		last = &entries[len(entries)-1]
 	}
 	b.book, b.chain = book, ledger.NewChain(b.key, last)
+	b.unstored, b.unpublished, b.headStale = nil, nil, false
 	logr.FromContextOrDiscard(ctx).Info("Ledger loaded", "entries", len(entries), "head", b.chain.Head().String())
 	// What witnesses read is rebuilt from what is stored, whatever it
 	// said before: a ledger cut or rewritten shows as it now is. When the
@@ -229,6 +256,8 @@ func (b *Bank) cycle(ctx context.Context) (time.Duration, error) {
 		if err := b.load(ctx); err != nil {
 			return 0, err
 		}
+	} else if err := b.flush(ctx); err != nil {
+		return 0, err
 	}
 	start := time.Now()
 	now := b.Now().UTC().Truncate(time.Second)
@@ -282,30 +311,81 @@ func (b *Bank) cycle(ctx context.Context) (time.Duration, error) {
 	return next, nil
 }
 
-// record signs and stores a settlement's entries, then publishes the new
-// head.
+// record signs a settlement's entries, then stores and publishes them.
 func (b *Bank) record(ctx context.Context, entries []ledger.Entry) error {
-	if len(entries) == 0 {
-		return nil
-	}
-	signed := make([]ledger.Entry, 0, len(entries))
 	for _, e := range entries {
 		s, err := b.chain.Append(e)
 		if err != nil {
 			return err
 		}
-		signed = append(signed, s)
+		b.unstored = append(b.unstored, s)
+		b.headStale = true
 	}
-	if err := b.Store.Append(ctx, signed); err != nil {
+	return b.flush(ctx)
+}
+
+// flush stores the entries not yet stored, publishes those not yet
+// published, then the head, finding out first what a write that failed
+// stored.
+func (b *Bank) flush(ctx context.Context) error {
+	if b.Store.Unsure() {
+		if err := b.recoverStore(ctx); err != nil {
+			return err
+		}
+	}
+	if len(b.unstored) > 0 {
+		if err := b.Store.Append(ctx, b.unstored); err != nil {
+			// A write that timed out has often stored: read it back now
+			// rather than a cycle later.
+			if rerr := b.recoverStore(ctx); rerr != nil {
+				return fmt.Errorf("%w; reading it back: %w", err, rerr)
+			}
+			if len(b.unstored) > 0 {
+				return pendingError{err}
+			}
+		} else {
+			metrics.LedgerAppended(len(b.unstored))
+			b.unpublished, b.unstored = append(b.unpublished, b.unstored...), nil
+		}
+	}
+	if len(b.unpublished) > 0 {
+		err := b.Publisher.Append(ctx, b.unpublished)
+		n := min(max(int(b.Publisher.Published())-int(b.unpublished[0].Seq), 0), len(b.unpublished))
+		b.unpublished = b.unpublished[n:]
+		if err != nil {
+			return pendingError{fmt.Errorf("publishing the ledger index: %w", err)}
+		}
+	}
+	if b.headStale {
+		if err := b.publish(ctx); err != nil {
+			return pendingError{fmt.Errorf("publishing the ledger head: %w", err)}
+		}
+		b.headStale = false
+	}
+	return nil
+}
+
+// recoverStore reads back what the store's failed append stored and
+// moves it from unstored to unpublished. Entries there that this bank
+// did not sign mean another writer: the book must be reloaded.
+func (b *Bank) recoverStore(ctx context.Context) error {
+	found, err := b.Store.Recover(ctx)
+	switch {
+	case errors.Is(err, ledgerstore.ErrRewritten):
 		return err
+	case err != nil:
+		return pendingError{err}
 	}
-	if err := b.Publisher.Append(ctx, signed); err != nil {
-		return fmt.Errorf("publishing the ledger index: %w", err)
+	if len(found) > len(b.unstored) || !slices.EqualFunc(found, b.unstored[:len(found)], func(x, y ledger.Entry) bool {
+		return x.Seq == y.Seq && bytes.Equal(x.Sig, y.Sig)
+	}) {
+		return fmt.Errorf("%w: it holds entries this hub did not sign", ledgerstore.ErrRewritten)
 	}
-	if err := b.publish(ctx); err != nil {
-		return fmt.Errorf("publishing the ledger head: %w", err)
+	if len(found) > 0 {
+		logr.FromContextOrDiscard(ctx).Info("A ledger write that failed had stored entries", "entries", len(found))
+		metrics.LedgerAppended(len(found))
 	}
-	metrics.LedgerAppended(len(signed))
+	b.unpublished, b.unstored = append(b.unpublished, found...), b.unstored[len(found):]
 	return nil
 }
 

@@ -38,6 +38,12 @@ import (
 // (settling every second, 2.5% fee) until the returned function is called.
 func startEconomy(t *testing.T) (stop func()) {
 	t.Helper()
+	return startEconomyWith(t, func(*ledgerstore.Store) {})
+}
+
+// startEconomyWith lets a test change the bank's ledger store first.
+func startEconomyWith(t *testing.T, change func(*ledgerstore.Store)) (stop func()) {
+	t.Helper()
 	namespace(t, flotillav1.SystemNamespace)
 	mgr := newTestManager(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -53,6 +59,7 @@ func startEconomy(t *testing.T) (stop func()) {
 		t.Fatal(err)
 	}
 	store := &ledgerstore.Store{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: flotillav1.SystemNamespace, ChunkEntries: 7}
+	change(store)
 	bank := NewBank(mgr.GetClient(), mgr.GetCache(), store, mgr.GetEventRecorderFor("bank"), ledgerKey(t))
 	bank.APIReader = mgr.GetAPIReader()
 	bank.Policy.Interval, bank.Policy.FeeBPS = time.Second, 250

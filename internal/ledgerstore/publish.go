@@ -231,6 +231,9 @@ func (p *Publisher) Resume(ctx context.Context, entries []ledger.Entry) (bool, e
 	return true, p.Append(ctx, entries[p.count:])
 }
 
+// Published is how many entries the index holds.
+func (p *Publisher) Published() uint64 { return p.count }
+
 // Head is the head of what was published so far, signed with key.
 func (p *Publisher) Head(key ed25519.PrivateKey, hash ledger.Hash, now time.Time) ledger.Head {
 	h := ledger.Head{Hub: p.Hub, Entries: p.count, Time: now}

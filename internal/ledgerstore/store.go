@@ -14,12 +14,14 @@ package ledgerstore
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -33,14 +35,17 @@ const (
 	HeadName = "flotilla-ledger-head"
 	// KeySecret holds the hub's signing key.
 	KeySecret = "flotilla-ledger-key"
-	// DefaultChunkEntries caps the entries of a chunk; typical entries take
-	// about 400 bytes, so a chunk holds some 800 KB.
-	DefaultChunkEntries = 2000
+	// DefaultChunkEntries caps the entries of a chunk. Every append
+	// rewrites the last chunk whole, so it is kept small: typical entries
+	// take about 400 bytes, so a chunk holds some 200 KB. (At 2,000 entries
+	// appends timed out on a saturated API server.)
+	DefaultChunkEntries = 500
 	// MaxChunkBytes keeps a chunk under the API server's 1 MiB object limit
 	// whatever its entries: a payment carrying a provider's report with
 	// the longest names takes about 1.3 KB.
 	MaxChunkBytes = 800 << 10
 	dataKey       = "entries.jsonl"
+	loadPage      = 16
 	chunkPrefix   = "flotilla-ledger-"
 )
 
@@ -57,7 +62,14 @@ type Store struct {
 	count int               // entries in last
 	index int               // number of last
 	total int
+	// unsure is set when an Append failed: what it stored is unknown
+	// until Recover or Load.
+	unsure bool
 }
+
+// ErrRewritten says the stored chunks are not as this store left them:
+// another writer appended, or someone cut or changed them. Load again.
+var ErrRewritten = errors.New("the stored ledger changed under this hub")
 
 func chunkName(i int) string { return fmt.Sprintf("%s%08d", chunkPrefix, i) }
 
@@ -72,12 +84,22 @@ func (s *Store) chunkEntries() int {
 // whose sequence numbers do not follow on, are an error: the ledger is
 // never rewritten to get past them.
 func (s *Store) Load(ctx context.Context) ([]ledger.Entry, error) {
-	s.last, s.count, s.index, s.total = nil, 0, 0, 0
-	var list corev1.ConfigMapList
-	if err := s.Reader.List(ctx, &list, client.InNamespace(s.Namespace), client.HasLabels{ChunkLabel}); err != nil {
-		return nil, fmt.Errorf("listing ledger chunks: %w", err)
+	s.last, s.count, s.index, s.total, s.unsure = nil, 0, 0, 0, false
+	// A page at a time: one response of every chunk (megabytes on a busy
+	// hub) failed again and again with stream errors on a saturated API
+	// server.
+	var chunks []corev1.ConfigMap
+	for cont := ""; ; {
+		var list corev1.ConfigMapList
+		if err := s.Reader.List(ctx, &list, client.InNamespace(s.Namespace), client.HasLabels{ChunkLabel},
+			client.Limit(loadPage), client.Continue(cont)); err != nil {
+			return nil, fmt.Errorf("listing ledger chunks: %w", err)
+		}
+		chunks = append(chunks, list.Items...)
+		if cont = list.Continue; cont == "" {
+			break
+		}
 	}
-	chunks := list.Items
 	slices.SortFunc(chunks, func(a, b corev1.ConfigMap) int { return strings.Compare(a.Name, b.Name) })
 	var all []ledger.Entry
 	for i := range chunks {
@@ -103,10 +125,14 @@ func (s *Store) Load(ctx context.Context) ([]ledger.Entry, error) {
 }
 
 // Append stores entries after the ones loaded or appended before. On any
-// error the caller must Load again: what was stored is unknown.
+// error what was stored is unknown: the caller must Recover (or Load)
+// before it appends again.
 func (s *Store) Append(ctx context.Context, entries []ledger.Entry) error {
 	if len(entries) == 0 {
 		return nil
+	}
+	if s.unsure {
+		return fmt.Errorf("ledger store: an append failed and was not recovered")
 	}
 	if s.last == nil && s.total > 0 {
 		return fmt.Errorf("ledger store not loaded")
@@ -117,7 +143,7 @@ func (s *Store) Append(ctx context.Context, entries []ledger.Entry) error {
 	for len(entries) > 0 {
 		if s.last == nil || s.count >= s.chunkEntries() || len(s.last.Data[dataKey]) >= MaxChunkBytes {
 			if err := s.newChunk(ctx); err != nil {
-				s.last = nil
+				s.unsure = true
 				return err
 			}
 		}
@@ -140,7 +166,7 @@ func (s *Store) Append(ctx context.Context, entries []ledger.Entry) error {
 		}
 		cm.Data[dataKey] += buf.String()
 		if err := s.Client.Update(ctx, cm); err != nil {
-			s.last = nil
+			s.unsure = true
 			return fmt.Errorf("appending to ledger chunk %s: %w", cm.Name, err)
 		}
 		s.last, s.count, s.total = cm, s.count+n, s.total+n
@@ -161,4 +187,72 @@ func (s *Store) newChunk(ctx context.Context) error {
 	}
 	s.last, s.count, s.index = cm, 0, s.index+1
 	return nil
+}
+
+// Unsure reports whether an Append failed and has not been recovered.
+func (s *Store) Unsure() bool { return s.unsure }
+
+// Recover finds out what a failed Append stored by reading back only the
+// chunks it could have written: the one it appended to and any it
+// created. It returns the entries stored after those this store knew of,
+// and appends go on after them. A timed-out append usually did store;
+// before, the hub reloaded the whole ledger to learn that, and on the
+// saturated API server that timed it out the reload failed for minutes.
+//
+// An error wrapping ErrRewritten means the chunks are not as this store
+// left them; any other error is a failed read, and Recover may be tried
+// again.
+func (s *Store) Recover(ctx context.Context) ([]ledger.Entry, error) {
+	if !s.unsure {
+		return nil, nil
+	}
+	var found []ledger.Entry
+	follow := func(cm *corev1.ConfigMap, data string) error {
+		entries, err := ledger.ReadJSONL(strings.NewReader(data))
+		if err != nil {
+			return fmt.Errorf("%w: ledger chunk %s: %v", ErrRewritten, cm.Name, err)
+		}
+		for j := range entries {
+			if want := uint64(s.total + len(found) + j); entries[j].Seq != want {
+				return fmt.Errorf("%w: ledger chunk %s holds sequence number %d where %d follows", ErrRewritten, cm.Name, entries[j].Seq, want)
+			}
+		}
+		found = append(found, entries...)
+		return nil
+	}
+	count, index, last := s.count, s.index, s.last
+	if last != nil {
+		cm := &corev1.ConfigMap{}
+		if err := s.Reader.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: last.Name}, cm); err != nil {
+			return nil, fmt.Errorf("reading back ledger chunk %s: %w", last.Name, client.IgnoreNotFound(err))
+		}
+		before, data := last.Data[dataKey], cm.Data[dataKey]
+		if !strings.HasPrefix(data, before) {
+			return nil, fmt.Errorf("%w: ledger chunk %s no longer begins with the entries stored in it", ErrRewritten, cm.Name)
+		}
+		if err := follow(cm, data[len(before):]); err != nil {
+			return nil, err
+		}
+		count, last = count+len(found), cm
+	}
+	for {
+		cm := &corev1.ConfigMap{}
+		err := s.Reader.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: chunkName(index + 1)}, cm)
+		if apierrors.IsNotFound(err) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading back ledger chunk %s: %w", chunkName(index+1), err)
+		}
+		if first := cm.Annotations["flotilla.dev/first-seq"]; first != strconv.Itoa(s.total+len(found)) {
+			return nil, fmt.Errorf("%w: ledger chunk %s begins at entry %s, want %d", ErrRewritten, cm.Name, first, s.total+len(found))
+		}
+		n := len(found)
+		if err := follow(cm, cm.Data[dataKey]); err != nil {
+			return nil, err
+		}
+		count, index, last = len(found)-n, index+1, cm
+	}
+	s.last, s.count, s.index, s.total, s.unsure = last, count, index, s.total+len(found), false
+	return found, nil
 }
