@@ -66,7 +66,18 @@ type ProviderReconciler struct {
 	// probed is, by Push-mode provider, when it last answered a probe:
 	// status records that only every ContactRecord too.
 	probed sync.Map
+	// Heard, when set, is called when a provider that was Silent beats
+	// again: it may take new replicas, and nothing else would say so.
+	Heard func()
+
+	// watching is when the first look as leader was (watchedSince).
+	watching  time.Time
+	watchOnce sync.Once
 }
+
+// DefaultPullLook bounds the time between two looks at a Pull-mode
+// provider with a fresh heartbeat (health.Policy.PullLook).
+const DefaultPullLook = 30 * time.Second
 
 // heartbeat is a renew time seen on an agent's coordination Lease.
 type heartbeat struct {
@@ -83,14 +94,15 @@ func (r *ProviderReconciler) interval() time.Duration {
 
 func (r *ProviderReconciler) policy() health.Policy {
 	// A Pull-mode provider whose heartbeat is fresh is looked at when its
-	// grace period ends, and at least as often as its reputation's uptime
-	// is brought up to date.
+	// grace period ends, and at least every DefaultPullLook, or as often
+	// as its reputation's uptime is brought up to date if that is sooner.
 	return health.Policy{Grace: r.GracePeriod, ProbeInterval: r.ProbeInterval, Flap: r.Flap,
-		PullLook: cmp.Or(r.ReputationRefresh, DefaultReputationRefresh)}
+		PullLook: min(cmp.Or(r.ReputationRefresh, DefaultReputationRefresh), DefaultPullLook)}
 }
 
 // Reconcile watches one provider and writes its status once.
 func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	r.watchedSince()
 	p := &flotillav1.Provider{}
 	if err := r.Client.Get(ctx, req.NamespacedName, p); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -191,8 +203,16 @@ func (r *ProviderReconciler) heartbeatSeen(ctx context.Context, o client.Object)
 	if v == "" {
 		return nil
 	}
-	if _, changed := r.noteBeat(name, v, r.Now()); !changed {
+	now := r.Now()
+	wasSilent := false
+	if b, ok := r.beats.Load(name); ok {
+		wasSilent = r.silent(b.(heartbeat), now)
+	}
+	if _, changed := r.noteBeat(name, v, now); !changed {
 		return nil
+	}
+	if wasSilent && r.Heard != nil {
+		r.Heard()
 	}
 	p := &flotillav1.Provider{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Name: name}, p); err != nil || p.Status.Phase == flotillav1.ProviderReady {

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -118,6 +119,29 @@ func (r *ProviderReconciler) noteBeat(provider, v string, now time.Time) (seen t
 	}
 	r.beats.Store(provider, heartbeat{v, now})
 	return now, true
+}
+
+// Silent lists the Pull-mode providers whose heartbeat this process saw
+// but has not seen renewed for more than three quarters of the grace
+// period. They stay Ready until it ends, but the scheduler gives them no
+// new replicas: when ten percent of providers stopped at once, the first
+// found Lost had their replicas placed on others about to be, which then
+// moved a second time. Beats are noted as the watch delivers them, so a
+// busy queue does not make a provider look silent; Push-mode providers'
+// probes wait in that queue, so they are left out.
+func (r *ProviderReconciler) Silent(now time.Time) map[string]bool {
+	out := map[string]bool{}
+	r.beats.Range(func(k, v any) bool {
+		if r.silent(v.(heartbeat), now) {
+			out[k.(string)] = true
+		}
+		return true
+	})
+	return out
+}
+
+func (r *ProviderReconciler) silent(b heartbeat, now time.Time) bool {
+	return now.Sub(b.seen) > cmp.Or(r.GracePeriod, health.DefaultGrace)*3/4
 }
 
 // renewValue is a heartbeat Lease's renew time as heartbeat and markLost

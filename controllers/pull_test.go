@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -1086,4 +1087,44 @@ func TestAHeartbeatWakesItsProvider(t *testing.T) {
 	awaitPhase(flotillav1.ProviderLost)
 	beating.Store(true)
 	awaitPhase(flotillav1.ProviderReady)
+}
+
+// A provider whose heartbeat has not been renewed for three quarters of
+// its grace period is silent, one that just beat or was never seen is not,
+// and one that beats again after a silence is announced.
+func TestSilentProvidersAreThoseNotHeardFromLately(t *testing.T) {
+	t0 := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	now := t0
+	heard := 0
+	r := &ProviderReconciler{Client: env.Client, GracePeriod: 4 * time.Second, Now: func() time.Time { return now },
+		Heard: func() { heard++ }}
+	beat := func(name string) {
+		renew := metav1.NewMicroTime(now)
+		r.heartbeatSeen(context.Background(), &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Name: heartbeatLeasePrefix + name, Namespace: flotillav1.SystemNamespace},
+			Spec:       coordinationv1.LeaseSpec{RenewTime: &renew}})
+	}
+	beat("steady")
+	beat("quiet")
+	for _, step := range []struct {
+		after time.Duration
+		beats []string
+		want  string
+		heard int
+	}{
+		{time.Second, []string{"steady"}, "[]", 0},
+		{2 * time.Second, []string{"steady"}, "[]", 0},                  // quiet for 3 s: not yet
+		{1100 * time.Millisecond, []string{"steady"}, "[quiet]", 0},     // quiet for 4.1 s
+		{0, []string{"quiet"}, "[]", 1},                                 // heard again
+		{time.Second, []string{"steady", "quiet", "newcomer"}, "[]", 1}, // a first beat is no return
+	} {
+		now = now.Add(step.after)
+		for _, name := range step.beats {
+			beat(name)
+		}
+		got := slices.Sorted(maps.Keys(r.Silent(now)))
+		if fmt.Sprint(got) != step.want || heard != step.heard {
+			t.Errorf("at %v: silent %v, heard %d times; want %s and %d", now.Sub(t0), got, heard, step.want, step.heard)
+		}
+	}
 }

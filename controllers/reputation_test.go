@@ -178,3 +178,39 @@ func TestReputationCountsEachLeaseEventOnce(t *testing.T) {
 		t.Errorf("flotilla_provider_reputation = %v, want a score in (0, 1)", v)
 	}
 }
+
+// Uptime is credited for the time the controller watched, however long
+// since the last update, but not for a manager outage before it.
+func TestReputationCreditsNoUptimeBeforeTheControllerWatched(t *testing.T) {
+	ctx := context.Background()
+	const prov = "rep-outage"
+	reachableProvider(t, prov)
+	get := func() *flotillav1.Provider {
+		p := &flotillav1.Provider{}
+		_ = env.Client.Get(ctx, client.ObjectKey{Name: prov}, p)
+		return p
+	}
+	stop := startProviderController(t, time.Hour)
+	hubenv.Await(t, 10*time.Second, "the provider Ready and some uptime", func() (bool, string) {
+		p := get()
+		return p.Status.Phase == flotillav1.ProviderReady && p.Status.Reputation.UpSeconds > 0, fmt.Sprintf("%s %+v", p.Status.Phase, p.Status.Reputation)
+	})
+	stop()
+	// The manager was down for an hour after its last update.
+	p := get()
+	before := p.Status.Reputation.UpSeconds
+	p.Status.Reputation.UpdatedTime = &metav1.Time{Time: time.Now().Add(-time.Hour).Truncate(time.Second)}
+	if err := env.Client.Status().Update(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	stop = startProviderController(t, time.Hour)
+	defer stop()
+	hubenv.Await(t, 10*time.Second, "the reputation updated after the restart", func() (bool, string) {
+		rep := get().Status.Reputation
+		return rep.UpdatedTime != nil && !rep.UpdatedTime.Time.Before(restarted.Truncate(time.Second)), fmt.Sprintf("%+v", rep)
+	})
+	if up := get().Status.Reputation.UpSeconds; up > before+10 {
+		t.Errorf("%d s up after the restart, %d s before it: the outage was credited as uptime", up, before)
+	}
+}

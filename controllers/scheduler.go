@@ -58,6 +58,9 @@ type Scheduler struct {
 	// Settlement, when set, says why the bank cannot settle now; while it
 	// cannot, Workloads of accounted namespaces get no new replicas.
 	Settlement func() string
+	// Silent, when set, lists the providers not heard from lately, which
+	// take no new replicas (placement.Input.Silent).
+	Silent func(now time.Time) map[string]bool
 	// Created, when set, is told of each Lease this loop created, as soon
 	// as the API server answered; it must not block.
 	Created func(ctx context.Context, l *flotillav1.Lease)
@@ -242,6 +245,9 @@ func (s *Scheduler) gather(ctx context.Context, now time.Time) (placement.Input,
 		LeaseTokens: s.tokens(providers.Items, now)}
 	if s.Settlement != nil {
 		in.Settlement = s.Settlement()
+	}
+	if s.Silent != nil {
+		in.Silent = s.Silent(now)
 	}
 	byKey := make(map[string]*flotillav1.Workload, len(workloads.Items))
 	for i := range workloads.Items {

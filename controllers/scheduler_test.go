@@ -491,3 +491,52 @@ func TestThrottledCycleWaitsForTheNextWholeToken(t *testing.T) {
 		}
 	}
 }
+
+// A Ready provider not heard from lately keeps its replicas but takes no
+// new ones, and says why; once heard again it takes them.
+func TestSilentProvidersTakeNoNewReplicas(t *testing.T) {
+	ctx := context.Background()
+	const suite, ns = "silent", "tenant-silent"
+	readyProvider(t, "silent-cheap", "silent-cheap")
+	readyProvider(t, "silent-dear", "silent-dear")
+	createOffer(t, "silent-cheap", "std", suite, "4", "0.01")
+	createOffer(t, "silent-dear", "std", suite, "4", "0.02")
+	namespace(t, ns)
+	var silent sync.Map
+	silent.Store("silent-cheap", true)
+	m := startManager(t, testHooks{silent: func(time.Time) map[string]bool {
+		out := map[string]bool{}
+		silent.Range(func(k, _ any) bool { out[k.(string)] = true; return true })
+		return out
+	}})
+	defer m.stop(t)
+
+	if err := env.Client.Create(ctx, newWorkload(ns, "first", suite, 2, "1")); err != nil {
+		t.Fatal(err)
+	}
+	l := awaitOneLease(t, ns, "first")
+	if l.Spec.ProviderRef.Name != "silent-dear" {
+		t.Fatalf("first placed on %s, want the dearer provider while the cheaper one is silent", l.Spec.ProviderRef.Name)
+	}
+
+	// Three cores fit only the silent provider now.
+	second := newWorkload(ns, "second", suite, 1, "3")
+	if err := env.Client.Create(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	hubenv.Await(t, 10*time.Second, "second waiting on the silent provider, saying so", func() (bool, string) {
+		c := apimeta.FindStatusCondition(get(t, &flotillav1.Workload{}, ns, "second").Status.Conditions, flotillav1.WorkloadScheduled)
+		return c != nil && c.Status == "False" && strings.Contains(c.Message, "provider silent-cheap: not heard from lately"), fmt.Sprintf("%+v", c)
+	})
+	if n := len(leasesOfWorkload(t, ns, "second")); n != 0 {
+		t.Fatalf("second has %d leases on a silent provider", n)
+	}
+	silent.Delete("silent-cheap")
+	m.scheduler.Trigger() // as the provider controller does when it hears it
+	if l := awaitOneLease(t, ns, "second"); l.Spec.ProviderRef.Name != "silent-cheap" {
+		t.Fatalf("second placed on %s once silent-cheap was heard again", l.Spec.ProviderRef.Name)
+	}
+	if ls := leasesOfWorkload(t, ns, "first"); len(ls) != 1 || ls[0].Spec.ProviderRef.Name != "silent-dear" {
+		t.Errorf("first's leases changed: %d", len(ls))
+	}
+}

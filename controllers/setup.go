@@ -161,13 +161,15 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Scheduler, err
 		hubID = "hub"
 	}
 	rc := remote.NewCache(mgr.GetScheme(), opts.Remote)
-	if err := (&ProviderReconciler{
+	pr := &ProviderReconciler{
 		Client: mgr.GetClient(), Remote: rc, Recorder: mgr.GetEventRecorderFor("flotilla-provider"), HubID: hubID,
 		GracePeriod: opts.ProviderGracePeriod, ProbeInterval: opts.ProbeInterval, Flap: opts.Flap,
 		ReputationHalfLife: opts.ReputationHalfLife, Now: now, Since: now(),
-	}).SetupWithManager(mgr); err != nil {
+	}
+	if err := pr.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
+	s.Silent, pr.Heard = pr.Silent, s.Trigger
 	lr := &LeaseReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Remote: rc, Recorder: mgr.GetEventRecorderFor("flotilla-lease"), HubID: hubID, Now: now,
 		Prober: prober,

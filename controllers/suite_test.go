@@ -51,8 +51,9 @@ func TestMain(m *testing.M) {
 
 // runningManager is a manager started by a test.
 type runningManager struct {
-	cancel context.CancelFunc
-	done   chan error
+	cancel    context.CancelFunc
+	done      chan error
+	scheduler *Scheduler
 }
 
 // stop cancels the manager and waits for it to exit.
@@ -125,6 +126,8 @@ type testHooks struct {
 	// leaseRate and leaseBurst replace the per-provider lease rate limit.
 	leaseRate  float64
 	leaseBurst int
+	// silent replaces the provider controller's list of silent providers.
+	silent func(time.Time) map[string]bool
 }
 
 // startManager runs the hub controllers against the envtest API server.
@@ -161,6 +164,7 @@ func startManager(t *testing.T, hooks testHooks) *runningManager {
 	}
 	s := NewScheduler(c, mgr.GetAPIReader(), mgr.GetCache(), mgr.GetEventRecorderFor("flotilla-scheduler"))
 	s.MinInterval = 50 * time.Millisecond
+	s.Silent = hooks.silent
 	if hooks.leaseBurst > 0 {
 		s.LeaseRate, s.LeaseBurst = rate.Limit(hooks.leaseRate), hooks.leaseBurst
 	}
@@ -176,7 +180,7 @@ func startManager(t *testing.T, hooks testHooks) *runningManager {
 	if err := (&OfferReconciler{Client: mgr.GetClient(), Now: time.Now}).SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
-	m := &runningManager{cancel: cancel, done: make(chan error, 1)}
+	m := &runningManager{cancel: cancel, done: make(chan error, 1), scheduler: s}
 	go func() { m.done <- mgr.Start(ctx) }()
 	return m
 }

@@ -16,6 +16,7 @@ const (
 	providerMissing
 	providerNotReady
 	providerCordoned
+	providerSilent
 	reputationLow
 	providerRefused
 	notValidNow
@@ -44,6 +45,7 @@ var reasonCodes = [...]string{
 	providerMissing:         "ProviderNotRegistered",
 	providerNotReady:        "ProviderNotReady",
 	providerCordoned:        "ProviderCordoned",
+	providerSilent:          "ProviderSilent",
 	reputationLow:           "ReputationBelowMinimum",
 	providerRefused:         "ProviderRefused",
 	notValidNow:             "OfferNotValid",
@@ -87,6 +89,8 @@ func (m *matcher) staticReject(w *workloadState, i int32) rejection {
 		return rejection{kind: providerNotReady}
 	case p.Cordoned:
 		return rejection{kind: providerCordoned}
+	case p.Silent:
+		return rejection{kind: providerSilent}
 	case p.Reputation < w.MinReputation:
 		return rejection{kind: reputationLow}
 	case w.Refused[p.Name] != "":
@@ -208,6 +212,8 @@ func (m *matcher) explain(w *workloadState) {
 			msg = fmt.Sprintf("provider %s: not Ready", k.provider)
 		case providerCordoned:
 			msg = fmt.Sprintf("provider %s: cordoned", k.provider)
+		case providerSilent:
+			msg = fmt.Sprintf("provider %s: not heard from lately", k.provider)
 		case leaseCap:
 			msg = fmt.Sprintf("provider %s: runs as many leases as its owner allows", k.provider)
 		case rateLimited:

@@ -31,8 +31,8 @@ func checkInvariants(t *testing.T, s *Snapshot, r Result) {
 			t.Fatalf("assignment %+v names an unknown workload or offer", a)
 		}
 		p := providers[o.Provider]
-		if p == nil || !p.Ready || p.Cordoned {
-			t.Fatalf("assignment %+v on a provider that is missing, not Ready or cordoned", a)
+		if p == nil || !p.Ready || p.Cordoned || p.Silent {
+			t.Fatalf("assignment %+v on a provider that is missing, not Ready, cordoned or silent", a)
 		}
 		if a.Replicas <= 0 {
 			t.Fatalf("assignment %+v with no replicas", a)

@@ -235,7 +235,7 @@ func newMatcher(s *Snapshot) *matcher {
 			validNow:  (o.ValidFrom.IsZero() || !s.Now.Before(o.ValidFrom)) && (o.ValidUntil.IsZero() || s.Now.Before(o.ValidUntil)),
 		}
 		m.offers[i] = st
-		if p := st.provider; p != nil && p.Ready && !p.Cordoned && st.validNow {
+		if p := st.provider; p != nil && p.Ready && !p.Cordoned && !p.Silent && st.validNow {
 			m.eligible = append(m.eligible, int32(i))
 		}
 	}

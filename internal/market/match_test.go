@@ -39,6 +39,11 @@ func TestFilters(t *testing.T) {
 			workload:   wl("a/w", 1, req(1000, 1)),
 			wantReason: "provider bob-1: cordoned",
 		},
+		"provider silent": {
+			mutate:     func(s *Snapshot) { s.Providers[0].Silent = true },
+			workload:   wl("a/w", 1, req(1000, 1)),
+			wantReason: "provider bob-1: not heard from lately",
+		},
 		"provider rate-limited": {
 			mutate:     func(s *Snapshot) { s.Providers[0].LeaseLimit = new(int32(0)) },
 			workload:   wl("a/w", 1, req(1000, 1)),

@@ -84,6 +84,10 @@ type Provider struct {
 	Ready bool
 	// Cordoned providers take no new replicas.
 	Cordoned bool
+	// Silent providers have not been heard from for most of their grace
+	// period: still Ready, but likely about to be Lost, so they take no
+	// new replicas either. A replica placed there would be moved twice.
+	Silent bool
 	// LeaseLimit is how many new Leases (assignments to an offer a workload
 	// does not use yet) the provider may take this cycle; nil means no
 	// limit. The hub's per-provider rate limit sets it.

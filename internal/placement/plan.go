@@ -53,6 +53,9 @@ type Input struct {
 	Settlement string
 	// AllowUnaccounted places Workloads of namespaces without an Account.
 	AllowUnaccounted bool
+	// Silent are Ready providers not heard from for most of their grace
+	// period: they keep their replicas but take no new ones.
+	Silent map[string]bool
 }
 
 // Failure is a Workload's run of failed Lease creations.
@@ -165,7 +168,7 @@ func limitLeases(snap *market.Snapshot, tokens map[string]int32) []string {
 			continue
 		}
 		p.LeaseLimit = ptr.To(n)
-		if n <= 0 && p.Ready && !p.Cordoned {
+		if n <= 0 && p.Ready && !p.Cordoned && !p.Silent {
 			throttled = append(throttled, p.Name)
 		}
 	}

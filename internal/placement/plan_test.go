@@ -122,6 +122,23 @@ func TestPlan(t *testing.T) {
 			}),
 			want: planned{Drain: []string{"web-a"}},
 		},
+		"the cheap provider silent: the dearer one takes new replicas": {
+			in:   base(func(in *Input) { in.Silent = map[string]bool{"bob-1": true} }),
+			want: planned{Create: []string{"carol-1 ×2 @0.012 e1"}},
+		},
+		"on a silent provider: its replicas stay": {
+			in: base(func(in *Input) {
+				in.Silent = map[string]bool{"bob-1": true}
+				in.Leases = []*flotillav1.Lease{fixture.Lease(web, cheap, "web-a", 2, fixture.Running(2))}
+			}),
+			want: planned{},
+		},
+		"a silent provider out of lease tokens is not throttled: it takes none anyway": {
+			in: base(func(in *Input) {
+				in.Silent, in.LeaseTokens = map[string]bool{"bob-1": true}, map[string]int32{"bob-1": 0}
+			}),
+			want: planned{Create: []string{"carol-1 ×2 @0.012 e1"}},
+		},
 		"no Account in the namespace: not placed": {
 			in:   base(func(in *Input) { in.Accounts = nil }),
 			want: planned{Unplaced: map[string]string{"team-a/web": flotillav1.WorkloadReasonNoAccount}},

@@ -70,7 +70,7 @@ type snapshotter struct {
 func build(in *Input) (*market.Snapshot, map[string]*workloadState, []Skip) {
 	b := &snapshotter{snap: &market.Snapshot{Now: in.Now}, states: map[string]*workloadState{},
 		byName: map[string]*flotillav1.Provider{}, draining: map[string]bool{}, used: map[string]market.Vector{}}
-	b.addProviders(in.Providers)
+	b.addProviders(in.Providers, in.Silent)
 	for i := range in.Workloads {
 		w := &in.Workloads[i]
 		b.states[key(w.Namespace, w.Name)] = &workloadState{workload: w, placed: map[string]int32{}}
@@ -88,7 +88,7 @@ func build(in *Input) (*market.Snapshot, map[string]*workloadState, []Skip) {
 	return b.snap, b.states, b.skips
 }
 
-func (b *snapshotter) addProviders(providers []flotillav1.Provider) {
+func (b *snapshotter) addProviders(providers []flotillav1.Provider, silent map[string]bool) {
 	for i := range providers {
 		p := &providers[i]
 		b.byName[p.Name] = p
@@ -99,6 +99,7 @@ func (b *snapshotter) addProviders(providers []flotillav1.Provider) {
 			Region:     p.Spec.Region,
 			Ready:      p.Status.Phase == flotillav1.ProviderReady && p.DeletionTimestamp == nil,
 			Cordoned:   p.Spec.Unschedulable,
+			Silent:     silent[p.Name],
 			Reputation: parseScore(p.Status.Reputation.Score),
 		}
 		if c := p.Status.Capacity; c.Free != nil {

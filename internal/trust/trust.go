@@ -20,9 +20,6 @@ import (
 )
 
 const (
-	// MaxGap caps the time credited as up or down between two updates:
-	// after a manager outage nobody watched the provider.
-	MaxGap = time.Minute
 	// MaxEventsPerUpdate bounds the Lease events counted in one status
 	// write, so that the recorded list always covers the last write's.
 	MaxEventsPerUpdate = 32
@@ -86,11 +83,15 @@ type Mark struct {
 
 // Update folds into rep the provider's time up or down since its last
 // update (in the phase it had, was) and the events of leases not counted
-// yet. An event is counted exactly once: it goes into rep.Recorded in the
+// yet. Time is credited from watched on at the earliest: when this hub
+// began watching the provider without a break (its provider controller's
+// first look as leader). Before that, during a manager outage, nobody
+// watched; after it, any change of phase was written when it was seen, so
+// the provider stayed in was, however long ago the last update was. An event is counted exactly once: it goes into rep.Recorded in the
 // same write as its evidence, and is marked on its Lease after; one found
 // in rep.Recorded (a restart between the two) is only marked. Unreadable
 // evidence (edited by hand) starts again from neutral, and reset says so.
-func Update(rep flotillav1.Reputation, was flotillav1.ProviderPhase, leases []*flotillav1.Lease, now time.Time,
+func Update(rep flotillav1.Reputation, was flotillav1.ProviderPhase, leases []*flotillav1.Lease, now, watched time.Time,
 	halfLife time.Duration) (out flotillav1.Reputation, marks []Mark, score float64, reset error) {
 	// Status keeps whole seconds; so do the observed intervals.
 	now = now.Truncate(time.Second)
@@ -100,7 +101,7 @@ func Update(rep flotillav1.Reputation, was flotillav1.ProviderPhase, leases []*f
 		out, s, reset = flotillav1.Reputation{}, reputation.State{}, err
 	}
 	if out.UpdatedTime != nil {
-		dt := min(now.Sub(out.UpdatedTime.Time), MaxGap)
+		dt := max(now.Sub(later(out.UpdatedTime.Time, watched)), 0)
 		switch was {
 		case flotillav1.ProviderReady, flotillav1.ProviderCordoned:
 			s = s.Observe(true, dt, now, halfLife)
@@ -281,4 +282,11 @@ func Verify(w *flotillav1.Workload, leases []*flotillav1.Lease) (quorum.Decision
 		results = results[len(results)-maxResults:]
 	}
 	return d, results
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

@@ -68,7 +68,7 @@ func TestUpdateCountsEachEventOnce(t *testing.T) {
 		"scaled down: no outcome": {leases: []*flotillav1.Lease{lease("s", "", "", "")}, want: counted{}},
 	} {
 		t.Run(name, func(t *testing.T) {
-			rep, marks, _, reset := Update(tc.rep, flotillav1.ProviderReady, tc.leases, t0, reputation.DefaultHalfLife)
+			rep, marks, _, reset := Update(tc.rep, flotillav1.ProviderReady, tc.leases, t0, t0, reputation.DefaultHalfLife)
 			if reset != nil {
 				t.Fatal(reset)
 			}
@@ -84,8 +84,39 @@ func TestUpdateCountsEachEventOnce(t *testing.T) {
 	}
 }
 
+// Time since the last update is credited in the phase the provider had,
+// however long, but none from before the hub began watching.
+func TestUpdateCreditsTheTimeWatched(t *testing.T) {
+	ago := func(d time.Duration) time.Time { return t0.Add(-d) }
+	for name, tc := range map[string]struct {
+		was              flotillav1.ProviderPhase
+		updated          time.Time
+		watched          time.Time
+		wantUp, wantDown int64
+	}{
+		"ready, watched throughout":     {flotillav1.ProviderReady, ago(10 * time.Minute), ago(time.Hour), 600, 0},
+		"cordoned counts as up":         {flotillav1.ProviderCordoned, ago(5 * time.Minute), ago(time.Hour), 300, 0},
+		"lost, watched throughout":      {flotillav1.ProviderLost, ago(5 * time.Minute), ago(time.Hour), 0, 300},
+		"a manager outage in between":   {flotillav1.ProviderReady, ago(10 * time.Minute), ago(2 * time.Minute), 120, 0},
+		"watching begins now":           {flotillav1.ProviderReady, ago(10 * time.Minute), t0, 0, 0},
+		"the last update in the future": {flotillav1.ProviderReady, t0.Add(time.Minute), ago(time.Hour), 0, 0},
+		"pending is neither":            {flotillav1.ProviderPending, ago(10 * time.Minute), ago(time.Hour), 0, 0},
+	} {
+		t.Run(name, func(t *testing.T) {
+			rep := flotillav1.Reputation{UpdatedTime: &metav1.Time{Time: tc.updated}}
+			got, _, _, reset := Update(rep, tc.was, nil, t0, tc.watched, reputation.DefaultHalfLife)
+			if reset != nil {
+				t.Fatal(reset)
+			}
+			if got.UpSeconds != tc.wantUp || got.DownSeconds != tc.wantDown {
+				t.Errorf("up %d s, down %d s; want %d s and %d s", got.UpSeconds, got.DownSeconds, tc.wantUp, tc.wantDown)
+			}
+		})
+	}
+}
+
 func TestUpdateResetsUnreadableEvidence(t *testing.T) {
-	rep, _, score, reset := Update(flotillav1.Reputation{Positive: "lots"}, "", nil, t0, reputation.DefaultHalfLife)
+	rep, _, score, reset := Update(flotillav1.Reputation{Positive: "lots"}, "", nil, t0, t0, reputation.DefaultHalfLife)
 	if reset == nil || score != 0.5 || rep.Score != "0.500" {
 		t.Errorf("unreadable evidence: reset %v, score %v %q; want a reset to neutral", reset, score, rep.Score)
 	}
