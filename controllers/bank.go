@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -406,27 +407,39 @@ func (b *Bank) reportDisputes(disputed []settle.Dispute, leases []flotillav1.Lea
 func (b *Bank) enforce(ctx context.Context, obs *settle.Observed, out *settle.Output, workloads []flotillav1.Workload,
 	leases []flotillav1.Lease, now time.Time) (time.Duration, error) {
 	next, retry := b.Policy.Interval, false
+	var mu sync.Mutex
+	// Side by side: one after another, a restart or a budget stop at
+	// thousands of Workloads held the settlement for minutes.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(bankWriters)
 	for i := range workloads {
 		w := &workloads[i]
 		if _, ok := obs.Input.Workloads[w.Namespace+"/"+w.Name]; !ok {
 			continue
 		}
 		e := settle.Enforce(now, w, out)
-		if ok, err := b.setFunds(ctx, w, e.Stop, e.Stopping, now); err != nil {
-			return 0, err
-		} else if !ok {
-			retry = true
-		}
 		switch {
 		case e.Wait > 0:
 			next = min(next, e.Wait)
 		case e.Retry:
 			retry = true
-		case e.CloseLeases:
-			if err := b.stopWorkload(ctx, w, leases, e.Stop); err != nil {
-				return 0, err
-			}
 		}
+		g.Go(func() error {
+			if ok, err := b.setFunds(gctx, w, e.Stop, e.Stopping, now); err != nil {
+				return err
+			} else if !ok {
+				mu.Lock()
+				retry = true
+				mu.Unlock()
+			}
+			if e.Wait <= 0 && !e.Retry && e.CloseLeases {
+				return b.stopWorkload(gctx, w, leases, e.Stop)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return 0, err
 	}
 	if retry {
 		next = min(next, time.Second)

@@ -18,6 +18,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
@@ -26,10 +27,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/fixture"
 	"github.com/flotilla-dev/flotilla/internal/keys"
 	"github.com/flotilla-dev/flotilla/internal/ledger"
 	"github.com/flotilla-dev/flotilla/internal/ledgerstore"
 	"github.com/flotilla-dev/flotilla/internal/money"
+	"github.com/flotilla-dev/flotilla/internal/settle"
 	"github.com/flotilla-dev/flotilla/internal/usage"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
 )
@@ -602,5 +605,52 @@ func TestBankReadsReportsSideBySideAndRetriesOnesItMissed(t *testing.T) {
 	want[flotillav1.ProviderNamespace("side-0")] = 2
 	if !maps.Equal(reads, want) {
 		t.Errorf("reads by namespace %v, want %v: only the missed report is read again", reads, want)
+	}
+}
+
+// A settlement writes its Workloads' conditions side by side: one after
+// another they held it for minutes at thousands of Workloads.
+func TestBankEnforcesSideBySide(t *testing.T) {
+	ctx := context.Background()
+	const ns = "tenant-enforce"
+	namespace(t, ns)
+	obs := &settle.Observed{Input: settle.Input{Workloads: map[string]settle.Workload{}}}
+	var workloads []flotillav1.Workload
+	for i := range 6 {
+		w := fixture.Workload(ns, fmt.Sprintf("w%d", i), fixture.Replicas(1))
+		if err := env.Client.Create(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+		workloads = append(workloads, *w)
+		obs.Input.Workloads[ns+"/"+w.Name] = settle.Workload{}
+	}
+	direct, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	inFlight, most := 0, 0
+	b := &Bank{Client: interceptor.NewClient(direct, interceptor.Funcs{
+		SubResourceApply: func(ctx context.Context, c client.Client, sub string, obj runtime.ApplyConfiguration, o ...client.SubResourceApplyOption) error {
+			mu.Lock()
+			inFlight++
+			most = max(most, inFlight)
+			mu.Unlock()
+			defer func() { mu.Lock(); inFlight--; mu.Unlock() }()
+			time.Sleep(200 * time.Millisecond) // long enough for the others to start
+			return c.SubResource(sub).Apply(ctx, obj, o...)
+		}}), Policy: settle.Policy{Interval: time.Minute}}
+	next, err := b.enforce(ctx, obs, &settle.Output{}, workloads, nil, time.Now())
+	if err != nil || next != time.Minute {
+		t.Fatalf("enforce: next %v, %v", next, err)
+	}
+	if most < 2 {
+		t.Errorf("at most %d condition written at a time, want them side by side", most)
+	}
+	for _, w := range workloads {
+		c := apimeta.FindStatusCondition(get(t, &flotillav1.Workload{}, ns, w.Name).Status.Conditions, flotillav1.WorkloadBudgetExhausted)
+		if c == nil || c.Status != metav1.ConditionFalse || c.Reason != flotillav1.WorkloadReasonWithinBudget {
+			t.Errorf("%s: %s condition %+v, want False, %s", w.Name, flotillav1.WorkloadBudgetExhausted, c, flotillav1.WorkloadReasonWithinBudget)
+		}
 	}
 }
