@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -407,7 +406,7 @@ func (b *Bank) reportDisputes(disputed []settle.Dispute, leases []flotillav1.Lea
 func (b *Bank) enforce(ctx context.Context, obs *settle.Observed, out *settle.Output, workloads []flotillav1.Workload,
 	leases []flotillav1.Lease, now time.Time) (time.Duration, error) {
 	next, retry := b.Policy.Interval, false
-	var mu sync.Mutex
+	var unwritten atomic.Bool // a condition write lost a race: retry soon
 	// Side by side: one after another, a restart or a budget stop at
 	// thousands of Workloads held the settlement for minutes.
 	g, gctx := errgroup.WithContext(ctx)
@@ -428,9 +427,7 @@ func (b *Bank) enforce(ctx context.Context, obs *settle.Observed, out *settle.Ou
 			if ok, err := b.setFunds(gctx, w, e.Stop, e.Stopping, now); err != nil {
 				return err
 			} else if !ok {
-				mu.Lock()
-				retry = true
-				mu.Unlock()
+				unwritten.Store(true)
 			}
 			if e.Wait <= 0 && !e.Retry && e.CloseLeases {
 				return b.stopWorkload(gctx, w, leases, e.Stop)
@@ -441,7 +438,7 @@ func (b *Bank) enforce(ctx context.Context, obs *settle.Observed, out *settle.Ou
 	if err := g.Wait(); err != nil {
 		return 0, err
 	}
-	if retry {
+	if retry || unwritten.Load() {
 		next = min(next, time.Second)
 	}
 	return next, nil
