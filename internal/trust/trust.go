@@ -83,13 +83,17 @@ type Mark struct {
 
 // Update folds into rep the provider's time up or down since its last
 // update (in the phase it had, was) and the events of leases not counted
-// yet. Time is credited from watched on at the earliest: when this hub
-// began watching the provider without a break (its provider controller's
-// first look as leader). Before that, during a manager outage, nobody
-// watched; after it, any change of phase was written when it was seen, so
-// the provider stayed in was, however long ago the last update was. An event is counted exactly once: it goes into rep.Recorded in the
-// same write as its evidence, and is marked on its Lease after; one found
-// in rep.Recorded (a restart between the two) is only marked. Unreadable
+// yet.
+//
+// Time is credited from watched on at the earliest: when this hub began
+// watching the provider without a break (its provider controller's first
+// look as leader). Before that, during a manager outage, nobody watched;
+// after it, any change of phase was written when it was seen, so the
+// provider stayed in was, however long ago the last update was.
+//
+// An event is counted exactly once: it goes into rep.Recorded in the same
+// write as its evidence, and is marked on its Lease after; one found in
+// rep.Recorded (a restart between the two) is only marked. Unreadable
 // evidence (edited by hand) starts again from neutral, and reset says so.
 func Update(rep flotillav1.Reputation, was flotillav1.ProviderPhase, leases []*flotillav1.Lease, now, watched time.Time,
 	halfLife time.Duration) (out flotillav1.Reputation, marks []Mark, score float64, reset error) {
