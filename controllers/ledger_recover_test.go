@@ -44,7 +44,9 @@ func (f *chunkFaults) client(t *testing.T) client.Client {
 		t.Fatal(err)
 	}
 	write := func(obj client.Object, do func() error) error {
-		if _, chunk := obj.GetLabels()[ledgerstore.ChunkLabel]; !chunk {
+		// The store's chunks only: the index chunks the publisher writes
+		// carry the same label, valued "index".
+		if obj.GetLabels()[ledgerstore.ChunkLabel] != "chunk" {
 			return do()
 		}
 		if f.armed.Load() != failNone && f.pass.Add(-1) >= 0 {
@@ -80,18 +82,7 @@ func TestLedgerStoreRecoversAFailedAppend(t *testing.T) {
 	ns := "ledger-recover"
 	faults := &chunkFaults{}
 	s, chain, priv := emptyLedger(t, ns, faults.client(t), 3)
-	next := func(n int) []ledger.Entry {
-		t.Helper()
-		var out []ledger.Entry
-		for range n {
-			e, err := chain.Append(ledger.Entry{Kind: ledger.Deposit, To: "tenant:" + ns, Amount: 1, Time: time.Now()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, e)
-		}
-		return out
-	}
+	next := func(n int) []ledger.Entry { return deposits(t, chain, ns, n) }
 	seqs := func(entries []ledger.Entry) string { return fmt.Sprint(ledgerSeqs(entries)) }
 	var want []ledger.Entry
 	steps := []struct {
@@ -162,6 +153,13 @@ func TestLedgerStoreRecoversAFailedAppend(t *testing.T) {
 	if _, err := s.Recover(ctx); !errors.Is(err, ledgerstore.ErrRewritten) {
 		t.Fatalf("recovering over a cut chunk: %v, want %v", err, ledgerstore.ErrRewritten)
 	}
+	// Or deletes it.
+	if err := env.Client.Delete(ctx, &last); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recover(ctx); !errors.Is(err, ledgerstore.ErrRewritten) {
+		t.Fatalf("recovering over a deleted chunk: %v, want %v", err, ledgerstore.ErrRewritten)
+	}
 }
 
 // emptyLedger loads a store of a ledger of its own in ns, signed with the
@@ -179,6 +177,20 @@ func emptyLedger(t *testing.T, ns string, c client.Client, chunkEntries int) (*l
 		t.Fatalf("the ledger in %s holds %d entries: %v", ns, len(entries), err)
 	}
 	return s, ledger.NewChain(priv, nil), priv
+}
+
+// deposits signs n deposits to ns onto chain.
+func deposits(t *testing.T, chain *ledger.Chain, ns string, n int) []ledger.Entry {
+	t.Helper()
+	out := make([]ledger.Entry, 0, n)
+	for range n {
+		e, err := chain.Append(ledger.Entry{Kind: ledger.Deposit, To: "tenant:" + ns, Amount: 1, Time: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 func ledgerSeqs(entries []ledger.Entry) []uint64 {
@@ -263,11 +275,7 @@ func TestLedgerStoreLoadsPageByPage(t *testing.T) {
 	ns := "ledger-pages"
 	s, chain, priv := emptyLedger(t, ns, env.Client, 1)
 	const n = 40
-	for range n {
-		e, err := chain.Append(ledger.Entry{Kind: ledger.Deposit, To: "tenant:" + ns, Amount: 1, Time: time.Now()})
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, e := range deposits(t, chain, ns, n) {
 		if err := s.Append(ctx, []ledger.Entry{e}); err != nil {
 			t.Fatal(err)
 		}

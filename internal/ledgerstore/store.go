@@ -45,6 +45,7 @@ const (
 	// the longest names takes about 1.3 KB.
 	MaxChunkBytes = 800 << 10
 	dataKey       = "entries.jsonl"
+	firstSeqKey   = "flotilla.dev/first-seq"
 	loadPage      = 16
 	chunkPrefix   = "flotilla-ledger-"
 )
@@ -108,14 +109,9 @@ func (s *Store) Load(ctx context.Context) ([]ledger.Entry, error) {
 		if err != nil || n != i+1 {
 			return nil, fmt.Errorf("ledger chunk %s out of place: want %s", cm.Name, chunkName(i+1))
 		}
-		entries, err := ledger.ReadJSONL(strings.NewReader(cm.Data[dataKey]))
+		entries, err := readChunk(cm.Name, cm.Data[dataKey], len(all))
 		if err != nil {
-			return nil, fmt.Errorf("ledger chunk %s: %w", cm.Name, err)
-		}
-		for j := range entries {
-			if entries[j].Seq != uint64(len(all)+j) {
-				return nil, fmt.Errorf("ledger chunk %s: entry %d has sequence number %d, want %d", cm.Name, j, entries[j].Seq, len(all)+j)
-			}
+			return nil, err
 		}
 		all = append(all, entries...)
 		s.last, s.count, s.index = cm.DeepCopy(), len(entries), n
@@ -179,7 +175,7 @@ func (s *Store) newChunk(ctx context.Context) error {
 	cm := &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: chunkName(s.index + 1), Namespace: s.Namespace,
 			Labels:      map[string]string{ChunkLabel: "chunk"},
-			Annotations: map[string]string{"flotilla.dev/first-seq": strconv.Itoa(s.total)}},
+			Annotations: map[string]string{firstSeqKey: strconv.Itoa(s.total)}},
 		Data: map[string]string{dataKey: ""},
 	}
 	if err := s.Client.Create(ctx, cm); err != nil {
@@ -208,14 +204,9 @@ func (s *Store) Recover(ctx context.Context) ([]ledger.Entry, error) {
 	}
 	var found []ledger.Entry
 	follow := func(cm *corev1.ConfigMap, data string) error {
-		entries, err := ledger.ReadJSONL(strings.NewReader(data))
+		entries, err := readChunk(cm.Name, data, s.total+len(found))
 		if err != nil {
-			return fmt.Errorf("%w: ledger chunk %s: %v", ErrRewritten, cm.Name, err)
-		}
-		for j := range entries {
-			if want := uint64(s.total + len(found) + j); entries[j].Seq != want {
-				return fmt.Errorf("%w: ledger chunk %s holds sequence number %d where %d follows", ErrRewritten, cm.Name, entries[j].Seq, want)
-			}
+			return fmt.Errorf("%w: %v", ErrRewritten, err)
 		}
 		found = append(found, entries...)
 		return nil
@@ -223,8 +214,11 @@ func (s *Store) Recover(ctx context.Context) ([]ledger.Entry, error) {
 	count, index, last := s.count, s.index, s.last
 	if last != nil {
 		cm := &corev1.ConfigMap{}
-		if err := s.Reader.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: last.Name}, cm); err != nil {
-			return nil, fmt.Errorf("reading back ledger chunk %s: %w", last.Name, client.IgnoreNotFound(err))
+		switch err := s.Reader.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: last.Name}, cm); {
+		case apierrors.IsNotFound(err):
+			return nil, fmt.Errorf("%w: ledger chunk %s is gone", ErrRewritten, last.Name)
+		case err != nil:
+			return nil, fmt.Errorf("reading back ledger chunk %s: %w", last.Name, err)
 		}
 		before, data := last.Data[dataKey], cm.Data[dataKey]
 		if !strings.HasPrefix(data, before) {
@@ -244,7 +238,7 @@ func (s *Store) Recover(ctx context.Context) ([]ledger.Entry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading back ledger chunk %s: %w", chunkName(index+1), err)
 		}
-		if first := cm.Annotations["flotilla.dev/first-seq"]; first != strconv.Itoa(s.total+len(found)) {
+		if first := cm.Annotations[firstSeqKey]; first != strconv.Itoa(s.total+len(found)) {
 			return nil, fmt.Errorf("%w: ledger chunk %s begins at entry %s, want %d", ErrRewritten, cm.Name, first, s.total+len(found))
 		}
 		n := len(found)
@@ -255,4 +249,18 @@ func (s *Store) Recover(ctx context.Context) ([]ledger.Entry, error) {
 	}
 	s.last, s.count, s.index, s.total, s.unsure = last, count, index, s.total+len(found), false
 	return found, nil
+}
+
+// readChunk reads a chunk's entries, which must be numbered on from first.
+func readChunk(name, data string, first int) ([]ledger.Entry, error) {
+	entries, err := ledger.ReadJSONL(strings.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("ledger chunk %s: %w", name, err)
+	}
+	for j := range entries {
+		if want := uint64(first + j); entries[j].Seq != want {
+			return nil, fmt.Errorf("ledger chunk %s: entry %d has sequence number %d, want %d", name, j, entries[j].Seq, want)
+		}
+	}
+	return entries, nil
 }
