@@ -70,9 +70,9 @@ func TestAProviderIsProbedOncePerInterval(t *testing.T) {
 
 // A restarted hub writes its first probe of a Ready provider, even when
 // that write fails the first time: the probe is remembered (and then
-// written only once a minute) once status holds it. (A first write that
-// conflicted left the previous manager's probe time in status for up to
-// a minute.)
+// written only every health.DefaultContactRecord) once status holds it.
+// (A first write that conflicted left the previous manager's probe time
+// in status until the next record.)
 func TestTheFirstProbeAfterARestartIsWritten(t *testing.T) {
 	old := metav1.NewTime(time.Now().Add(-30 * time.Second).Truncate(time.Second))
 	var failed atomic.Bool

@@ -141,17 +141,18 @@ func TestHeartbeatTimeIsTheHubs(t *testing.T) {
 		t.Errorf("an unchanged heartbeat moved lastHeartbeatTime to %v", again.Status.LastHeartbeatTime)
 	}
 	// A Ready Push-mode provider's agent beats every few seconds: shown
-	// once a minute, like the probe.
+	// every DefaultContactRecord, like the probe.
 	d.Status.Phase = flotillav1.ProviderReady
-	soon := Decide(Input{Now: t0.Add(30 * time.Second), Probe: up, ProbedAt: t0.Add(27 * time.Second), Status: d.Status,
-		Heartbeat: "b", HeartbeatSeen: t0.Add(29 * time.Second)}, policy)
+	early := DefaultContactRecord - time.Second
+	soon := Decide(Input{Now: t0.Add(early), Probe: up, ProbedAt: t0.Add(early - 2*time.Second), Status: d.Status,
+		Heartbeat: "b", HeartbeatSeen: t0.Add(early - time.Second)}, policy)
 	if soon.Status.ObservedHeartbeat != d.Status.ObservedHeartbeat || !soon.Status.LastHeartbeatTime.Time.Equal(t0) {
-		t.Errorf("a new heartbeat 29s after the recorded one was written: %q at %v", soon.Status.ObservedHeartbeat, soon.Status.LastHeartbeatTime)
+		t.Errorf("a new heartbeat %s after the recorded one was written: %q at %v", early-time.Second, soon.Status.ObservedHeartbeat, soon.Status.LastHeartbeatTime)
 	}
-	later := Decide(Input{Now: t0.Add(61 * time.Second), Probe: up, ProbedAt: t0.Add(57 * time.Second), Status: d.Status,
-		Heartbeat: "c", HeartbeatSeen: t0.Add(60 * time.Second)}, policy)
-	if later.Status.ObservedHeartbeat != "c" || !later.Status.LastHeartbeatTime.Time.Equal(t0.Add(60*time.Second)) {
-		t.Errorf("a new heartbeat a minute after the recorded one: %q at %v, want c at the time it was seen", later.Status.ObservedHeartbeat, later.Status.LastHeartbeatTime)
+	later := Decide(Input{Now: t0.Add(DefaultContactRecord + time.Second), Probe: up, ProbedAt: t0.Add(DefaultContactRecord - 3*time.Second), Status: d.Status,
+		Heartbeat: "c", HeartbeatSeen: t0.Add(DefaultContactRecord)}, policy)
+	if later.Status.ObservedHeartbeat != "c" || !later.Status.LastHeartbeatTime.Time.Equal(t0.Add(DefaultContactRecord)) {
+		t.Errorf("a new heartbeat %s after the recorded one: %q at %v, want c at the time it was seen", DefaultContactRecord, later.Status.ObservedHeartbeat, later.Status.LastHeartbeatTime)
 	}
 }
 
@@ -205,7 +206,7 @@ func TestDecidePull(t *testing.T) {
 			want: outcome{Phase: "Lost", Ready: "False/Lost", Stalled: "True/Lost", RecentLosses: 1, LastLost: at(20 * time.Second),
 				LastHeartbeat: at(0), RequeueAfter: 3 * time.Second, KStatus: "Failed"},
 		},
-		"a Ready provider's new heartbeat within a minute of the recorded one: kept in memory, not written, and it counts": {
+		"a Ready provider's new heartbeat within DefaultContactRecord of the recorded one: kept in memory, not written, and it counts": {
 			in:   Input{Now: t0.Add(25 * time.Second), Pull: true, Status: pull("Ready", 0, "a"), Heartbeat: "b", HeartbeatSeen: t0.Add(15 * time.Second)},
 			want: outcome{Phase: "Ready", Ready: "True/Ready", LastHeartbeat: at(0), RequeueAfter: 3 * time.Second, KStatus: "Current"},
 		},
@@ -214,9 +215,9 @@ func TestDecidePull(t *testing.T) {
 			want: outcome{Phase: "Lost", Ready: "False/Lost", Stalled: "True/Lost", RecentLosses: 1, LastLost: at(35 * time.Second),
 				LastHeartbeat: at(15 * time.Second), RequeueAfter: 3 * time.Second, Event: "PhaseLost", KStatus: "Failed"},
 		},
-		"a new heartbeat a minute after the recorded one: written, at the time it was seen": {
-			in:   Input{Now: t0.Add(62 * time.Second), Pull: true, Status: pull("Ready", 0, "a"), Heartbeat: "c", HeartbeatSeen: t0.Add(61 * time.Second)},
-			want: outcome{Phase: "Ready", Ready: "True/Ready", LastHeartbeat: at(61 * time.Second), RequeueAfter: 3 * time.Second, KStatus: "Current"},
+		"a new heartbeat DefaultContactRecord after the recorded one: written, at the time it was seen": {
+			in:   Input{Now: t0.Add(DefaultContactRecord + time.Second), Pull: true, Status: pull("Ready", 0, "a"), Heartbeat: "c", HeartbeatSeen: t0.Add(DefaultContactRecord)},
+			want: outcome{Phase: "Ready", Ready: "True/Ready", LastHeartbeat: at(DefaultContactRecord), RequeueAfter: 3 * time.Second, KStatus: "Current"},
 		},
 		"a seen time ahead of the hub's clock counts as now": {
 			in:   Input{Now: t0.Add(time.Minute), Pull: true, Status: pull("Pending", 0, "a"), Heartbeat: "b", HeartbeatSeen: t0.Add(time.Hour)},
@@ -262,15 +263,15 @@ func TestSteadyPullProviderIsNotRewritten(t *testing.T) {
 }
 
 // TestSteadyPushProviderIsNotRewritten: a Push-mode provider that answers
-// every probe has its probe time written once a minute, not at every
-// probe; in between the hub counts from the probe it remembers.
+// every probe has its probe time written every DefaultContactRecord, not
+// at every probe; in between the hub counts from the probe it remembers.
 func TestSteadyPushProviderIsNotRewritten(t *testing.T) {
 	first := Decide(Input{Now: t0, Probe: up}, policy)
 	if got := first.Status.LastProbeTime; got == nil || !got.Time.Equal(t0) {
 		t.Fatalf("first probe: lastProbeTime %v, want %s", got, t0)
 	}
 	probed := t0
-	for i := 1; i < 20; i++ {
+	for i := 1; time.Duration(i)*3*time.Second < DefaultContactRecord; i++ {
 		now := t0.Add(time.Duration(i) * 3 * time.Second)
 		d := Decide(Input{Now: now, Status: first.Status, Probe: up, ProbedAt: probed}, policy)
 		if diff := cmp.Diff(first.Status, d.Status); diff != "" {
@@ -278,9 +279,9 @@ func TestSteadyPushProviderIsNotRewritten(t *testing.T) {
 		}
 		probed = now
 	}
-	d := Decide(Input{Now: t0.Add(time.Minute), Status: first.Status, Probe: up, ProbedAt: probed}, policy)
-	if got := d.Status.LastProbeTime; got == nil || !got.Time.Equal(t0.Add(time.Minute)) {
-		t.Errorf("a minute after the recorded probe: lastProbeTime %v, want it written", got)
+	d := Decide(Input{Now: t0.Add(DefaultContactRecord), Status: first.Status, Probe: up, ProbedAt: probed}, policy)
+	if got := d.Status.LastProbeTime; got == nil || !got.Time.Equal(t0.Add(DefaultContactRecord)) {
+		t.Errorf("%s after the recorded probe: lastProbeTime %v, want it written", DefaultContactRecord, got)
 	}
 }
 
