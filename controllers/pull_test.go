@@ -1128,3 +1128,76 @@ func TestSilentProvidersAreThoseNotHeardFromLately(t *testing.T) {
 		}
 	}
 }
+
+// TestHeartbeatKeepsItsCopyAfterATimeout: a renewal that timed out is
+// followed by one from the copy the agent holds, without reading the
+// heartbeat first (the read doubled the requests of beats already late on
+// a busy hub); one that timed out after it landed makes the next a
+// Conflict, which reads it and renews.
+func TestHeartbeatKeepsItsCopyAfterATimeout(t *testing.T) {
+	ctx := context.Background()
+	hub := joinIdentity(t, "beat-1", flotillav1.ModePull)
+	var gets, updates atomic.Int32
+	var fail, land atomic.Bool
+	isBeat := func(o client.Object) bool { _, ok := o.(*coordinationv1.Lease); return ok }
+	hubc := interceptor.NewClient(hub, interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, o client.Object, opts ...client.GetOption) error {
+			if isBeat(o) {
+				gets.Add(1)
+			}
+			return c.Get(ctx, k, o, opts...)
+		},
+		Update: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.UpdateOption) error {
+			if !isBeat(o) {
+				return c.Update(ctx, o, opts...)
+			}
+			updates.Add(1)
+			if fail.Swap(false) {
+				if land.Load() {
+					if err := c.Update(ctx, o.DeepCopyObject().(client.Object), opts...); err != nil {
+						return err
+					}
+				}
+				return context.DeadlineExceeded
+			}
+			return c.Update(ctx, o, opts...)
+		},
+	})
+	a := realPullAgent(t, "beat-1", hubc)
+	if err := a.SyncAssignments(ctx); err != nil {
+		t.Fatal(err)
+	}
+	beat := func() (int32, int32, error) {
+		g, u := gets.Load(), updates.Load()
+		err := a.Heartbeat(ctx)
+		return gets.Load() - g, updates.Load() - u, err
+	}
+	if _, _, err := beat(); err != nil {
+		t.Fatalf("first beat: %v", err)
+	}
+	if g, u, err := beat(); err != nil || g != 0 || u != 1 {
+		t.Fatalf("a renewal: %v, %d reads and %d writes, want one write", err, g, u)
+	}
+	for _, landed := range []bool{false, true} {
+		fail.Store(true)
+		land.Store(landed)
+		if _, _, err := beat(); err == nil {
+			t.Fatalf("landed %v: the renewal that timed out reported no error", landed)
+		}
+		g, u, err := beat()
+		if err != nil {
+			t.Fatalf("landed %v: the renewal after a timeout: %v", landed, err)
+		}
+		want := [2]int32{0, 1}
+		if landed {
+			want = [2]int32{1, 2} // a Conflict, a read and a renewal
+		}
+		if [2]int32{g, u} != want {
+			t.Errorf("landed %v: the renewal after a timeout took %d reads and %d writes, want %v", landed, g, u, want)
+		}
+	}
+	l := get(t, &coordinationv1.Lease{}, flotillav1.SystemNamespace, "provider-beat-1")
+	if l.Spec.RenewTime == nil || time.Since(l.Spec.RenewTime.Time) > time.Minute {
+		t.Errorf("the heartbeat was not renewed: %v", l.Spec.RenewTime)
+	}
+}

@@ -94,7 +94,12 @@ type Config struct {
 	Hubs []HubConfig `json:"hubs"`
 	// WitnessConfigMap keeps what the agent witnessed of this hub's
 	// ledger; flotilla-ledger-witness when empty.
-	WitnessConfigMap  string `json:"witnessConfigMap"`
+	WitnessConfigMap string `json:"witnessConfigMap"`
+	// WitnessInterval is how often the agent checks the hub's published
+	// ledger head. A rewrite is caught at the first look after it is
+	// published however long the interval: it only bounds how long the
+	// agent may still take work from a hub that rewrote its ledger.
+	WitnessInterval   string `json:"witnessInterval"`
 	HeartbeatInterval string `json:"heartbeatInterval"`
 	// PullInterval is how often a Pull-mode agent reads its cluster to
 	// report on its Assignments and fence what none wants.
@@ -102,11 +107,11 @@ type Config struct {
 	FederationTokenSecret string `json:"federationTokenSecret"`
 	HubJoinSecret         string `json:"hubJoinSecret"`
 
-	heartbeat, refresh, pull time.Duration
-	storage                  []flotillav1.StorageOffer
-	prices                   flotillav1.PriceList
-	reserve                  corev1.ResourceList
-	classes                  []flotillav1.WorkloadClass
+	heartbeat, refresh, pull, witness time.Duration
+	storage                           []flotillav1.StorageOffer
+	prices                            flotillav1.PriceList
+	reserve                           corev1.ResourceList
+	classes                           []flotillav1.WorkloadClass
 }
 
 var hubIDPattern = regexp.MustCompile(`^[a-z0-9]{1,20}$`)
@@ -226,6 +231,10 @@ func ParseConfig(b []byte) (*Config, error) {
 	c.heartbeat = dur("agent.heartbeatInterval", c.HeartbeatInterval, 10*time.Second)
 	c.refresh = dur("offer.refreshInterval", c.Offer.RefreshInterval, 30*time.Second)
 	c.pull = dur("agent.pullInterval", c.PullInterval, 2*time.Second)
+	// Every agent reads the head and the index since its last look: at 30 s
+	// a thousand agents' looks were most of the reads a hub served, and
+	// timed out on a busy one.
+	c.witness = dur("agent.witnessInterval", c.WitnessInterval, 2*time.Minute)
 	c.prices = flotillav1.PriceList{}
 	for k, v := range c.Offer.Prices {
 		c.prices[corev1.ResourceName(k)] = flotillav1.Amount(fmt.Sprint(v))
@@ -560,13 +569,17 @@ func (a *Agent) Heartbeat(ctx context.Context) error {
 	a.beatMu.Lock()
 	defer a.beatMu.Unlock()
 	if last := a.beat; last != nil {
-		a.beat = nil
 		l, ok, err := rewrite(ctx, a.Hub, last, func(l *coordinationv1.Lease) {
 			l.Spec.RenewTime, l.Spec.LeaseDurationSeconds = &now, duration
 		})
 		if err != nil {
+			// Most likely a timeout on a busy hub: the copy is still the
+			// one to renew (a renewal that landed after all makes the
+			// next one a Conflict). Reading it again doubled the
+			// requests of the beats that were already late.
 			return err
 		}
+		a.beat = nil
 		if ok {
 			a.beat = l
 			return nil
@@ -748,11 +761,11 @@ func (a *Agent) PublishUsage(ctx context.Context) error {
 		if last.Data[usage.DataKey] == string(b) {
 			return nil
 		}
-		a.report = nil
 		cm, ok, err := rewrite(ctx, a.Hub, last, func(cm *corev1.ConfigMap) { cm.Data = map[string]string{usage.DataKey: string(b)} })
 		if err != nil {
-			return fmt.Errorf("publishing the usage report: %w", err)
+			return fmt.Errorf("publishing the usage report: %w", err) // the copy stays, as the heartbeat's
 		}
+		a.report = nil
 		if ok {
 			a.report = cm
 			return nil
@@ -825,8 +838,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	a.Log.Info("Joined the hub", "provider", a.Config.Provider.Name)
-	beat := time.NewTicker(a.Config.heartbeat)
-	defer beat.Stop()
 	refresh := time.NewTicker(a.Config.refresh)
 	defer refresh.Stop()
 	do := func(what string, f func(context.Context) error) {
@@ -844,19 +855,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	// The heartbeat too: on a slow hub the refresh below (witness, usage,
 	// provider, Offer) took long enough to make a live provider Lost.
-	do("Heartbeat", a.Heartbeat)
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-beat.C:
-				do("Heartbeat", a.Heartbeat)
-			}
+	go beatLoop(ctx, func() time.Duration { return a.config().heartbeat }, beatRetry, func(ctx context.Context) error {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		err := a.Heartbeat(cctx)
+		if err != nil {
+			a.Log.Error(err, "Heartbeat")
 		}
-	}()
+		return err
+	})
 	observe := time.NewTicker(a.Config.heartbeat)
 	defer observe.Stop()
+	witness := time.NewTicker(a.Config.witness)
+	defer witness.Stop()
 	do("Witnessing the ledger", a.Witness)
 	do("Publishing offer", a.PublishOffer)
 	do("Observing usage", a.ObserveUsage)
@@ -866,8 +877,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			return nil
 		case <-observe.C:
 			do("Observing usage", a.ObserveUsage)
-		case <-refresh.C:
+		case <-witness.C:
 			do("Witnessing the ledger", a.Witness)
+		case <-refresh.C:
 			do("Publishing usage", a.PublishUsage)
 			if cfg, err := loadHubConfig(ctx, a.Local, a.Namespace, a.Config.HubID); err != nil {
 				a.Log.Error(err, "Reloading settings; keeping the previous ones")
@@ -878,6 +890,33 @@ func (a *Agent) Run(ctx context.Context) error {
 				do("Updating provider", a.SyncProvider)
 			}
 			do("Publishing offer", a.PublishOffer)
+		}
+	}
+}
+
+// beatRetry is the first wait after a failed renewal of the heartbeat.
+const beatRetry = time.Second
+
+// beatLoop renews the heartbeat every interval, and after a renewal that
+// failed, again after retry, doubling up to the interval. The hub's grace
+// period is a couple of intervals: waiting a whole interval after a renewal
+// lost to a busy API server left one more chance, and live providers were
+// found Lost.
+func beatLoop(ctx context.Context, interval func() time.Duration, retry time.Duration, beat func(context.Context) error) {
+	backoff := time.Duration(0)
+	for {
+		start := time.Now()
+		wait := interval()
+		if err := beat(ctx); err != nil {
+			backoff = min(max(2*backoff, retry), wait)
+			wait = backoff
+		} else {
+			backoff = 0
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait - time.Since(start)):
 		}
 	}
 }

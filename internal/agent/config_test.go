@@ -20,8 +20,8 @@ func TestParseConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.heartbeat != 5*time.Second || c.refresh != 30*time.Second || c.Offer.Name != "standard" {
-		t.Errorf("defaults: heartbeat %s refresh %s offer %q", c.heartbeat, c.refresh, c.Offer.Name)
+	if c.heartbeat != 5*time.Second || c.refresh != 30*time.Second || c.witness != 2*time.Minute || c.Offer.Name != "standard" {
+		t.Errorf("defaults: heartbeat %s refresh %s witness %s offer %q", c.heartbeat, c.refresh, c.witness, c.Offer.Name)
 	}
 	if c.prices["memory"] != "0.001" || c.prices["cpu"] != "0.01" {
 		t.Errorf("prices %v: numbers and strings must both be read", c.prices)
@@ -58,18 +58,19 @@ func TestParseConfig(t *testing.T) {
 		t.Errorf("mode defaults to %q", c.Provider.Mode)
 	}
 	for name, c := range map[string]struct{ in, want string }{
-		"not json":                  {`{`, "config.json"},
-		"no provider name":          {`{"provider":{"owner":"o","apiServerURL":"u"}}`, "provider.name"},
-		"bad interval":              {strings.Replace(ok, `"5s"`, `"5 parsecs"`, 1), "agent.heartbeatInterval"},
-		"too short":                 {strings.Replace(ok, `"5s"`, `"10ms"`, 1), "at least 1s"},
-		"bad reserve":               {strings.Replace(ok, `"2Gi"`, `"lots"`, 1), "offer.reserve.memory"},
-		"push without URL":          {`{"provider":{"name":"a","owner":"o"}}`, "provider.apiServerURL are required"},
-		"pull with a URL":           {`{"provider":{"name":"a","owner":"o","mode":"Pull","apiServerURL":"https://a:6443"}}`, "must be empty in Pull mode"},
-		"unknown mode":              {`{"provider":{"name":"a","owner":"o","mode":"pull"}}`, "neither Push nor Pull"},
-		"bad pull interval":         {`{"provider":{"name":"a","owner":"o","mode":"Pull"},"pullInterval":"0s"}`, "agent.pullInterval"},
-		"node port without address": {strings.Replace(ok, `"classes"`, `"exposure":{"type":"NodePort","address":"my-host"},"classes"`, 1), "offer.exposure.address"},
-		"ingress without domain":    {strings.Replace(ok, `"classes"`, `"exposure":{"type":"Ingress","ingressClassName":"nginx"},"classes"`, 1), "ingressClassName and domain"},
-		"unknown exposure":          {strings.Replace(ok, `"classes"`, `"exposure":{"type":"HostPort"},"classes"`, 1), "offer.exposure.type"},
+		"not json":                   {`{`, "config.json"},
+		"no provider name":           {`{"provider":{"owner":"o","apiServerURL":"u"}}`, "provider.name"},
+		"bad interval":               {strings.Replace(ok, `"5s"`, `"5 parsecs"`, 1), "agent.heartbeatInterval"},
+		"witness interval too short": {strings.Replace(ok, `"heartbeatInterval"`, `"witnessInterval":"10ms","heartbeatInterval"`, 1), "agent.witnessInterval"},
+		"too short":                  {strings.Replace(ok, `"5s"`, `"10ms"`, 1), "at least 1s"},
+		"bad reserve":                {strings.Replace(ok, `"2Gi"`, `"lots"`, 1), "offer.reserve.memory"},
+		"push without URL":           {`{"provider":{"name":"a","owner":"o"}}`, "provider.apiServerURL are required"},
+		"pull with a URL":            {`{"provider":{"name":"a","owner":"o","mode":"Pull","apiServerURL":"https://a:6443"}}`, "must be empty in Pull mode"},
+		"unknown mode":               {`{"provider":{"name":"a","owner":"o","mode":"pull"}}`, "neither Push nor Pull"},
+		"bad pull interval":          {`{"provider":{"name":"a","owner":"o","mode":"Pull"},"pullInterval":"0s"}`, "agent.pullInterval"},
+		"node port without address":  {strings.Replace(ok, `"classes"`, `"exposure":{"type":"NodePort","address":"my-host"},"classes"`, 1), "offer.exposure.address"},
+		"ingress without domain":     {strings.Replace(ok, `"classes"`, `"exposure":{"type":"Ingress","ingressClassName":"nginx"},"classes"`, 1), "ingressClassName and domain"},
+		"unknown exposure":           {strings.Replace(ok, `"classes"`, `"exposure":{"type":"HostPort"},"classes"`, 1), "offer.exposure.type"},
 	} {
 		if _, err := ParseConfig([]byte(c.in)); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want one naming %q", name, err, c.want)

@@ -553,7 +553,7 @@ func (d *demo) awaitPod(ctx context.Context, c *Cluster, selector string) error 
 // ownerChartArgs are the provider chart values o sets: prices and
 // attributes.
 func ownerChartArgs(o owner) []string {
-	args := []string{"--set", "offer.refreshInterval=5s"}
+	args := []string{"--set", "offer.refreshInterval=5s", "--set", "agent.witnessInterval=5s"}
 	for k, v := range o.prices {
 		args = append(args, "--set-string", "offer.prices."+strings.ReplaceAll(k, ".", `\.`)+"="+v)
 	}

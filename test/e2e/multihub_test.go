@@ -95,7 +95,7 @@ func TestTwoHubsShareAProvider(t *testing.T) {
 	// 8 cpu, 2 reserved: 6 for both hubs.
 	helmInstallProvider(t, provider, "eu-west", "--set", "provider.mode=Pull", "--set", "provider.apiServerURL=",
 		"--set", "hubs[0].id=huba", "--set", "hubs[1].id=hubb",
-		"--set", "offer.refreshInterval=2s", "--set", "agent.heartbeatInterval=2s", "--set", "agent.pullInterval=1s")
+		"--set", "offer.refreshInterval=2s", "--set", "agent.heartbeatInterval=2s", "--set", "agent.pullInterval=1s", "--set", "agent.witnessInterval=2s")
 	agentKC, _ := tokenKubeconfig(t, provider, flotillav1.SystemNamespace, "flotilla-agent-token")
 	agentFile := filepath.Join(t.TempDir(), "agent.kubeconfig")
 	if err := os.WriteFile(agentFile, agentKC, 0o600); err != nil {
