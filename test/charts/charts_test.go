@@ -255,4 +255,25 @@ func TestHubChart(t *testing.T) {
 	if plain["ServiceMonitor/flotilla-manager"] != nil {
 		t.Error("a ServiceMonitor is rendered although metrics.serviceMonitor.enabled is false")
 	}
+
+	// The manager's requests have a priority level above the agents'.
+	fs := objs["FlowSchema/flotilla-manager"]
+	if fs == nil {
+		t.Fatal("FlowSchema/flotilla-manager is not rendered")
+	}
+	level, _, _ := unstructured.NestedString(fs.Object, "spec", "priorityLevelConfiguration", "name")
+	rules, _, _ := unstructured.NestedSlice(fs.Object, "spec", "rules")
+	var subject map[string]any
+	if len(rules) == 1 {
+		subjects, _, _ := unstructured.NestedSlice(rules[0].(map[string]any), "subjects")
+		if len(subjects) == 1 {
+			subject, _, _ = unstructured.NestedMap(subjects[0].(map[string]any), "serviceAccount")
+		}
+	}
+	if level != "workload-high" || subject["name"] != "flotilla-manager" || subject["namespace"] == "" {
+		t.Errorf("FlowSchema/flotilla-manager: priority level %q, subject %v; want workload-high for the manager's ServiceAccount", level, subject)
+	}
+	if none := render(t, "charts/flotilla-hub", "--set", "manager.priorityLevel="); none["FlowSchema/flotilla-manager"] != nil {
+		t.Error("a FlowSchema is rendered although manager.priorityLevel is empty")
+	}
 }
