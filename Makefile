@@ -143,15 +143,17 @@ bench-e2e: tools images ## Latency against its floor on kwok and real nodes, fai
 	FLOTILLA_BENCH_E2E=1 $(GO) test -count=1 -run 'TestBenchE2E|TestBenchStableAddress' -v -timeout 45m ./test/e2e/
 
 .PHONY: bench-scale
-bench-scale: tools ## A real hub with hollow providers (SCALE_PROVIDERS, SCALE_WORKLOADS, SCALE_REPLICAS, SCALE_RATE Workloads a second, 0 all at once, SCALE_MINUTES for the placement); JSON in bench/results/scale.json.
+bench-scale: tools ## A real hub with hollow providers (SCALE_PROVIDERS, SCALE_WORKLOADS, SCALE_REPLICAS, SCALE_RATE Workloads a second, 0 all at once, SCALE_MINUTES for the placement, SCALE_APF=1 the hub's API server with priority and fairness); JSON in bench/results/scale.json.
 	FLOTILLA_BENCH_SCALE=1 FLOTILLA_SCALE_PROVIDERS=$(SCALE_PROVIDERS) FLOTILLA_SCALE_WORKLOADS=$(SCALE_WORKLOADS) \
-	  FLOTILLA_SCALE_REPLICAS=$(SCALE_REPLICAS) FLOTILLA_SCALE_RATE=$(SCALE_RATE) FLOTILLA_SCALE_MINUTES=$(SCALE_MINUTES) $(GO) test -count=1 -run TestBenchScale -v -timeout 180m ./test/e2e/
+	  FLOTILLA_SCALE_REPLICAS=$(SCALE_REPLICAS) FLOTILLA_SCALE_RATE=$(SCALE_RATE) FLOTILLA_SCALE_MINUTES=$(SCALE_MINUTES) \
+	  FLOTILLA_SCALE_APF=$(SCALE_APF) $(GO) test -count=1 -run TestBenchScale -v -timeout 180m ./test/e2e/
 
 SCALE_PROVIDERS ?= 50
 SCALE_WORKLOADS ?= 200
 SCALE_REPLICAS ?= 10
 SCALE_MINUTES ?= 60
 SCALE_RATE ?= 0
+SCALE_APF ?= 0
 
 ##@ Testbed
 

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,9 +13,11 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/agent"
 	"github.com/flotilla-dev/flotilla/internal/fixture"
 	"github.com/flotilla-dev/flotilla/internal/hollow"
 	"github.com/flotilla-dev/flotilla/internal/usage"
@@ -44,7 +47,7 @@ func TestHollowProviders(t *testing.T) {
 		t.Helper()
 		p, err := hollow.Start(ctx, joinConfig(t, name, "hollow-land", flotillav1.ModePull), hollow.Options{
 			HubID: hollowHub, Name: name, Owner: name, Region: "hollow-land", CPU: "4", Memory: "8Gi", CPUPrice: price,
-			Heartbeat: time.Second, Pull: time.Second, Refresh: refresh}, logr.Discard())
+			Heartbeat: time.Second, Pull: time.Second, Refresh: refresh, Witness: time.Second}, logr.Discard())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,6 +127,23 @@ func TestHollowProviders(t *testing.T) {
 			}
 			b, _ := json.Marshal(r)
 			return false, string(b)
+		})
+		// The agent keeps what it witnessed as the ledger grows (its
+		// in-memory cluster once kept no resource versions, and every save
+		// after the first failed).
+		witnessed := func() uint64 {
+			cm, err := a.Local.CoreV1().ConfigMaps(flotillav1.SystemNamespace).Get(ctx, agent.WitnessConfigMap, metav1.GetOptions{})
+			if err != nil {
+				return 0
+			}
+			n, _ := strconv.ParseUint(cm.Data["entries"], 10, 64)
+			return n
+		}
+		first := uint64(0)
+		hubenv.Await(t, 20*time.Second, "a first head witnessed", func() (bool, string) { first = witnessed(); return first > 0, "" })
+		hubenv.Await(t, 20*time.Second, "a later head witnessed and saved", func() (bool, string) {
+			n := witnessed()
+			return n > first, fmt.Sprintf("%d entries witnessed, first %d", n, first)
 		})
 	})
 

@@ -101,6 +101,12 @@ type Options struct {
 	Logf func(format string, args ...any)
 	// HubRealNodes is how many real nodes the hub cluster has.
 	HubRealNodes int
+	// HubPriorityAndFairness runs the hub's API server with priority and
+	// fairness and the upstream limits on requests in flight, as a
+	// production API server runs; kwokctl turns both off. A scale bench
+	// without them measured a hub no one runs: every request served at
+	// once, heartbeats among them, until all timed out together.
+	HubPriorityAndFairness bool
 	// ImagesDir holds the image tarballs real nodes load; defaults to
 	// BinDir/images (`make images`).
 	ImagesDir string
@@ -132,6 +138,7 @@ type Cluster struct {
 
 	fed       *Federation
 	realNodes int
+	fairness  bool
 	// RealNodes are the names of the cluster's real nodes, once started.
 	RealNodes []string
 }
@@ -221,7 +228,7 @@ func New(ctx context.Context, opts Options) (*Federation, error) {
 	if f.images == "" {
 		f.images = filepath.Join(opts.BinDir, "images")
 	}
-	f.Hub = &Cluster{Name: "hub", fed: f, realNodes: opts.HubRealNodes}
+	f.Hub = &Cluster{Name: "hub", fed: f, realNodes: opts.HubRealNodes, fairness: opts.HubPriorityAndFairness}
 	for _, p := range opts.Providers {
 		f.Providers = append(f.Providers, &Cluster{Name: p.Name, Spec: p, fed: f, realNodes: p.RealNodes})
 	}
@@ -504,6 +511,13 @@ options:
 		apiserverArgs += fmt.Sprintf(`  - {key: audit-policy-file, value: %q}
   - {key: audit-log-path, value: %q}
 `, policy, c.AuditLog())
+	}
+	if c.fairness {
+		// kube-apiserver's own defaults; the last of a flag given twice wins.
+		apiserverArgs += `  - {key: enable-priority-and-fairness, value: "true"}
+  - {key: max-requests-inflight, value: "400"}
+  - {key: max-mutating-requests-inflight, value: "200"}
+`
 	}
 	if apiserverArgs != "" {
 		conf += "- name: kube-apiserver\n  extraArgs:\n" + apiserverArgs

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"math"
 	"net"
@@ -87,8 +88,15 @@ type scaleResult struct {
 	// stop), then each step of a replacement from the one before.
 	FailoverTimeline map[string]stepStats `json:"failoverTimeline,omitempty"`
 	// FailoverControllers is each controller's work during the failover:
-	// reconciles, and the mean wait in its queue and reconcile time.
-	FailoverControllers map[string]controllerWork `json:"failoverControllers,omitempty"`
+	// reconciles, and the mean wait in its queue and reconcile time;
+	// PlacementControllers the same from the first Workload created to
+	// the end of the placement.
+	FailoverControllers  map[string]controllerWork `json:"failoverControllers,omitempty"`
+	PlacementControllers map[string]controllerWork `json:"placementControllers,omitempty"`
+	// PlacementFailovers counts the Leases failed over during the
+	// placement, when no provider was stopped: each is a live provider
+	// the hub took for Lost.
+	PlacementFailovers float64 `json:"placementFailovers"`
 	// LeaseStatusWrites counts the Lease controller's status writes by
 	// kind over the whole run, and FailoverLeaseStatusWrites during the
 	// failover.
@@ -151,7 +159,10 @@ func TestBenchScale(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	fed := testbed.NewForTest(t, localfed.Options{})
+	// Off by default, as kwokctl runs it: with it on (SCALE_APF=1) in the
+	// twelfth round the heartbeats' priority level rejected renewals
+	// (429) on the saturated API server; see docs/performance.md.
+	fed := testbed.NewForTest(t, localfed.Options{HubPriorityAndFairness: os.Getenv("FLOTILLA_SCALE_APF") == "1"})
 	h := installHub(t, fed)
 	root := hubenv.RepoRoot()
 	managerBin := filepath.Join(t.TempDir(), "manager")
@@ -182,6 +193,14 @@ func TestBenchScale(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The agents' errors, kept beside the manager's log: a provider found
+	// Lost while its agent ran says why here.
+	agentLog, err := os.Create(filepath.Join(root, "bench", "results", "scale-hollow-errors.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agentLog.Close()
+	agentErrors := logr.New(&errorSink{mu: &sync.Mutex{}, w: agentLog})
 	joinStart := time.Now()
 	providers := make([]*hollow.Provider, nProviders)
 	var wg sync.WaitGroup
@@ -203,7 +222,7 @@ func TestBenchScale(t *testing.T) {
 				return
 			}
 			p, err := hollow.Start(ctx, cfg, hollow.Options{HubID: hubID, Name: name, Owner: "owner-" + name, Region: "hollow",
-				CPU: "64", Memory: "256Gi", CPUPrice: "0.010", Pull: 5 * time.Second}, logr.Discard())
+				CPU: "64", Memory: "256Gi", CPUPrice: "0.010", Pull: 5 * time.Second}, agentErrors)
 			if err != nil {
 				t.Error(err)
 				return
@@ -270,6 +289,7 @@ func TestBenchScale(t *testing.T) {
 	procs := componentNames(fed.Hub.PIDs())
 	procs["manager"], procs["bench (hollow providers)"] = mgr.Process.Pid, os.Getpid()
 	cpuBefore := processCPU(procs)
+	placementBefore := scrapeMetrics(t, metricsAddr)
 	reqBefore, err := apiRequests(ctx, hubRest)
 	if err != nil {
 		t.Fatal(err)
@@ -337,6 +357,14 @@ func TestBenchScale(t *testing.T) {
 	if reqAfter, err := apiRequests(ctx, hubRest); err == nil {
 		res.TopRequests = topDelta(reqBefore, reqAfter, 30)
 	}
+	placementAfter := scrapeMetrics(t, metricsAddr)
+	res.PlacementControllers = controllerStats(placementAfter).since(controllerStats(placementBefore))
+	res.PlacementFailovers = counter(placementAfter, "flotilla_failovers_total") - counter(placementBefore, "flotilla_failovers_total")
+	for _, name := range slices.Sorted(maps.Keys(res.PlacementControllers)) {
+		c := res.PlacementControllers[name]
+		t.Logf("during the placement, controller %s: %d reconciles, mean %.3fs in the queue and %.3fs reconciling", name, c.Reconciles, c.QueueWaitMean, c.ReconcileMean)
+	}
+	t.Logf("Leases failed over during the placement (no provider stopped): %.0f", res.PlacementFailovers)
 	if err := os.WriteFile(filepath.Join(resultsDir, "scale-manager-cpu.txt"), []byte(<-profile), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -636,6 +664,17 @@ func controllerStats(metrics []string) controllerWorks {
 	return out
 }
 
+// counter reads an unlabelled counter out of the metrics; 0 when absent.
+func counter(metrics []string, name string) float64 {
+	for _, line := range metrics {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
+}
+
 // since is the work done after before, with its means.
 func (w controllerWorks) since(before controllerWorks) map[string]controllerWork {
 	out := map[string]controllerWork{}
@@ -706,4 +745,27 @@ func failoverSteps(ctx context.Context, t *testing.T, c client.Client, stopped m
 		}
 	}
 	return moved, closed, created, ready
+}
+
+// errorSink writes a logger's errors, one line each with the time, and
+// drops the rest.
+type errorSink struct {
+	mu     *sync.Mutex
+	w      io.Writer
+	values []any
+}
+
+func (s *errorSink) Init(logr.RuntimeInfo)        {}
+func (s *errorSink) Enabled(int) bool             { return false }
+func (s *errorSink) Info(int, string, ...any)     {}
+func (s *errorSink) WithName(string) logr.LogSink { return s }
+func (s *errorSink) WithValues(kv ...any) logr.LogSink {
+	return &errorSink{mu: s.mu, w: s.w, values: append(slices.Clip(s.values), kv...)}
+}
+
+func (s *errorSink) Error(err error, msg string, kv ...any) {
+	line := fmt.Sprintf("%s %s: %v %v %v\n", time.Now().UTC().Format("15:04:05.000"), msg, err, s.values, kv)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, _ = io.WriteString(s.w, line)
 }
