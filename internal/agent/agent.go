@@ -840,12 +840,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.Log.Info("Joined the hub", "provider", a.Config.Provider.Name)
 	refresh := time.NewTicker(a.Config.refresh)
 	defer refresh.Stop()
-	do := func(what string, f func(context.Context) error) {
+	do := func(what string, f func(context.Context) error) error {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		if err := f(cctx); err != nil {
+		err := f(cctx)
+		if err != nil {
 			a.Log.Error(err, what)
 		}
+		return err
 	}
 	if a.Config.Pull() {
 		// Assignments in a loop of their own: a long round must not hold
@@ -855,14 +857,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	// The heartbeat too: on a slow hub the refresh below (witness, usage,
 	// provider, Offer) took long enough to make a live provider Lost.
-	go beatLoop(ctx, func() time.Duration { return a.config().heartbeat }, beatRetry, func(ctx context.Context) error {
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		err := a.Heartbeat(cctx)
-		if err != nil {
-			a.Log.Error(err, "Heartbeat")
-		}
-		return err
+	go beatLoop(ctx, func() time.Duration { return a.config().heartbeat }, beatRetry, func(context.Context) error {
+		return do("Heartbeat", a.Heartbeat)
 	})
 	observe := time.NewTicker(a.Config.heartbeat)
 	defer observe.Stop()

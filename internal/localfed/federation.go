@@ -103,9 +103,8 @@ type Options struct {
 	HubRealNodes int
 	// HubPriorityAndFairness runs the hub's API server with priority and
 	// fairness and the upstream limits on requests in flight, as a
-	// production API server runs; kwokctl turns both off. A scale bench
-	// without them measured a hub no one runs: every request served at
-	// once, heartbeats among them, until all timed out together.
+	// production API server runs; kwokctl turns both off, so every
+	// request is served at once.
 	HubPriorityAndFairness bool
 	// ImagesDir holds the image tarballs real nodes load; defaults to
 	// BinDir/images (`make images`).

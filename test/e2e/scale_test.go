@@ -360,10 +360,7 @@ func TestBenchScale(t *testing.T) {
 	placementAfter := scrapeMetrics(t, metricsAddr)
 	res.PlacementControllers = controllerStats(placementAfter).since(controllerStats(placementBefore))
 	res.PlacementFailovers = counter(placementAfter, "flotilla_failovers_total") - counter(placementBefore, "flotilla_failovers_total")
-	for _, name := range slices.Sorted(maps.Keys(res.PlacementControllers)) {
-		c := res.PlacementControllers[name]
-		t.Logf("during the placement, controller %s: %d reconciles, mean %.3fs in the queue and %.3fs reconciling", name, c.Reconciles, c.QueueWaitMean, c.ReconcileMean)
-	}
+	logControllers(t, "the placement", res.PlacementControllers)
 	t.Logf("Leases failed over during the placement (no provider stopped): %.0f", res.PlacementFailovers)
 	if err := os.WriteFile(filepath.Join(resultsDir, "scale-manager-cpu.txt"), []byte(<-profile), 0o644); err != nil {
 		t.Fatal(err)
@@ -498,10 +495,7 @@ func TestBenchScale(t *testing.T) {
 		res.FailoverLeaseStatusWrites[kind] = n - writesBefore[kind]
 	}
 	t.Logf("Lease status writes during the failover: %v", res.FailoverLeaseStatusWrites)
-	for _, name := range slices.Sorted(maps.Keys(res.FailoverControllers)) {
-		c := res.FailoverControllers[name]
-		t.Logf("during the failover, controller %s: %d reconciles, mean %.3fs in the queue and %.3fs reconciling", name, c.Reconciles, c.QueueWaitMean, c.ReconcileMean)
-	}
+	logControllers(t, "the failover", res.FailoverControllers)
 	t.Logf("failover, from the Leases: %d replicas moved; the last stopped provider's Lease closed after %.0fs; the last replacement created after %.0fs, ready after %.0fs",
 		res.FailoverMoved, res.FailoverClosedSec, res.FailoverCreatedSec, res.FailoverReadySec)
 	t.Logf("failover of %d providers: %.1fs (goal %.0fs)", res.Stopped, res.FailoverSec, res.FailoverGoal)
@@ -662,6 +656,15 @@ func controllerStats(metrics []string) controllerWorks {
 		}
 	}
 	return out
+}
+
+// logControllers logs each controller's work during phase.
+func logControllers(t *testing.T, phase string, works map[string]controllerWork) {
+	t.Helper()
+	for _, name := range slices.Sorted(maps.Keys(works)) {
+		c := works[name]
+		t.Logf("during %s, controller %s: %d reconciles, mean %.3fs in the queue and %.3fs reconciling", phase, name, c.Reconciles, c.QueueWaitMean, c.ReconcileMean)
+	}
 }
 
 // counter reads an unlabelled counter out of the metrics; 0 when absent.
