@@ -66,6 +66,9 @@ type LeaseReconciler struct {
 	// the Leases whose verdicts changed. Nil: nothing is checked.
 	Prober *endpoint.Prober
 	Probed chan event.GenericEvent
+	// Meter keeps the flushes put off across a restart; nil: a restart
+	// forgoes what was not written.
+	Meter *MeterCheckpoint
 
 	// seen is when each Lease was last read on its provider, by UID. It
 	// only ever stops charging (after a gap, or a restart that emptied
@@ -118,6 +121,9 @@ func (r *LeaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	old := ownStatus(&l.Status)
 	st := old.DeepCopy()
 	st.Namespace = render.Namespace(r.HubID, l.UID)
+	if err := r.restoreHeld(ctx, l, st); err != nil {
+		return ctrl.Result{}, err
+	}
 	res, err := r.reconcile(ctx, l, st, old)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -129,6 +135,9 @@ func (r *LeaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 		kind, release := r.flushSlot(st, old, res)
 		if kind == writePostponed {
 			metrics.LeaseStatusWrite(kind)
+			if h, ok := lease.HeldOf(l.ResourceVersion, st); ok && r.Meter != nil {
+				r.Meter.Hold(l.UID, h)
+			}
 			// At the next look, not sooner: its flush can wait.
 			return ctrl.Result{RequeueAfter: max(res.RequeueAfter, lease.SyncInterval), Priority: new(handler.LowPriority)}, nil
 		}
@@ -142,6 +151,9 @@ func (r *LeaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 			return ctrl.Result{}, fmt.Errorf("writing the status of lease %s: %w", req, err)
 		}
 		metrics.LeaseStatusWrite(kind)
+		if r.Meter != nil {
+			r.Meter.Drop(l.UID)
+		}
 	}
 	r.emit(ctx, l, res)
 	return ctrl.Result{RequeueAfter: res.RequeueAfter, Priority: new(syncPriority(res))}, nil
@@ -483,6 +495,29 @@ func (r *LeaseReconciler) probed() chan event.GenericEvent {
 func (r *LeaseReconciler) forgetLooks(uid types.UID) {
 	r.seen.Delete(uid)
 	r.rendered.Delete(uid)
+	if r.Meter != nil {
+		r.Meter.Drop(uid)
+	}
+}
+
+// restoreHeld charges st, at the first look at l since the manager
+// started, the flush a manager before this one put off and saved; that
+// look is then the last one, from which metering goes on.
+func (r *LeaseReconciler) restoreHeld(ctx context.Context, l *flotillav1.Lease, st *flotillav1.LeaseStatus) error {
+	if r.Meter == nil {
+		return nil
+	}
+	if _, looked := r.seen.Load(l.UID); looked {
+		return nil
+	}
+	h, ok, err := r.Meter.Take(ctx, l.UID)
+	if err != nil || !ok {
+		return err
+	}
+	if at, ok := lease.Restore(st, l, h); ok {
+		r.seen.Store(l.UID, at)
+	}
+	return nil
 }
 
 func (r *LeaseReconciler) forgetEndpoints(l *flotillav1.Lease) {

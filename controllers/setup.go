@@ -79,6 +79,7 @@ type Options struct {
 // are read straight from the API server, only when a Lease refers to them.
 func CacheOptions() cache.Options {
 	notLedger, _ := labels.NewRequirement(ledgerstore.ChunkLabel, selection.DoesNotExist, nil)
+	notMeter, _ := labels.NewRequirement(LabelMeterCheckpoint, selection.DoesNotExist, nil)
 	system := map[string]cache.Config{flotillav1.SystemNamespace: {}}
 	return cache.Options{
 		// Nothing reads managedFields, and they were a third of each
@@ -86,7 +87,7 @@ func CacheOptions() cache.Options {
 		// 1,000 providers).
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.ConfigMap{}: {Label: labels.NewSelector().Add(*notLedger), Namespaces: system},
+			&corev1.ConfigMap{}: {Label: labels.NewSelector().Add(*notLedger, *notMeter), Namespaces: system},
 			&corev1.Secret{}:    {Namespaces: system},
 			// Heartbeats live in the system namespace, the only one the
 			// manager's role may read them in (found running the chart).
@@ -170,9 +171,14 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Scheduler, err
 		return nil, err
 	}
 	s.Silent, pr.Heard = pr.Silent, s.Trigger
+	meter := &MeterCheckpoint{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: flotillav1.SystemNamespace,
+		Log: ctrl.Log.WithName("meter-checkpoint")}
+	if err := mgr.Add(meter); err != nil {
+		return nil, err
+	}
 	lr := &LeaseReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Remote: rc, Recorder: mgr.GetEventRecorderFor("flotilla-lease"), HubID: hubID, Now: now,
-		Prober: prober,
+		Prober: prober, Meter: meter,
 	}
 	if err := lr.SetupWithManager(mgr); err != nil {
 		return nil, err

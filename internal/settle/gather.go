@@ -100,7 +100,7 @@ func wantsToRun(w *flotillav1.Workload) bool {
 
 func settleLease(l *flotillav1.Lease, reports map[string]map[string]*usage.Line) Lease {
 	sl := Lease{Namespace: l.Namespace, Workload: l.Spec.WorkloadRef.Name, Name: l.Name, Provider: l.Spec.ProviderRef.Name,
-		Live: l.Live(), ReplicaSeconds: l.Status.Usage.ReplicaSeconds, Replicas: l.Spec.Replicas}
+		Live: l.Live(), ReplicaSeconds: l.Status.Usage.ReplicaSeconds, Replicas: l.Spec.Replicas, Running: l.Status.RunningReplicas}
 	sl.Metered, _ = money.Parse(string(l.Status.Usage.Cost))
 	if p, err := money.Parse(string(l.Spec.PricePerReplicaHour)); err == nil {
 		sl.PerHour = p * money.Micro(l.Spec.Replicas)

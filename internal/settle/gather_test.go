@@ -57,7 +57,7 @@ func TestGather(t *testing.T) {
 		},
 		Leases: []Lease{
 			{Namespace: "team-a", Workload: "web", Name: "web-a", Provider: "bob-1", Live: true, Metered: money.PerCredit, ReplicaSeconds: 7200,
-				PerHour: money.PerCredit, Replicas: 2, MeteredUntil: t0, Report: line},
+				PerHour: money.PerCredit, Replicas: 2, MeteredUntil: t0, Report: line, Running: 2},
 			{Namespace: "team-a", Workload: "web", Name: "web-gone", Provider: "bob-1", PerHour: money.PerCredit / 100, Replicas: 1},
 			{Namespace: "team-a", Workload: "done", Name: "done-a", Provider: "bob-1", PerHour: money.PerCredit / 100, Replicas: 1, Dissent: "no digest"},
 		},

@@ -188,9 +188,23 @@ type Lease struct {
 	Replicas     int32
 	MeteredUntil time.Time
 	Report       *usage.Line
+	// Running is the replicas running as last written: a busy hub puts
+	// off writing usage (up to lease.MaxFlushDelay), and a budget counts
+	// the time since MeteredUntil at that count.
+	Running int32
 	// Dissent is the result digest this copy of a verified Workload
 	// reported when it disagreed with the quorum ("none" for no digest).
 	Dissent string
+}
+
+// Unmetered is what a live Lease's replicas cost since its usage was last
+// written, at the count written then.
+func (l *Lease) Unmetered(now time.Time) money.Micro {
+	if !l.Live || l.MeteredUntil.IsZero() || l.Running <= 0 || l.Replicas <= 0 || !now.After(l.MeteredUntil) {
+		return 0
+	}
+	secs := min(int64(now.Sub(l.MeteredUntil)/time.Second), 1<<31)
+	return metering.Cost(int64(l.Running)*secs, l.PerHour/money.Micro(l.Replicas))
 }
 
 // Ref is the Lease's reference in the ledger.
@@ -286,7 +300,8 @@ func Settle(b *Book, p Policy, in Input) Output {
 	slices.SortFunc(leases, func(x, y Lease) int { return cmp.Compare(x.Ref(), y.Ref()) })
 	unpaid := map[string]string{} // workload -> reason
 	perHour := map[string]money.Micro{}
-	held := map[string]money.Micro{} // escrow of live Leases, by workload
+	held := map[string]money.Micro{}      // escrow of live Leases, by workload
+	unmetered := map[string]money.Micro{} // spent but not yet written, by workload
 	for i := range leases {
 		l := &leases[i]
 		ref, wl := l.Ref(), l.Namespace+"/"+l.Workload
@@ -355,6 +370,7 @@ func Settle(b *Book, p Policy, in Input) Output {
 			continue
 		}
 		perHour[wl] += l.PerHour
+		unmetered[wl] += l.Unmetered(in.Now)
 		if top := min(target-b.Balances[escrow], max(b.Balances[tenant], 0)); top > 0 {
 			move(ledger.EscrowMoved, ref, tenant, escrow, top)
 		}
@@ -367,7 +383,7 @@ func Settle(b *Book, p Policy, in Input) Output {
 		if rate == 0 && !w.Wants {
 			continue
 		}
-		if st, ok := stop(b, p, in.Now, wl, w, rate, unpaid[wl], held[wl]); ok {
+		if st, ok := stop(b, p, in.Now, wl, w, rate, unpaid[wl], held[wl], unmetered[wl]); ok {
 			out.Stops[wl] = st
 		}
 	}
@@ -379,10 +395,10 @@ func Settle(b *Book, p Policy, in Input) Output {
 // stopped until its spec changes; one stopped for want of funds, until a
 // deposit arrives after it stopped: otherwise each refund of escrow would
 // start it again for a moment.
-func stop(b *Book, p Policy, now time.Time, wl string, w Workload, rate money.Micro, unpaid string, escrow money.Micro) (Stop, bool) {
+func stop(b *Book, p Policy, now time.Time, wl string, w Workload, rate money.Micro, unpaid string, escrow, unmetered money.Micro) (Stop, bool) {
 	ns, _, _ := strings.Cut(wl, "/")
 	if w.Capped {
-		left := w.Budget - b.Charged[wl]
+		left := w.Budget - b.Charged[wl] - unmetered
 		switch {
 		case left <= 0 || unpaid == ReasonBudgetExhausted:
 			return Stop{Reason: ReasonBudgetExhausted, At: now,

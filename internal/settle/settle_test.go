@@ -37,6 +37,13 @@ func web(metered string, live bool) Lease {
 		Metered: c(metered), PerHour: c("0.6")} // 0.06 for 6 minutes, 0.1 for 10
 }
 
+// unwritten is l with one replica running since its usage was written at
+// until.
+func unwritten(l Lease, until time.Time) Lease {
+	l.Replicas, l.Running, l.MeteredUntil = 1, 1, until
+	return l
+}
+
 func TestSettle(t *testing.T) {
 	type step struct {
 		in        Input
@@ -86,6 +93,17 @@ func TestSettle(t *testing.T) {
 				Workloads: map[string]Workload{"team/web": {Wants: true, Capped: true, Budget: c("0.049")}}},
 				entries: "UsageSettled escrow:team/l1>provider:p1 0.0039 fee 0.0001\nEscrowMoved tenant:team>escrow:team/l1 0.004",
 				stop:    "BudgetExhausted@0", tenant: "0.851"},
+		},
+		"usage the hub has not written yet counts against the budget": {
+			{in: Input{Credited: map[string]money.Micro{"team": c("1")}, Leases: []Lease{web("0", true)},
+				Workloads: map[string]Workload{"team/web": {Wants: true, Capped: true, Budget: c("0.049")}}},
+				entries: "Deposit >tenant:team 1\nLeaseOpened tenant:team>escrow:team/l1 0.1", tenant: "0.9"},
+			// 0.03 written; its one replica ran 2 minutes since (0.02 at 0.6
+			// an hour), which leaves nothing of 0.049.
+			{in: Input{Credited: map[string]money.Micro{"team": c("1")}, Leases: []Lease{unwritten(web("0.03", true), t0.Add(-time.Minute))},
+				Workloads: map[string]Workload{"team/web": {Wants: true, Capped: true, Budget: c("0.049")}}},
+				entries: "UsageSettled escrow:team/l1>provider:p1 0.02925 fee 0.00075\nEscrowMoved tenant:team>escrow:team/l1 0.03",
+				stop:    "BudgetExhausted@0", tenant: "0.87"},
 		},
 		"a stopped budget stays stopped until the spec changes": {
 			{in: Input{Credited: map[string]money.Micro{"team": c("1")},
