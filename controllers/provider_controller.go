@@ -19,8 +19,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
 	"github.com/flotilla-dev/flotilla/internal/flap"
@@ -70,6 +73,11 @@ type ProviderReconciler struct {
 	// again: it may take new replicas, and nothing else would say so.
 	Heard func()
 
+	// expiries carries the providers watchExpiry wakes; woken is, by
+	// provider, the heartbeat value it was last woken for.
+	expiries chan event.GenericEvent
+	woken    sync.Map
+
 	// watching is when the first look as leader was (watchedSince).
 	watching  time.Time
 	watchOnce sync.Once
@@ -108,6 +116,7 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		if apierrors.IsNotFound(err) {
 			r.Remote.Forget(req.Name)
 			r.beats.Delete(req.Name)
+			r.woken.Delete(req.Name)
 			r.probed.Delete(req.Name)
 			metrics.ForgetProvider(req.Name)
 		}
@@ -173,18 +182,24 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if err := r.markRecorded(ctx, marks); err != nil {
 		return ctrl.Result{}, err
 	}
-	return r.next(in.Pull, d.Status.Phase, d.RequeueAfter), nil
+	return r.next(p.Name, in.Pull, d.Status.Phase, d.RequeueAfter), nil
 }
 
 // next is when to look at a provider again. A Pull-mode provider that is
-// not Ready or Cordoned is woken by its heartbeat (watched, below), so its
-// routine look goes behind every other item in the queue; a live one's
-// next look is at the end of its grace period (health.Policy.PullLook),
-// where it can be found Lost, and does not wait behind them.
-func (r *ProviderReconciler) next(pull bool, phase flotillav1.ProviderPhase, after time.Duration) ctrl.Result {
+// not Ready or Cordoned is woken by its heartbeat (watched, below), and a
+// live one at the end of its grace period by the expiry scan
+// (watchExpiry), where it can be found Lost: their routine looks go
+// behind every other item in the queue, a live one's every PullLook.
+func (r *ProviderReconciler) next(provider string, pull bool, phase flotillav1.ProviderPhase, after time.Duration) ctrl.Result {
 	res := ctrl.Result{RequeueAfter: after}
-	if pull && phase != flotillav1.ProviderReady && phase != flotillav1.ProviderCordoned && after >= r.interval() {
-		res.Priority = new(handler.LowPriority)
+	switch {
+	case !pull:
+	case phase != flotillav1.ProviderReady && phase != flotillav1.ProviderCordoned:
+		if after >= r.interval() {
+			res.Priority = new(handler.LowPriority)
+		}
+	case r.routine(provider, r.Now()):
+		res.RequeueAfter, res.Priority = max(after, r.policy().PullLook), new(handler.LowPriority)
 	}
 	return res
 }
@@ -252,6 +267,10 @@ func (r *ProviderReconciler) reconcileDelete(ctx context.Context, p *flotillav1.
 // SetupWithManager probes providers with several workers, so a provider
 // that hangs until the timeout holds up only its own probe.
 func (r *ProviderReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	r.expiries = make(chan event.GenericEvent, 1024)
+	if err := mgr.Add(manager.RunnableFunc(r.watchExpiry)); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		// Its own status writes would wake it again for a second probe.
 		For(&flotillav1.Provider{}, builder.WithPredicates(specOrMetaChanged)).
@@ -260,6 +279,7 @@ func (r *ProviderReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.(*flotillav1.Lease).Spec.ProviderRef.Name}}}
 		}), builder.WithPredicates(leaseEvidenceChanged)).
 		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(r.heartbeatSeen)).
+		WatchesRawSource(source.Channel(r.expiries, &handler.EnqueueRequestForObject{})).
 		// A look mostly waits on its writes (status, and the Leases'
 		// reputation marks): eight workers took a thousand providers'
 		// failover minutes to get through.

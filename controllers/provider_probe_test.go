@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
@@ -108,26 +110,86 @@ func (w conflictingWriter) Apply(ctx context.Context, obj runtime.ApplyConfigura
 }
 
 // A Pull-mode provider that is not Ready waits behind the rest of the
-// queue for its routine look (its heartbeat wakes it); a live one's look
-// at the end of its grace period, and every Push-mode probe, do not.
+// queue for its routine look (its heartbeat wakes it); so does a live one
+// whose grace period the expiry scan watches, every PullLook. A live one
+// the scan cannot see, or past its grace period, keeps the look at its
+// end, and so does every Push-mode probe.
 func TestRoutineLooksAtPullProvidersWait(t *testing.T) {
-	r := &ProviderReconciler{ProbeInterval: 3 * time.Second}
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	r := &ProviderReconciler{ProbeInterval: 3 * time.Second, GracePeriod: 20 * time.Second, Now: func() time.Time { return now },
+		expiries: make(chan event.GenericEvent, 1)}
+	r.beats.Store("fresh", heartbeat{"b1", now.Add(-5 * time.Second)})
+	r.beats.Store("silent", heartbeat{"b1", now.Add(-20 * time.Second)})
 	for _, tc := range []struct {
-		pull  bool
-		phase flotillav1.ProviderPhase
-		after time.Duration
-		low   bool
+		provider string
+		pull     bool
+		phase    flotillav1.ProviderPhase
+		after    time.Duration
+		want     time.Duration
+		low      bool
 	}{
-		{pull: true, phase: flotillav1.ProviderLost, after: 3 * time.Second, low: true},
-		{pull: true, phase: flotillav1.ProviderPending, after: 3 * time.Second, low: true},
-		{pull: true, phase: flotillav1.ProviderPending, after: 1200 * time.Millisecond},
-		{pull: true, phase: flotillav1.ProviderReady, after: 20 * time.Second},
-		{pull: true, phase: flotillav1.ProviderCordoned, after: 20 * time.Second},
-		{pull: false, phase: flotillav1.ProviderLost, after: 3 * time.Second},
+		{pull: true, phase: flotillav1.ProviderLost, after: 3 * time.Second, want: 3 * time.Second, low: true},
+		{pull: true, phase: flotillav1.ProviderPending, after: 3 * time.Second, want: 3 * time.Second, low: true},
+		{pull: true, phase: flotillav1.ProviderPending, after: 1200 * time.Millisecond, want: 1200 * time.Millisecond},
+		{provider: "fresh", pull: true, phase: flotillav1.ProviderReady, after: 15 * time.Second, want: DefaultPullLook, low: true},
+		{provider: "fresh", pull: true, phase: flotillav1.ProviderCordoned, after: 15 * time.Second, want: DefaultPullLook, low: true},
+		{provider: "silent", pull: true, phase: flotillav1.ProviderReady, after: 300 * time.Millisecond, want: 300 * time.Millisecond},
+		{provider: "unheard", pull: true, phase: flotillav1.ProviderReady, after: 20 * time.Second, want: 20 * time.Second},
+		{pull: false, phase: flotillav1.ProviderLost, after: 3 * time.Second, want: 3 * time.Second},
 	} {
-		res := r.next(tc.pull, tc.phase, tc.after)
-		if low := res.Priority != nil && *res.Priority == handler.LowPriority; low != tc.low || res.RequeueAfter != tc.after {
-			t.Errorf("pull %v, %s, next look in %v: %+v, want low priority %v", tc.pull, tc.phase, tc.after, res, tc.low)
+		res := r.next(tc.provider, tc.pull, tc.phase, tc.after)
+		if low := res.Priority != nil && *res.Priority == handler.LowPriority; low != tc.low || res.RequeueAfter != tc.want {
+			t.Errorf("%s: pull %v, %s, next look in %v: %+v, want %v at low priority %v", tc.provider, tc.pull, tc.phase, tc.after, res, tc.want, tc.low)
 		}
+	}
+	r.expiries = nil
+	if res := r.next("fresh", true, flotillav1.ProviderReady, 15*time.Second); res.RequeueAfter != 15*time.Second || res.Priority != nil {
+		t.Errorf("without the expiry scan a live provider's look moved: %+v", res)
+	}
+}
+
+// The expiry scan wakes a provider once its heartbeat has not been seen
+// renewed for the grace period, once per heartbeat, and again when a
+// later heartbeat goes stale; a full queue only delays it to the next scan.
+func TestExpiryScanWakesEachStaleBeatOnce(t *testing.T) {
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	clock := now
+	r := &ProviderReconciler{GracePeriod: 20 * time.Second, Now: func() time.Time { return clock },
+		expiries: make(chan event.GenericEvent, 1)}
+	r.beats.Store("stopped", heartbeat{"b1", now.Add(-21 * time.Second)})
+	r.beats.Store("alive", heartbeat{"b9", now.Add(-19 * time.Second)})
+	r.beats.Store("also-stopped", heartbeat{"b1", now.Add(-25 * time.Second)})
+	names := func() []string {
+		var out []string
+		for _, e := range r.expired(clock) {
+			out = append(out, e.provider)
+		}
+		slices.Sort(out)
+		return out
+	}
+	if got := names(); !slices.Equal(got, []string{"also-stopped", "stopped"}) {
+		t.Fatalf("expired %v, want the two silent for 20 s", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- r.watchExpiry(ctx) }()
+	woke := map[string]bool{}
+	for len(woke) < 2 {
+		select {
+		case e := <-r.expiries:
+			woke[e.Object.GetName()] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("woken: %v, want both stopped providers (one queue slot: the second waits a scan)", woke)
+		}
+	}
+	cancel()
+	<-done
+	if got := names(); len(got) != 0 {
+		t.Errorf("woken again for the same heartbeat: %v", got)
+	}
+	r.beats.Store("stopped", heartbeat{"b2", now})
+	clock = now.Add(20 * time.Second)
+	if got := names(); !slices.Equal(got, []string{"alive", "stopped"}) {
+		t.Errorf("20 s later, expired %v, want the one that beat again and went silent, and the one silent since", got)
 	}
 }
