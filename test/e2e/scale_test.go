@@ -1,9 +1,9 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -21,8 +21,10 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -118,6 +120,18 @@ type scaleResult struct {
 	// hub API server's most frequent requests.
 	PhaseCPUSec map[string]float64 `json:"placementCPUSeconds"`
 	TopRequests []string           `json:"placementTopRequests"`
+	// The floor: CPU seconds per process and the API server's requests
+	// over IdleSeconds with every provider joined and no Workload yet,
+	// what the agents cost the hub while nothing changes.
+	IdleSeconds     float64            `json:"idleSeconds"`
+	IdleCPUSec      map[string]float64 `json:"idleCPUSeconds"`
+	IdleTopRequests []string           `json:"idleTopRequests"`
+	// The waits on storage during the placement and the failover.
+	PlacementStorage storageLatency `json:"placementStorage"`
+	FailoverStorage  storageLatency `json:"failoverStorage"`
+	// AgentErrors counts the hollow agents' errors over the whole run, by
+	// what failed and the API server's status code (0: no answer).
+	AgentErrors map[string]int `json:"agentErrors"`
 }
 
 // envInt reads the whole number in the environment variable name, no
@@ -200,7 +214,8 @@ func TestBenchScale(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer agentLog.Close()
-	agentErrors := logr.New(&errorSink{mu: &sync.Mutex{}, w: agentLog})
+	sink := &errorSink{mu: &sync.Mutex{}, w: agentLog, counts: map[string]int{}}
+	agentErrors := logr.New(sink)
 	joinStart := time.Now()
 	providers := make([]*hollow.Provider, nProviders)
 	var wg sync.WaitGroup
@@ -288,8 +303,34 @@ func TestBenchScale(t *testing.T) {
 
 	procs := componentNames(fed.Hub.PIDs())
 	procs["manager"], procs["bench (hollow providers)"] = mgr.Process.Pid, os.Getpid()
+	apiHTTP, err := rest.HTTPClientFor(hubRest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiMetricsURL, etcdURL := strings.TrimSuffix(hubRest.Host, "/")+"/metrics", etcdMetricsURL(procs["etcd"])
+	if etcdURL == "" {
+		t.Logf("etcd's client address not found: its disk latency is not recorded")
+	}
+	// The floor, before any Workload.
+	const idle = 30 * time.Second
+	idleCPU := processCPU(procs)
+	idleReq, err := apiRequests(ctx, hubRest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(idle)
+	res.IdleSeconds, res.IdleCPUSec = idle.Seconds(), map[string]float64{}
+	for name, v := range processCPU(procs) {
+		res.IdleCPUSec[name] = v - idleCPU[name]
+	}
+	if after, err := apiRequests(ctx, hubRest); err == nil {
+		res.IdleTopRequests = topDelta(idleReq, after, 15)
+	}
+	t.Logf("idle for %v, CPU seconds per process: %v", idle, res.IdleCPUSec)
+
 	cpuBefore := processCPU(procs)
 	placementBefore := scrapeMetrics(t, metricsAddr)
+	storageBefore := scrapeStorage(ctx, apiHTTP, apiMetricsURL, etcdURL)
 	reqBefore, err := apiRequests(ctx, hubRest)
 	if err != nil {
 		t.Fatal(err)
@@ -358,6 +399,9 @@ func TestBenchScale(t *testing.T) {
 		res.TopRequests = topDelta(reqBefore, reqAfter, 30)
 	}
 	placementAfter := scrapeMetrics(t, metricsAddr)
+	storageAfter := scrapeStorage(ctx, apiHTTP, apiMetricsURL, etcdURL)
+	res.PlacementStorage = storageAfter.since(storageBefore)
+	t.Logf("storage during the placement: %+v", res.PlacementStorage)
 	res.PlacementControllers = controllerStats(placementAfter).since(controllerStats(placementBefore))
 	res.PlacementFailovers = counter(placementAfter, "flotilla_failovers_total") - counter(placementBefore, "flotilla_failovers_total")
 	logControllers(t, "the placement", res.PlacementControllers)
@@ -401,6 +445,7 @@ func TestBenchScale(t *testing.T) {
 		_, res.LeaseCreateMeanSec, res.LeaseCreateP99Sec = histogramStats(m, "flotilla_scheduler_lease_create_duration_seconds")
 		res.ManagerPeakRSSMiB, res.ManagerCPUSec = processStats(t, mgr.Process.Pid)
 		res.LeaseStatusWrites = leaseStatusWrites(m)
+		res.AgentErrors = sink.tally()
 		b, err := json.MarshalIndent(res, "", "  ")
 		if err != nil {
 			t.Fatalf("encoding the results: %v", err)
@@ -427,6 +472,7 @@ func TestBenchScale(t *testing.T) {
 	defer stopTimeline()
 	tl := watchTimeline(tctx, t, wc, hubID, stopped)
 	failStart := time.Now()
+	storageBefore = scrapeStorage(ctx, apiHTTP, apiMetricsURL, etcdURL)
 	for _, p := range providers[:res.Stopped] {
 		p.Stop()
 	}
@@ -489,6 +535,7 @@ func TestBenchScale(t *testing.T) {
 		res.FailoverLostSec, res.FailoverAssignedSec, res.FailoverSec)
 	res.FailoverMoved, res.FailoverClosedSec, res.FailoverCreatedSec, res.FailoverReadySec = failoverSteps(ctx, t, h.client, stopped, failStart)
 	after := scrapeMetrics(t, metricsAddr)
+	res.FailoverStorage = scrapeStorage(ctx, apiHTTP, apiMetricsURL, etcdURL).since(storageBefore)
 	res.FailoverControllers = controllerStats(after).since(workBefore)
 	res.FailoverLeaseStatusWrites = map[string]float64{}
 	for kind, n := range leaseStatusWrites(after) {
@@ -540,18 +587,8 @@ func freeAddr(t *testing.T) string {
 // for the readers below.
 func scrapeMetrics(t *testing.T, addr string) []string {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
+	lines, err := metricLines(context.Background(), http.DefaultClient, "http://"+addr+"/metrics")
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var lines []string
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-	}
-	if err := sc.Err(); err != nil {
 		t.Fatalf("reading the manager's metrics: %v", err)
 	}
 	return lines
@@ -561,39 +598,8 @@ func scrapeMetrics(t *testing.T, addr string) []string {
 // mean and the upper bound of the bucket the 99th percentile falls in (-1
 // when it falls beyond the largest finite one).
 func histogramStats(metrics []string, name string) (int, float64, float64) {
-	type bucket struct {
-		le    float64
-		count float64
-	}
-	var buckets []bucket
-	var sum, count float64
-	for _, line := range metrics {
-		if !strings.HasPrefix(line, name) {
-			continue
-		}
-		fields := strings.Fields(line)
-		v, _ := strconv.ParseFloat(fields[len(fields)-1], 64)
-		switch {
-		case strings.HasPrefix(line, name+"_bucket{le=\""):
-			le, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimPrefix(fields[0], name+"_bucket{le=\""), "\"}"), 64)
-			buckets = append(buckets, bucket{le, v})
-		case strings.HasPrefix(line, name+"_sum"):
-			sum = v
-		case strings.HasPrefix(line, name+"_count"):
-			count = v
-		}
-	}
-	if count == 0 {
-		return 0, 0, 0
-	}
-	p99 := -1.0 // beyond the largest finite bucket; JSON has no infinity
-	for _, b := range buckets {
-		if b.count >= 0.99*count && !math.IsInf(b.le, 1) {
-			p99 = b.le
-			break
-		}
-	}
-	return int(count), sum / count, p99
+	h := readHistogram(metrics, name)
+	return int(h.count), h.mean(), h.bound(0.99)
 }
 
 // leaseStatusWrites reads the Lease controller's status writes by kind
@@ -751,10 +757,11 @@ func failoverSteps(ctx context.Context, t *testing.T, c client.Client, stopped m
 }
 
 // errorSink writes a logger's errors, one line each with the time, and
-// drops the rest.
+// counts them by message and status code; it drops the rest.
 type errorSink struct {
 	mu     *sync.Mutex
 	w      io.Writer
+	counts map[string]int
 	values []any
 }
 
@@ -763,12 +770,24 @@ func (s *errorSink) Enabled(int) bool             { return false }
 func (s *errorSink) Info(int, string, ...any)     {}
 func (s *errorSink) WithName(string) logr.LogSink { return s }
 func (s *errorSink) WithValues(kv ...any) logr.LogSink {
-	return &errorSink{mu: s.mu, w: s.w, values: append(slices.Clip(s.values), kv...)}
+	return &errorSink{mu: s.mu, w: s.w, counts: s.counts, values: append(slices.Clip(s.values), kv...)}
 }
 
 func (s *errorSink) Error(err error, msg string, kv ...any) {
 	line := fmt.Sprintf("%s %s: %v %v %v\n", time.Now().UTC().Format("15:04:05.000"), msg, err, s.values, kv)
+	var code int32
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		code = status.Status().Code
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.counts[fmt.Sprintf("%s %d", msg, code)]++
 	_, _ = io.WriteString(s.w, line)
+}
+
+func (s *errorSink) tally() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.counts)
 }
