@@ -101,9 +101,9 @@ func (r *ProviderReconciler) interval() time.Duration {
 }
 
 func (r *ProviderReconciler) policy() health.Policy {
-	// A Pull-mode provider whose heartbeat is fresh is looked at when its
-	// grace period ends, and at least every DefaultPullLook, or as often
-	// as its reputation's uptime is brought up to date if that is sooner.
+	// A live Pull-mode provider is looked at every DefaultPullLook, or as
+	// often as its reputation's uptime is brought up to date if that is
+	// sooner; the end of its grace period wakes it too (graceWatched).
 	return health.Policy{Grace: r.GracePeriod, ProbeInterval: r.ProbeInterval, Flap: r.Flap,
 		PullLook: min(cmp.Or(r.ReputationRefresh, DefaultReputationRefresh), DefaultPullLook)}
 }
@@ -134,6 +134,7 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if t, ok := r.probed.Load(p.Name); ok {
 		in.ProbedAt = t.(time.Time)
 	}
+	in.GraceWatched = r.graceWatched(p.Name, in.Now)
 	d := health.Decide(in, r.policy())
 	if in.Pull && d.Status.Phase == flotillav1.ProviderLost && p.Status.Phase != flotillav1.ProviderLost {
 		// Lost only once the agent is told so, in the same write that
@@ -182,24 +183,24 @@ func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if err := r.markRecorded(ctx, marks); err != nil {
 		return ctrl.Result{}, err
 	}
-	return r.next(p.Name, in.Pull, d.Status.Phase, d.RequeueAfter), nil
+	return r.next(in.Pull, d), nil
 }
 
 // next is when to look at a provider again. A Pull-mode provider that is
 // not Ready or Cordoned is woken by its heartbeat (watched, below), and a
 // live one at the end of its grace period by the expiry scan
 // (watchExpiry), where it can be found Lost: their routine looks go
-// behind every other item in the queue, a live one's every PullLook.
-func (r *ProviderReconciler) next(provider string, pull bool, phase flotillav1.ProviderPhase, after time.Duration) ctrl.Result {
-	res := ctrl.Result{RequeueAfter: after}
-	switch {
+// behind every other item in the queue.
+func (r *ProviderReconciler) next(pull bool, d health.Decision) ctrl.Result {
+	res := ctrl.Result{RequeueAfter: d.RequeueAfter}
+	switch phase := d.Status.Phase; {
 	case !pull:
 	case phase != flotillav1.ProviderReady && phase != flotillav1.ProviderCordoned:
-		if after >= r.interval() {
+		if d.RequeueAfter >= r.interval() {
 			res.Priority = new(handler.LowPriority)
 		}
-	case r.routine(provider, r.Now()):
-		res.RequeueAfter, res.Priority = max(after, r.policy().PullLook), new(handler.LowPriority)
+	case d.Routine:
+		res.Priority = new(handler.LowPriority)
 	}
 	return res
 }

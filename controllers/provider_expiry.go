@@ -39,7 +39,11 @@ func (r *ProviderReconciler) expired(now time.Time) []expiry {
 }
 
 func (r *ProviderReconciler) pastGrace(b heartbeat, now time.Time) bool {
-	return now.Sub(b.seen) >= cmp.Or(r.GracePeriod, health.DefaultGrace)
+	return now.Sub(b.seen) >= r.grace()
+}
+
+func (r *ProviderReconciler) grace() time.Duration {
+	return cmp.Or(r.GracePeriod, health.DefaultGrace)
 }
 
 // watchExpiry wakes, at normal priority, each Pull-mode provider whose
@@ -67,11 +71,11 @@ func (r *ProviderReconciler) watchExpiry(ctx context.Context) error {
 	}
 }
 
-// routine reports a look at a live Pull-mode provider that the expiry scan
-// covers: one with a heartbeat seen and its grace period not yet over.
-// Past it, the look's own schedule stands (the hub's record of its
-// contact may be later than this process's).
-func (r *ProviderReconciler) routine(provider string, now time.Time) bool {
+// graceWatched reports a Pull-mode provider that the expiry scan covers:
+// one with a heartbeat seen and its grace period not yet over. Past it,
+// health.Decide schedules the look at the grace period's end itself (the
+// hub's record of its contact may be later than this process's).
+func (r *ProviderReconciler) graceWatched(provider string, now time.Time) bool {
 	if r.expiries == nil {
 		return false
 	}

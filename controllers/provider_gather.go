@@ -1,7 +1,6 @@
 package controllers
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -117,7 +116,7 @@ func (r *ProviderReconciler) noteBeat(provider, v string, now time.Time) (seen t
 	if b, ok := r.beats.Load(provider); ok && b.(heartbeat).value == v {
 		return b.(heartbeat).seen, false
 	}
-	r.beats.Store(provider, heartbeat{v, now})
+	r.beats.Store(provider, heartbeat{value: v, seen: now})
 	return now, true
 }
 
@@ -141,7 +140,7 @@ func (r *ProviderReconciler) Silent(now time.Time) map[string]bool {
 }
 
 func (r *ProviderReconciler) silent(b heartbeat, now time.Time) bool {
-	return now.Sub(b.seen) > cmp.Or(r.GracePeriod, health.DefaultGrace)*3/4
+	return now.Sub(b.seen) > r.grace()*3/4
 }
 
 // renewValue is a heartbeat Lease's renew time as heartbeat and markLost

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/api/v1alpha1"
+	"github.com/flotilla-dev/flotilla/internal/health"
 	"github.com/flotilla-dev/flotilla/test/hubenv"
 )
 
@@ -111,40 +112,46 @@ func (w conflictingWriter) Apply(ctx context.Context, obj runtime.ApplyConfigura
 
 // A Pull-mode provider that is not Ready waits behind the rest of the
 // queue for its routine look (its heartbeat wakes it); so does a live one
-// whose grace period the expiry scan watches, every PullLook. A live one
-// the scan cannot see, or past its grace period, keeps the look at its
-// end, and so does every Push-mode probe.
+// whose grace period the expiry scan watches. A live one the scan cannot
+// see, or past its grace period, is not watched: health.Decide keeps the
+// look at its end, and that look, like every Push-mode probe, does not
+// wait.
 func TestRoutineLooksAtPullProvidersWait(t *testing.T) {
 	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
 	r := &ProviderReconciler{ProbeInterval: 3 * time.Second, GracePeriod: 20 * time.Second, Now: func() time.Time { return now },
 		expiries: make(chan event.GenericEvent, 1)}
-	r.beats.Store("fresh", heartbeat{"b1", now.Add(-5 * time.Second)})
-	r.beats.Store("silent", heartbeat{"b1", now.Add(-20 * time.Second)})
+	r.beats.Store("fresh", heartbeat{value: "b1", seen: now.Add(-5 * time.Second)})
+	r.beats.Store("silent", heartbeat{value: "b1", seen: now.Add(-20 * time.Second)})
+	for provider, want := range map[string]bool{"fresh": true, "silent": false, "unheard": false} {
+		if got := r.graceWatched(provider, now); got != want {
+			t.Errorf("%s: grace watched %v, want %v", provider, got, want)
+		}
+	}
 	for _, tc := range []struct {
-		provider string
-		pull     bool
-		phase    flotillav1.ProviderPhase
-		after    time.Duration
-		want     time.Duration
-		low      bool
+		pull    bool
+		phase   flotillav1.ProviderPhase
+		after   time.Duration
+		routine bool
+		low     bool
 	}{
-		{pull: true, phase: flotillav1.ProviderLost, after: 3 * time.Second, want: 3 * time.Second, low: true},
-		{pull: true, phase: flotillav1.ProviderPending, after: 3 * time.Second, want: 3 * time.Second, low: true},
-		{pull: true, phase: flotillav1.ProviderPending, after: 1200 * time.Millisecond, want: 1200 * time.Millisecond},
-		{provider: "fresh", pull: true, phase: flotillav1.ProviderReady, after: 15 * time.Second, want: DefaultPullLook, low: true},
-		{provider: "fresh", pull: true, phase: flotillav1.ProviderCordoned, after: 15 * time.Second, want: DefaultPullLook, low: true},
-		{provider: "silent", pull: true, phase: flotillav1.ProviderReady, after: 300 * time.Millisecond, want: 300 * time.Millisecond},
-		{provider: "unheard", pull: true, phase: flotillav1.ProviderReady, after: 20 * time.Second, want: 20 * time.Second},
-		{pull: false, phase: flotillav1.ProviderLost, after: 3 * time.Second, want: 3 * time.Second},
+		{pull: true, phase: flotillav1.ProviderLost, after: 3 * time.Second, low: true},
+		{pull: true, phase: flotillav1.ProviderPending, after: 3 * time.Second, low: true},
+		{pull: true, phase: flotillav1.ProviderPending, after: 1200 * time.Millisecond},
+		{pull: true, phase: flotillav1.ProviderReady, after: 30 * time.Second, routine: true, low: true},
+		{pull: true, phase: flotillav1.ProviderCordoned, after: 30 * time.Second, routine: true, low: true},
+		{pull: true, phase: flotillav1.ProviderReady, after: 300 * time.Millisecond},
+		{pull: false, phase: flotillav1.ProviderLost, after: 3 * time.Second},
+		{pull: false, phase: flotillav1.ProviderReady, after: 3 * time.Second, routine: true},
 	} {
-		res := r.next(tc.provider, tc.pull, tc.phase, tc.after)
-		if low := res.Priority != nil && *res.Priority == handler.LowPriority; low != tc.low || res.RequeueAfter != tc.want {
-			t.Errorf("%s: pull %v, %s, next look in %v: %+v, want %v at low priority %v", tc.provider, tc.pull, tc.phase, tc.after, res, tc.want, tc.low)
+		d := health.Decision{Status: flotillav1.ProviderStatus{Phase: tc.phase}, RequeueAfter: tc.after, Routine: tc.routine}
+		res := r.next(tc.pull, d)
+		if low := res.Priority != nil && *res.Priority == handler.LowPriority; low != tc.low || res.RequeueAfter != tc.after {
+			t.Errorf("pull %v, %s, next look in %v, routine %v: %+v, want low priority %v", tc.pull, tc.phase, tc.after, tc.routine, res, tc.low)
 		}
 	}
 	r.expiries = nil
-	if res := r.next("fresh", true, flotillav1.ProviderReady, 15*time.Second); res.RequeueAfter != 15*time.Second || res.Priority != nil {
-		t.Errorf("without the expiry scan a live provider's look moved: %+v", res)
+	if r.graceWatched("fresh", now) {
+		t.Errorf("without the expiry scan a live provider's grace period counts as watched")
 	}
 }
 
@@ -156,9 +163,9 @@ func TestExpiryScanWakesEachStaleBeatOnce(t *testing.T) {
 	clock := now
 	r := &ProviderReconciler{GracePeriod: 20 * time.Second, Now: func() time.Time { return clock },
 		expiries: make(chan event.GenericEvent, 1)}
-	r.beats.Store("stopped", heartbeat{"b1", now.Add(-21 * time.Second)})
-	r.beats.Store("alive", heartbeat{"b9", now.Add(-19 * time.Second)})
-	r.beats.Store("also-stopped", heartbeat{"b1", now.Add(-25 * time.Second)})
+	r.beats.Store("stopped", heartbeat{value: "b1", seen: now.Add(-21 * time.Second)})
+	r.beats.Store("alive", heartbeat{value: "b9", seen: now.Add(-19 * time.Second)})
+	r.beats.Store("also-stopped", heartbeat{value: "b1", seen: now.Add(-25 * time.Second)})
 	names := func() []string {
 		var out []string
 		for _, e := range r.expired(clock) {
@@ -187,7 +194,7 @@ func TestExpiryScanWakesEachStaleBeatOnce(t *testing.T) {
 	if got := names(); len(got) != 0 {
 		t.Errorf("woken again for the same heartbeat: %v", got)
 	}
-	r.beats.Store("stopped", heartbeat{"b2", now})
+	r.beats.Store("stopped", heartbeat{value: "b2", seen: now})
 	clock = now.Add(20 * time.Second)
 	if got := names(); !slices.Equal(got, []string{"alive", "stopped"}) {
 		t.Errorf("20 s later, expired %v, want the one that beat again and went silent, and the one silent since", got)

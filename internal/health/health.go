@@ -38,7 +38,8 @@ type Policy struct {
 	ContactRecord time.Duration
 	// PullLook bounds the time between two looks at a Pull-mode provider
 	// whose heartbeat is fresh; otherwise it is looked at when its grace
-	// period ends, not every ProbeInterval: the hub watches heartbeats,
+	// period ends (unless Input.GraceWatched), not every ProbeInterval:
+	// the hub watches heartbeats,
 	// so nothing in between can change its phase. A thousand providers
 	// looked at every 3 s made the look that finds one Lost wait minutes
 	// in the queue. 0 means ProbeInterval, as in Push mode.
@@ -121,6 +122,11 @@ type Input struct {
 	// declare every one of them Lost before it has had a chance to see
 	// them beat or to probe them.
 	Since time.Time
+	// GraceWatched: the caller wakes a Pull-mode provider itself when its
+	// heartbeat has gone a grace period without renewal (the Provider
+	// controller's expiry scan), so a live one's next look is only
+	// routine, PullLook away.
+	GraceWatched bool
 }
 
 // Event is what to record when the phase changes.
@@ -138,6 +144,9 @@ type Decision struct {
 	HeldDown bool
 	// Event, when the phase changed.
 	Event *Event
+	// Routine: nothing the next look finds can change the phase sooner
+	// than the caller is woken for it; the look can wait behind other work.
+	Routine bool
 }
 
 // verdict is what one check decides.
@@ -249,12 +258,16 @@ func Decide(in Input, p Policy) Decision {
 	}
 	conditions.Apply(&st.Conditions, in.Generation, conditions.Summary{State: v.state, Reason: v.reason, Message: v.message})
 	d := Decision{Status: *st, RequeueAfter: p.interval(), HeldDown: e.heldDown}
-	if in.Pull && in.Probe.OK && e.lastContact != nil {
+	switch {
+	case !in.Pull || !in.Probe.OK || e.lastContact == nil:
+	case in.GraceWatched:
+		d.RequeueAfter, d.Routine = cmp.Or(p.PullLook, d.RequeueAfter), true
+	default:
 		// Lost is decided at the end of the grace period, not a look later.
 		d.RequeueAfter = min(cmp.Or(p.PullLook, d.RequeueAfter), e.lastContact.Add(p.grace()).Sub(in.Now)+10*time.Millisecond)
 	}
-	if v.requeue > 0 {
-		d.RequeueAfter = min(d.RequeueAfter, v.requeue)
+	if v.requeue > 0 && v.requeue < d.RequeueAfter {
+		d.RequeueAfter, d.Routine = v.requeue, false
 	}
 	if v.phase != in.Status.Phase {
 		d.Event = &Event{Warning: v.phase == flotillav1.ProviderLost, Reason: "Phase" + string(v.phase),

@@ -400,20 +400,26 @@ func TestStale(t *testing.T) {
 func TestPullLookAtTheEndOfTheGracePeriod(t *testing.T) {
 	ready := flotillav1.ProviderStatus{Mode: flotillav1.ModePull, Phase: "Ready", LastHeartbeatTime: at(0), ObservedHeartbeat: "a"}
 	for name, tc := range map[string]struct {
-		grace time.Duration
-		now   time.Duration
-		phase flotillav1.ProviderPhase
-		want  time.Duration
+		grace   time.Duration
+		now     time.Duration
+		watched bool
+		phase   flotillav1.ProviderPhase
+		want    time.Duration
+		routine bool
 	}{
 		"heartbeat 5s old":                            {grace: 20 * time.Second, now: 5 * time.Second, phase: "Ready", want: 15*time.Second + 10*time.Millisecond},
 		"a grace period longer than PullLook":         {grace: time.Hour, now: 5 * time.Second, phase: "Ready", want: 30 * time.Second},
 		"stale: Lost, looked at every probe interval": {grace: 20 * time.Second, now: 25 * time.Second, phase: "Lost", want: 3 * time.Second},
+		// The caller wakes it at the grace period's end: only the routine
+		// look is scheduled.
+		"grace watched, heartbeat 5s old": {grace: 20 * time.Second, now: 5 * time.Second, watched: true, phase: "Ready", want: 30 * time.Second, routine: true},
+		"grace watched, stale: Lost":      {grace: 20 * time.Second, now: 25 * time.Second, watched: true, phase: "Lost", want: 3 * time.Second},
 	} {
 		t.Run(name, func(t *testing.T) {
 			p := Policy{Grace: tc.grace, ProbeInterval: 3 * time.Second, PullLook: 30 * time.Second}
-			d := Decide(Input{Now: t0.Add(tc.now), Pull: true, Status: ready, Heartbeat: "a"}, p)
-			if d.Status.Phase != tc.phase || d.RequeueAfter != tc.want {
-				t.Errorf("%s, next look in %v; want %s, in %v", d.Status.Phase, d.RequeueAfter, tc.phase, tc.want)
+			d := Decide(Input{Now: t0.Add(tc.now), Pull: true, Status: ready, Heartbeat: "a", GraceWatched: tc.watched}, p)
+			if d.Status.Phase != tc.phase || d.RequeueAfter != tc.want || d.Routine != tc.routine {
+				t.Errorf("%s, next look in %v, routine %v; want %s, in %v, routine %v", d.Status.Phase, d.RequeueAfter, d.Routine, tc.phase, tc.want, tc.routine)
 			}
 		})
 	}
