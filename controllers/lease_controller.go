@@ -69,6 +69,9 @@ type LeaseReconciler struct {
 	// Meter keeps the flushes put off across a restart; nil: a restart
 	// forgoes what was not written.
 	Meter *MeterCheckpoint
+	// Agents is what the hub heard of Pull-mode agents' heartbeats; nil:
+	// only this controller's looks count as watching its Leases.
+	Agents AgentHearing
 
 	// seen is when each Lease was last read on its provider, by UID. It
 	// only ever stops charging (after a gap, or a restart that emptied
@@ -87,6 +90,16 @@ type LeaseReconciler struct {
 	flushing chan struct{}
 	// assigning holds a slot for each AssignNew being written.
 	assigning chan struct{}
+}
+
+// AgentHearing is what the Provider controller heard of Pull-mode agents'
+// heartbeats, for metering their Leases.
+type AgentHearing interface {
+	// HeardThroughout reports the agent heard all the time from from to to.
+	HeardThroughout(provider string, from, to time.Time) bool
+	// LastHeard is its last beat when it was heard throughout since from;
+	// from otherwise.
+	LastHeard(provider string, from time.Time) time.Time
 }
 
 // flushSlots is how many workers may be writing flushes at once.
@@ -247,6 +260,11 @@ func (r *LeaseReconciler) reconcile(ctx context.Context, l *flotillav1.Lease, st
 	case apierrors.IsNotFound(perr):
 		return lease.Lost(st, in, "provider "+l.Spec.ProviderRef.Name+" is not registered", nil), nil
 	case p.Status.Phase == flotillav1.ProviderLost:
+		if p.Spec.Pull() && r.Agents != nil {
+			// Charged up to the agent's last beat, not only to this
+			// controller's last look, up to PullSyncInterval before it.
+			in.LastSeen = r.Agents.LastHeard(p.Name, in.LastSeen)
+		}
 		return lease.Lost(st, in, "provider "+p.Name+" is Lost", health.LastContact(&p.Status)), nil
 	case p.Status.Phase == "" || p.Status.Phase == flotillav1.ProviderPending:
 		return lease.Progress(st, in, lease.Wait(st, in, p.Name)), nil

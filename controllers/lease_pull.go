@@ -71,6 +71,7 @@ func (r *LeaseReconciler) syncPull(ctx context.Context, l *flotillav1.Lease, w *
 	}
 	events := r.checkEndpoints(l, w, p, rin.Offer, &rep.Observation, st, old)
 	in.Pull = true
+	in.Heard = r.Agents != nil && r.Agents.HeardThroughout(p.Name, in.LastSeen, in.Now)
 	res := lease.Observed(st, old, *in, rep.Observation, p.Name)
 	res.Events = append(res.Events, events...)
 	st.LastError = rep.LastError

@@ -91,6 +91,9 @@ const DefaultPullLook = 30 * time.Second
 type heartbeat struct {
 	value string
 	seen  time.Time
+	// since is when the run of beats this one ends began: none of them
+	// came more than a grace period after the one before.
+	since time.Time
 }
 
 func (r *ProviderReconciler) interval() time.Duration {

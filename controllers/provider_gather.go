@@ -113,11 +113,43 @@ func (r *ProviderReconciler) heartbeat(ctx context.Context, provider string, now
 // noteBeat returns when this process first saw heartbeat v of provider,
 // noting now when v is new (changed is then true).
 func (r *ProviderReconciler) noteBeat(provider, v string, now time.Time) (seen time.Time, changed bool) {
-	if b, ok := r.beats.Load(provider); ok && b.(heartbeat).value == v {
+	b, ok := r.beats.Load(provider)
+	if ok && b.(heartbeat).value == v {
 		return b.(heartbeat).seen, false
 	}
-	r.beats.Store(provider, heartbeat{value: v, seen: now})
+	since := now
+	if ok && now.Sub(b.(heartbeat).seen) <= r.grace() {
+		since = b.(heartbeat).since
+	}
+	r.beats.Store(provider, heartbeat{value: v, seen: now, since: since})
 	return now, true
+}
+
+// HeardThroughout reports whether this process heard a Pull-mode
+// provider's agent all the time from from to to: its heartbeats seen
+// renewed since from or earlier, never a grace period apart, the last
+// within the grace period of to. Its Leases' usage counts that time as
+// watched (lease.Input.Heard).
+func (r *ProviderReconciler) HeardThroughout(provider string, from, to time.Time) bool {
+	v, ok := r.beats.Load(provider)
+	if !ok || from.IsZero() {
+		return false
+	}
+	b := v.(heartbeat)
+	return !b.since.After(from) && to.Sub(b.seen) <= r.grace()
+}
+
+// LastHeard is the last beat this process saw of a Pull-mode provider's
+// agent, when it heard it throughout since from; from otherwise.
+func (r *ProviderReconciler) LastHeard(provider string, from time.Time) time.Time {
+	v, ok := r.beats.Load(provider)
+	if !ok || from.IsZero() {
+		return from
+	}
+	if b := v.(heartbeat); !b.since.After(from) && b.seen.After(from) {
+		return b.seen
+	}
+	return from
 }
 
 // Silent lists the Pull-mode providers whose heartbeat this process saw

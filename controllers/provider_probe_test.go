@@ -200,3 +200,52 @@ func TestExpiryScanWakesEachStaleBeatOnce(t *testing.T) {
 		t.Errorf("20 s later, expired %v, want the one that beat again and went silent, and the one silent since", got)
 	}
 }
+
+// A provider's agent counts as heard throughout a time only when its
+// heartbeats were seen renewed from before it began, never a grace period
+// apart, the last within the grace period of its end: its Leases are then
+// charged for it however far apart the hub's looks at them were.
+func TestHeardThroughoutNeedsUnbrokenBeats(t *testing.T) {
+	t0 := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	r := &ProviderReconciler{GracePeriod: 20 * time.Second}
+	for i, s := range []int{0, 10, 20} {
+		r.noteBeat("p", fmt.Sprintf("b%d", i), at(s))
+	}
+	r.noteBeat("p", "b2", at(35)) // the same value again is no beat
+	for _, tc := range []struct {
+		what     string
+		provider string
+		from, to time.Time
+		want     bool
+	}{
+		{"beats all along", "p", at(5), at(25), true},
+		{"from the first beat", "p", at(0), at(40), true},
+		{"before the first beat", "p", at(-1), at(25), false},
+		{"the last beat more than a grace period before the end", "p", at(5), at(41), false},
+		{"no look before", "p", time.Time{}, at(25), false},
+		{"never heard", "q", at(5), at(25), false},
+	} {
+		if got := r.HeardThroughout(tc.provider, tc.from, tc.to); got != tc.want {
+			t.Errorf("%s: heard %v, want %v", tc.what, got, tc.want)
+		}
+	}
+	// A Lost provider's Leases are charged up to its last beat heard.
+	for from, want := range map[time.Time]time.Time{at(5): at(20), at(20): at(20), at(25): at(25), at(-1): at(-1), {}: {}} {
+		if got := r.LastHeard("p", from); !got.Equal(want) {
+			t.Errorf("last heard since %v: %v, want %v", from, got, want)
+		}
+	}
+	// Silent for more than the grace period: heard again only from the
+	// beat that ended the silence.
+	r.noteBeat("p", "b3", at(45))
+	if r.HeardThroughout("p", at(30), at(50)) {
+		t.Errorf("heard across a silence of 25 s")
+	}
+	if got := r.LastHeard("p", at(30)); !got.Equal(at(30)) {
+		t.Errorf("last heard across a silence: %v", got)
+	}
+	if !r.HeardThroughout("p", at(45), at(50)) {
+		t.Errorf("not heard after the silence ended")
+	}
+}

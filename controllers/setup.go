@@ -178,7 +178,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Scheduler, err
 	}
 	lr := &LeaseReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Remote: rc, Recorder: mgr.GetEventRecorderFor("flotilla-lease"), HubID: hubID, Now: now,
-		Prober: prober, Meter: meter,
+		Prober: prober, Meter: meter, Agents: pr,
 	}
 	if err := lr.SetupWithManager(mgr); err != nil {
 		return nil, err

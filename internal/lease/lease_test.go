@@ -129,7 +129,7 @@ func TestDecisions(t *testing.T) {
 				return observe(Observation{Running: 2, Ready: 2})(st, old, in)
 			},
 			want: view{Phase: "Active", Ready: "True/Applied", KStatus: "Current", ReplicaSeconds: 10, Cost: "0.01",
-				MeteredUntil: at(-3 * time.Second), LastSyncTime: at(-10 * time.Second), RequeueAfter: 8 * time.Second},
+				MeteredUntil: at(-3 * time.Second), LastSyncTime: at(-10 * time.Second), RequeueAfter: 15 * time.Second},
 		},
 		"pull mode, a replica not ready yet: its agent's report wakes it, the look is for metering": {
 			status: active, lastSeen: -3 * time.Second,
@@ -167,6 +167,24 @@ func TestDecisions(t *testing.T) {
 			decide: observe(Observation{Running: 2, Ready: 2}),
 			want: view{Phase: "Active", Ready: "True/Applied", KStatus: "Current", ReplicaSeconds: 10, Cost: "0.01",
 				MeteredUntil: at(0), LastSyncTime: at(0), RequeueAfter: 3 * time.Second},
+		},
+		"pull mode, a gap in the hub's looks while the agent was heard: charged": {
+			status: withUsage(active, metered(10, -60*time.Second)), lastSeen: -60 * time.Second,
+			decide: func(st, old *flotillav1.LeaseStatus, in Input) Result {
+				in.Pull, in.Heard = true, true
+				return observe(Observation{Running: 2, Ready: 2})(st, old, in)
+			},
+			want: view{Phase: "Active", Ready: "True/Applied", KStatus: "Current", ReplicaSeconds: 130, Cost: "0.13",
+				MeteredUntil: at(0), LastSyncTime: at(0), RequeueAfter: PullSyncInterval},
+		},
+		"heard, but the hub's first look since it started: the clock starts": {
+			status: withUsage(active, metered(10, -60*time.Second)),
+			decide: func(st, old *flotillav1.LeaseStatus, in Input) Result {
+				in.Pull, in.Heard = true, true
+				return observe(Observation{Running: 2, Ready: 2})(st, old, in)
+			},
+			want: view{Phase: "Active", Ready: "True/Applied", KStatus: "Current", ReplicaSeconds: 10, Cost: "0.01",
+				MeteredUntil: at(0), LastSyncTime: at(0), RequeueAfter: PullSyncInterval},
 		},
 		"sync time stale past the refresh: moves": {
 			status: withSync(active, at(-31*time.Second)), lastSeen: -3 * time.Second,
