@@ -141,7 +141,9 @@ func TestHollowProviders(t *testing.T) {
 		}
 		first := uint64(0)
 		hubenv.Await(t, 20*time.Second, "a first head witnessed", func() (bool, string) { first = witnessed(); return first > 0, "" })
-		hubenv.Await(t, 20*time.Second, "a later head witnessed and saved", func() (bool, string) {
+		// The ledger grows when the Lease's usage is next written: a flush
+		// (lease.MeterFlush) at the look after it (lease.PullSyncInterval).
+		hubenv.Await(t, 60*time.Second, "a later head witnessed and saved", func() (bool, string) {
 			n := witnessed()
 			return n > first, fmt.Sprintf("%d entries witnessed, first %d", n, first)
 		})

@@ -222,7 +222,7 @@ func TestHeardThroughoutNeedsUnbrokenBeats(t *testing.T) {
 		{"beats all along", "p", at(5), at(25), true},
 		{"from the first beat", "p", at(0), at(40), true},
 		{"before the first beat", "p", at(-1), at(25), false},
-		{"the last beat more than a grace period before the end", "p", at(5), at(41), false},
+		{"P3.pull-heard-gap: the last beat more than a grace period before the end", "p", at(5), at(41), false},
 		{"no look before", "p", time.Time{}, at(25), false},
 		{"never heard", "q", at(5), at(25), false},
 	} {

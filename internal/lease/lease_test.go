@@ -168,7 +168,7 @@ func TestDecisions(t *testing.T) {
 			want: view{Phase: "Active", Ready: "True/Applied", KStatus: "Current", ReplicaSeconds: 10, Cost: "0.01",
 				MeteredUntil: at(0), LastSyncTime: at(0), RequeueAfter: 3 * time.Second},
 		},
-		"pull mode, a gap in the hub's looks while the agent was heard: charged": {
+		"P3.pull-heard-gap: pull mode, a gap in the hub's looks while the agent was heard: charged": {
 			status: withUsage(active, metered(10, -60*time.Second)), lastSeen: -60 * time.Second,
 			decide: func(st, old *flotillav1.LeaseStatus, in Input) Result {
 				in.Pull, in.Heard = true, true
