@@ -131,25 +131,28 @@ func (r *ProviderReconciler) noteBeat(provider, v string, now time.Time) (seen t
 // within the grace period of to. Its Leases' usage counts that time as
 // watched (lease.Input.Heard).
 func (r *ProviderReconciler) HeardThroughout(provider string, from, to time.Time) bool {
-	v, ok := r.beats.Load(provider)
-	if !ok || from.IsZero() {
-		return false
-	}
-	b := v.(heartbeat)
-	return !b.since.After(from) && to.Sub(b.seen) <= r.grace()
+	b, ok := r.heardSince(provider, from)
+	return ok && to.Sub(b.seen) <= r.grace()
 }
 
 // LastHeard is the last beat this process saw of a Pull-mode provider's
 // agent, when it heard it throughout since from; from otherwise.
 func (r *ProviderReconciler) LastHeard(provider string, from time.Time) time.Time {
-	v, ok := r.beats.Load(provider)
-	if !ok || from.IsZero() {
-		return from
-	}
-	if b := v.(heartbeat); !b.since.After(from) && b.seen.After(from) {
+	if b, ok := r.heardSince(provider, from); ok && b.seen.After(from) {
 		return b.seen
 	}
 	return from
+}
+
+// heardSince is the provider's last beat, when the run of beats it ends
+// began at from or earlier.
+func (r *ProviderReconciler) heardSince(provider string, from time.Time) (heartbeat, bool) {
+	v, ok := r.beats.Load(provider)
+	if !ok || from.IsZero() {
+		return heartbeat{}, false
+	}
+	b := v.(heartbeat)
+	return b, !b.since.After(from)
 }
 
 // Silent lists the Pull-mode providers whose heartbeat this process saw

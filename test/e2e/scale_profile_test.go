@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -78,20 +77,12 @@ func apiMetrics(ctx context.Context, cfg *rest.Config) (counts, seconds map[stri
 	if err != nil {
 		return nil, nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(cfg.Host, "/")+"/metrics", nil)
+	lines, err := metricLines(ctx, hc, strings.TrimSuffix(cfg.Host, "/")+"/metrics")
 	if err != nil {
 		return nil, nil, err
 	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer resp.Body.Close()
 	counts, seconds = map[string]float64{}, map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
+	for _, line := range lines {
 		out := counts
 		switch {
 		case strings.HasPrefix(line, "apiserver_request_total{"):
@@ -116,7 +107,7 @@ func apiMetrics(ctx context.Context, cfg *rest.Config) (counts, seconds map[stri
 		v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
 		out[key] += v
 	}
-	return counts, seconds, sc.Err()
+	return counts, seconds, nil
 }
 
 // topDelta lists the n largest increases from before to after, largest
